@@ -1,0 +1,3 @@
+from yolo4.cli import main
+
+raise SystemExit(main())
