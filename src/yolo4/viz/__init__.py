@@ -1,0 +1,1 @@
+"""Drawing: boxes on images, grids of samples, plots."""

@@ -1,0 +1,57 @@
+"""Boxes, labels and scores drawn on images (OpenCV, RGB uint8 arrays)."""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+
+def class_color(class_id: int) -> tuple[int, int, int]:
+    """A stable, well-separated RGB colour for a class id (golden-ratio hue walk)."""
+    h = (int(class_id) * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(h, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_boxes(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    class_ids: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray | None = None,
+    names: Sequence[str] | None = None,
+    thickness: int | None = None,
+) -> np.ndarray:
+    """Return a copy of `image` with labelled boxes drawn on it.
+
+    Args:
+        image: uint8 array (H, W, 3), RGB.
+        boxes: float array (N, 4), xyxy in the image's pixels.
+        class_ids: (N,) integer class ids.
+        scores: optional (N,) confidences, printed after the class name.
+        names: optional class names indexed by class id.
+    Returns:
+        uint8 array (H, W, 3), RGB; the input is not modified.
+    """
+    out = np.ascontiguousarray(image.copy())
+    h, w = out.shape[:2]
+    t = thickness or max(1, round(0.002 * (h + w)))
+    font_scale = max(0.35, t / 3)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        c = int(class_ids[i])
+        color = class_color(c)
+        p1 = (int(round(x1)), int(round(y1)))
+        p2 = (int(round(x2)), int(round(y2)))
+        cv2.rectangle(out, p1, p2, color, t, cv2.LINE_AA)
+        label = names[c] if names is not None and 0 <= c < len(names) else str(c)
+        if scores is not None:
+            label = f"{label} {float(scores[i]):.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, t - 1))
+        ty = p1[1] - 2 if p1[1] - th - base - 2 >= 0 else p1[1] + th + base + 2
+        cv2.rectangle(out, (p1[0], ty - th - base), (p1[0] + tw + 2, ty + 2), color, -1)
+        cv2.putText(out, label, (p1[0] + 1, ty - base + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    (255, 255, 255), max(1, t - 1), cv2.LINE_AA)
+    return out
