@@ -1,0 +1,568 @@
+"""Detection accuracy: COCO metrics (pycocotools' COCOeval), darknet-style VOC mAP@0.5,
+per-class precision-recall curves and a confusion matrix.
+
+Every function here is pure and takes per-image lists (numpy arrays or torch tensors):
+
+    gts[i]   = (boxes (N_i, 4) float xyxy pixels, class_ids (N_i,) int)
+    preds[i] = (boxes (M_i, 4) float xyxy pixels, scores (M_i,) float, class_ids (M_i,) int)
+
+Class ids are 0-based indices into `names`. Boxes become COCO `xywh` only inside
+`coco_results` / `coco_evaluate`, which hand them to pycocotools.
+
+Why darknet's mAP@0.5 is not COCO's AP50
+----------------------------------------
+`darknet detector map` and COCOeval both build a precision-recall curve per class at
+IoU 0.5 and average interpolated precision, but they disagree on details:
+
+1. Detections kept: COCOeval keeps the 100 highest-scoring detections per image
+   (`maxDets=100`); darknet keeps every detection above its 0.005 threshold.
+2. Matching: COCOeval matches a detection to the best *still unmatched* ground truth
+   with IoU >= 0.5; darknet (like the VOC devkit) takes the ground truth with the highest
+   IoU > 0.5 and counts a false positive when that one is already taken, even if another
+   ground truth would have fitted.
+3. Interpolation: COCO samples precision at 101 recall points; darknet uses 101 points for
+   COCO-style runs, 11 points for VOC2007 (coarser) and the area under the curve otherwise.
+4. Crowd regions and areas: COCOeval ignores detections on `iscrowd` ground truth and
+   reports small/medium/large from annotation areas; darknet knows neither.
+5. Classes without ground truth: COCO leaves them out of the mean; darknet averages them
+   in as 0. Here both numbers leave them out (reported as NaN), so they stay comparable.
+
+`darknet_voc_ap` reproduces the darknet/VOC rules (2, 3, 5 aside) with detections ranked
+by confidence; it equals COCO's AP50 when no image has more than 100 detections and no
+matching conflict occurs, which the tests check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GroundTruth = tuple[Any, Any]  # (boxes (N, 4) xyxy, class_ids (N,))
+Prediction = tuple[Any, Any, Any]  # (boxes (M, 4) xyxy, scores (M,), class_ids (M,))
+
+# COCOeval.stats order, as printed by COCOeval.summarize().
+COCO_STATS = (
+    "map", "map50", "map75", "map_small", "map_medium", "map_large",
+    "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large",
+)
+_COCO_STAT_LINES = (
+    "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]",
+    "Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=100 ]",
+    "Average Precision  (AP) @[ IoU=0.75      | area=   all | maxDets=100 ]",
+    "Average Precision  (AP) @[ IoU=0.50:0.95 | area= small | maxDets=100 ]",
+    "Average Precision  (AP) @[ IoU=0.50:0.95 | area=medium | maxDets=100 ]",
+    "Average Precision  (AP) @[ IoU=0.50:0.95 | area= large | maxDets=100 ]",
+    "Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=  1 ]",
+    "Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets= 10 ]",
+    "Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]",
+    "Average Recall     (AR) @[ IoU=0.50:0.95 | area= small | maxDets=100 ]",
+    "Average Recall     (AR) @[ IoU=0.50:0.95 | area=medium | maxDets=100 ]",
+    "Average Recall     (AR) @[ IoU=0.50:0.95 | area= large | maxDets=100 ]",
+)
+
+# The 80 training classes of COCO in darknet's order -> COCO's category ids (1..90).
+COCO80_TO_COCO91 = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,
+    28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
+    54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80,
+    81, 82, 84, 85, 86, 87, 88, 89, 90,
+)
+
+
+# ---------------------------------------------------------------- result type
+@dataclass
+class Metrics:
+    """Accuracy of a detector on a dataset (C = number of classes).
+
+    COCO numbers come from pycocotools' COCOeval (IoU 0.50:0.95, maxDets 100 unless
+    named); a value COCOeval reports as -1 (no ground truth in that category/area) is NaN.
+    """
+
+    names: list[str]
+    map: float  # AP @ IoU 0.50:0.95
+    map50: float
+    map75: float
+    map_small: float
+    map_medium: float
+    map_large: float
+    ar1: float
+    ar10: float
+    ar100: float
+    ar_small: float
+    ar_medium: float
+    ar_large: float
+    ap_per_class: np.ndarray  # (C,) AP@0.50:0.95, NaN for classes without ground truth
+    ap50_per_class: np.ndarray  # (C,) AP@0.50 (COCO)
+    darknet_map50_101: float  # darknet-style VOC mAP@0.5, 101-point interpolation
+    darknet_map50_11: float  # darknet-style VOC mAP@0.5, 11-point (VOC2007) interpolation
+    darknet_ap50_per_class_101: np.ndarray  # (C,)
+    darknet_ap50_per_class_11: np.ndarray  # (C,)
+    recall_thresholds: np.ndarray  # (101,) COCO's recall points 0, 0.01, ..., 1
+    precision_curves: np.ndarray  # (C, 101) COCO interpolated precision at IoU 0.5, NaN rows: no gt
+    confusion: np.ndarray  # (C+1, C+1) int64 counts [true class, predicted class]; index C = background
+    confusion_conf: float  # score threshold used for the confusion matrix
+    confusion_iou: float  # IoU threshold used for the confusion matrix
+    num_gt: np.ndarray  # (C,) ground-truth boxes per class
+    num_images_per_class: np.ndarray  # (C,) images containing the class
+    num_images: int
+    num_predictions: int
+    speed: dict[str, float] = field(default_factory=dict)  # filled by engine.evaluate
+
+    # ------------------------------------------------------------ derived numbers
+    @property
+    def precision_at_conf(self) -> np.ndarray:
+        """(C,) precision of detections scoring >= `confusion_conf` (IoU `confusion_iou`)."""
+        c = len(self.names)
+        tp = np.diag(self.confusion)[:c].astype(np.float64)
+        predicted = self.confusion[:, :c].sum(axis=0).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(predicted > 0, tp / predicted, np.nan)
+
+    @property
+    def recall_at_conf(self) -> np.ndarray:
+        """(C,) recall of detections scoring >= `confusion_conf` (IoU `confusion_iou`)."""
+        c = len(self.names)
+        tp = np.diag(self.confusion)[:c].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.num_gt > 0, tp / self.num_gt, np.nan)
+
+    def to_dict(self) -> dict[str, float]:
+        """Flat scalar metrics (JSON/CSV friendly): COCO stats, darknet-style mAPs, speed."""
+        out: dict[str, float] = {k: float(getattr(self, k)) for k in COCO_STATS}
+        out["darknet_map50_101"] = float(self.darknet_map50_101)
+        out["darknet_map50_11"] = float(self.darknet_map50_11)
+        out["num_images"] = float(self.num_images)
+        out["num_predictions"] = float(self.num_predictions)
+        out.update({k: float(v) for k, v in self.speed.items()})
+        return out
+
+    def per_class_dict(self) -> dict[str, dict[str, float]]:
+        """{class name: {instances, images, precision, recall, ap50, ap, darknet_ap50}}."""
+        p, r = self.precision_at_conf, self.recall_at_conf
+        return {
+            name: {
+                "instances": int(self.num_gt[k]),
+                "images": int(self.num_images_per_class[k]),
+                "precision": float(p[k]),
+                "recall": float(r[k]),
+                "ap50": float(self.ap50_per_class[k]),
+                "ap": float(self.ap_per_class[k]),
+                "darknet_ap50": float(self.darknet_ap50_per_class_101[k]),
+            }
+            for k, name in enumerate(self.names)
+        }
+
+    def table(self, names: Sequence[str] | None = None) -> str:
+        """Per-class table, the 'all' row first, then classes worst AP@0.5:0.95 first
+        (classes without ground truth last). P and R are at score >= `confusion_conf`."""
+        names = list(names) if names is not None else self.names
+        p, r = self.precision_at_conf, self.recall_at_conf
+        width = max([len("class")] + [len(n) for n in names])
+        head = (f"{'class':>{width}} {'images':>7} {'instances':>9} {'P':>6} {'R':>6} "
+                f"{'AP50':>6} {'AP50-95':>7} {'dn-AP50':>7}")
+
+        def row(name, images, inst, pk, rk, ap50, ap, dn) -> str:
+            return (f"{name:>{width}} {images:>7d} {inst:>9d} {_fmt(pk):>6} {_fmt(rk):>6} "
+                    f"{_fmt(ap50):>6} {_fmt(ap):>7} {_fmt(dn):>7}")
+
+        tp_all = float(np.diag(self.confusion)[: len(names)].sum())
+        pred_all = float(self.confusion[:, : len(names)].sum())
+        gt_all = float(self.num_gt.sum())
+        lines = [head, row("all", self.num_images, int(gt_all),
+                           tp_all / pred_all if pred_all else math.nan,
+                           tp_all / gt_all if gt_all else math.nan,
+                           self.map50, self.map, self.darknet_map50_101)]
+        key = np.where(np.isnan(self.ap_per_class), np.inf, self.ap_per_class)
+        for k in np.argsort(key, kind="stable"):
+            lines.append(row(names[k], int(self.num_images_per_class[k]), int(self.num_gt[k]), p[k], r[k],
+                             self.ap50_per_class[k], self.ap_per_class[k],
+                             self.darknet_ap50_per_class_101[k]))
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        """COCOeval's twelve lines, the darknet-style mAPs (labelled), and speed when known."""
+        lines = [f" {label} = {_fmt(getattr(self, k), 3)}" for k, label in zip(COCO_STATS, _COCO_STAT_LINES)]
+        lines.append(f" darknet-style mAP@0.50 (VOC matching, 101-point)            = {_fmt(self.darknet_map50_101, 3)}")
+        lines.append(f" darknet-style mAP@0.50 (VOC matching, 11-point, VOC2007)    = {_fmt(self.darknet_map50_11, 3)}")
+        if self.speed:
+            lines.append(" " + speed_line(self.speed))
+        return "\n".join(lines)
+
+
+def speed_line(speed: dict[str, float]) -> str:
+    """One line from engine.evaluate's timing dict (ms per image, FPS)."""
+    parts = []
+    for key, label in (("preprocess_ms", "pre-process"), ("inference_ms", "network"), ("nms_ms", "NMS")):
+        if key in speed:
+            parts.append(f"{speed[key]:.2f} ms {label}")
+    text = "Speed: " + ", ".join(parts) + " per image"
+    if "fps" in speed:
+        text += f"; {speed['fps']:.1f} FPS without post-processing"
+    for key in ("batch", "img_h", "img_w"):
+        if key not in speed:
+            return text
+    return text + f" (batch {int(speed['batch'])}, {int(speed['img_h'])}x{int(speed['img_w'])})"
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    x = float(x)
+    return "nan" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+# ---------------------------------------------------------------- input handling
+def _np(x: Any, dtype) -> np.ndarray:
+    """numpy copy-free view of a numpy array / torch tensor / sequence with `dtype`."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _normalise(
+    gts: Sequence[GroundTruth], preds: Sequence[Prediction], num_classes: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Per-image float64 / int64 numpy arrays, checked for shape and class range."""
+    if len(gts) != len(preds):
+        raise ValueError(f"{len(gts)} ground-truth images but {len(preds)} prediction images")
+    g_out, p_out = [], []
+    for i, (g, p) in enumerate(zip(gts, preds)):
+        gb, gc = _np(g[0], np.float64).reshape(-1, 4), _np(g[1], np.int64).reshape(-1)
+        pb, ps, pc = (_np(p[0], np.float64).reshape(-1, 4), _np(p[1], np.float64).reshape(-1),
+                      _np(p[2], np.int64).reshape(-1))
+        if len(gb) != len(gc):
+            raise ValueError(f"image {i}: {len(gb)} ground-truth boxes but {len(gc)} class ids")
+        if not len(pb) == len(ps) == len(pc):
+            raise ValueError(f"image {i}: {len(pb)} predicted boxes, {len(ps)} scores, {len(pc)} class ids")
+        for what, c in (("ground-truth", gc), ("predicted", pc)):
+            if len(c) and (c.min() < 0 or c.max() >= num_classes):
+                raise ValueError(f"image {i}: {what} class id {int(c.max() if c.max() >= num_classes else c.min())} "
+                                 f"outside 0..{num_classes - 1}")
+        g_out.append((gb, gc))
+        p_out.append((pb, ps, pc))
+    return g_out, p_out
+
+
+def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every pair. a: (N, 4) xyxy, b: (M, 4) xyxy -> (N, M) float64 (0 for empty unions)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)  # (N,)
+    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)  # (M,)
+    wh = (np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2])).clip(0)
+    inter = wh[..., 0] * wh[..., 1]  # (N, M)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+# ---------------------------------------------------------------- COCO (pycocotools)
+def coco_results(
+    preds: Sequence[Prediction], image_ids: Sequence[int], category_ids: Sequence[int] | None = None
+) -> list[dict]:
+    """Predictions as COCO results: [{"image_id", "category_id", "bbox": [x, y, w, h], "score"}].
+
+    Args:
+        preds: per image (boxes (M, 4) xyxy pixels, scores (M,), class_ids (M,)).
+        image_ids: COCO image id of each image (len(preds)).
+        category_ids: COCO category id of each class index (default: class index + 1;
+            use `COCO80_TO_COCO91` for the official COCO ids).
+    """
+    if len(image_ids) != len(preds):
+        raise ValueError(f"{len(preds)} prediction images but {len(image_ids)} image ids")
+    out = []
+    for image_id, p in zip(image_ids, preds):
+        boxes = _np(p[0], np.float64).reshape(-1, 4)
+        scores = _np(p[1], np.float64).reshape(-1)
+        classes = _np(p[2], np.int64).reshape(-1)
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # (M, 4) COCO xywh
+        for b, s, c in zip(xywh.tolist(), scores.tolist(), classes.tolist()):
+            cat = int(category_ids[c]) if category_ids is not None else int(c) + 1
+            out.append({"image_id": int(image_id), "category_id": cat, "bbox": b, "score": s})
+    return out
+
+
+def write_coco_json(
+    preds: Sequence[Prediction], image_ids: Sequence[int], path: str | Path,
+    category_ids: Sequence[int] | None = None,
+) -> Path:
+    """Write `coco_results(preds, image_ids, category_ids)` to `path` (pycocotools' loadRes
+    reads it). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(coco_results(preds, image_ids, category_ids)))
+    return path
+
+
+def coco_ground_truth(
+    gts: Sequence[GroundTruth], names: Sequence[str], image_ids: Sequence[int],
+    category_ids: Sequence[int], image_sizes: Sequence[tuple[int, int]] | None = None,
+) -> dict:
+    """Ground truth as a COCO dataset dict (crowd-free, area = box area).
+
+    Args:
+        gts: per image (boxes (N, 4) xyxy pixels, class_ids (N,)).
+        image_sizes: per image (height, width); 0 when unknown (COCOeval does not use them).
+    """
+    images = []
+    annotations = []
+    for i, (image_id, g) in enumerate(zip(image_ids, gts)):
+        h, w = image_sizes[i] if image_sizes is not None else (0, 0)
+        images.append({"id": int(image_id), "height": int(h), "width": int(w)})
+        boxes = _np(g[0], np.float64).reshape(-1, 4)
+        classes = _np(g[1], np.int64).reshape(-1)
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # (N, 4) COCO xywh
+        for b, c in zip(xywh.tolist(), classes.tolist()):
+            annotations.append({"id": len(annotations) + 1, "image_id": int(image_id),
+                                "category_id": int(category_ids[c]), "bbox": b,
+                                "area": b[2] * b[3], "iscrowd": 0})
+    categories = [{"id": int(cid), "name": str(n)} for cid, n in zip(category_ids, names)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _run_cocoeval(gt_dict: dict, results: list[dict]):
+    """COCOeval (bbox) on an in-memory dataset and results list; returns the evaluator."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco_gt = COCO()
+        coco_gt.dataset = gt_dict
+        coco_gt.createIndex()
+        if results:
+            coco_dt = coco_gt.loadRes(results)
+        else:  # loadRes rejects an empty list
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": list(gt_dict["images"]), "annotations": [],
+                               "categories": list(gt_dict["categories"])}
+            coco_dt.createIndex()
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.imgIds = [im["id"] for im in gt_dict["images"]]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
+def coco_evaluate(
+    gts: Sequence[GroundTruth],
+    preds: Sequence[Prediction],
+    names: Sequence[str],
+    image_sizes: Sequence[tuple[int, int]] | None = None,
+    image_ids: Sequence[int] | None = None,
+    category_ids: Sequence[int] | None = None,
+    confusion_conf: float = 0.25,
+    confusion_iou: float = 0.5,
+) -> Metrics:
+    """All accuracy numbers of `preds` against `gts`.
+
+    Args:
+        gts: per image (boxes (N, 4) float xyxy pixels, class_ids (N,) int in [0, C)).
+        preds: per image (boxes (M, 4) float xyxy pixels, scores (M,), class_ids (M,)).
+        names: the C class names.
+        image_sizes: per image (height, width), only stored in the COCO image records.
+        image_ids, category_ids: COCO ids to use (default 1..len(gts) and 1..C); they only
+            matter when the COCO objects are compared with files written elsewhere.
+        confusion_conf, confusion_iou: thresholds of the confusion matrix and of P/R.
+    Returns:
+        Metrics; COCO numbers from pycocotools' COCOeval, -1 ("no ground truth") as NaN.
+    """
+    names = list(names)
+    c = len(names)
+    gts_n, preds_n = _normalise(gts, preds, c)
+    image_ids = list(image_ids) if image_ids is not None else list(range(1, len(gts_n) + 1))
+    category_ids = list(category_ids) if category_ids is not None else list(range(1, c + 1))
+    if len(image_ids) != len(gts_n) or len(set(image_ids)) != len(image_ids):
+        raise ValueError(f"need {len(gts_n)} distinct image ids, got {len(image_ids)}")
+    if len(category_ids) != c or len(set(category_ids)) != c:
+        raise ValueError(f"need {c} distinct category ids, got {len(category_ids)}")
+
+    gt_dict = coco_ground_truth(gts_n, names, image_ids, category_ids, image_sizes)
+    ev = _run_cocoeval(gt_dict, coco_results(preds_n, image_ids, category_ids))
+    stats = {k: _nan_if_missing(v) for k, v in zip(COCO_STATS, ev.stats)}
+
+    # precision: [T iou thresholds, R recall points, K categories (sorted ids), A areas, M maxDets]
+    precision = ev.eval["precision"]
+    order = {cid: k for k, cid in enumerate(ev.params.catIds)}
+    ap = np.full(c, np.nan)
+    ap50 = np.full(c, np.nan)
+    curves = np.full((c, len(ev.params.recThrs)), np.nan)
+    for cls, cid in enumerate(category_ids):
+        p = precision[:, :, order[cid], 0, -1]  # (T, R) area all, maxDets 100
+        if (p > -1).any():
+            ap[cls] = p[p > -1].mean()
+            p50 = p[0]
+            ap50[cls] = p50[p50 > -1].mean() if (p50 > -1).any() else np.nan
+            curves[cls] = np.where(p50 > -1, p50, np.nan)
+
+    dn101 = darknet_voc_ap(gts_n, preds_n, c, points=101)
+    dn11 = darknet_voc_ap(gts_n, preds_n, c, points=11)
+    num_gt = np.bincount(np.concatenate([g[1] for g in gts_n] + [np.zeros(0, np.int64)]), minlength=c)
+    images_per_class = np.zeros(c, dtype=np.int64)
+    for _, gc in gts_n:
+        images_per_class[np.unique(gc)] += 1
+    return Metrics(
+        names=names,
+        **stats,
+        ap_per_class=ap,
+        ap50_per_class=ap50,
+        darknet_map50_101=_nanmean(dn101),
+        darknet_map50_11=_nanmean(dn11),
+        darknet_ap50_per_class_101=dn101,
+        darknet_ap50_per_class_11=dn11,
+        recall_thresholds=np.asarray(ev.params.recThrs, dtype=np.float64),
+        precision_curves=curves,
+        confusion=confusion_matrix(gts_n, preds_n, c, conf=confusion_conf, iou=confusion_iou),
+        confusion_conf=float(confusion_conf),
+        confusion_iou=float(confusion_iou),
+        num_gt=num_gt.astype(np.int64),
+        num_images_per_class=images_per_class,
+        num_images=len(gts_n),
+        num_predictions=int(sum(len(p[1]) for p in preds_n)),
+    )
+
+
+def _nan_if_missing(v: float) -> float:
+    return math.nan if v == -1 else float(v)
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(x[~np.isnan(x)].mean()) if (~np.isnan(x)).any() else math.nan
+
+
+# ---------------------------------------------------------------- darknet-style VOC mAP
+def voc_match(
+    gts: Sequence[GroundTruth], preds: Sequence[Prediction], class_id: int, iou_thresh: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Darknet/VOC matching of one class's detections.
+
+    In each image, detections of `class_id` are taken by descending score; each is matched
+    to the ground truth of that class with the highest IoU; it is a true positive when that
+    IoU > `iou_thresh` (darknet's strict test) and the ground truth is not taken yet,
+    otherwise a false positive.
+
+    Returns:
+        scores (D,) float64 sorted descending (stable: image order, then input order),
+        tp (D,) bool aligned with scores, and the number of ground-truth boxes of the class.
+    """
+    all_scores, all_tp, num_gt = [], [], 0
+    for g, p in zip(gts, preds):
+        gb, gc = _np(g[0], np.float64).reshape(-1, 4), _np(g[1], np.int64).reshape(-1)
+        pb, ps, pc = (_np(p[0], np.float64).reshape(-1, 4), _np(p[1], np.float64).reshape(-1),
+                      _np(p[2], np.int64).reshape(-1))
+        gboxes = gb[gc == class_id]
+        keep = pc == class_id
+        boxes, scores = pb[keep], ps[keep]
+        num_gt += len(gboxes)
+        if len(scores) == 0:
+            continue
+        order = np.argsort(-scores, kind="stable")
+        boxes, scores = boxes[order], scores[order]
+        tp = np.zeros(len(scores), dtype=bool)
+        if len(gboxes):
+            iou = box_iou_np(boxes, gboxes)  # (D_i, G_i)
+            best = iou.argmax(axis=1)
+            best_iou = iou[np.arange(len(boxes)), best]
+            taken = np.zeros(len(gboxes), dtype=bool)
+            for d in range(len(boxes)):
+                if best_iou[d] > iou_thresh and not taken[best[d]]:
+                    taken[best[d]] = True
+                    tp[d] = True
+        all_scores.append(scores)
+        all_tp.append(tp)
+    if not all_scores:
+        return np.zeros(0), np.zeros(0, dtype=bool), num_gt
+    scores = np.concatenate(all_scores)
+    tp = np.concatenate(all_tp)
+    order = np.argsort(-scores, kind="stable")
+    return scores[order], tp[order], num_gt
+
+
+def interpolated_ap(recall: np.ndarray, precision: np.ndarray, points: int) -> float:
+    """Darknet's `points`-point interpolated AP (101: COCO-style, 11: VOC2007).
+
+    At each recall level r = i / (points - 1) take the highest precision among ranks with
+    recall >= r (0 when none) and average them.
+
+    Args:
+        recall: (D,) non-decreasing recall after each ranked detection.
+        precision: (D,) precision after each ranked detection.
+    """
+    recall = np.asarray(recall, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    if len(recall) == 0:
+        return 0.0
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]  # (D,) max precision at rank >= d
+    levels = np.arange(points, dtype=np.float64) / (points - 1)  # as darknet: point * 1.0 / (points - 1)
+    idx = np.searchsorted(recall, levels, side="left")  # first rank with recall >= level
+    values = np.where(idx < len(recall), envelope[np.minimum(idx, len(recall) - 1)], 0.0)
+    return float(values.mean())
+
+
+def darknet_voc_ap(
+    gts: Sequence[GroundTruth], preds: Sequence[Prediction], num_classes: int,
+    iou_thresh: float = 0.5, points: int = 101,
+) -> np.ndarray:
+    """Darknet-style VOC AP per class (see the module docstring for how it differs from COCO).
+
+    Args:
+        gts: per image (boxes (N, 4) xyxy, class_ids (N,)).
+        preds: per image (boxes (M, 4) xyxy, scores (M,), class_ids (M,)); all are used.
+        points: 101 (darknet `-points 101`, COCO-like) or 11 (VOC2007).
+    Returns:
+        (num_classes,) float64 AP; NaN for classes without ground truth.
+    """
+    out = np.full(num_classes, np.nan)
+    for c in range(num_classes):
+        scores, tp, num_gt = voc_match(gts, preds, c, iou_thresh)
+        if num_gt == 0:
+            continue
+        ctp = np.cumsum(tp)  # (D,)
+        cfp = np.cumsum(~tp)
+        out[c] = interpolated_ap(ctp / num_gt, ctp / np.maximum(ctp + cfp, 1), points)
+    return out
+
+
+# ---------------------------------------------------------------- confusion matrix
+def confusion_matrix(
+    gts: Sequence[GroundTruth], preds: Sequence[Prediction], num_classes: int,
+    conf: float = 0.25, iou: float = 0.5,
+) -> np.ndarray:
+    """Class confusion of confident detections.
+
+    Per image, detections with score >= `conf` are matched to ground truth regardless of
+    class, greedily by descending IoU (each box used once, IoU >= `iou`).
+
+    Returns:
+        (C+1, C+1) int64 counts indexed [true class, predicted class]. Row C (true
+        background) counts unmatched detections (false positives); column C (predicted
+        background) counts unmatched ground truth (misses).
+    """
+    c = num_classes
+    m = np.zeros((c + 1, c + 1), dtype=np.int64)
+    for g, p in zip(gts, preds):
+        gb, gc = _np(g[0], np.float64).reshape(-1, 4), _np(g[1], np.int64).reshape(-1)
+        pb, ps, pc = (_np(p[0], np.float64).reshape(-1, 4), _np(p[1], np.float64).reshape(-1),
+                      _np(p[2], np.int64).reshape(-1))
+        keep = ps >= conf
+        pb, pc = pb[keep], pc[keep]
+        g_used = np.zeros(len(gb), dtype=bool)
+        p_used = np.zeros(len(pb), dtype=bool)
+        if len(gb) and len(pb):
+            ious = box_iou_np(gb, pb)  # (G, P)
+            gi, pi = np.nonzero(ious >= iou)
+            order = np.argsort(-ious[gi, pi], kind="stable")
+            for a, b in zip(gi[order], pi[order]):
+                if not g_used[a] and not p_used[b]:
+                    g_used[a] = p_used[b] = True
+                    m[gc[a], pc[b]] += 1
+        np.add.at(m, (gc[~g_used], c), 1)
+        np.add.at(m, (c, pc[~p_used]), 1)
+    return m
