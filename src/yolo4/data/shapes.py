@@ -64,7 +64,7 @@ class ShapesConfig:
     rotation_deg: float = 30.0  # shapes are rotated uniformly in [-rotation_deg, rotation_deg]
     noise_range: tuple[float, float] = (3.0, 12.0)  # std of the final Gaussian pixel noise
     num_lines: tuple[int, int] = (2, 12)  # sharp random distractor lines on the background
-    jpeg_quality: int = 92
+    jpeg_quality: int = 90
 
     def __post_init__(self) -> None:
         unknown = set(self.classes) - set(SHAPES_NAMES)
