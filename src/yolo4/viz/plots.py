@@ -135,7 +135,9 @@ def plot_training_curves(csv_path: str | Path, out_png: str | Path) -> Path:
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), layout="constrained",
                              squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        ax.plot(x, columns[key], marker="." if len(x) < 50 else None, linewidth=1.5)
+        xs, ys = np.asarray(x, dtype=np.float64), np.asarray(columns[key], dtype=np.float64)
+        ok = ~np.isnan(ys)  # columns filled only on some epochs (e.g. evaluation) stay connected
+        ax.plot(xs[ok], ys[ok], marker="." if ok.sum() < 50 else None, linewidth=1.5)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
