@@ -1,0 +1,707 @@
+"""Inference: pre-processing, the `Detector`, its results, and the `yolo4 detect` run.
+
+    det = Detector("yolov4.cfg", "yolov4.weights", names="coco.names")
+    [res] = det(["dog.jpg"])          # paths, RGB uint8 arrays or PIL images
+    res.boxes, res.scores, res.class_ids, res.labels   # xyxy in the image's pixels
+    cv2.imwrite("out.jpg", res.draw()[..., ::-1])
+
+Stages, each timed per image: pre-process (resize to the network input: `stretch`, darknet's
+default, or `letterbox`, from the cfg's `letter_box`; RGB; / 255), network (one replaceable
+callable, `Detector.runner`), post-process (decode the [yolo] heads, confidence filter,
+NMS, map the boxes back to the original image's pixels).
+
+The runner contract, for other back-ends (ONNX Runtime, TFLite): called with a float
+Tensor[B, 3, H, W] in [0, 1], RGB, on the detector's device, it returns either the raw
+head tensors, one (B, A*(5+C), H_i, W_i) per [yolo] layer in cfg order (a list of
+Tensors or numpy arrays), or an already-decoded `yolo4.ops.boxes.DecodedHeads`.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from yolo4.errors import DataError, WeightsError, Yolo4Error
+from yolo4.ops.boxes import DecodedHeads, clip_boxes, decode_heads
+from yolo4.ops.nms import CANDIDATES, NMS_NAMES, postprocess
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"})
+VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts"})
+RESIZE_NAMES = ("stretch", "letterbox")
+LETTERBOX_GRAY = 127
+
+NO_WEIGHTS_MESSAGE = (
+    "no weights given, and yolo4 will not draw boxes from an untrained network. Either\n"
+    "  * download official darknet weights: they are published with the AlexeyAB/darknet releases,\n"
+    "    https://github.com/AlexeyAB/darknet/releases (yolov4.weights for cfg/yolov4.cfg,\n"
+    "    yolov4-tiny.weights for cfg/yolov4-tiny.cfg, yolov4-csp / yolov4x-mish likewise), and pass\n"
+    "    them with --weights FILE together with the matching --cfg; or\n"
+    "  * train your own with `yolo4 train` (`yolo4 train --demo` trains a small model on the embedded\n"
+    "    shapes dataset) and pass the weights it writes with --weights."
+)
+
+COCO_NAMES = (
+    "person", "bicycle", "car", "motorbike", "aeroplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "sofa",
+    "pottedplant", "bed", "diningtable", "toilet", "tvmonitor", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)  # darknet's data/coco.names, the order of every COCO-trained darknet model
+
+ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # Any: a PIL.Image.Image
+Runner = Callable[[Tensor], Union[Sequence[Tensor], Sequence[np.ndarray], DecodedHeads]]
+
+
+# ================================================================== pre-processing
+@dataclass(frozen=True)
+class ResizeInfo:
+    """How one image was mapped to the network input: input = original * scale + pad.
+
+    orig_hw and input_hw are (height, width); scale_xy and pad_xy are (x, y).
+    """
+
+    orig_hw: tuple[int, int]
+    input_hw: tuple[int, int]
+    scale_xy: tuple[float, float]
+    pad_xy: tuple[float, float]
+
+    def to_original(self, boxes: Tensor) -> Tensor:
+        """Boxes Tensor[N, 4] xyxy in input pixels -> original-image pixels, clipped to the image."""
+        scale = boxes.new_tensor(self.scale_xy * 2)  # (4,) sx, sy, sx, sy
+        pad = boxes.new_tensor(self.pad_xy * 2)
+        return clip_boxes((boxes - pad) / scale, self.orig_hw)
+
+    def to_input(self, boxes: Tensor) -> Tensor:
+        """Boxes Tensor[N, 4] xyxy in original-image pixels -> network-input pixels."""
+        return boxes * boxes.new_tensor(self.scale_xy * 2) + boxes.new_tensor(self.pad_xy * 2)
+
+
+def stretch(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, ResizeInfo]:
+    """Plain resize to (height, width), aspect not kept (darknet's default, OpenCV's blobFromImage).
+
+    Args:
+        image: uint8 (H, W, 3). input_hw: (height, width).
+    Returns:
+        uint8 (input_h, input_w, 3) and its ResizeInfo.
+    """
+    h, w = image.shape[:2]
+    ih, iw = input_hw
+    out = cv2.resize(image, (iw, ih), interpolation=cv2.INTER_LINEAR) if (h, w) != (ih, iw) else image.copy()
+    return out, ResizeInfo((h, w), (ih, iw), (iw / w, ih / h), (0.0, 0.0))
+
+
+def letterbox(image: np.ndarray, input_hw: tuple[int, int], pad_value: int = LETTERBOX_GRAY) -> tuple[np.ndarray, ResizeInfo]:
+    """Resize keeping the aspect ratio, centred on a gray canvas (darknet's `letterbox_image`:
+    the long side fills the input, the short side is `orig * input_long / orig_long` rounded down).
+
+    Args:
+        image: uint8 (H, W, 3). input_hw: (height, width).
+    Returns:
+        uint8 (input_h, input_w, 3) and its ResizeInfo.
+    """
+    h, w = image.shape[:2]
+    ih, iw = input_hw
+    if iw / w < ih / h:
+        new_w, new_h = iw, max(1, (h * iw) // w)
+    else:
+        new_w, new_h = max(1, (w * ih) // h), ih
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    px, py = (iw - new_w) // 2, (ih - new_h) // 2
+    out = np.full((ih, iw, image.shape[2]), pad_value, dtype=image.dtype)
+    out[py:py + new_h, px:px + new_w] = resized
+    return out, ResizeInfo((h, w), (ih, iw), (new_w / w, new_h / h), (float(px), float(py)))
+
+
+RESIZERS: dict[str, Callable[[np.ndarray, tuple[int, int]], tuple[np.ndarray, ResizeInfo]]] = {
+    "stretch": stretch,
+    "letterbox": letterbox,
+}
+
+
+def preprocess(
+    images: Sequence[np.ndarray], input_hw: tuple[int, int], resize: str = "stretch", device: str | torch.device = "cpu"
+) -> tuple[Tensor, list[ResizeInfo]]:
+    """Resize a batch of RGB uint8 images (H_i, W_i, 3) to the network input.
+
+    Returns:
+        float Tensor[B, 3, H, W] in [0, 1] on `device`, and one ResizeInfo per image.
+    """
+    resize_fn = RESIZERS[resize]
+    done = [resize_fn(img, input_hw) for img in images]
+    batch = np.stack([d[0] for d in done])  # (B, H, W, 3) uint8
+    x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
+    return x.contiguous(), [d[1] for d in done]
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3). Raises DataError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        data = np.fromfile(p, dtype=np.uint8)
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror or e})") from None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise DataError(f"{p}: not a readable image (corrupt, empty or not an image format OpenCV knows)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def as_rgb_array(image: ImageLike) -> np.ndarray:
+    """A path, an RGB numpy array (H, W), (H, W, 3) or (H, W, 4), or a PIL image -> RGB uint8 (H, W, 3)."""
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    if not isinstance(image, np.ndarray):
+        if hasattr(image, "convert"):  # PIL.Image.Image
+            return np.asarray(image.convert("RGB"))
+        raise DataError(f"cannot use an object of type {type(image).__name__} as an image")
+    arr = image
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise DataError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
+    arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(arr.max()) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+# ================================================================== results
+@dataclass
+class Detections:
+    """The detections of one image, in that image's pixels.
+
+    boxes: float32 (N, 4) xyxy; scores: float32 (N,); class_ids: int64 (N,); names: the
+    class-name table indexed by class id; image_hw: (height, width); path: where the image
+    came from (None for arrays; "video.mp4#frame=12" for video frames); timings: ms per
+    stage for this image ("preprocess", "network", "postprocess").
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    names: Sequence[str]
+    image_hw: tuple[int, int]
+    path: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def labels(self) -> list[str]:
+        """The class name of each detection."""
+        return [self.names[c] if 0 <= c < len(self.names) else str(c) for c in self.class_ids.tolist()]
+
+    def draw(self, image: np.ndarray | None = None) -> np.ndarray:
+        """The image (RGB uint8 (H, W, 3)) with labelled boxes; the stored image unless one is given."""
+        if image is None:
+            image = self.image if self.image is not None else (load_image(self.path) if self.path else None)
+        if image is None:
+            raise DataError("Detections.draw: no image stored and no path to read it from")
+        from yolo4.viz.draw import draw_boxes
+
+        return draw_boxes(image, self.boxes, self.class_ids, self.scores, self.names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """`{"image", "width", "height", "detections": [{"class_id", "class_name", "score", "box": [x1, y1, x2, y2]}]}`."""
+        return {
+            "image": self.path,
+            "width": int(self.image_hw[1]),
+            "height": int(self.image_hw[0]),
+            "detections": [
+                {"class_id": int(c), "class_name": name, "score": round(float(s), 5),
+                 "box": [round(float(v), 2) for v in box]}
+                for c, name, s, box in zip(self.class_ids.tolist(), self.labels, self.scores, self.boxes)
+            ],
+        }
+
+
+# ================================================================== the detector
+def read_names(path: str | os.PathLike) -> list[str]:
+    """A darknet .names file: one class name a line (blank lines ignored)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read class names ({e.strerror or e})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"{path}: no class names in it")
+    return names
+
+
+def _resolve_spec(model: str | os.PathLike):
+    """A NetworkSpec from a .cfg path (or a zoo name, when the model zoo provides one)."""
+    from yolo4.darknet import read_cfg
+
+    p = Path(model)
+    if p.is_file():
+        return read_cfg(p)
+    try:  # the model zoo is optional; its resolver names the known models in its error
+        from yolo4.models import zoo  # type: ignore[attr-defined]
+    except ImportError:
+        zoo = None
+    if zoo is not None and hasattr(zoo, "get_spec"):
+        return zoo.get_spec(str(model))
+    raise Yolo4Error(f"{model}: no such cfg file")
+
+
+def _to_size(img_size: int | Sequence[int] | None, default_hw: tuple[int, int]) -> tuple[int, int]:
+    if img_size is None:
+        return default_hw
+    if isinstance(img_size, int):
+        return img_size, img_size
+    h, w = (int(v) for v in img_size)
+    return h, w
+
+
+class Detector:
+    """Images in, `Detections` out.
+
+    Args:
+        model_or_cfg: a darknet .cfg path (or zoo name), or an already-built module with
+            `yolo_layers` and `spec` (a `yolo4.darknet.Darknet`).
+        weights: darknet .weights for a cfg. Required for a cfg unless `runner` is given.
+        names: class names (a list or a .names file); default COCO's for 80 classes, else ids.
+        img_size: network input, an int or (height, width); default the cfg's width/height.
+        resize: "stretch" or "letterbox"; default the cfg's `letter_box`.
+        conf: keep detections with obj * cls > conf. iou: NMS threshold.
+        nms: "greedy" (class-aware), "agnostic" or "diou" (DIoU-NMS with the cfg's beta_nms).
+        labels: "best" (one class per box, as OpenCV) or "all" (every class > conf, as darknet).
+        device: "cpu", "cuda", ... max_det: at most this many detections per image.
+        runner: replaces the network call (see the module docstring); the module is then not built.
+    """
+
+    def __init__(
+        self,
+        model_or_cfg: nn.Module | str | os.PathLike,
+        weights: str | os.PathLike | None = None,
+        names: Sequence[str] | str | os.PathLike | None = None,
+        img_size: int | Sequence[int] | None = None,
+        resize: str | None = None,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        nms: str = "greedy",
+        device: str | torch.device = "cpu",
+        max_det: int = 300,
+        labels: str = "best",
+        runner: Runner | None = None,
+    ):
+        if nms not in NMS_NAMES:
+            raise Yolo4Error(f"unknown --nms '{nms}' (choose from {', '.join(NMS_NAMES)})")
+        if labels not in CANDIDATES:
+            raise Yolo4Error(f"unknown labels rule '{labels}' (choose from {', '.join(CANDIDATES)})")
+        if resize is not None and resize not in RESIZERS:
+            raise Yolo4Error(f"unknown resize '{resize}' (choose from {', '.join(RESIZERS)})")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise Yolo4Error("device 'cuda' was asked for but PyTorch sees no CUDA device (use --device cpu)")
+        self.model: nn.Module | None = None
+        if isinstance(model_or_cfg, nn.Module):
+            self.model = model_or_cfg
+            spec = model_or_cfg.spec
+        else:
+            spec = _resolve_spec(model_or_cfg)
+            if runner is None:
+                if weights is None:
+                    raise WeightsError(NO_WEIGHTS_MESSAGE)
+                from yolo4.darknet import load
+
+                self.model = load(spec, weights)
+        if self.model is not None:
+            self.model = self.model.to(self.device).eval()
+        self.spec = spec
+        self.yolo_layers = list(spec.yolo_layers)
+        if not self.yolo_layers:
+            raise Yolo4Error(f"{spec.source}: the network has no [yolo] layer, nothing to detect with")
+        self.num_classes = int(self.yolo_layers[0].classes)
+        self.names = self._names(names)
+        self.input_hw = _to_size(img_size, (spec.net.height, spec.net.width))
+        if min(self.input_hw) <= 0 or self.input_hw[0] % 32 or self.input_hw[1] % 32:
+            raise Yolo4Error(f"image size {self.input_hw} must be positive multiples of 32")
+        self.resize = resize or ("letterbox" if spec.net.letter_box else "stretch")
+        self.conf, self.iou, self.nms, self.max_det, self.labels = conf, iou, nms, max_det, labels
+        self.beta_nms = float(self.yolo_layers[-1].beta_nms)
+        self.runner: Runner = runner if runner is not None else self._run_module
+
+    def _names(self, names: Sequence[str] | str | os.PathLike | None) -> list[str]:
+        if names is None:
+            return list(COCO_NAMES) if self.num_classes == 80 else [str(i) for i in range(self.num_classes)]
+        table = read_names(names) if isinstance(names, (str, os.PathLike)) else [str(n) for n in names]
+        if len(table) != self.num_classes:
+            where = f"{names}: " if isinstance(names, (str, os.PathLike)) else ""
+            raise DataError(f"{where}{len(table)} class names but the model has {self.num_classes} classes")
+        return table
+
+    @torch.inference_mode()
+    def _run_module(self, x: Tensor) -> list[Tensor]:
+        assert self.model is not None
+        return self.model(x)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.inference_mode()
+    def _decode(self, out: Sequence[Tensor] | Sequence[np.ndarray] | DecodedHeads) -> DecodedHeads:
+        if isinstance(out, DecodedHeads):
+            return DecodedHeads(*(torch.as_tensor(t, device=self.device) for t in out))
+        heads = [torch.as_tensor(t, device=self.device) for t in out]
+        return decode_heads(heads, self.yolo_layers, self.input_hw)
+
+    def predict_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Detections]:
+        """One batch of RGB uint8 arrays (H_i, W_i, 3) -> one Detections per image."""
+        if not images:
+            return []
+        paths = list(paths) if paths is not None else [None] * len(images)
+        t0 = time.perf_counter()
+        x, infos = preprocess(images, self.input_hw, self.resize, self.device)
+        self._sync()
+        t1 = time.perf_counter()
+        raw = self.runner(x)
+        self._sync()
+        t2 = time.perf_counter()
+        with torch.inference_mode():
+            dec = self._decode(raw)
+            kept = postprocess(*dec, conf=self.conf, iou=self.iou, nms=self.nms, max_det=self.max_det,
+                               labels=self.labels, beta=self.beta_nms)
+            results = []
+            for img, path, info, k in zip(images, paths, infos, kept):
+                boxes = info.to_original(k.boxes.float())
+                results.append(Detections(
+                    boxes=boxes.cpu().numpy().astype(np.float32),
+                    scores=k.scores.float().cpu().numpy(),
+                    class_ids=k.class_ids.cpu().numpy().astype(np.int64),
+                    names=self.names, image_hw=info.orig_hw, path=path, image=img,
+                ))
+        self._sync()
+        t3 = time.perf_counter()
+        n = len(images)
+        timings = {"preprocess": (t1 - t0) * 1e3 / n, "network": (t2 - t1) * 1e3 / n, "postprocess": (t3 - t2) * 1e3 / n}
+        for r in results:
+            r.timings = dict(timings)
+        return results
+
+    def __call__(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 16) -> list[Detections]:
+        """Detect objects in paths, RGB numpy arrays or PIL images (one or a list).
+
+        Returns:
+            one Detections per image, in order. A path that cannot be read raises DataError.
+        """
+        if isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "convert"):
+            images = [images]
+        items = list(images)
+        out: list[Detections] = []
+        for i in range(0, len(items), batch_size):
+            chunk = items[i:i + batch_size]
+            arrays = [as_rgb_array(im) for im in chunk]
+            paths = [str(im) if isinstance(im, (str, os.PathLike)) else None for im in chunk]
+            out.extend(self.predict_batch(arrays, paths))
+        return out
+
+
+# ================================================================== sources
+@dataclass(frozen=True)
+class ImageSource:
+    """One image file."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """A video file (path) or a webcam (index)."""
+
+    path: Path | None = None
+    camera: int | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else f"webcam {self.camera}"
+
+
+Source = Union[ImageSource, VideoSource]
+_GLOB_CHARS = set("*?[")
+
+
+def _classify(path: Path, in_folder: bool) -> tuple[Source | None, str | None]:
+    ext = path.suffix.lower()
+    if ext in VIDEO_EXTS:
+        return VideoSource(path=path), None
+    if ext in IMAGE_EXTS or not in_folder:
+        return ImageSource(path), None  # a file named on its own is tried as an image
+    return None, f"{path}: skipped, not an image or video file"
+
+
+def resolve_sources(sources: Sequence[str | os.PathLike]) -> tuple[list[Source], list[str]]:
+    """Expand the command line's sources into images and videos.
+
+    Each source is a file, a folder (its images and videos, sorted, not recursive), a glob
+    pattern (`imgs/*.jpg`, `**` allowed) or a webcam index (`0`).
+    Returns:
+        (sources in order, problems: one message per source that yields nothing, naming it).
+    """
+    found: list[Source] = []
+    problems: list[str] = []
+    for raw in sources:
+        s = str(raw)
+        p = Path(s)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+            before = len(found)
+            for f in files:
+                src, why = _classify(f, in_folder=True)
+                if src is not None:
+                    found.append(src)
+                else:
+                    problems.append(why)
+            if len(found) == before:
+                problems.append(f"{p}: folder has no images or videos")
+        elif p.is_file():
+            found.append(_classify(p, in_folder=False)[0])
+        elif s.isdigit():
+            found.append(VideoSource(camera=int(s)))
+        elif _GLOB_CHARS & set(s):
+            matches = sorted(Path(m) for m in globlib.glob(s, recursive=True) if Path(m).is_file())
+            if not matches:
+                problems.append(f"{s}: no files match this pattern")
+            for m in matches:
+                src, why = _classify(m, in_folder=True)
+                if src is not None:
+                    found.append(src)
+                else:
+                    problems.append(why)
+        else:
+            problems.append(f"{s}: no such file or folder")
+    return found, problems
+
+
+def open_video(source: VideoSource) -> tuple[cv2.VideoCapture, float, int]:
+    """Open a video or webcam. Returns (capture, fps, frame_count or 0). Raises DataError."""
+    cap = cv2.VideoCapture(str(source.path)) if source.path is not None else cv2.VideoCapture(source.camera)
+    if not cap.isOpened():
+        cap.release()
+        raise DataError(f"{source.name}: cannot open video")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if source.path is not None else 0
+    return cap, (fps if 0 < fps < 1000 else 30.0), max(count, 0)
+
+
+def _frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    while True:
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            return
+        yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+# ================================================================== the detect run
+@dataclass
+class DetectSummary:
+    """What `run_detect` did: images/frames processed, problems (each naming its input),
+    files written (all inside save_dir, plus the JSON) and mean per-image stage timings in ms."""
+
+    processed: int = 0
+    problems: list[str] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    json_path: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Outputs:
+    """Output file names inside save_dir, never two alike."""
+
+    def __init__(self, save_dir: Path):
+        self.save_dir = save_dir
+        self.used: set[str] = set()
+
+    def name(self, stem: str, ext: str) -> Path:
+        candidate, i = f"{stem}{ext}", 1
+        while candidate.lower() in self.used:
+            candidate, i = f"{stem}_{i}{ext}", i + 1
+        self.used.add(candidate.lower())
+        return self.save_dir / candidate
+
+
+def _write_image(path: Path, rgb: np.ndarray) -> None:
+    ext = path.suffix.lower()
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise DataError(f"{path}: cannot encode image")
+    buf.tofile(str(path))
+
+
+def run_detect(
+    sources: Sequence[str | os.PathLike],
+    *,
+    model: str | os.PathLike | nn.Module | None = None,
+    weights: str | os.PathLike | None = None,
+    names: str | os.PathLike | Sequence[str] | None = None,
+    img_size: int | None = None,
+    resize: str | None = None,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    nms: str = "greedy",
+    device: str = "cpu",
+    batch: int = 1,
+    json_path: str | os.PathLike | None = None,
+    save_dir: str | os.PathLike = "runs/detect",
+    labels: str = "best",
+    progress: bool = True,
+    runner: Runner | None = None,
+) -> DetectSummary:
+    """`yolo4 detect`: detect on images, folders, globs, videos and webcams; write annotated
+    images (same name, in save_dir), annotated videos (`<stem>.mp4`, `webcam<N>.mp4`) and a
+    JSON list of `Detections.to_dict()` (`detections.json` in save_dir; a relative
+    `json_path` is taken inside save_dir). Inputs that fail are reported on stderr by name
+    and skipped. Prints one per-stage timing line at the end.
+    """
+    from tqdm import tqdm
+
+    if model is None:
+        raise Yolo4Error("no model: give --cfg CFG (a darknet .cfg file) or --model NAME")
+    if weights is None and runner is None and not isinstance(model, nn.Module):
+        raise WeightsError(NO_WEIGHTS_MESSAGE)
+    if batch < 1:
+        raise Yolo4Error(f"--batch must be >= 1, got {batch}")
+    detector = Detector(model, weights, names=names, img_size=img_size, resize=resize, conf=conf, iou=iou, nms=nms,
+                        device=device, labels=labels, runner=runner)
+    found, problems = resolve_sources(sources)
+    summary = DetectSummary(problems=list(problems))
+
+    def report(msg: str) -> None:
+        summary.problems.append(msg)
+        tqdm.write(f"warning: {msg}", file=sys.stderr)
+
+    for msg in problems:
+        tqdm.write(f"warning: {msg}", file=sys.stderr)
+    save = Path(save_dir)
+    save.mkdir(parents=True, exist_ok=True)
+    outputs = _Outputs(save)
+    jpath = Path(json_path) if json_path is not None else Path("detections.json")
+    jpath = jpath if jpath.is_absolute() else save / jpath
+    outputs.used.add(jpath.name.lower())
+    records: list[dict[str, Any]] = []
+    totals = {"preprocess": 0.0, "network": 0.0, "postprocess": 0.0}
+
+    def account(results: list[Detections]) -> None:
+        for r in results:
+            for k in totals:
+                totals[k] += r.timings.get(k, 0.0)
+            summary.processed += 1
+            records.append(r.to_dict())
+
+    images = [s for s in found if isinstance(s, ImageSource)]
+    videos = [s for s in found if isinstance(s, VideoSource)]
+    try:
+        if images:
+            bar = tqdm(total=len(images), desc="images", unit="img", disable=not progress, file=sys.stderr)
+            pending: list[tuple[np.ndarray, ImageSource]] = []
+
+            def flush() -> None:
+                if not pending:
+                    return
+                results = detector.predict_batch([p[0] for p in pending], [str(p[1].path) for p in pending])
+                for r, (_, src) in zip(results, pending):
+                    ext = src.path.suffix.lower() if src.path.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"} else ".jpg"
+                    out = outputs.name(src.path.stem, ext)
+                    _write_image(out, r.draw())
+                    summary.written.append(out)
+                    r.image = None
+                account(results)
+                bar.update(len(pending))
+                pending.clear()
+
+            for src in images:
+                try:
+                    pending.append((load_image(src.path), src))
+                except DataError as e:
+                    report(str(e))
+                    bar.update(1)
+                    continue
+                if len(pending) >= batch:
+                    flush()
+            flush()
+            bar.close()
+        for src in videos:
+            try:
+                cap, fps, count = open_video(src)
+            except DataError as e:
+                report(str(e))
+                continue
+            stem = src.path.stem if src.path is not None else f"webcam{src.camera}"
+            out = outputs.name(stem, ".mp4")
+            writer: cv2.VideoWriter | None = None
+            frame_idx = 0
+            bar = tqdm(total=count or None, desc=src.name, unit="frame", disable=not progress, file=sys.stderr)
+            try:
+                chunk: list[np.ndarray] = []
+                frames = _frames(cap)
+                while True:
+                    frame = next(frames, None)
+                    if frame is not None:
+                        chunk.append(frame)
+                        if len(chunk) < batch:
+                            continue
+                    if not chunk:
+                        break
+                    names_ = [f"{src.name}#frame={frame_idx + i}" for i in range(len(chunk))]
+                    results = detector.predict_batch(chunk, names_)
+                    for r in results:
+                        drawn = r.draw()
+                        if writer is None:
+                            h, w = drawn.shape[:2]
+                            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                            if not writer.isOpened():
+                                raise DataError(f"{out}: cannot create the output video")
+                        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                        r.image = None
+                    account(results)
+                    frame_idx += len(chunk)
+                    bar.update(len(chunk))
+                    chunk = []
+                    if frame is None:
+                        break
+            except KeyboardInterrupt:  # a webcam runs until interrupted: keep what was recorded
+                tqdm.write(f"{src.name}: stopped after {frame_idx} frames", file=sys.stderr)
+            finally:
+                bar.close()
+                cap.release()
+                if writer is not None:
+                    writer.release()
+                    summary.written.append(out)
+            if frame_idx == 0:
+                report(f"{src.name}: no frame could be read")
+    finally:
+        jpath.parent.mkdir(parents=True, exist_ok=True)
+        jpath.write_text(json.dumps(records, indent=1))
+        summary.json_path = jpath
+
+    n = max(summary.processed, 1)
+    summary.timings = {k: v / n for k, v in totals.items()}
+    h, w = detector.input_hw
+    print(f"{summary.processed} images/frames at {w}x{h} ({detector.resize}), "
+          f"{len(summary.problems)} problems. Per image: pre-process {summary.timings['preprocess']:.1f} ms, "
+          f"network {summary.timings['network']:.1f} ms, post-process {summary.timings['postprocess']:.1f} ms. "
+          f"Results in {save}")
+    return summary
