@@ -401,8 +401,9 @@ def coco_evaluate(
             ap50[cls] = p50[p50 > -1].mean() if (p50 > -1).any() else np.nan
             curves[cls] = np.where(p50 > -1, p50, np.nan)
 
-    dn101 = darknet_voc_ap(gts_n, preds_n, c, points=101)
-    dn11 = darknet_voc_ap(gts_n, preds_n, c, points=11)
+    matches = voc_match(gts_n, preds_n, c)
+    dn101 = _voc_ap_from_matches(matches, points=101)
+    dn11 = _voc_ap_from_matches(matches, points=11)
     num_gt = np.bincount(np.concatenate([g[1] for g in gts_n] + [np.zeros(0, np.int64)]), minlength=c)
     images_per_class = np.zeros(c, dtype=np.int64)
     for _, gc in gts_n:
@@ -439,50 +440,55 @@ def _nanmean(x: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- darknet-style VOC mAP
 def voc_match(
-    gts: Sequence[GroundTruth], preds: Sequence[Prediction], class_id: int, iou_thresh: float = 0.5
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Darknet/VOC matching of one class's detections.
+    gts: Sequence[GroundTruth], preds: Sequence[Prediction], num_classes: int, iou_thresh: float = 0.5
+) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Darknet/VOC matching of every class's detections.
 
-    In each image, detections of `class_id` are taken by descending score; each is matched
-    to the ground truth of that class with the highest IoU; it is a true positive when that
+    In each image, detections of a class are taken by descending score; each is matched to
+    the ground truth of that class with the highest IoU; it is a true positive when that
     IoU > `iou_thresh` (darknet's strict test) and the ground truth is not taken yet,
     otherwise a false positive.
 
     Returns:
-        scores (D,) float64 sorted descending (stable: image order, then input order),
-        tp (D,) bool aligned with scores, and the number of ground-truth boxes of the class.
+        per class: scores (D,) float64 sorted descending (stable: image order, then input
+        order), tp (D,) bool aligned with scores, and the number of ground-truth boxes.
     """
-    all_scores, all_tp, num_gt = [], [], 0
+    scores_c: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    tp_c: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    num_gt = np.zeros(num_classes, dtype=np.int64)
     for g, p in zip(gts, preds):
         gb, gc = _np(g[0], np.float64).reshape(-1, 4), _np(g[1], np.int64).reshape(-1)
         pb, ps, pc = (_np(p[0], np.float64).reshape(-1, 4), _np(p[1], np.float64).reshape(-1),
                       _np(p[2], np.int64).reshape(-1))
-        gboxes = gb[gc == class_id]
-        keep = pc == class_id
-        boxes, scores = pb[keep], ps[keep]
-        num_gt += len(gboxes)
-        if len(scores) == 0:
+        num_gt += np.bincount(gc, minlength=num_classes)[:num_classes]
+        for c in np.unique(pc):
+            keep = pc == c
+            boxes, scores = pb[keep], ps[keep]
+            order = np.argsort(-scores, kind="stable")
+            boxes, scores = boxes[order], scores[order]
+            gboxes = gb[gc == c]
+            tp = np.zeros(len(scores), dtype=bool)
+            if len(gboxes):
+                iou = box_iou_np(boxes, gboxes)  # (D_i, G_i)
+                best = iou.argmax(axis=1)
+                best_iou = iou[np.arange(len(boxes)), best]
+                taken = np.zeros(len(gboxes), dtype=bool)
+                for d in np.nonzero(best_iou > iou_thresh)[0]:
+                    if not taken[best[d]]:
+                        taken[best[d]] = True
+                        tp[d] = True
+            scores_c[c].append(scores)
+            tp_c[c].append(tp)
+    out = []
+    for c in range(num_classes):
+        if not scores_c[c]:
+            out.append((np.zeros(0), np.zeros(0, dtype=bool), int(num_gt[c])))
             continue
+        scores = np.concatenate(scores_c[c])
+        tp = np.concatenate(tp_c[c])
         order = np.argsort(-scores, kind="stable")
-        boxes, scores = boxes[order], scores[order]
-        tp = np.zeros(len(scores), dtype=bool)
-        if len(gboxes):
-            iou = box_iou_np(boxes, gboxes)  # (D_i, G_i)
-            best = iou.argmax(axis=1)
-            best_iou = iou[np.arange(len(boxes)), best]
-            taken = np.zeros(len(gboxes), dtype=bool)
-            for d in range(len(boxes)):
-                if best_iou[d] > iou_thresh and not taken[best[d]]:
-                    taken[best[d]] = True
-                    tp[d] = True
-        all_scores.append(scores)
-        all_tp.append(tp)
-    if not all_scores:
-        return np.zeros(0), np.zeros(0, dtype=bool), num_gt
-    scores = np.concatenate(all_scores)
-    tp = np.concatenate(all_tp)
-    order = np.argsort(-scores, kind="stable")
-    return scores[order], tp[order], num_gt
+        out.append((scores[order], tp[order], int(num_gt[c])))
+    return out
 
 
 def interpolated_ap(recall: np.ndarray, precision: np.ndarray, points: int) -> float:
@@ -519,9 +525,12 @@ def darknet_voc_ap(
     Returns:
         (num_classes,) float64 AP; NaN for classes without ground truth.
     """
-    out = np.full(num_classes, np.nan)
-    for c in range(num_classes):
-        scores, tp, num_gt = voc_match(gts, preds, c, iou_thresh)
+    return _voc_ap_from_matches(voc_match(gts, preds, num_classes, iou_thresh), points)
+
+
+def _voc_ap_from_matches(matches: list[tuple[np.ndarray, np.ndarray, int]], points: int) -> np.ndarray:
+    out = np.full(len(matches), np.nan)
+    for c, (_, tp, num_gt) in enumerate(matches):
         if num_gt == 0:
             continue
         ctp = np.cumsum(tp)  # (D,)
