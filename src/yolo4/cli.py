@@ -30,7 +30,37 @@ def _run_info(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- detect
 def _add_detect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="detect objects in images, folders, globs, videos or a webcam")
-    p.set_defaults(func=_not_yet("detect"))
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="image files, folders, globs ('imgs/*.jpg'), video files or a webcam index (0)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="NAME", help="zoo model name (yolov4, yolov4-tiny, ...)")
+    which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file")
+    p.add_argument("--weights", metavar="W", help="darknet .weights (AlexeyAB/darknet releases) or your trained ones")
+    p.add_argument("--names", metavar="FILE", help="class names, one a line (default: COCO's for 80 classes)")
+    p.add_argument("--img-size", type=int, default=None, help="network input size (default: the cfg's)")
+    p.add_argument("--resize", choices=("stretch", "letterbox"), default=None,
+                   help="pre-processing (default: the cfg's letter_box key, else stretch)")
+    p.add_argument("--conf", type=float, default=0.25, help="keep detections with obj*cls > CONF (default 0.25)")
+    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    p.add_argument("--nms", choices=("greedy", "agnostic", "diou"), default="greedy",
+                   help="greedy: per class (default); agnostic: across classes; diou: DIoU-NMS with the cfg's beta_nms")
+    p.add_argument("--labels", choices=("best", "all"), default="best",
+                   help="best: one class per box, as OpenCV (default); all: every class above --conf, as darknet")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--batch", type=int, default=1, help="images or frames per forward pass (default 1)")
+    p.add_argument("--json", metavar="OUT", default=None,
+                   help="JSON results file (default detections.json; relative paths are inside --save-dir)")
+    p.add_argument("--save-dir", default="runs/detect", help="where annotated images/videos and JSON go")
+    p.set_defaults(func=_run_detect)
+
+
+def _run_detect(a: argparse.Namespace) -> int:
+    from yolo4.engine.predict import run_detect
+
+    summary = run_detect(a.sources, model=a.cfg or a.model, weights=a.weights, names=a.names, img_size=a.img_size,
+                         resize=a.resize, conf=a.conf, iou=a.iou, nms=a.nms, labels=a.labels, device=a.device,
+                         batch=a.batch, json_path=a.json, save_dir=a.save_dir)
+    return 0 if summary.processed else 1
 
 
 # ---------------------------------------------------------------- train
