@@ -1,0 +1,143 @@
+"""yolo4.ops.nms: candidate selection, greedy / agnostic / DIoU-NMS, postprocess."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yolo4.ops.nms import (
+    CANDIDATES,
+    agnostic_nms,
+    diou_nms,
+    get_nms,
+    greedy_nms,
+    postprocess,
+    select_all_classes,
+    select_best_class,
+)
+
+
+def _iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _diounms(a, b, beta):
+    """darknet's box_diounms on python floats."""
+    cw = max(a[2], b[2]) - min(a[0], b[0])
+    ch = max(a[3], b[3]) - min(a[1], b[1])
+    c = cw * cw + ch * ch
+    if c == 0:
+        return _iou(a, b)
+    d = ((a[0] + a[2]) / 2 - (b[0] + b[2]) / 2) ** 2 + ((a[1] + a[3]) / 2 - (b[1] + b[3]) / 2) ** 2
+    return _iou(a, b) - (d / c) ** beta
+
+
+def _greedy_ref(boxes, scores, classes, thresh, overlap, agnostic=False):
+    """The textbook loop: visit boxes by decreasing score; keep one unless a kept box of
+    the same class (any class if agnostic) overlaps it by more than thresh."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    kept = []
+    for i in order:
+        if all(overlap(boxes[k], boxes[i]) <= thresh or (not agnostic and classes[k] != classes[i]) for k in kept):
+            kept.append(i)
+    return kept
+
+
+def _random_boxes(seed, n, n_classes=3):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(n, 2, generator=g) * 80
+    boxes = torch.cat([p, p + 5 + torch.rand(n, 2, generator=g) * 40], 1)
+    scores = torch.rand(n, generator=g)
+    classes = torch.randint(0, n_classes, (n,), generator=g)
+    return boxes, scores, classes
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("beta", [0.6, 1.0])
+def test_diou_nms_matches_brute_force(seed, beta):
+    boxes, scores, classes = _random_boxes(seed, 60)
+    copies = boxes.clone(), scores.clone(), classes.clone()
+    keep = diou_nms(boxes, scores, classes, 0.3, beta=beta)
+    ref = _greedy_ref(boxes.tolist(), scores.tolist(), classes.tolist(), 0.3, lambda a, b: _diounms(a, b, beta))
+    assert keep.tolist() == ref
+    assert 0 < len(ref) < 60  # the case exercises suppression both ways
+    assert all(torch.equal(x, y) for x, y in zip((boxes, scores, classes), copies))
+
+
+def test_diou_keeps_what_greedy_drops():
+    # IoU 0.5 but centres apart: DIoU = 0.5 - (25/500)^0.6 = 0.334
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 20.0]])
+    scores, classes = torch.tensor([0.9, 0.8]), torch.tensor([0, 0])
+    assert greedy_nms(boxes, scores, classes, 0.45).tolist() == [0]
+    assert diou_nms(boxes, scores, classes, 0.45).tolist() == [0, 1]
+    assert diou_nms(boxes, scores, classes, 0.3).tolist() == [0]
+    assert diou_nms(boxes, scores, classes, 0.3, beta=1.0).tolist() == [0]
+    assert diou_nms(boxes, scores, torch.tensor([0, 1]), 0.3).tolist() == [0, 1]  # other class
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_greedy_and_agnostic_match_brute_force(seed):
+    boxes, scores, classes = _random_boxes(seed + 10, 50)
+    b, s, c = boxes.tolist(), scores.tolist(), classes.tolist()
+    assert greedy_nms(boxes, scores, classes, 0.45).tolist() == _greedy_ref(b, s, c, 0.45, _iou)
+    assert agnostic_nms(boxes, scores, classes, 0.45).tolist() == _greedy_ref(b, s, c, 0.45, _iou, agnostic=True)
+
+
+def test_empty_inputs():
+    e, s, c = torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)
+    for name in ("greedy", "agnostic", "diou"):
+        assert get_nms(name)(e, s, c, 0.5).shape == (0,)
+    out = postprocess(torch.zeros(2, 0, 4), torch.zeros(2, 0), torch.zeros(2, 0, 5))
+    assert len(out) == 2 and out[0].boxes.shape == (0, 4)
+
+
+def test_get_nms_rejects_unknown():
+    with pytest.raises(ValueError, match="soft"):
+        get_nms("soft")
+
+
+def test_candidate_rules():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [20.0, 20, 30, 30]])
+    obj = torch.tensor([0.9, 0.5])
+    cls = torch.tensor([[0.5, 0.4, 0.1], [0.5, 0.6, 0.0]])
+    # scores: [[0.45, 0.36, 0.09], [0.25, 0.30, 0.0]]
+    best = select_best_class(boxes, obj, cls, 0.25)
+    assert best.class_ids.tolist() == [0, 1]
+    torch.testing.assert_close(best.scores, torch.tensor([0.45, 0.30]))
+    every = select_all_classes(boxes, obj, cls, 0.25)
+    assert every.class_ids.tolist() == [0, 1, 1]  # (box 0, cls 0), (box 0, cls 1), (box 1, cls 1); 0.25 is not > 0.25
+    torch.testing.assert_close(every.scores, torch.tensor([0.45, 0.36, 0.30]))
+    assert every.boxes[:2].tolist() == [boxes[0].tolist()] * 2
+    assert set(CANDIDATES) == {"best", "all"}
+
+
+def test_postprocess_cap_order_and_batch():
+    g = torch.Generator().manual_seed(5)
+    n = 40
+    p = torch.rand(2, n, 2, generator=g) * 500
+    boxes = torch.cat([p, p + 10], -1)  # small boxes spread out: few overlaps
+    obj = torch.rand(2, n, generator=g)
+    cls = torch.rand(2, n, 4, generator=g)
+    full = postprocess(boxes, obj, cls, conf=0.05, iou=0.45, max_det=1000)
+    capped = postprocess(boxes, obj, cls, conf=0.05, iou=0.45, max_det=5)
+    for f, c in zip(full, capped):
+        assert len(f.scores) > 5 and len(c.scores) == 5
+        torch.testing.assert_close(c.scores, f.scores[:5])
+        assert torch.all(f.scores[:-1] >= f.scores[1:])
+        assert torch.all(f.scores > 0.05)
+    # image 1's result does not depend on image 0
+    alone = postprocess(boxes[1:], obj[1:], cls[1:], conf=0.05, iou=0.45, max_det=1000)[0]
+    torch.testing.assert_close(alone.boxes, full[1].boxes)
+
+
+@pytest.mark.gpu
+def test_nms_runs_on_cuda():
+    boxes, scores, classes = _random_boxes(0, 60)
+    for name in ("greedy", "agnostic", "diou"):
+        cpu = get_nms(name)(boxes, scores, classes, 0.3)
+        gpu = get_nms(name)(boxes.cuda(), scores.cuda(), classes.cuda(), 0.3)
+        assert gpu.device.type == "cuda" and gpu.cpu().tolist() == cpu.tolist()
