@@ -16,11 +16,11 @@ from pathlib import Path
 from yolo4.darknet.layers import LAYERS, NetOptions, NetworkSpec
 from yolo4.errors import CfgError
 
-_SectionList = list[tuple[str, int, dict[str, str]]]  # (type, header line, options)
+_SectionList = list[tuple[str, int, dict[str, str], dict[str, int]]]  # (type, header line, options, key lines)
 
 
 def parse_sections(text: str, source: str = "<cfg>") -> _SectionList:
-    """Split cfg text into sections. Returns [(type, line_of_header, {key: value})]."""
+    """Split cfg text into sections. Returns [(type, header_line, {key: value}, {key: line})]."""
     sections: _SectionList = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = "".join(raw.split())  # darknet strips all white space
@@ -29,17 +29,18 @@ def parse_sections(text: str, source: str = "<cfg>") -> _SectionList:
         if line[0] == "[":
             if not line.endswith("]") or len(line) < 3:
                 raise CfgError(f"{source}:{lineno}: malformed section header '{raw.strip()}'")
-            sections.append((line[1:-1], lineno, {}))
+            sections.append((line[1:-1], lineno, {}, {}))
             continue
         if not sections:
             raise CfgError(f"{source}:{lineno}: '{raw.strip()}' comes before any [section]")
         key, sep, value = line.partition("=")
         if not sep or not key:
             raise CfgError(f"{source}:{lineno}: expected key=value, got '{raw.strip()}'")
-        options = sections[-1][2]
+        kind, _, options, key_lines = sections[-1]
         if key in options:
-            raise CfgError(f"{source}:{lineno}: key '{key}' is given twice in [{sections[-1][0]}]")
+            raise CfgError(f"{source}:{lineno}: key '{key}' is given twice in [{kind}]")
         options[key] = value
+        key_lines[key] = lineno
     return sections
 
 
@@ -49,16 +50,16 @@ def parse_cfg(text: str, source: str = "<cfg>") -> NetworkSpec:
     sections = parse_sections(text, source)
     if not sections:
         raise CfgError(f"{source}: no sections found (is this a darknet .cfg file?)")
-    kind, line, options = sections[0]
+    kind, line, options, _ = sections[0]
     if kind not in ("net", "network"):
         raise CfgError(f"{source}:{line}: the first section must be [net], got [{kind}]")
-    net = NetOptions.from_options(options, f"{source}:{line}", line)
+    net = NetOptions.from_options(options, source, line)
     layers = []
-    for kind, line, options in sections[1:]:
+    for kind, line, options, key_lines in sections[1:]:
         cls = LAYERS.get(kind)
         if cls is None:
             raise CfgError(f"{source}:{line}: unknown layer [{kind}] (supported: {', '.join(sorted(LAYERS))})")
-        layers.append(cls.from_options(options, f"{source}:{line}", line))
+        layers.append(cls.from_options(options, source, line, key_lines))
     if not layers:
         raise CfgError(f"{source}: the network has no layers after [net]")
     return NetworkSpec(net=net, layers=layers, source=source)

@@ -47,55 +47,66 @@ class Layer:
     KIND: ClassVar[str] = ""
     extra: dict[str, str] = field(default_factory=dict, kw_only=True)
     line: int = field(default=0, kw_only=True, compare=False, repr=False)
+    given: frozenset[str] = field(default=frozenset(), kw_only=True, compare=False, repr=False)  # keys in the cfg
 
     # ---- cfg text <-> dataclass
     @classmethod
-    def parse_options(cls, options: dict[str, str], where: str) -> dict[str, Any]:
-        """Convert the typed keys from cfg strings; subclasses override for special keys."""
+    def parse_options(cls, options: dict[str, str], source: str = "<cfg>", line: int = 0,
+                      key_lines: dict[str, int] | None = None) -> dict[str, Any]:
+        """Convert the typed keys from cfg strings; other keys go to `extra` verbatim.
+        Errors name `source:line` of the offending key (of the header for a missing key)."""
+        key_lines = key_lines or {}
         kwargs: dict[str, Any] = {}
         extra = dict(options)
         for f in dataclasses.fields(cls):
-            if f.name in ("extra", "line"):
+            if f.name in _META:
                 continue
             key = f.metadata.get("key", f.name)
             if key not in extra:
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    raise CfgError(f"{where}: [{cls.KIND}] is missing the required key '{key}'")
+                    raise CfgError(f"{source}:{line}: [{cls.KIND}] is missing the required key '{key}'")
                 continue
             raw = extra.pop(key)
             conv = f.metadata.get("conv") or _CONVERTERS[f.type if isinstance(f.type, str) else f.type.__name__]
             try:
                 kwargs[f.name] = conv(raw)
-            except (ValueError, TypeError):
-                raise CfgError(f"{where}: [{cls.KIND}] key '{key}' has an invalid value '{raw}'") from None
+            except (ValueError, TypeError, OverflowError):
+                raise CfgError(f"{source}:{key_lines.get(key, line)}: [{cls.KIND}] key '{key}' has an invalid "
+                               f"value '{raw}'") from None
         kwargs["extra"] = extra
         return kwargs
 
     @classmethod
-    def from_options(cls, options: dict[str, str], where: str = "<cfg>", line: int = 0) -> "Layer":
-        layer = cls(**cls.parse_options(options, where))
-        layer.line = line
-        layer.validate(where)
+    def from_options(cls, options: dict[str, str], source: str = "<cfg>", line: int = 0,
+                     key_lines: dict[str, int] | None = None) -> "Layer":
+        """Build and validate a layer from a cfg section's options."""
+        layer = cls(**cls.parse_options(options, source, line, key_lines))
+        layer.line, layer.given = line, frozenset(options)
+        layer.validate(f"{source}:{line}")
         return layer
 
     def to_options(self) -> dict[str, str]:
-        """The layer's keys as cfg strings: required keys always, others when not default."""
+        """The layer's keys as cfg strings: required ones, those read from a cfg, and others
+        when not at darknet's default."""
         out: dict[str, str] = {}
         for f in dataclasses.fields(self):
-            if f.name in ("extra", "line"):
+            if f.name in _META:
                 continue
             value = getattr(self, f.name)
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             default = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-            if required or value != default or f.metadata.get("always", False):
-                out[f.metadata.get("key", f.name)] = _fmt(value)
+            key = f.metadata.get("key", f.name)
+            if required or value != default or f.metadata.get("always", False) or key in self.given:
+                out[key] = _fmt(value)
         out.update(self.extra)
         return out
 
     def validate(self, where: str) -> None:
         """Check values that are wrong whatever the network (negative sizes, ...)."""
 
+
+_META = ("extra", "line", "given")
 
 _CONVERTERS = {
     "int": int,
@@ -118,7 +129,7 @@ class Convolutional(Layer):
     """Conv2d + optional BatchNorm + activation. `pad=1` means padding = size // 2."""
 
     KIND: ClassVar[str] = "convolutional"
-    filters: int = field(default=1, metadata={"always": True})
+    filters: int = field(metadata={"always": True})
     size: int = field(default=1, metadata={"always": True})
     stride: int = field(default=1, metadata={"always": True})
     pad: int = field(default=0, metadata={"always": True})
@@ -133,6 +144,8 @@ class Convolutional(Layer):
 
     def validate(self, where: str) -> None:
         _positive(where, self.KIND, filters=self.filters, size=self.size, stride=self.stride, groups=self.groups)
+        if self.padding < 0:
+            raise CfgError(f"{where}: [convolutional] key 'padding' must be >= 0, got {self.padding}")
         if self.activation not in ACTIVATIONS:
             raise CfgError(f"{where}: [convolutional] unknown activation '{self.activation}' "
                            f"(known: {', '.join(ACTIVATIONS)})")
@@ -152,7 +165,7 @@ class Route(Layer):
 
     def validate(self, where: str) -> None:
         if not self.layers:
-            raise CfgError(f"{where}: [route] needs 'layers'")
+            raise CfgError(f"{where}: [route] is missing the required key 'layers'")
         _positive(where, self.KIND, groups=self.groups)
         if not 0 <= self.group_id < self.groups:
             raise CfgError(f"{where}: [route] group_id={self.group_id} is outside 0..{self.groups - 1}")
@@ -168,7 +181,7 @@ class Shortcut(Layer):
 
     def validate(self, where: str) -> None:
         if not self.from_:
-            raise CfgError(f"{where}: [shortcut] needs 'from'")
+            raise CfgError(f"{where}: [shortcut] is missing the required key 'from'")
         if self.activation not in ACTIVATIONS:
             raise CfgError(f"{where}: [shortcut] unknown activation '{self.activation}'")
         if self.extra.get("weights_type", "none") != "none":
@@ -195,6 +208,8 @@ class MaxPool(Layer):
 
     def validate(self, where: str) -> None:
         _positive(where, self.KIND, stride=self.stride, size=self.kernel)
+        if self.padding < -1:
+            raise CfgError(f"{where}: [maxpool] key 'padding' must be >= 0, got {self.padding}")
         if "maxpool_depth" in self.extra and self.extra["maxpool_depth"] != "0":
             raise CfgError(f"{where}: [maxpool] maxpool_depth is not supported")
 
@@ -223,6 +238,13 @@ class Dropout(Layer):
             raise CfgError(f"{where}: [dropout] probability must be in [0, 1), got {self.probability}")
 
 
+def _check_from(layer: "Sam | ScaleChannels", where: str) -> None:
+    if len(layer.from_) != 1:
+        raise CfgError(f"{where}: [{layer.KIND}] needs exactly one 'from' layer, got {layer.from_ or 'none'}")
+    if layer.activation not in ACTIVATIONS:
+        raise CfgError(f"{where}: [{layer.KIND}] unknown activation '{layer.activation}'")
+
+
 @dataclass
 class Sam(Layer):
     """Spatial attention (the paper's modified SAM): previous output * output of `from`."""
@@ -230,6 +252,9 @@ class Sam(Layer):
     KIND: ClassVar[str] = "sam"
     from_: list[int] = field(default_factory=list, metadata={"key": "from", "always": True})
     activation: str = "linear"
+
+    def validate(self, where: str) -> None:
+        _check_from(self, where)
 
 
 @dataclass
@@ -239,6 +264,11 @@ class ScaleChannels(Layer):
     KIND: ClassVar[str] = "scale_channels"
     from_: list[int] = field(default_factory=list, metadata={"key": "from", "always": True})
     activation: str = "linear"
+
+    def validate(self, where: str) -> None:
+        _check_from(self, where)
+        if self.extra.get("scale_wh", "0") != "0":
+            raise CfgError(f"{where}: [scale_channels] scale_wh is not supported")
 
 
 @dataclass
@@ -309,7 +339,7 @@ class YoloLayer(Layer):
         if not self.mask:  # darknet: no mask means every anchor
             self.mask = list(range(self.num))
         if not self.anchors:
-            raise CfgError(f"{where}: [yolo] needs 'anchors'")
+            raise CfgError(f"{where}: [yolo] is missing the required key 'anchors'")
         _positive(where, self.KIND, classes=self.classes)
         if self.num != len(self.anchors):
             raise CfgError(f"{where}: [yolo] num={self.num} but {len(self.anchors)} anchors are given")
@@ -348,7 +378,8 @@ class NetOptions:
             raise CfgError(f"[net] key '{key}' has an invalid value '{self.options[key]}'") from None
 
     @classmethod
-    def from_options(cls, options: dict[str, str], where: str = "<cfg>", line: int = 0) -> "NetOptions":
+    def from_options(cls, options: dict[str, str], source: str = "<cfg>", line: int = 0) -> "NetOptions":
+        where = f"{source}:{line}"
         rest = dict(options)
         try:
             kw = {k: int(rest.pop(k)) for k in ("width", "height", "channels") if k in rest}

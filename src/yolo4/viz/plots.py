@@ -79,7 +79,7 @@ def plot_confusion_matrix(
     labels = names + ["background"]
     shown = m / np.maximum(m.sum(axis=1, keepdims=True), 1) if normalize else m
     n = len(labels)
-    size = min(4 + 0.35 * n, 24)
+    size = min(4 + 0.35 * n, 14)
     fig, ax = plt.subplots(figsize=(size, size * 0.85), layout="constrained")
     im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,

@@ -1,0 +1,122 @@
+"""Darknet / YOLO txt labels: one `image.txt` per image, lines `class cx cy w h`, all
+normalised to [0, 1] by the image's width and height. Labels live in a `labels/` folder
+parallel to `images/` (or `JPEGImages/`), or beside the image (darknet's two rules)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from yolo4.data.formats.common import IndexBuilder, LabelIndex, check_boxes, image_hw
+from yolo4.errors import DataError
+
+
+def label_path_candidates(image: Path) -> list[Path]:
+    """Where darknet looks for an image's label file, in order."""
+    parts = list(image.parts)
+    out = []
+    for folder in ("images", "JPEGImages"):
+        if folder in parts:
+            k = len(parts) - 1 - parts[::-1].index(folder)  # the last such folder
+            out.append(Path(*parts[:k], "labels", *parts[k + 1:]).with_suffix(".txt"))
+    out.append(image.with_suffix(".txt"))
+    return out
+
+
+def find_label(image: Path) -> Path | None:
+    for p in label_path_candidates(image):
+        if p.is_file():
+            return p
+    return None
+
+
+def parse_yolo_label(text: str, path: Path, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Parse one label file.
+
+    Returns:
+        boxes float (N, 4) xyxy pixels, class ids (N,), per-box locations "file:line", and
+        syntax problems (each makes the image unusable).
+    """
+    h, w = hw
+    rows, where, problems = [], [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 5:
+            problems.append(f"{path}:{n}: expected 5 values 'class cx cy w h', got {len(fields)}")
+            continue
+        try:
+            c, cx, cy, bw, bh = (float(v) for v in fields)
+        except ValueError:
+            problems.append(f"{path}:{n}: not a number in {line.strip()!r}")
+            continue
+        if c != int(c):
+            problems.append(f"{path}:{n}: class id {fields[0]!r} is not an integer")
+            continue
+        rows.append((c, (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h))
+        where.append(f"{path}:{n}")
+    a = np.asarray(rows, np.float64).reshape(-1, 5)
+    return a[:, 1:], a[:, 0].astype(np.int64), where, problems
+
+
+def read_yolo(images: list[Path], num_classes: int | None, progress: bool = True) -> LabelIndex:
+    """Index `images` and their YOLO txt labels, skipping (and listing) unusable ones.
+
+    An image without a label file is a background image (no boxes), as in darknet.
+    """
+    b = IndexBuilder()
+    for img in tqdm(images, desc="indexing labels", unit="img", disable=not progress or len(images) < 2000,
+                    leave=False):
+        hw = image_hw(img)
+        if isinstance(hw, str):
+            b.skip(hw)
+            continue
+        label = find_label(img)
+        if label is None:
+            b.add(img, hw, np.zeros((0, 4)), np.zeros(0))
+            continue
+        try:
+            text = label.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            b.skip(f"{label}: unreadable label file ({type(e).__name__}: {e})")
+            continue
+        boxes, cls, where, problems = parse_yolo_label(text, label, hw)
+        if not problems:
+            boxes, cls, problems = check_boxes(boxes, cls, hw, num_classes, where)
+        if problems:
+            b.skip("; ".join(problems) + f" -> skipped {img.name}")
+            continue
+        b.add(img, hw, boxes, cls)
+    return b.build()
+
+
+def read_names(path: Path) -> list[str]:
+    """Class names from a darknet `.names` / `classes.txt` file, one per line."""
+    try:
+        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except OSError as e:
+        raise DataError(f"{path}: cannot read class names ({e})") from e
+    if not names:
+        raise DataError(f"{path}: no class names in the file")
+    return names
+
+
+def read_image_list(path: Path, bases: list[Path]) -> list[Path]:
+    """Image paths listed in a darknet `train.txt`, one per line. A relative path is tried
+    against each of `bases` in turn; one found nowhere is returned against the first base,
+    so that the reader reports it as missing."""
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    except OSError as e:
+        raise DataError(f"{path}: cannot read image list ({e})") from e
+    out = []
+    for ln in lines:
+        p = Path(ln).expanduser()
+        if not p.is_absolute():
+            cands = [base / p for base in bases]
+            p = next((c for c in cands if c.exists()), cands[0])
+        out.append(p)
+    return out

@@ -1,0 +1,253 @@
+"""Run a detector over a dataset and measure it: COCO metrics, darknet-style mAP, per-class
+table, PR curves, confusion matrix and per-stage speed.
+
+    from yolo4.engine.evaluate import evaluate
+    metrics = evaluate(detector, dataset, batch_size=16)   # the training loop calls this
+    print(metrics.summary()); print(metrics.table())
+
+`detector` is either a `yolo4.engine.predict.Detector` (anything with
+`predict_batch(images) -> [result with .boxes, .scores, .class_ids, .timings]`) or a plain
+callable taking a list of RGB uint8 images (H_i, W_i, 3) and returning one
+`(boxes (M, 4) xyxy original-image pixels, scores (M,), class_ids (M,))` per image (then
+only the total time per image is known, reported as network time).
+
+`dataset` needs `names`, `__len__` and `load(i) -> (image uint8 RGB (H, W, 3), boxes
+float (N, 4) xyxy pixels, class_ids int (N,))`; optional `image_paths`, `image_ids` and
+`category_ids` (COCO ids, used by `--save-json`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from yolo4.engine.metrics import COCO80_TO_COCO91, Metrics, coco_evaluate, speed_line, write_coco_json
+from yolo4.errors import DataError, Yolo4Error
+
+
+class EvalDataset(Protocol):
+    """What `evaluate` needs from a dataset."""
+
+    names: Sequence[str]
+
+    def __len__(self) -> int: ...
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+DetectFn = Callable[[list[np.ndarray]], Sequence[tuple[Any, Any, Any]]]
+
+# Detector.timings keys -> Metrics.speed keys
+_STAGES = {"preprocess": "preprocess_ms", "network": "inference_ms", "postprocess": "nms_ms"}
+
+
+def _np(x: Any, dtype) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _detect_batch(detector: Any, images: list[np.ndarray]) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                                                                    dict[str, float]]:
+    """Run one batch. Returns per image (boxes (M, 4), scores (M,), class_ids (M,)) and the
+    batch's per-image stage times in ms."""
+    import time
+
+    if hasattr(detector, "predict_batch"):
+        results = detector.predict_batch(images)
+        out = [(_np(r.boxes, np.float64).reshape(-1, 4), _np(r.scores, np.float64).reshape(-1),
+                _np(r.class_ids, np.int64).reshape(-1)) for r in results]
+        timings = dict(results[0].timings) if results and getattr(results[0], "timings", None) else {}
+        for r in results:
+            if getattr(r, "image", None) is not None:
+                r.image = None  # do not keep every decoded image alive
+        return out, timings
+    t0 = time.perf_counter()
+    results = detector(images)
+    ms = (time.perf_counter() - t0) * 1e3 / max(len(images), 1)
+    out = [(_np(b, np.float64).reshape(-1, 4), _np(s, np.float64).reshape(-1), _np(c, np.int64).reshape(-1))
+           for b, s, c in results]
+    return out, {"network": ms}
+
+
+def _image_ids(dataset: Any) -> list[int]:
+    """COCO image ids: the dataset's, else the numeric file stems (COCO's 000000397133.jpg),
+    else 1..N."""
+    ids = getattr(dataset, "image_ids", None)
+    if ids is not None and len(ids) == len(dataset):
+        return [int(i) for i in ids]
+    paths = getattr(dataset, "image_paths", None)
+    if paths is not None and len(paths) == len(dataset):
+        stems = [Path(p).stem for p in paths]
+        if all(s.isdigit() for s in stems) and len(set(int(s) for s in stems)) == len(stems):
+            return [int(s) for s in stems]
+    return list(range(1, len(dataset) + 1))
+
+
+def _category_ids(dataset: Any) -> list[int]:
+    """COCO category ids: the dataset's, else COCO's 1..90 ids for darknet's 80 COCO names,
+    else 1..C."""
+    ids = getattr(dataset, "category_ids", None)
+    names = list(dataset.names)
+    if ids is not None and len(ids) == len(names):
+        return [int(i) for i in ids]
+    from yolo4.engine.predict import COCO_NAMES
+
+    if tuple(names) == COCO_NAMES:
+        return list(COCO80_TO_COCO91)
+    return list(range(1, len(names) + 1))
+
+
+def predict_dataset(
+    detector: Any, dataset: EvalDataset, batch_size: int = 16, progress: bool = True
+) -> tuple[list, list, list[tuple[int, int]], dict[str, float]]:
+    """Detections and ground truth of every image.
+
+    Returns:
+        gts: per image (boxes (N, 4) xyxy, class_ids (N,)); preds: per image (boxes (M, 4)
+        xyxy, scores (M,), class_ids (M,)); image sizes (height, width); speed: mean ms per
+        image of each stage ("preprocess_ms", "inference_ms", "nms_ms" = decode + NMS),
+        "fps" = 1000 / inference_ms, and "batch". The first batch is a warm-up and left
+        out of the timing when there is more than one.
+    """
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise Yolo4Error(f"batch size must be >= 1, got {batch_size}")
+    n = len(dataset)
+    if n == 0:
+        raise DataError("the dataset has no images to evaluate on")
+    starts = list(range(0, n, batch_size))
+
+    def load(start: int):
+        return [dataset.load(i) for i in range(start, min(start + batch_size, n))]
+
+    gts, preds, sizes = [], [], []
+    totals: dict[str, float] = {}
+    timed = 0
+    bar = tqdm(total=n, desc="val", unit="img", disable=not progress, file=sys.stderr, leave=False)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # decode the next batch while this one runs
+        pending = pool.submit(load, starts[0])
+        for k, _ in enumerate(starts):
+            items = pending.result()
+            if k + 1 < len(starts):
+                pending = pool.submit(load, starts[k + 1])
+            images = [it[0] for it in items]
+            out, timings = _detect_batch(detector, images)
+            if len(out) != len(images):
+                raise Yolo4Error(f"the detector returned {len(out)} results for {len(images)} images")
+            for (img, boxes, classes), p in zip(items, out):
+                gts.append((_np(boxes, np.float64).reshape(-1, 4), _np(classes, np.int64).reshape(-1)))
+                preds.append(p)
+                sizes.append((int(img.shape[0]), int(img.shape[1])))
+            if k > 0 or len(starts) == 1:
+                for stage, ms in timings.items():
+                    totals[stage] = totals.get(stage, 0.0) + ms * len(images)
+                timed += len(images)
+            bar.update(len(images))
+    bar.close()
+    speed = {_STAGES.get(stage, f"{stage}_ms"): total / max(timed, 1) for stage, total in totals.items()}
+    if speed.get("inference_ms", 0) > 0:
+        speed["fps"] = 1e3 / speed["inference_ms"]
+    speed["batch"] = float(batch_size)
+    return gts, preds, sizes, speed
+
+
+def evaluate(
+    detector: Any,
+    dataset: EvalDataset,
+    batch_size: int = 16,
+    progress: bool = True,
+    save_json: str | os.PathLike | None = None,
+    plots_dir: str | os.PathLike | None = None,
+) -> Metrics:
+    """Accuracy and speed of `detector` on `dataset` (see the module docstring for both).
+
+    Args:
+        batch_size: images per detector call.
+        save_json: write COCO-format results here (pycocotools' `loadRes` reads them).
+        plots_dir: write `pr_curves.png` and `confusion_matrix.png` here.
+    Returns:
+        Metrics, with `speed` filled (ms per image per stage, FPS of the network alone,
+        batch, and the network input size when the detector has `input_hw`).
+    """
+    names = list(dataset.names)
+    num_classes = getattr(detector, "num_classes", None)
+    if num_classes is not None and int(num_classes) != len(names):
+        raise DataError(f"the model has {num_classes} classes but the dataset has {len(names)} ({', '.join(names[:5])}"
+                        f"{', ...' if len(names) > 5 else ''})")
+    gts, preds, sizes, speed = predict_dataset(detector, dataset, batch_size=batch_size, progress=progress)
+    input_hw = getattr(detector, "input_hw", None)
+    if input_hw is not None:
+        speed["img_h"], speed["img_w"] = float(input_hw[0]), float(input_hw[1])
+    image_ids, category_ids = _image_ids(dataset), _category_ids(dataset)
+    metrics = coco_evaluate(gts, preds, names, image_sizes=sizes, image_ids=image_ids, category_ids=category_ids)
+    metrics.speed = speed
+    if save_json is not None:
+        write_coco_json(preds, image_ids, save_json, category_ids=category_ids)
+    if plots_dir is not None:
+        from yolo4.viz.plots import plot_confusion_matrix, plot_pr_curves
+
+        plot_pr_curves(metrics, names, Path(plots_dir) / "pr_curves.png")
+        plot_confusion_matrix(metrics, names, Path(plots_dir) / "confusion_matrix.png")
+    return metrics
+
+
+def run_val(
+    data: str | os.PathLike,
+    *,
+    split: str = "val",
+    model: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    img_size: int | None = None,
+    batch: int = 16,
+    resize: str | None = None,
+    conf: float = 0.001,
+    iou: float = 0.6,
+    nms: str = "greedy",
+    labels: str = "all",
+    max_det: int = 300,
+    device: str = "cpu",
+    save_json: str | os.PathLike | None = None,
+    save_dir: str | os.PathLike | None = "runs/val",
+    progress: bool = True,
+) -> Metrics:
+    """`yolo4 val`: build the Detector (the same pre/post-processing as `yolo4 detect`),
+    evaluate it on `split` of `data`, print the COCO table, the darknet-style mAPs, the
+    per-class table (worst first) and the speed line; write the plots (and the per-class
+    table as `per_class.txt`) to `save_dir`, COCO results to `save_json` (a relative path
+    is taken inside save_dir)."""
+    from yolo4.data.dataset import load_dataset
+    from yolo4.engine.predict import Detector
+
+    if model is None:
+        raise Yolo4Error("no model: give --cfg CFG (a darknet .cfg file) or --model NAME")
+    dataset = load_dataset(data, split)
+    detector = Detector(model, weights, names=list(dataset.names), img_size=img_size, resize=resize, conf=conf,
+                        iou=iou, nms=nms, device=device, max_det=max_det, labels=labels)
+    out_dir = Path(save_dir) if save_dir is not None else None
+    json_path = None
+    if save_json is not None:
+        json_path = Path(save_json)
+        if not json_path.is_absolute() and out_dir is not None:
+            json_path = out_dir / json_path
+    h, w = detector.input_hw
+    print(f"val: {model} on {data} [{split}], {len(dataset)} images, {len(dataset.names)} classes; "
+          f"{w}x{h} {detector.resize}, conf {conf:g}, NMS {nms} {iou:g}, labels {labels}, batch {batch}, {device}")
+    metrics = evaluate(detector, dataset, batch_size=batch, progress=progress, save_json=json_path, plots_dir=out_dir)
+    print(metrics.summary())
+    table = metrics.table()
+    print(table)
+    print(speed_line(metrics.speed) + f" on {device}")
+    if out_dir is not None:
+        (out_dir / "per_class.txt").write_text(metrics.summary() + "\n\n" + table + "\n")
+        print(f"plots and per-class table in {out_dir}" + (f", COCO results in {json_path}" if json_path else ""))
+    elif json_path is not None:
+        print(f"COCO results in {json_path}")
+    return metrics

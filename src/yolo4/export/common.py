@@ -1,0 +1,177 @@
+"""What every exporter shares: the options, the metadata written into exported files, and
+the pre-processing record.
+
+Metadata keys (ONNX `metadata_props`; TFLite: the model's metadata table and a sidecar
+`<file>.json` with the same content):
+
+    yolo4.version      package version that wrote the file
+    yolo4.outputs      "heads" | "decoded" | "nms" (what the graph returns, see OUTPUT_KINDS)
+    yolo4.cfg          the network's darknet cfg text at the exported input size (anchors,
+                       classes, scale_x_y, new_coords: everything decoding needs)
+    yolo4.names        JSON list of class names
+    yolo4.preprocess   JSON: how to turn an image into the input tensor, exactly as the
+                       calibration images were prepared (resize rule, colour order, scale,
+                       layout, input (height, width), letterbox fill)
+    yolo4.quantization JSON: "none", or the int8 recipe (tool, calibration count and source,
+                       per-channel, method, what stays float)
+    yolo4.nms          JSON (only for "nms" graphs): conf, iou, max_det, labels rule
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yolo4.darknet import Darknet, NetworkSpec, format_cfg
+from yolo4.errors import ExportError
+
+FORMATS = ("onnx", "tflite", "darknet")
+OUTPUT_KINDS = ("heads", "decoded", "nms")
+SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "darknet": ".cfg"}
+LABEL_RULES = ("best", "all")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export (one object, validated by `validate`).
+
+    format: "onnx", "tflite" or "darknet".
+    img_size: exported input (height, width); None: the cfg's [net] size.
+    batch: static batch size; dynamic_batch: a symbolic batch axis instead (ONNX only).
+    decode: the graph ends with decoded boxes (B, N, 4) xyxy input pixels and scores (B, N, C).
+    nms: the graph ends with ONNX NonMaxSuppression (implies decode; ONNX only), keeping
+        scores > conf, class-aware IoU > iou suppression, at most max_det per class, with the
+        `labels` rule ("best": one class per box, as `yolo4 detect`; "all": darknet's).
+    int8: post-training int8 quantisation with `calib_count` images from `calib`
+        (a dataset accepted by yolo4.data or a folder of images).
+    opset: ONNX opset (>= 17; >= 18 when the network uses Mish, which opset 18 has natively).
+    out: output file; None: next to the weights, named after the model and options.
+    check: run the exported file in its runtime on a fresh input and compare with PyTorch.
+    """
+
+    format: str = "onnx"
+    img_size: tuple[int, int] | None = None
+    batch: int = 1
+    dynamic_batch: bool = False
+    decode: bool = False
+    nms: bool = False
+    int8: bool = False
+    calib: str | None = None
+    calib_count: int = 100
+    calib_split: str = "train"
+    opset: int | None = None
+    conf: float = 0.25
+    iou: float = 0.45
+    max_det: int = 300
+    labels: str = "best"
+    out: str | None = None
+    check: bool = True
+
+    @property
+    def outputs(self) -> str:
+        """What the graph returns: "nms", "decoded" or "heads"."""
+        return "nms" if self.nms else "decoded" if self.decode else "heads"
+
+    def validate(self) -> None:
+        """Raise ExportError for option combinations no exporter can honour (before any work)."""
+        if self.format not in FORMATS:
+            raise ExportError(f"unknown export format '{self.format}' (choose from {', '.join(FORMATS)})")
+        if self.batch < 1:
+            raise ExportError(f"--batch must be >= 1, got {self.batch}")
+        if self.img_size is not None and (min(self.img_size) <= 0 or self.img_size[0] % 32 or self.img_size[1] % 32):
+            raise ExportError(f"--img-size {self.img_size} must be positive multiples of 32")
+        if self.labels not in LABEL_RULES:
+            raise ExportError(f"unknown labels rule '{self.labels}' (choose from {', '.join(LABEL_RULES)})")
+        if not 0.0 < self.conf < 1.0 or not 0.0 < self.iou <= 1.0 or self.max_det < 1:
+            raise ExportError(f"NMS settings out of range: conf={self.conf} (0..1, exclusive), "
+                              f"iou={self.iou} (0..1], max_det={self.max_det} (>= 1)")
+        if self.int8 and self.calib_count < 1:
+            raise ExportError(f"--calib-count must be >= 1, got {self.calib_count}")
+        if self.int8 and not self.calib:
+            raise ExportError("--int8 needs calibration images: --calib DATASET_OR_IMAGE_FOLDER")
+        if self.format == "darknet":
+            bad = [flag for flag, on in (("--int8", self.int8), ("--decode", self.decode), ("--nms", self.nms),
+                                         ("--dynamic-batch", self.dynamic_batch)) if on]
+            if bad:
+                raise ExportError(f"--format darknet writes the network as .cfg + .weights; {', '.join(bad)} "
+                                  "cannot be expressed there")
+        if self.format == "tflite":
+            if self.nms:
+                raise ExportError("--nms is ONNX only: TFLite has no NonMaxSuppression with per-class batched "
+                                  "output here; export with --decode (or raw heads) and run NMS outside")
+            if self.dynamic_batch:
+                raise ExportError("--dynamic-batch is ONNX only: TFLite models have a fixed input shape "
+                                  "(use --batch N)")
+        if self.format == "onnx" and self.opset is not None and self.opset < 17:
+            raise ExportError(f"--opset {self.opset}: yolo4 exports ONNX opset 17 or newer")
+
+
+def exported_spec(model: Darknet, img_size: tuple[int, int] | None) -> NetworkSpec:
+    """A copy of the model's NetworkSpec whose [net] size is the exported input size."""
+    spec = model.spec
+    if img_size is None:
+        return spec
+    net = dataclasses.replace(spec.net, height=int(img_size[0]), width=int(img_size[1]))
+    return dataclasses.replace(spec, net=net)
+
+
+def input_hw(model: Darknet, options: ExportOptions) -> tuple[int, int]:
+    """The exported (height, width)."""
+    return tuple(options.img_size) if options.img_size is not None else model.input_hw  # type: ignore[return-value]
+
+
+def preprocess_record(spec: NetworkSpec, resize: str | None = None) -> dict[str, Any]:
+    """How an image becomes the input tensor (the Detector's and the calibration's rule)."""
+    return {
+        "resize": resize or ("letterbox" if spec.net.letter_box else "stretch"),
+        "letterbox_fill": 127,
+        "color": "RGB",
+        "scale": "1/255 (uint8 pixel / 255 -> float in [0, 1])",
+        "layout": "NCHW",
+        "input_hw": [spec.net.height, spec.net.width],
+        "interpolation": "cv2.INTER_LINEAR",
+    }
+
+
+def metadata(spec: NetworkSpec, names: list[str], options: ExportOptions,
+             quantization: dict[str, Any] | None = None) -> dict[str, str]:
+    """The string metadata written into exported models (see the module docstring)."""
+    from yolo4 import __version__
+
+    out = {
+        "yolo4.version": str(__version__),
+        "yolo4.outputs": options.outputs,
+        "yolo4.cfg": format_cfg(spec),
+        "yolo4.names": json.dumps(list(names)),
+        "yolo4.preprocess": json.dumps(preprocess_record(spec)),
+        "yolo4.quantization": json.dumps(quantization or "none"),
+    }
+    if options.nms:
+        out["yolo4.nms"] = json.dumps({"conf": options.conf, "iou": options.iou, "max_det": options.max_det,
+                                       "labels": options.labels})
+    return out
+
+
+def default_names(spec: NetworkSpec) -> list[str]:
+    """COCO's names for 80 classes, else "0", "1", ..."""
+    classes = int(spec.yolo_layers[0].classes) if spec.yolo_layers else 0
+    if classes == 80:
+        from yolo4.engine.predict import COCO_NAMES
+
+        return list(COCO_NAMES)
+    return [str(i) for i in range(classes)]
+
+
+def default_out(stem: str, options: ExportOptions, folder: Path) -> Path:
+    """`<folder>/<stem>[-<h>x<w>][-decode|-nms][-int8].<ext>`."""
+    parts = [stem]
+    if options.img_size is not None:
+        parts.append(f"{options.img_size[0]}x{options.img_size[1]}")
+    if options.outputs != "heads":
+        parts.append(options.outputs)
+    if options.int8:
+        parts.append("int8")
+    return folder / ("-".join(parts) + SUFFIXES[options.format])

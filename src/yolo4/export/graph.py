@@ -1,0 +1,119 @@
+"""The PyTorch modules that exporters trace: the network plus, optionally, decoding.
+
+    HeadsGraph(model)     x -> [head_i (B, A*(5+C), H_i, W_i)]         (what NPU toolchains take)
+    DecodedGraph(model)   x -> boxes (B, N, 4) xyxy input pixels, scores (B, N, C) = obj * cls
+    NmsInputsGraph(model) x -> boxes (B, N, 4), scores (B, C, N)        (ONNX NonMaxSuppression's
+                          inputs; with labels="best" every box keeps only its best class's score)
+
+Boxes and scores stay separate tensors: a shared (B, N, 4 + C) tensor gets one int8 scale
+for pixel coordinates (0..640) and probabilities (0..1) together, which destroys the scores
+(a known cause of int8 collapse). Each wrapper holds the network as `self.model`, so the
+exported node names of the network start with "/model/" and those of decoding do not; the
+int8 quantiser uses that to keep decoding in float.
+
+`decompose_mish(model)` returns a copy whose Mish activations are written as
+x * tanh(softplus(x)), for runtimes without a Mish op (TFLite).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from yolo4.darknet import Darknet
+from yolo4.ops.boxes import decode_heads
+
+
+class HeadsGraph(nn.Module):
+    """The network alone. forward: x (B, 3, H, W) float [0, 1] RGB -> list of (B, A*(5+C), H_i, W_i)."""
+
+    def __init__(self, model: Darknet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return list(self.model(x))
+
+
+class DecodedGraph(nn.Module):
+    """Network + decoding. forward: x (B, 3, H, W) -> (boxes (B, N, 4) xyxy input pixels, scores (B, N, C)).
+
+    scores = objectness * class probability, so `postprocess(boxes, ones, scores)` equals
+    `postprocess(*decode_heads(...))`.
+    """
+
+    def __init__(self, model: Darknet, input_hw: tuple[int, int]):
+        super().__init__()
+        self.model = model
+        self.input_hw = (int(input_hw[0]), int(input_hw[1]))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        boxes, obj, cls = decode_heads(self.model(x), self.model.yolo_layers, self.input_hw)
+        return boxes, obj.unsqueeze(-1) * cls  # (B, N, 4), (B, N, C)
+
+
+class NmsInputsGraph(nn.Module):
+    """Network + decoding, shaped for ONNX NonMaxSuppression.
+
+    forward: x (B, 3, H, W) -> boxes (B, N, 4) xyxy, scores (B, C, N). With labels="best"
+    only the highest-scoring class of each box keeps its score (the others are 0), so
+    per-class NMS then equals `yolo4.ops.nms.postprocess(labels="best")`; with "all" every
+    class keeps its score (darknet's rule).
+    """
+
+    def __init__(self, model: Darknet, input_hw: tuple[int, int], labels: str = "best"):
+        super().__init__()
+        if labels not in ("best", "all"):
+            raise ValueError(f"unknown labels rule '{labels}'")
+        self.decoded = DecodedGraph(model, input_hw)
+        self.labels = labels
+
+    @property
+    def model(self) -> Darknet:
+        return self.decoded.model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        boxes, scores = self.decoded(x)  # (B, N, 4), (B, N, C)
+        if self.labels == "best":
+            best = scores.argmax(dim=-1, keepdim=True)  # (B, N, 1)
+            classes = torch.arange(scores.shape[-1], device=scores.device).view(1, 1, -1)
+            scores = torch.where(classes == best, scores, torch.zeros_like(scores))
+        return boxes, scores.transpose(1, 2)  # (B, N, 4), (B, C, N)
+
+
+class MishDecomposed(nn.Module):
+    """Mish as x * tanh(softplus(x)), softplus written as max(x, 0) + log1p(exp(-|x|)) (stable)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        softplus = F.relu(x) + torch.log1p(torch.exp(-x.abs()))
+        return x * torch.tanh(softplus)
+
+
+def decompose_mish(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` with every nn.Mish replaced by MishDecomposed (the input is not modified)."""
+    out = copy.deepcopy(model)
+    for name, module in list(out.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.Mish):
+                setattr(module, child_name, MishDecomposed())
+    return out
+
+
+def uses_mish(model: nn.Module) -> bool:
+    """Whether the module contains an nn.Mish activation."""
+    return any(isinstance(m, nn.Mish) for m in model.modules())
+
+
+def build_graph(model: Darknet, outputs: str, input_hw: tuple[int, int], labels: str = "best") -> nn.Module:
+    """The wrapper for `outputs` ("heads", "decoded" or "nms"), in eval mode."""
+    table = {
+        "heads": lambda: HeadsGraph(model),
+        "decoded": lambda: DecodedGraph(model, input_hw),
+        "nms": lambda: NmsInputsGraph(model, input_hw, labels),
+    }
+    if outputs not in table:
+        raise ValueError(f"unknown outputs '{outputs}' (choose from {', '.join(table)})")
+    return table[outputs]().eval()

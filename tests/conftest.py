@@ -1,0 +1,31 @@
+"""Shared fixtures. `reference` points at ../shared/reference (read-only public data); tests
+that need it skip with a reason when it is absent, as on a user's fresh clone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    if not (REFERENCE / "README.md").is_file():
+        pytest.skip(f"reference data not found at {REFERENCE} (only present in the project's workspace)")
+    return REFERENCE
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)

@@ -1,0 +1,199 @@
+"""yolo4.engine.evaluate: the dataset runner, its speed numbers, its files, and the fidelity
+proof on the real COCO model (ground truth = OpenCV DNN's own detections)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from yolo4.engine.evaluate import evaluate, predict_dataset
+from yolo4.errors import DataError
+
+REF = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
+REF_IMAGES = ("dog", "horses", "person")
+
+
+class ListDataset:
+    """The dataset protocol over in-memory lists."""
+
+    def __init__(self, images, boxes, class_ids, names, paths=None):
+        self.images, self.boxes, self.class_ids, self.names = images, boxes, class_ids, list(names)
+        self.image_paths = paths if paths is not None else [Path(f"img{i}.jpg") for i in range(len(images))]
+
+    def __len__(self):
+        return len(self.images)
+
+    def load(self, i):
+        return self.images[i], self.boxes[i], self.class_ids[i]
+
+
+def _toy_dataset(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    images, boxes, classes = [], [], []
+    for i in range(n):
+        h, w = int(rng.integers(100, 300)), int(rng.integers(100, 300))
+        images.append(np.full((h, w, 3), i, dtype=np.uint8))
+        k = int(rng.integers(0, 4))
+        xy = rng.uniform(0, 50, (k, 2))
+        boxes.append(np.concatenate([xy, xy + rng.uniform(10, 50, (k, 2))], axis=1).astype(np.float32))
+        classes.append(rng.integers(0, 3, k).astype(np.int64))
+    return ListDataset(images, boxes, classes, ["a", "b", "c"])
+
+
+def test_oracle_detector_scores_one_and_writes_files(tmp_path):
+    ds = _toy_dataset()
+    seen = []
+
+    def oracle(images):  # the callable protocol: looks the image up by its fill value
+        seen.append(len(images))
+        out = []
+        for img in images:
+            i = int(img[0, 0, 0])
+            out.append((ds.boxes[i], np.linspace(0.9, 0.5, len(ds.boxes[i])), ds.class_ids[i]))
+        return out
+
+    m = evaluate(oracle, ds, batch_size=2, progress=False, save_json=tmp_path / "p.json", plots_dir=tmp_path / "plots")
+    assert seen == [2, 2, 1]
+    assert m.map == pytest.approx(1.0) and m.map50 == pytest.approx(1.0) and m.darknet_map50_101 == pytest.approx(1.0)
+    assert m.num_images == 5 and m.num_gt.sum() == sum(len(b) for b in ds.boxes)
+    assert m.speed["inference_ms"] > 0 and m.speed["fps"] == pytest.approx(1e3 / m.speed["inference_ms"])
+    assert m.speed["batch"] == 2
+    for png in ("pr_curves.png", "confusion_matrix.png"):
+        assert (tmp_path / "plots" / png).stat().st_size > 5_000
+
+    # the JSON is accepted by pycocotools and scores 1 against the same ground truth
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from yolo4.engine.metrics import coco_ground_truth
+
+    gt = coco_ground_truth([(b, c) for b, c in zip(ds.boxes, ds.class_ids)], ds.names,
+                           list(range(1, 6)), [1, 2, 3])
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(tmp_path / "gt.json"))
+        ev = COCOeval(coco, coco.loadRes(str(tmp_path / "p.json")), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0)
+
+
+def test_blind_detector_scores_zero():
+    ds = _toy_dataset(seed=1)
+    m = evaluate(lambda ims: [(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)) for _ in ims], ds,
+                 batch_size=16, progress=False)
+    assert m.map == 0 and m.map50 == 0 and m.num_predictions == 0
+    assert m.confusion[:3, 3].sum() == m.num_gt.sum()  # every object missed
+
+
+def test_numeric_file_stems_become_coco_image_ids(tmp_path):
+    ds = _toy_dataset(n=2)
+    ds.image_paths = [Path("000000397133.jpg"), Path("000000000139.jpg")]
+    evaluate(lambda ims: [(np.array([[1.0, 1, 20, 20]]), np.array([0.5]), np.array([2])) for _ in ims], ds,
+             progress=False, save_json=tmp_path / "p.json")
+    assert [r["image_id"] for r in json.loads((tmp_path / "p.json").read_text())] == [397133, 139]
+
+
+def test_class_count_mismatch_is_an_error():
+    class EightyClasses:
+        num_classes = 80
+
+        def __call__(self, images):
+            return []
+
+    with pytest.raises(DataError, match="80 classes but the dataset has 3"):
+        evaluate(EightyClasses(), _toy_dataset(), progress=False)
+
+
+# ---------------------------------------------------------------- fidelity on the real model
+def _opencv_detections(cfg, weights, image_bgr, size=320, conf=0.25, nms=0.45):
+    """OpenCV DNN's darknet path as in the reference README: plain resize to size x size,
+    RGB, 1/255, best class per box with score > conf, per-class NMS. Returns xyxy boxes
+    clipped to the image, scores, class ids."""
+    import cv2
+
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    h, w = image_bgr.shape[:2]
+    net.setInput(cv2.dnn.blobFromImage(image_bgr, 1 / 255.0, (size, size), swapRB=True, crop=False))
+    out = np.concatenate([o.reshape(-1, o.shape[-1]) for o in net.forward(net.getUnconnectedOutLayersNames())])
+    cls = out[:, 5:].argmax(1)
+    score = out[np.arange(len(out)), 5 + cls]
+    keep = score > conf
+    out, cls, score = out[keep], cls[keep], score[keep]
+    xywh = np.stack([(out[:, 0] - out[:, 2] / 2) * w, (out[:, 1] - out[:, 3] / 2) * h, out[:, 2] * w, out[:, 3] * h], 1)
+    kept = []
+    for c in np.unique(cls):
+        idx = np.nonzero(cls == c)[0]
+        sel = cv2.dnn.NMSBoxes(xywh[idx].tolist(), score[idx].tolist(), conf, nms)
+        kept.extend(idx[np.asarray(sel, dtype=np.int64).reshape(-1)].tolist())
+    kept = sorted(kept, key=lambda i: -score[i])
+    xyxy = np.concatenate([xywh[kept, :2], xywh[kept, :2] + xywh[kept, 2:]], axis=1)
+    xyxy = np.clip(xyxy, 0, [w, h, w, h])
+    return xyxy.astype(np.float32), score[kept], cls[kept].astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def reference_model():
+    model = REF / "models"
+    if not (model / "yolo-fastest-1.1.weights").is_file():
+        pytest.skip(f"{REF} (shared reference data) is not available")
+    import cv2
+
+    names = [s.strip() for s in (model / "coco.names").read_text().splitlines() if s.strip()]
+    images, boxes, classes, paths = [], [], [], []
+    for stem in REF_IMAGES:
+        p = REF / "images" / f"{stem}.jpg"
+        bgr = cv2.imread(str(p))
+        b, _, c = _opencv_detections(model / "yolo-fastest-1.1.cfg", model / "yolo-fastest-1.1.weights", bgr)
+        images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        boxes.append(b)
+        classes.append(c)
+        paths.append(p)
+    return model, ListDataset(images, boxes, classes, names, paths)
+
+
+def test_opencv_oracle_reproduces_the_reference_table(reference_model):
+    _, ds = reference_model
+    # README: dog.jpg -> car 0.897 [454 77 230 103] ... person 0.312 [64 73 49 44] (7 in all)
+    assert [ds.names[c] for c in ds.class_ids[0]] == ["car", "dog", "cat", "bicycle", "car", "bicycle", "person"]
+    np.testing.assert_allclose(ds.boxes[0][0], [454, 77, 454 + 230, 77 + 103], atol=1.5)
+    assert [len(c) for c in ds.class_ids] == [7, 5, 3]
+
+
+def test_fidelity_yolo_fastest_matches_opencv(reference_model, tmp_path):
+    """The whole path (pre-process, network, decode, NMS, box mapping, matching) against
+    OpenCV's own detections at the same settings: mAP50 >= 0.99."""
+    from yolo4.engine.predict import Detector
+
+    model, ds = reference_model
+    det = Detector(model / "yolo-fastest-1.1.cfg", model / "yolo-fastest-1.1.weights", names=ds.names,
+                   img_size=320, resize="stretch", conf=0.25, iou=0.45, labels="best")
+    m = evaluate(det, ds, batch_size=2, progress=False, plots_dir=tmp_path)
+    assert m.map50 >= 0.99, m.summary()
+    assert m.darknet_map50_101 >= 0.99
+    assert m.map >= 0.9  # boxes agree closely, not just at IoU 0.5
+    assert m.num_predictions == sum(len(c) for c in ds.class_ids)  # nothing extra, nothing missing
+    assert m.confusion[:-1, :-1].trace() == m.num_predictions
+    assert {"preprocess_ms", "inference_ms", "nms_ms", "fps"} <= set(m.speed)
+    assert m.speed["img_h"] == 320 and m.speed["img_w"] == 320
+    assert math.isnan(m.ap_per_class[ds.names.index("zebra")])  # absent classes stay out of the mean
+
+
+def test_predict_dataset_keeps_order_and_sizes(reference_model):
+    from yolo4.engine.predict import Detector
+
+    model, ds = reference_model
+    det = Detector(model / "yolo-fastest-1.1.cfg", model / "yolo-fastest-1.1.weights", img_size=320,
+                   resize="stretch", conf=0.25, iou=0.45, labels="best")
+    gts, preds, sizes, speed = predict_dataset(det, ds, batch_size=3, progress=False)
+    assert sizes == [im.shape[:2] for im in ds.images]
+    assert [len(p[1]) for p in preds] == [7, 5, 3]
+    for g, b in zip(gts, ds.boxes):
+        np.testing.assert_allclose(g[0], b)
