@@ -72,7 +72,36 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------- val
 def _add_val(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("val", help="COCO mAP of a model on a dataset")
-    p.set_defaults(func=_not_yet("val"))
+    p.add_argument("--data", required=True, help="dataset: a data.yaml, a COCO json, ... (as `yolo4 train`)")
+    p.add_argument("--split", default="val", help="which split to evaluate on (default val)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="NAME", help="zoo model name (yolov4, yolov4-tiny, ...)")
+    which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file")
+    p.add_argument("--weights", metavar="W", help="darknet .weights or your trained ones")
+    p.add_argument("--img-size", type=int, default=None, help="network input size (default: the cfg's)")
+    p.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--resize", choices=("stretch", "letterbox"), default=None,
+                   help="pre-processing (default: the cfg's letter_box key, else stretch)")
+    p.add_argument("--conf", type=float, default=0.001, help="score threshold (default 0.001, as for mAP)")
+    p.add_argument("--iou", type=float, default=0.6, help="NMS IoU threshold (default 0.6)")
+    p.add_argument("--nms", choices=("greedy", "agnostic", "diou"), default="greedy", help="NMS variant (default greedy)")
+    p.add_argument("--labels", choices=("best", "all"), default="all",
+                   help="all: every class above --conf per box, as darknet's map (default); best: one class per box")
+    p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300; COCO scores 100)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--save-json", metavar="PREDS.json", default=None,
+                   help="write COCO-format results (relative paths are inside --save-dir)")
+    p.add_argument("--save-dir", default="runs/val", help="where the PR curves, confusion matrix and table go")
+    p.set_defaults(func=_run_val)
+
+
+def _run_val(a: argparse.Namespace) -> int:
+    from yolo4.engine.evaluate import run_val
+
+    run_val(a.data, split=a.split, model=a.cfg or a.model, weights=a.weights, img_size=a.img_size, batch=a.batch,
+            resize=a.resize, conf=a.conf, iou=a.iou, nms=a.nms, labels=a.labels, max_det=a.max_det,
+            device=a.device, save_json=a.save_json, save_dir=a.save_dir)
+    return 0
 
 
 # ---------------------------------------------------------------- export

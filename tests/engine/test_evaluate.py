@@ -167,7 +167,7 @@ def test_opencv_oracle_reproduces_the_reference_table(reference_model):
     assert [len(c) for c in ds.class_ids] == [7, 5, 3]
 
 
-def test_fidelity_yolo_fastest_matches_opencv(reference_model, tmp_path):
+def test_fidelity_yolo_fastest_matches_opencv(reference_model):
     """The whole path (pre-process, network, decode, NMS, box mapping, matching) against
     OpenCV's own detections at the same settings: mAP50 >= 0.99."""
     from yolo4.engine.predict import Detector
@@ -175,7 +175,7 @@ def test_fidelity_yolo_fastest_matches_opencv(reference_model, tmp_path):
     model, ds = reference_model
     det = Detector(model / "yolo-fastest-1.1.cfg", model / "yolo-fastest-1.1.weights", names=ds.names,
                    img_size=320, resize="stretch", conf=0.25, iou=0.45, labels="best")
-    m = evaluate(det, ds, batch_size=2, progress=False, plots_dir=tmp_path)
+    m = evaluate(det, ds, batch_size=2, progress=False)
     assert m.map50 >= 0.99, m.summary()
     assert m.darknet_map50_101 >= 0.99
     assert m.map >= 0.9  # boxes agree closely, not just at IoU 0.5
