@@ -13,8 +13,9 @@ from yolo4.errors import Yolo4Error
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print a model's darknet-style layer table, params and BFLOPs")
     p.add_argument("model", help="zoo name (yolov4, yolov4-tiny, ...) or a darknet .cfg path")
-    p.add_argument("--img-size", type=int, default=None, help="input size (default: the cfg's width/height)")
-    p.add_argument("--classes", type=int, default=80, help="number of classes for zoo models")
+    p.add_argument("--img-size", type=int, default=None, help="input size (default: the [net] width/height)")
+    p.add_argument("--classes", type=int, default=None,
+                   help="number of classes (default: 80 for zoo models, a cfg's own for a cfg)")
     p.add_argument("--peak-tflops", type=float, default=14.0,
                    help="device peak TFLOPS for darknet's FPS rule of thumb (default: V100 fp32, 14)")
     p.set_defaults(func=_run_info)
