@@ -302,3 +302,13 @@ def make_shapes(root: str | Path, cfg: ShapesConfig = ShapesConfig(), workers: i
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return root / "data.yaml"
+
+
+def make_shapes_from_args(root: str | Path, **overrides) -> Path:
+    """make_shapes with the ShapesConfig fields given in `overrides` (None = default);
+    `img_size` alone also scales the default size range (max: half the image)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "img_size" in given and "size_range" not in given:
+        s = given["img_size"]
+        given["size_range"] = (min(10.0, s / 8), s / 2)
+    return make_shapes(root, ShapesConfig(**given))

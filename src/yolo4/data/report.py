@@ -1,0 +1,139 @@
+"""`yolo4 dataset check` and `yolo4 dataset show`: what is in a dataset, what is wrong
+with it, and what the network is fed."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import cv2
+import numpy as np
+
+from yolo4.data.augment import AugmentConfig, eval_sample, train_sample
+from yolo4.data.dataset import DetectionDataset, load_dataset
+from yolo4.errors import DataError
+
+# box size = sqrt(w * h) in pixels; COCO's small/medium/large split at 32 and 96
+SIZE_EDGES = (0, 8, 16, 32, 64, 96, 128, 256, 512, float("inf"))
+
+
+@dataclass
+class DatasetReport:
+    """Counts of a dataset split. class_counts: int64 (K,) boxes per class;
+    size_counts: int64 (len(SIZE_EDGES) - 1,) boxes per sqrt(area) bucket."""
+
+    source: str
+    split: str
+    names: list[str]
+    num_images: int
+    num_boxes: int
+    num_background: int  # images without boxes
+    class_counts: np.ndarray
+    size_counts: np.ndarray
+    num_skipped: int
+    problems: list[str] = field(default_factory=list)
+
+
+def dataset_report(ds: DetectionDataset) -> DatasetReport:
+    """Count a loaded dataset's boxes per class and per size bucket (no image is read)."""
+    labels = [ds.labels(i) for i in range(len(ds))]
+    boxes = np.concatenate([b for b, _ in labels]) if labels else np.zeros((0, 4), np.float32)
+    cls = np.concatenate([c for _, c in labels]) if labels else np.zeros(0, np.int64)
+    sizes = np.sqrt(np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 0, None))
+    return DatasetReport(
+        source=str(ds.source), split=ds.split, names=list(ds.names), num_images=len(ds), num_boxes=len(cls),
+        num_background=sum(1 for _, c in labels if len(c) == 0),
+        class_counts=np.bincount(cls, minlength=len(ds.names)).astype(np.int64),
+        size_counts=np.histogram(sizes, bins=np.array(SIZE_EDGES))[0].astype(np.int64),
+        num_skipped=ds.num_skipped, problems=list(ds.problems))
+
+
+def format_report(r: DatasetReport, max_problems: int = 50) -> str:
+    """The report as text: counts per class, a box-size histogram, problems by file."""
+    lines = [f"dataset {r.source} [{r.split}]: {r.num_images} images ({r.num_background} without boxes), "
+             f"{r.num_boxes} boxes, {len(r.names)} classes, {r.num_skipped} images skipped"]
+    lines.append("")
+    lines.append("boxes per class:")
+    top = max(int(r.class_counts.max()) if len(r.class_counts) else 0, 1)
+    width = max((len(n) for n in r.names), default=4)
+    for k, n in enumerate(r.names):
+        c = int(r.class_counts[k])
+        lines.append(f"  {k:>3} {n:<{width}} {c:>8}  {'#' * round(40 * c / top)}")
+    lines.append("")
+    lines.append("box size sqrt(w*h), pixels:")
+    top = max(int(r.size_counts.max()), 1)
+    for lo, hi, c in zip(SIZE_EDGES[:-1], SIZE_EDGES[1:], r.size_counts.tolist()):
+        label = f"{lo:g}-{hi:g}" if hi != float("inf") else f">={lo:g}"
+        lines.append(f"  {label:>9} {c:>8}  {'#' * round(40 * c / top)}")
+    lines.append("")
+    if r.problems:
+        lines.append(f"{len(r.problems)} problem(s):")
+        lines += [f"  {p}" for p in r.problems[:max_problems]]
+        if len(r.problems) > max_problems:
+            lines.append(f"  ... and {len(r.problems) - max_problems} more")
+    else:
+        lines.append("no problems found")
+    return "\n".join(lines)
+
+
+def plot_report(r: DatasetReport, out: str | Path) -> Path:
+    """Bar charts of boxes per class and per size bucket, written to `out` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.bar(range(len(r.names)), r.class_counts)
+    a.set_xticks(range(len(r.names)), r.names, rotation=60 if len(r.names) > 8 else 0, fontsize=8)
+    a.set_title("boxes per class")
+    labels = [f"{lo:g}-{hi:g}" if hi != float("inf") else f">={lo:g}" for lo, hi in zip(SIZE_EDGES[:-1], SIZE_EDGES[1:])]
+    b.bar(range(len(labels)), r.size_counts)
+    b.set_xticks(range(len(labels)), labels, rotation=45, fontsize=8)
+    b.set_title("box size sqrt(w*h), pixels")
+    fig.suptitle(f"{r.source} [{r.split}]: {r.num_images} images, {r.num_boxes} boxes")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def check_dataset(data: str | Path, split: str = "all", plot: str | Path | None = None,
+                  stream: TextIO | None = None) -> int:
+    """Print the report of `data` (and draw it to `plot` if given). Returns 1 if problems
+    were found, else 0 (an exit code)."""
+    r = dataset_report(load_dataset(data, split))
+    print(format_report(r), file=stream or sys.stdout)
+    if plot is not None:
+        print(f"plot written to {plot_report(r, plot)}", file=stream or sys.stdout)
+    return 1 if r.problems else 0
+
+
+def show_dataset(data: str | Path, out: str | Path, split: str = "train", count: int = 16, augment: bool = False,
+                 img_size: int = 416, seed: int = 0, augment_config: AugmentConfig | None = None) -> Path:
+    """Draw `count` samples of `data` with their boxes into the image `out`: as stored
+    (letterboxed to img_size) or, with `augment`, as the training pipeline makes them."""
+    from yolo4.viz.grid import draw_grid
+
+    ds = load_dataset(data, split)
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(ds), size=min(count, len(ds)), replace=False)
+    cfg = augment_config or AugmentConfig()
+    samples, titles = [], []
+    for k, i in enumerate(picks.tolist()):
+        if augment:
+            img, b, c, _ = train_sample(ds, i, img_size, cfg, np.random.default_rng([seed, k]))
+        else:
+            img, b, c, _ = eval_sample(ds, i, img_size)
+        samples.append((img, b, c))
+        titles.append(Path(ds.image_paths[i]).name)
+    grid = draw_grid(samples, ds.names, titles=titles)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+        raise DataError(f"{out}: cannot write the image (unknown extension or folder not writable)")
+    return out
