@@ -120,7 +120,50 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------- dataset
 def _add_dataset(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dataset", help="check or draw a dataset, or write the embedded shapes dataset")
-    p.set_defaults(func=_not_yet("dataset"))
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    data_help = "a dataset folder, data.yaml, darknet .data or COCO .json"
+    c = dsub.add_parser("check", help="counts per class, box-size histogram and every problem, by file")
+    c.add_argument("data", help=data_help)
+    c.add_argument("--split", default="all", choices=("train", "val", "all"))
+    c.add_argument("--plot", default=None, help="also draw the counts to this PNG")
+    c.set_defaults(func=_run_dataset_check)
+    s = dsub.add_parser("show", help="draw a grid of samples with their boxes")
+    s.add_argument("data", help=data_help)
+    s.add_argument("--out", required=True, help="image to write (.jpg or .png)")
+    s.add_argument("--split", default="train", choices=("train", "val", "all"))
+    s.add_argument("--count", type=int, default=16, help="number of samples")
+    s.add_argument("--augment", action="store_true", help="show samples as training augments them (Mosaic, ...)")
+    s.add_argument("--img-size", type=int, default=416, help="network input size")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_run_dataset_show)
+    m = dsub.add_parser("shapes", help="write the embedded procedural `shapes` dataset (YOLO txt + data.yaml)")
+    m.add_argument("out_dir")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--num-train", type=int, default=None, help="training images (default 3000)")
+    m.add_argument("--num-val", type=int, default=None, help="validation images (default 300)")
+    m.add_argument("--img-size", type=int, default=None, help="image side (default 256)")
+    m.set_defaults(func=_run_dataset_shapes)
+
+
+def _run_dataset_check(a: argparse.Namespace) -> int:
+    from yolo4.data.report import check_dataset
+
+    return check_dataset(a.data, a.split, plot=a.plot)
+
+
+def _run_dataset_show(a: argparse.Namespace) -> int:
+    from yolo4.data.report import show_dataset
+
+    print(show_dataset(a.data, a.out, a.split, a.count, a.augment, a.img_size, a.seed))
+    return 0
+
+
+def _run_dataset_shapes(a: argparse.Namespace) -> int:
+    from yolo4.data.shapes import make_shapes_from_args
+
+    print(make_shapes_from_args(a.out_dir, seed=a.seed, num_train=a.num_train, num_val=a.num_val,
+                                img_size=a.img_size))
+    return 0
 
 
 def _not_yet(name: str):
