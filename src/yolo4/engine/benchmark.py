@@ -1,0 +1,135 @@
+"""Speed of a network: milliseconds per image and FPS, without and with post-processing.
+
+    result = benchmark("yolov4-tiny", img_size=416, batch=1, device="cpu")
+    print(result.summary())
+
+The network is timed on random input after a warm-up (the seeds report FPS "without
+post-processing"); decoding + NMS are timed separately on the real head outputs, so both
+figures come from one run. Darknet's rule of thumb (40% of the device's peak TFLOPS spent
+on the model's BFLOPs) is printed beside the measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from yolo4.darknet.network import Conv, Darknet, infer_shapes
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str
+    device: str
+    batch: int
+    input_hw: tuple[int, int]
+    dtype: str
+    bflops: float  # darknet's count, per image
+    network_ms: float  # per image, median over iterations
+    postprocess_ms: float  # decode + NMS per image
+    iters: int
+
+    @property
+    def fps_network(self) -> float:
+        return 1000.0 / self.network_ms
+
+    @property
+    def fps_total(self) -> float:
+        return 1000.0 / (self.network_ms + self.postprocess_ms)
+
+    def rule_of_thumb_fps(self, peak_tflops: float) -> float:
+        """darknet's estimate: 40% of `peak_tflops` spent on this model's BFLOPs."""
+        return 0.4 * peak_tflops * 1e3 / self.bflops
+
+    def summary(self) -> str:
+        h, w = self.input_hw
+        return (f"{self.model} {w}x{h} batch {self.batch} {self.dtype} on {self.device}: "
+                f"network {self.network_ms:.2f} ms/img ({self.fps_network:.1f} FPS), "
+                f"+ decode/NMS {self.postprocess_ms:.2f} ms/img ({self.fps_total:.1f} FPS with post-processing), "
+                f"{self.bflops:.3f} BFLOPs/img")
+
+
+def fuse_conv_bn(model: Darknet) -> Darknet:
+    """Fold every BatchNorm into its convolution (in place, eval mode only); returns `model`.
+
+    y = gamma * (W x - mean) / sqrt(var + eps) + beta  ==  W' x + b'.
+    """
+    if model.training:
+        raise ValueError("fuse_conv_bn needs an eval-mode model (BatchNorm statistics are frozen)")
+    with torch.no_grad():
+        for block in model.blocks:
+            if isinstance(block, Conv) and isinstance(block.bn, nn.BatchNorm2d):
+                conv, bn = block.conv, block.bn
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (F,)
+                fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                                  groups=conv.groups, bias=True).to(conv.weight.device, conv.weight.dtype)
+                fused.weight.copy_(conv.weight * scale[:, None, None, None])
+                fused.bias.copy_(bn.bias - bn.running_mean * scale)
+                block.conv, block.bn = fused, nn.Identity()
+    return model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def benchmark(model: str | os.PathLike | Darknet, weights: str | os.PathLike | None = None,
+              img_size: int | None = None, batch: int = 1, device: str = "cpu",
+              iters: int = 20, warmup: int = 3, half: bool = False, fuse: bool = True, compile: bool = False,
+              conf: float = 0.25, iou: float = 0.45) -> BenchResult:
+    """Time the network and its post-processing.
+
+    Args:
+        model: a zoo name, a .cfg path or a built Darknet.
+        weights: darknet weights; without them the network is random, which times the network
+            fairly but makes post-processing unrepresentative (random scores hover near conf).
+        img_size: square input size; default the model's [net] size.
+        half: fp16 on CUDA. fuse: fold BatchNorm into convs first. compile: torch.compile the module.
+    Returns:
+        BenchResult with median per-image milliseconds.
+    """
+    from yolo4.models.zoo import load_model
+    from yolo4.ops.boxes import decode_heads
+    from yolo4.ops.nms import postprocess
+
+    name = model if isinstance(model, str) else getattr(getattr(model, "spec", None), "source", str(model))
+    net = model if isinstance(model, Darknet) else load_model(model, weights)
+    net = net.eval()
+    if img_size:
+        h = w = int(img_size)
+    else:
+        h, w = net.input_hw
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but no GPU is available")
+    dtype = torch.float16 if half and dev.type == "cuda" else torch.float32
+    if fuse:
+        net = fuse_conv_bn(net)
+    net = net.to(dev, dtype)
+    runner = torch.compile(net) if compile else net
+    x = torch.rand(batch, net.spec.net.channels, h, w, device=dev, dtype=dtype)
+    bflops = sum(i.bflops for i in infer_shapes(net.spec, (h, w)))
+
+    times, post = [], []
+    with torch.inference_mode():
+        for k in range(warmup + iters):
+            _sync(dev)
+            t0 = time.perf_counter()
+            outs = runner(x)
+            _sync(dev)
+            t1 = time.perf_counter()
+            dec = decode_heads([o.float() for o in outs], net.yolo_layers, (h, w))
+            postprocess(dec.boxes, dec.objectness, dec.class_probs, conf=conf, iou=iou)
+            _sync(dev)
+            t2 = time.perf_counter()
+            if k >= warmup:
+                times.append(t1 - t0)
+                post.append(t2 - t1)
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    return BenchResult(name, str(dev), batch, (h, w), str(dtype).replace("torch.", ""), bflops,
+                       med(times) * 1000 / batch, med(post) * 1000 / batch, iters)
