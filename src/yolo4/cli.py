@@ -113,8 +113,32 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- benchmark
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("benchmark", help="measure a model's speed")
-    p.set_defaults(func=_not_yet("benchmark"))
+    p = sub.add_parser("benchmark", help="measure a model's speed (ms/img, FPS with and without post-processing)")
+    p.add_argument("model", help="zoo name or darknet .cfg path")
+    p.add_argument("--weights", default=None, help="darknet .weights (random weights time the network fairly, "
+                                                     "but not NMS)")
+    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--half", action="store_true", help="fp16 (CUDA only)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm separate from convolutions")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="print darknet's rule-of-thumb FPS for a device of this peak")
+    p.set_defaults(func=_run_benchmark)
+
+
+def _run_benchmark(a: argparse.Namespace) -> int:
+    from yolo4.engine.benchmark import benchmark
+
+    r = benchmark(a.model, a.weights, img_size=a.img_size, batch=a.batch, device=a.device, iters=a.iters,
+                  warmup=a.warmup, half=a.half, fuse=not a.no_fuse, compile=a.compile)
+    print(r.summary())
+    if a.peak_tflops:
+        print(f"darknet's rule of thumb at {a.peak_tflops} TFLOPS peak: {r.rule_of_thumb_fps(a.peak_tflops):.1f} FPS")
+    return 0
 
 
 # ---------------------------------------------------------------- dataset
