@@ -197,3 +197,40 @@ def test_predict_dataset_keeps_order_and_sizes(reference_model):
     assert [len(p[1]) for p in preds] == [7, 5, 3]
     for g, b in zip(gts, ds.boxes):
         np.testing.assert_allclose(g[0], b)
+
+
+def test_yolo4_val_cli_on_opencv_annotated_images(reference_model, tmp_path, capsys):
+    """`yolo4 val` end to end: a YOLO-layout dataset (labels = OpenCV's detections) read by
+    load_dataset, the Detector built from cfg + weights, the printed report and the files."""
+    import shutil
+
+    from yolo4.cli import main
+
+    model, ds = reference_model
+    (tmp_path / "images" / "val").mkdir(parents=True)
+    (tmp_path / "labels" / "val").mkdir(parents=True)
+    for path, img, boxes, classes in zip(ds.image_paths, ds.images, ds.boxes, ds.class_ids):
+        shutil.copy(path, tmp_path / "images" / "val" / path.name)
+        h, w = img.shape[:2]
+        cxcywh = np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], 1) / [w, h, w, h]
+        lines = [f"{c} " + " ".join(f"{v:.8f}" for v in b) for c, b in zip(classes, cxcywh)]
+        (tmp_path / "labels" / "val" / f"{path.stem}.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "data.yaml").write_text(
+        "path: .\ntrain: images/val\nval: images/val\nnames: " + json.dumps(ds.names) + "\n")
+    out = tmp_path / "run"
+    rc = main(["val", "--data", str(tmp_path / "data.yaml"), "--cfg", str(model / "yolo-fastest-1.1.cfg"),
+               "--weights", str(model / "yolo-fastest-1.1.weights"), "--img-size", "320", "--resize", "stretch",
+               "--conf", "0.25", "--iou", "0.45", "--labels", "best", "--batch", "2",
+               "--save-dir", str(out), "--save-json", "preds.json"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    line = next(ln for ln in text.splitlines() if "IoU=0.50      | area=   all" in ln)
+    assert float(line.rsplit("=", 1)[1]) >= 0.99, text
+    assert "darknet-style mAP@0.50" in text and "Speed:" in text and "FPS" in text
+    table = text[text.index("class  images"):].splitlines()
+    assert table[1].split()[0] == "all"
+    for png in ("pr_curves.png", "confusion_matrix.png"):
+        assert (out / png).stat().st_size > 5_000
+    results = json.loads((out / "preds.json").read_text())
+    assert len(results) == 15 and {r["image_id"] for r in results} == {1, 2, 3}
+    assert (out / "per_class.txt").read_text().count("\n") > 10

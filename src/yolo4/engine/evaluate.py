@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from yolo4.engine.metrics import COCO80_TO_COCO91, Metrics, coco_evaluate, speed_line, write_coco_json
+from yolo4.engine.metrics import COCO80_TO_COCO91, Metrics, coco_evaluate, write_coco_json
 from yolo4.errors import DataError, Yolo4Error
 
 
@@ -241,10 +241,9 @@ def run_val(
     print(f"val: {model} on {data} [{split}], {len(dataset)} images, {len(dataset.names)} classes; "
           f"{w}x{h} {detector.resize}, conf {conf:g}, NMS {nms} {iou:g}, labels {labels}, batch {batch}, {device}")
     metrics = evaluate(detector, dataset, batch_size=batch, progress=progress, save_json=json_path, plots_dir=out_dir)
-    print(metrics.summary())
     table = metrics.table()
     print(table)
-    print(speed_line(metrics.speed) + f" on {device}")
+    print(metrics.summary())
     if out_dir is not None:
         (out_dir / "per_class.txt").write_text(metrics.summary() + "\n\n" + table + "\n")
         print(f"plots and per-class table in {out_dir}" + (f", COCO results in {json_path}" if json_path else ""))

@@ -162,7 +162,8 @@ class Metrics:
 
     def table(self, names: Sequence[str] | None = None) -> str:
         """Per-class table, the 'all' row first, then classes worst AP@0.5:0.95 first
-        (classes without ground truth last). P and R are at score >= `confusion_conf`."""
+        (classes without ground truth last; those that were not detected either are only
+        counted). P and R are at score >= `confusion_conf`, IoU >= `confusion_iou`."""
         names = list(names) if names is not None else self.names
         p, r = self.precision_at_conf, self.recall_at_conf
         width = max([len("class")] + [len(n) for n in names])
@@ -181,10 +182,18 @@ class Metrics:
                            tp_all / gt_all if gt_all else math.nan,
                            self.map50, self.map, self.darknet_map50_101)]
         key = np.where(np.isnan(self.ap_per_class), np.inf, self.ap_per_class)
+        predicted = self.confusion[:, : len(names)].sum(axis=0)  # (C,) confident detections per class
+        hidden = 0
         for k in np.argsort(key, kind="stable"):
+            if self.num_gt[k] == 0 and predicted[k] == 0:
+                hidden += 1  # nothing to say about a class neither labelled nor detected
+                continue
             lines.append(row(names[k], int(self.num_images_per_class[k]), int(self.num_gt[k]), p[k], r[k],
                              self.ap50_per_class[k], self.ap_per_class[k],
                              self.darknet_ap50_per_class_101[k]))
+        if hidden:
+            lines.append(f"({hidden} classes with no ground truth and no detection scoring >= {self.confusion_conf:g} "
+                         "not listed)")
         return "\n".join(lines)
 
     def summary(self) -> str:
