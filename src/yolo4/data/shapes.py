@@ -157,12 +157,13 @@ def _background(rng: np.random.Generator, cfg: ShapesConfig) -> np.ndarray:
     return img
 
 
-def render_shapes_image(cfg: ShapesConfig, split: str, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_shapes_image(cfg: ShapesConfig, split: str, index: int, return_masks: bool = False):
     """Draw image `index` of `split` (pure function of the config, split and index).
 
     Returns:
         image uint8 (S, S, 3) RGB, boxes float32 (N, 4) xyxy pixels (tight boxes of the
-        visible pixels), class_ids int64 (N,) indexing `cfg.classes`.
+        visible pixels), class_ids int64 (N,) indexing `cfg.classes`; with return_masks, also
+        the visible-pixel masks bool (N, S, S).
     """
     rng = np.random.default_rng([cfg.seed, _SPLITS.index(split), index])
     n = cfg.img_size
@@ -217,6 +218,8 @@ def render_shapes_image(cfg: ShapesConfig, split: str, index: int) -> tuple[np.n
         rows, cols = np.any(m, 1), np.any(m, 0)
         yi, xi = np.nonzero(rows)[0], np.nonzero(cols)[0]
         boxes[k] = (xi[0], yi[0], xi[-1] + 1, yi[-1] + 1)  # pixel edges: a pixel x spans [x, x+1)
+    if return_masks:
+        return image, boxes, np.asarray(classes, np.int64), np.asarray(masks, bool).reshape(-1, n, n)
     return image, boxes, np.asarray(classes, np.int64)
 
 
