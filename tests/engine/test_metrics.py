@@ -348,3 +348,45 @@ def test_table_lists_worst_classes_first():
     assert set(COCO_STATS) <= set(d) and d["map50"] == pytest.approx(0.5)
     assert m.per_class_dict()["good"]["ap50"] == pytest.approx(1.0)
     assert "darknet-style" in m.summary()
+
+
+def test_more_than_100_detections_per_image_matches_pycocotools(tmp_path):
+    """COCO keeps the 100 best detections per image: the in-memory path must do exactly
+    what pycocotools does on files, and darknet-style AP (which keeps all) may differ."""
+    rng = np.random.default_rng(11)
+    gt = {"images": [], "annotations": [], "categories": [{"id": k + 1, "name": f"c{k}"} for k in range(5)]}
+    results = []
+    for i in range(12):
+        gt["images"].append({"id": i + 1, "height": 600, "width": 800})
+        for _ in range(int(rng.integers(20, 60))):
+            x, y, w, h = rng.integers(0, 500, 2).tolist() + rng.integers(4, 250, 2).tolist()
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1,
+                                      "category_id": int(rng.integers(1, 6)), "bbox": [x, y, w, h],
+                                      "area": w * h, "iscrowd": 0})
+            for _ in range(3):
+                jit = (rng.normal(0, 0.1, 4) * [w, h, w, h] * 2).round() / 2
+                results.append({"image_id": i + 1, "category_id": int(rng.integers(1, 6)),
+                                "bbox": [x + jit[0], y + jit[1], max(w + jit[2], 1.0), max(h + jit[3], 1.0)],
+                                "score": float(rng.random())})
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path.write_text(json.dumps(results))
+    ev = _pycocotools_on_files(gt_path, res_path)
+    gts, preds, image_ids, cat_ids, _ = _to_lists(gt, results)
+    assert max(len(p[1]) for p in preds) > 150
+    m = coco_evaluate(gts, preds, [c["name"] for c in gt["categories"]], image_ids=image_ids, category_ids=cat_ids)
+    for name, theirs in zip(COCO_STATS, ev.stats):
+        assert _same(getattr(m, name), theirs), (name, getattr(m, name), theirs)
+    np.testing.assert_allclose(m.darknet_ap50_per_class_101, _brute_force_voc_ap(gts, preds, 5, 101), atol=1e-12)
+
+
+def test_precision_and_recall_at_conf_come_from_the_confusion_matrix():
+    gts = [(np.array([_box(0, 0, 10, 10), _box(20, 20, 40, 40), _box(50, 50, 70, 70)]), np.array([0, 0, 1]))]
+    preds = [(np.array([_box(0, 0, 10, 10), _box(20, 20, 40, 40), _box(80, 80, 99, 99), _box(50, 50, 70, 70)]),
+              np.array([0.9, 0.1, 0.6, 0.7]), np.array([0, 0, 0, 1]))]
+    m = coco_evaluate(gts, preds, ["a", "b"])
+    # class a: 2 confident detections (one right, one background), 2 objects (one found)
+    np.testing.assert_allclose(m.precision_at_conf, [0.5, 1.0])
+    np.testing.assert_allclose(m.recall_at_conf, [0.5, 1.0])
+    row = m.per_class_dict()["a"]
+    assert row["instances"] == 2 and row["images"] == 1 and row["precision"] == 0.5
