@@ -214,6 +214,20 @@ def test_detector_accepts_a_built_module(tiny_cfg):
         assert (r.boxes[:, 1::2] >= 0).all() and (r.boxes[:, 1::2] <= h).all()
 
 
+def test_detector_from_zoo_name():
+    with pytest.raises(WeightsError, match="yolo4 train"):
+        Detector("yolov4-tiny")
+
+    def heads(x):  # yolov4-tiny's two heads at 416: 13x13 and 26x26, nothing detected
+        return [torch.full((x.shape[0], 255, 13, 13), -9.0), torch.full((x.shape[0], 255, 26, 26), -9.0)]
+
+    det = Detector("yolov4-tiny", runner=heads)
+    assert det.input_hw == (416, 416) and det.names[:2] == ["person", "bicycle"] and len(det.names) == 80
+    assert det.beta_nms == pytest.approx(0.6)
+    [r] = det(np.zeros((30, 40, 3), np.uint8))
+    assert len(r) == 0 and r.boxes.shape == (0, 4) and r.to_dict()["detections"] == []
+
+
 # ------------------------------------------------------------------ sources
 def test_resolve_sources(tmp_path):
     folder = tmp_path / "imgs"

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from yolo4.data import transforms
 from yolo4.errors import DataError, WeightsError, Yolo4Error
 from yolo4.ops.boxes import DecodedHeads, clip_boxes, decode_heads
 from yolo4.ops.nms import CANDIDATES, NMS_NAMES, postprocess
@@ -40,7 +41,7 @@ from yolo4.ops.nms import CANDIDATES, NMS_NAMES, postprocess
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"})
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts"})
 RESIZE_NAMES = ("stretch", "letterbox")
-LETTERBOX_GRAY = 127
+LETTERBOX_GRAY = transforms.FILL  # 127, darknet's 0.5 gray
 
 NO_WEIGHTS_MESSAGE = (
     "no weights given, and yolo4 will not draw boxes from an untrained network. Either\n"
@@ -100,32 +101,21 @@ def stretch(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, R
     Returns:
         uint8 (input_h, input_w, 3) and its ResizeInfo.
     """
-    h, w = image.shape[:2]
-    ih, iw = input_hw
-    out = cv2.resize(image, (iw, ih), interpolation=cv2.INTER_LINEAR) if (h, w) != (ih, iw) else image.copy()
-    return out, ResizeInfo((h, w), (ih, iw), (iw / w, ih / h), (0.0, 0.0))
+    out, (sy, sx), (top, left) = transforms.stretch(image, input_hw)
+    return out, ResizeInfo(image.shape[:2], tuple(input_hw), (sx, sy), (float(left), float(top)))
 
 
 def letterbox(image: np.ndarray, input_hw: tuple[int, int], pad_value: int = LETTERBOX_GRAY) -> tuple[np.ndarray, ResizeInfo]:
-    """Resize keeping the aspect ratio, centred on a gray canvas (darknet's `letterbox_image`:
-    the long side fills the input, the short side is `orig * input_long / orig_long` rounded down).
+    """Resize keeping the aspect ratio, centred on a gray canvas (darknet's `letter_box=1`;
+    the same `yolo4.data.transforms.letterbox` that training and validation use).
 
     Args:
         image: uint8 (H, W, 3). input_hw: (height, width).
     Returns:
         uint8 (input_h, input_w, 3) and its ResizeInfo.
     """
-    h, w = image.shape[:2]
-    ih, iw = input_hw
-    if iw / w < ih / h:
-        new_w, new_h = iw, max(1, (h * iw) // w)
-    else:
-        new_w, new_h = max(1, (w * ih) // h), ih
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    px, py = (iw - new_w) // 2, (ih - new_h) // 2
-    out = np.full((ih, iw, image.shape[2]), pad_value, dtype=image.dtype)
-    out[py:py + new_h, px:px + new_w] = resized
-    return out, ResizeInfo((h, w), (ih, iw), (new_w / w, new_h / h), (float(px), float(py)))
+    out, (sy, sx), (top, left) = transforms.letterbox(image, input_hw, fill=pad_value)
+    return out, ResizeInfo(image.shape[:2], tuple(input_hw), (sx, sy), (float(left), float(top)))
 
 
 RESIZERS: dict[str, Callable[[np.ndarray, tuple[int, int]], tuple[np.ndarray, ResizeInfo]]] = {
@@ -251,19 +241,10 @@ def read_names(path: str | os.PathLike) -> list[str]:
 
 
 def _resolve_spec(model: str | os.PathLike):
-    """A NetworkSpec from a .cfg path (or a zoo name, when the model zoo provides one)."""
-    from yolo4.darknet import read_cfg
+    """A NetworkSpec from a zoo name (yolov4, yolov4-tiny, ...) or a .cfg path."""
+    from yolo4.models.zoo import resolve_spec
 
-    p = Path(model)
-    if p.is_file():
-        return read_cfg(p)
-    try:  # the model zoo is optional; its resolver names the known models in its error
-        from yolo4.models import zoo  # type: ignore[attr-defined]
-    except ImportError:
-        zoo = None
-    if zoo is not None and hasattr(zoo, "get_spec"):
-        return zoo.get_spec(str(model))
-    raise Yolo4Error(f"{model}: no such cfg file")
+    return resolve_spec(model)
 
 
 def _to_size(img_size: int | Sequence[int] | None, default_hw: tuple[int, int]) -> tuple[int, int]:
