@@ -228,7 +228,7 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 # ---------------------------------------------------------------- input handling
 def _np(x: Any, dtype) -> np.ndarray:
-    """numpy copy-free view of a numpy array / torch tensor / sequence with `dtype`."""
+    """A numpy array / torch tensor / sequence as a numpy array of `dtype` (read only: never written to)."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
