@@ -30,12 +30,12 @@ def load_coco_json(path: Path) -> dict:
 
 
 def coco_image_dir(path: Path, doc: dict) -> Path:
-    """The folder the json's `file_name`s are relative to: beside the json, its `images/`,
-    or the folder its name points at (`instances_val2017.json` -> `val2017/`), looked for
+    """The folder the json's `file_name`s are relative to: beside the json, an `images/`
+    beside it or beside its folder, or the folder its name points at (`instances_val2017.json` -> `val2017/`), looked for
     beside the json, beside its folder and in their `images/`."""
     stem = path.stem
     named = stem.split("_", 1)[1] if "_" in stem else stem
-    cands = [path.parent, path.parent / "images"]
+    cands = [path.parent, path.parent / "images", path.parent.parent / "images", path.parent.parent]
     for base in (path.parent, path.parent.parent):
         cands += [base / named, base / "images" / named]
     first = next((im.get("file_name") for im in doc["images"] if im.get("file_name")), None)
