@@ -34,11 +34,11 @@ from yolo4.darknet.layers import Convolutional, Layer, NetOptions, NetworkSpec, 
 from yolo4.errors import CfgError
 from yolo4.models.blocks import (
     conv,
+    conv_stack,
     csp_conv_stack,
     csp_spp,
     csp_stage,
     csp_tiny_stage,
-    conv_stack,
     darknet_stage,
     maxpool,
     pan_downsample,
