@@ -31,6 +31,7 @@ from pathlib import Path
 
 from yolo4.darknet.cfg import read_cfg
 from yolo4.darknet.layers import Convolutional, Layer, NetOptions, NetworkSpec, YoloLayer
+from yolo4.darknet.network import Darknet, infer_shapes
 from yolo4.errors import CfgError
 from yolo4.models.blocks import (
     conv,
@@ -104,8 +105,6 @@ def _net(input_hw: tuple[int, int], letter_box: bool = False, **recipe: str) -> 
 
 def _check(spec: NetworkSpec) -> NetworkSpec:
     """Shape-check a freshly built spec (a builder bug must fail here, not in a user's run)."""
-    from yolo4.darknet.network import infer_shapes
-
     infer_shapes(spec)
     return spec
 
@@ -370,7 +369,7 @@ def resolve_spec(model: str | os.PathLike, num_classes: int | None = None, img_s
 
 
 def load_model(model: str | os.PathLike, weights: str | os.PathLike | None = None, num_classes: int | None = None,
-               img_size: ImgSize = None, upto: int | None = None):
+               img_size: ImgSize = None, upto: int | None = None) -> Darknet:
     """`--model NAME|--cfg CFG [--weights W]` -> a `Darknet` module in eval mode.
 
     Args:
