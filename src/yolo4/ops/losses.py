@@ -7,7 +7,8 @@
 What it does, per `[yolo]` head (all values come from the head's cfg keys):
 
 * Assignment (`assign_targets`): every ground truth takes the anchor with the best
-  width/height IoU over *all* anchors of the network (darknet's `best_n` over `l.total`)
+  width/height IoU over the anchors of all heads (darknet's `best_n` over `l.total`, restricted
+  to anchors some `mask` uses)
   plus every other anchor whose wh-IoU exceeds `iou_thresh` (several anchors per truth);
   a head trains the pairs whose anchor is in its `mask`, in the cell holding the truth's centre.
 * Box (`BOX_LOSSES`): `iou_loss=ciou|diou|giou` use torchvision's `complete_box_iou_loss`,
@@ -74,8 +75,10 @@ def assign_targets(targets: Tensor, heads: Sequence[YoloLayer], grids_hw: Sequen
         grids_hw: (H_i, W_i) of each head's output.
         input_hw: (height, width) of the network input.
     Returns:
-        One Assignment per head. A truth gets the best wh-IoU anchor over all anchors plus, per
-        head, every masked anchor with wh-IoU > that head's `iou_thresh`.
+        One Assignment per head. A truth gets the best wh-IoU anchor among the anchors some head
+        uses plus, per head, every masked anchor with wh-IoU > that head's `iou_thresh`.
+        (darknet takes the best over all `num` anchors, so a truth whose best is an anchor no head
+        uses, e.g. anchor 0 of yolov4-tiny, trains nothing there; here it takes the best used one.)
     """
     device = targets.device
     anchors = torch.tensor(heads[0].anchors, dtype=torch.float32, device=device)  # (K, 2)
@@ -83,7 +86,9 @@ def assign_targets(targets: Tensor, heads: Sequence[YoloLayer], grids_hw: Sequen
     wh = (boxes[:, 2:] - boxes[:, :2]).clamp_min(1e-6)  # (M, 2)
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # (M, 2) x, y
     ious = wh_iou(wh, anchors)  # (M, K)
-    best = ious.argmax(1) if len(targets) else torch.zeros(0, dtype=torch.long, device=device)
+    used = sorted({m for h in heads for m in h.mask})
+    used_t = torch.tensor(used, dtype=torch.long, device=device)
+    best = used_t[ious[:, used_t].argmax(1)] if len(targets) else torch.zeros(0, dtype=torch.long, device=device)
     out = []
     for head, (gh, gw) in zip(heads, grids_hw):
         mask = torch.tensor(head.mask, dtype=torch.long, device=device)  # (A,)

@@ -1,0 +1,709 @@
+"""Training: the YOLOv4 recipe as a plain loop with hooks.
+
+    cfg = TrainConfig(data="shapes/data.yaml", model="yolov4-tiny", epochs=30, batch=32, img_size=256)
+    result = train(cfg)                       # runs/train: last.pt, best.pt, results.csv, plots
+    train(TrainConfig(resume="runs/train"))   # continue exactly where last.pt stopped
+
+One `TrainConfig` (flat, typed, `from_args(["lr=0.02"])` overrides) decides everything;
+`train` turns it into objects in one place and runs the loop:
+
+    for epoch: for mini-batch:
+        [random shape] -> [self-adversarial pass] -> forward (AMP on CUDA) -> YoloLoss
+        -> non-finite? skip + report -> backward (accumulated over `subdivisions`)
+        -> SGD step with the scheduled lr -> EMA update
+    -> validation of the EMA model (mAP50, mAP50-95) -> results.csv/TensorBoard/plots
+    -> last.pt (+ best.pt), written atomically
+    end: best weights exported as darknet .cfg + .weights
+
+Hooks are objects with any of `on_start(state)`, `after_step(state)`, `after_epoch(state)`,
+`on_end(state)`; the loop calls them with the live `TrainState`.
+
+Batch semantics follow darknet: `batch` images per optimizer step over all processes,
+`subdivisions` mini-batches per step (gradient accumulation). The gradient is `lr_batch`
+times the mean over the global batch (the sum over `lr_batch` images, as in the usual PyTorch
+YOLO recipes where lr 0.01 goes with batch 64) and the learning rate follows the global batch
+(`lr * batch / lr_batch`, the linear scaling rule). BatchNorm uses each mini-batch's statistics (plain BN, not CmBN).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from yolo4.engine.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from yolo4.engine.distributed import (DistInfo, all_reduce_mean, any_true, barrier, cleanup, init_distributed,
+                                      wrap_model)
+from yolo4.engine.ema import ModelEMA, unwrap
+from yolo4.engine.schedule import ScheduleConfig, lr_at
+from yolo4.errors import Yolo4Error
+from yolo4.ops.losses import LossOverrides, YoloLoss
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ configuration
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Saved in every checkpoint (`--resume` reuses it)."""
+
+    # what
+    data: str = ""  # dataset: folder, data.yaml, darknet .data or COCO json
+    model: str = "yolov4-tiny"  # zoo name or darknet .cfg path
+    weights: str | None = None  # darknet .weights: full model, or a backbone prefix with weights_upto
+    weights_upto: int | None = None  # load only layers 0..N-1 (yolov4.conv.137 style)
+    freeze: int = 0  # layers 0..freeze-1 are not trained (BN frozen too)
+    anchors: str = "cfg"  # "cfg" or "kmeans" (IoU k-means on the training boxes at img_size)
+    max_train_images: int | None = None  # use only the first N training images
+    max_val_images: int | None = None  # validate each epoch on the first N val images
+    # how long, how big
+    epochs: int = 100
+    batch: int = 64  # images per optimizer step over all processes (darknet batch)
+    subdivisions: int = 1  # mini-batches per step (gradient accumulation; darknet subdivisions)
+    img_size: int = 416
+    multiscale: bool = False  # darknet random=1: a new input size every 10 batches, size/1.4 .. size*1.4
+    # optimiser
+    lr: float = 0.01  # at lr_batch images per step; scaled linearly with the global batch
+    lr_batch: int = 64
+    momentum: float = 0.937
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # conv weights only, not BN or biases
+    policy: str = "cosine"  # steps | cosine | sgdr | constant
+    burn_in: int = 1000  # optimizer steps of darknet warm-up (lr * (step / burn_in) ** 4)
+    steps: tuple[float, ...] = (0.8, 0.9)  # policy=steps: boundaries (fractions of all steps if < 1)
+    scales: tuple[float, ...] = (0.1, 0.1)
+    final_lr_ratio: float = 0.01  # cosine / sgdr end value, relative to lr
+    sgdr_cycle_epochs: float = 10.0
+    sgdr_mult: float = 2.0
+    ema: bool = True
+    ema_decay: float = 0.9999
+    ema_tau: float = 2000.0
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    grad_clip: float = 10.0  # max gradient norm (0: off)
+    # freebies of the detector (None: the cfg's [yolo] value)
+    iou_loss: str | None = None
+    iou_thresh: float | None = None
+    ignore_thresh: float | None = None
+    label_smoothing: float | None = None
+    iou_normalizer: float | None = None
+    cls_normalizer: float | None = None
+    obj_normalizer: float | None = None
+    # freebies of the backbone / data
+    dropblock: bool = True  # ramp the [dropout] layers' rate up over the first half of training
+    sat_eps: float = 0.0  # self-adversarial training: FGSM step on the input first (0: off)
+    mosaic: float = 1.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    flip: float = 0.5
+    jitter: float = 0.3
+    scale_min: float = 0.5
+    scale_max: float = 1.5
+    hue: float = 0.015
+    saturation: float = 1.5
+    exposure: float = 1.5
+    close_mosaic: int = 0  # turn mosaic/mixup/cutmix off for the last N epochs
+    # validation
+    val_every: int = 1
+    val_conf: float = 0.001
+    val_iou: float = 0.6
+    # run
+    out: str = "runs/train"
+    resume: str | None = None  # a run folder: continue from its last.pt
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    workers: int = 2
+    seed: int = 0
+    export: bool = True  # write best.cfg + best.weights at the end
+    progress: bool = True
+    threads: int | None = None  # torch CPU threads (None: leave PyTorch's default)
+
+    @classmethod
+    def from_args(cls, items: Sequence[str], base: TrainConfig | None = None) -> TrainConfig:
+        """`["lr=0.02", "mosaic=0", "steps=0.7,0.9"]` applied to `base` (default: defaults).
+        Unknown keys and values that do not parse raise Yolo4Error."""
+        types = {f.name: f.type for f in fields(cls)}
+        out = dataclasses.replace(base) if base is not None else cls()
+        for item in items:
+            key, sep, text = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in types:
+                raise Yolo4Error(f"train option '{item}': expected KEY=VALUE with KEY one of {', '.join(types)}")
+            setattr(out, key, _parse(types[key], text.strip(), key))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Primitives only (for checkpoints and JSON)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        return cls(**kw)
+
+
+def _parse(type_text: Any, text: str, key: str) -> Any:
+    t = str(type_text)
+    try:
+        if text.lower() in ("none", "null") and "None" in t:
+            return None
+        if t.startswith("bool"):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if t.startswith("tuple"):
+            return tuple(float(v) for v in text.split(",") if v.strip())
+        if t.startswith("int"):
+            return int(text)
+        if t.startswith("float"):
+            return float(text)
+        return text
+    except ValueError:
+        raise Yolo4Error(f"train option {key}={text!r}: not a valid {t}") from None
+
+
+# ------------------------------------------------------------------ state and result
+@dataclass
+class TrainState:
+    """What the loop and its hooks share."""
+
+    cfg: TrainConfig
+    out_dir: Path
+    model: nn.Module  # possibly DDP-wrapped; `unwrap(model)` is the Darknet
+    ema: ModelEMA | None
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    device: torch.device
+    dist: DistInfo
+    names: list[str]
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps done
+    total_steps: int = 1
+    best_fitness: float = -1.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    nan_skipped: int = 0
+    last_loss: float = math.nan
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run left its files and its best numbers."""
+
+    out_dir: Path
+    best_map50: float
+    best_map: float
+    epochs: int
+    history: list[dict[str, float]]
+    best_cfg: Path | None = None
+    best_weights: Path | None = None
+
+
+# ------------------------------------------------------------------ building blocks
+def select_device(name: str) -> torch.device:
+    """`auto` -> cuda (this process's LOCAL_RANK under torchrun) if available, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise Yolo4Error("--device cuda was asked for but PyTorch sees no CUDA device (use --device cpu)")
+        if dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return dev
+
+
+def kmeans_anchors(wh: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> list[tuple[float, float]]:
+    """darknet `calc_anchors`: k-means of box sizes with 1 - IoU as the distance.
+
+    Args:
+        wh: (N, 2) box widths and heights in input pixels.
+    Returns:
+        k (w, h) anchors sorted by area.
+    """
+    wh = np.asarray(wh, np.float64).reshape(-1, 2)
+    rng = np.random.default_rng(seed)
+    if len(wh) < k:
+        raise Yolo4Error(f"k-means anchors: {len(wh)} boxes for {k} anchors")
+    centres = wh[rng.choice(len(wh), k, replace=False)]
+    for _ in range(iters):
+        inter = np.minimum(wh[:, None], centres[None]).prod(-1)
+        iou = inter / (wh.prod(-1)[:, None] + centres.prod(-1)[None] - inter)
+        assign = iou.argmax(1)
+        new = np.array([np.median(wh[assign == j], 0) if (assign == j).any() else centres[j] for j in range(k)])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    centres = centres[np.argsort(centres.prod(-1))]
+    return [(float(round(w, 1)), float(round(h, 1))) for w, h in centres]
+
+
+def build_model(cfg: TrainConfig, names: Sequence[str], train_wh: np.ndarray | None = None) -> tuple[nn.Module, bool]:
+    """The network for `cfg`: from scratch, full darknet weights, or a backbone prefix.
+
+    When the dataset's class count differs from the cfg's, only the head convolutions (the ones
+    feeding a [yolo] layer) are re-created; every other tensor keeps the loaded values.
+    Returns:
+        (Darknet in train mode, whether the head layers were freshly initialised).
+    """
+    from yolo4.darknet import Darknet, load_weights
+    from yolo4.models.zoo import resolve_spec, set_num_classes
+
+    nc = len(names)
+    spec = resolve_spec(cfg.model, num_classes=None, img_size=cfg.img_size)
+    if cfg.anchors == "kmeans":
+        if train_wh is None:
+            raise Yolo4Error("anchors=kmeans needs the training boxes")
+        k = len(spec.yolo_layers[0].anchors)
+        anchors = kmeans_anchors(train_wh, k, seed=cfg.seed)
+        for y in spec.yolo_layers:
+            y.anchors = list(anchors)
+    elif cfg.anchors != "cfg":
+        raise Yolo4Error(f"anchors={cfg.anchors!r}: choose cfg or kmeans")
+    if cfg.weights is None:
+        spec = set_num_classes(spec, nc) if spec.yolo_layers[0].classes != nc else spec
+        return Darknet(spec).train(), True
+    base = Darknet(spec)
+    load_weights(base, cfg.weights, upto=cfg.weights_upto)
+    if all(y.classes == nc for y in spec.yolo_layers):
+        return base.train(), cfg.weights_upto is not None
+    model = Darknet(set_num_classes(spec, nc))
+    own = model.state_dict()
+    own.update({k: v for k, v in base.state_dict().items() if k in own and own[k].shape == v.shape})
+    model.load_state_dict(own)
+    return model.train(), True
+
+
+def init_head_biases(model: nn.Module, img_hw: tuple[int, int]) -> None:
+    """Priors for freshly initialised heads (logit heads only): objectness ~ 8 objects per
+    image spread over the head's cells, classes ~ 0.6 / C. Speeds up training from scratch."""
+    net = unwrap(model)
+    for idx, layer in zip(net.head_indices, net.yolo_layers):
+        if layer.new_coords:
+            continue
+        conv = net.blocks[idx - 1].conv
+        if conv.bias is None:
+            continue
+        na, nc = len(layer.mask), layer.classes
+        with torch.no_grad():
+            b = conv.bias.view(na, 5 + nc)
+            b[:, 4] += math.log(8 / max(_head_cells(net, idx, img_hw), 1) / len(net.yolo_layers))
+            b[:, 5:] += math.log(0.6 / max(nc - 0.99, 0.01))
+
+
+def _head_cells(net: nn.Module, idx: int, img_hw: tuple[int, int]) -> int:
+    from yolo4.darknet import infer_shapes
+
+    info = infer_shapes(net.spec, img_hw)[idx]
+    return info.out_chw[1] * info.out_chw[2]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """SGD groups: weight decay on conv/linear weights only; BN weights and all biases without."""
+    decay, no_decay = [], []
+    for m in unwrap(model).modules():
+        for name, p in m.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if name == "weight" and not isinstance(m, nn.modules.batchnorm._BatchNorm):
+                decay.append(p)
+            else:
+                no_decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def freeze_layers(model: nn.Module, n: int) -> None:
+    """Layers 0..n-1: no gradients, BatchNorm in eval mode (call after every model.train())."""
+    net = unwrap(model)
+    for block in list(net.blocks)[:n]:
+        for p in block.parameters():
+            p.requires_grad_(False)
+        block.eval()
+
+
+def set_drop_scale(model: nn.Module, scale: float) -> None:
+    """DropBlock schedule: every [dropout] layer's rate = its cfg probability * scale."""
+    from yolo4.darknet.network import DropoutDarknet
+
+    for m in unwrap(model).modules():
+        if isinstance(m, DropoutDarknet):
+            m.drop_scale = float(scale)
+
+
+def augment_config(cfg: TrainConfig, final_epochs: bool = False):
+    from yolo4.data.augment import AugmentConfig
+
+    mix = 0.0 if final_epochs else None
+    return AugmentConfig(mosaic=cfg.mosaic if mix is None else 0.0, mixup=cfg.mixup if mix is None else 0.0,
+                         cutmix=cfg.cutmix if mix is None else 0.0, jitter=cfg.jitter,
+                         scale=(cfg.scale_min, cfg.scale_max), hue=cfg.hue, saturation=cfg.saturation,
+                         exposure=cfg.exposure, flip=cfg.flip, letterbox=False)
+
+
+def adversarial_images(model: nn.Module, loss_fn: YoloLoss, images: torch.Tensor, targets: torch.Tensor,
+                       eps: float) -> torch.Tensor:
+    """Self-adversarial training's first pass: one FGSM step that raises the loss.
+    images Tensor[B, 3, H, W] in [0, 1]. Returns a new Tensor[B, 3, H, W] in [0, 1]."""
+    x = images.detach().clone().requires_grad_(True)
+    loss, _ = loss_fn(unwrap(model)(x), targets, tuple(images.shape[-2:]))
+    (grad,) = torch.autograd.grad(loss, x)
+    return (x + eps * grad.sign()).clamp(0, 1).detach()
+
+
+# ------------------------------------------------------------------ logging
+class _Logger:
+    """results.csv (+ TensorBoard when importable) + training-curve PNG; rank 0 only."""
+
+    def __init__(self, out_dir: Path, enabled: bool):
+        self.out_dir, self.enabled = out_dir, enabled
+        self.csv = out_dir / "results.csv"
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+            except Exception:  # tensorboard not installed
+                self.tb = None
+
+    def write(self, history: list[dict[str, float]]) -> None:
+        if not self.enabled or not history:
+            return
+        keys = list(history[0])
+        for row in history[1:]:
+            keys += [k for k in row if k not in keys]
+        tmp = self.csv.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            for row in history:
+                w.writerow({k: row.get(k, "") for k in keys})
+        os.replace(tmp, self.csv)
+        if self.tb is not None:
+            row = history[-1]
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, int(row["epoch"]))
+            self.tb.flush()
+        try:
+            from yolo4.viz.plots import plot_training_curves
+
+            plot_training_curves(self.csv, self.out_dir / "results.png")
+        except Exception as e:  # a plot must never stop training
+            log.warning("could not draw the training curves: %s", e)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _say(msg: str, state_or_info) -> None:
+    info = state_or_info.dist if hasattr(state_or_info, "dist") else state_or_info
+    if info.is_main:
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=sys.stderr)
+
+
+# ------------------------------------------------------------------ validation
+def validate(model: nn.Module, dataset, names: Sequence[str], img_size: int, device: torch.device,
+             conf: float = 0.001, iou: float = 0.6, batch_size: int = 32, progress: bool = False,
+             plots_dir: str | os.PathLike | None = None):
+    """COCO metrics of `model` (a Darknet, left in eval mode) on `dataset`."""
+    from yolo4.engine.evaluate import evaluate
+    from yolo4.engine.predict import Detector
+
+    det = Detector(model, names=list(names), img_size=img_size, conf=conf, iou=iou, device=device, labels="all")
+    return evaluate(det, dataset, batch_size=batch_size, progress=progress, plots_dir=plots_dir)
+
+
+# ------------------------------------------------------------------ checkpoints
+def _checkpoint_state(state: TrainState) -> dict[str, Any]:
+    from yolo4.darknet import format_cfg
+
+    net = unwrap(state.model)
+    return {
+        "model": net.state_dict(),
+        "ema": state.ema.state_dict() if state.ema is not None else None,
+        "optimizer": state.optimizer.state_dict(),
+        "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_fitness": state.best_fitness,
+        "history": state.history,
+        "nan_skipped": state.nan_skipped,
+        "config": state.cfg.to_dict(),
+        "cfg_text": format_cfg(net.spec),
+        "names": list(state.names),
+        "rng": rng_state(),
+    }
+
+
+def _export_best(state: TrainState, ckpt: dict[str, Any]) -> tuple[Path, Path]:
+    """best.pt -> best.cfg + best.weights (darknet format; the EMA weights when there are any)."""
+    from yolo4.darknet import Darknet, parse_cfg, save_weights, write_cfg
+
+    spec = parse_cfg(ckpt["cfg_text"], source=str(state.out_dir / "best.cfg"))
+    net = Darknet(spec)
+    net.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
+    cfg_path, w_path = state.out_dir / "best.cfg", state.out_dir / "best.weights"
+    write_cfg(spec, cfg_path)
+    save_weights(net, w_path)
+    (state.out_dir / "names.txt").write_text("\n".join(state.names) + "\n")
+    return cfg_path, w_path
+
+
+# ------------------------------------------------------------------ the loop
+def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
+    """Run (or resume) a training run; see the module docstring. Returns a TrainResult."""
+    from tqdm import tqdm
+
+    from yolo4.data.augment import multiscale_batch, random_shape
+    from yolo4.data.dataset import load_dataset
+    from yolo4.data.loader import build_loader
+
+    resumed: dict[str, Any] | None = None
+    if cfg.resume:
+        resumed, path = load_latest(cfg.resume)
+        keep = {k: getattr(cfg, k) for k in ("device", "workers", "progress", "threads")}
+        cfg = TrainConfig.from_dict({**resumed["config"], **keep, "resume": None, "out": str(cfg.resume)})
+        cfg_resume_from = path
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    if not cfg.data:
+        raise Yolo4Error("no dataset: give --data DATA")
+    device = select_device(cfg.device)
+    info = init_distributed(device)
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+    if cfg.batch % (cfg.subdivisions * info.world_size):
+        raise Yolo4Error(f"batch {cfg.batch} is not divisible by subdivisions {cfg.subdivisions} x "
+                         f"{info.world_size} processes")
+    mini = cfg.batch // cfg.subdivisions // info.world_size  # images per forward on each process
+    out_dir = Path(cfg.out)
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    torch.manual_seed(cfg.seed + info.rank)
+    np.random.seed(cfg.seed + info.rank)
+
+    # data
+    train_set = load_dataset(cfg.data, "train", progress=False)
+    val_set = load_dataset(cfg.data, "val", progress=False)
+    if cfg.max_train_images:
+        train_set = train_set.subset(range(min(cfg.max_train_images, len(train_set))))
+    epoch_val_set = val_set.subset(range(min(cfg.max_val_images, len(val_set)))) if cfg.max_val_images else val_set
+    names = list(train_set.names)
+    sampler = torch.utils.data.DistributedSampler(range(len(train_set)), num_replicas=info.world_size,
+                                                  rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    steps_per_epoch = len(sampler) // (mini * cfg.subdivisions)
+    if steps_per_epoch < 1:
+        raise Yolo4Error(f"{len(train_set)} training images are fewer than one batch of {cfg.batch}")
+
+    def loader_for(epoch: int):
+        final = cfg.close_mosaic > 0 and epoch >= cfg.epochs - cfg.close_mosaic
+        return build_loader(train_set, cfg.img_size, mini, augment_config(cfg, final), shuffle=False,
+                            workers=cfg.workers, sampler=sampler, seed=cfg.seed + info.rank, drop_last=True)
+
+    # model, loss, optimiser
+    train_wh = None
+    if cfg.anchors == "kmeans":
+        wh = [b[:, 2:] - b[:, :2] for b in (train_set.labels(i)[0] for i in range(len(train_set))) if len(b)]
+        hw = train_set.image_hw[0]
+        train_wh = np.concatenate(wh) * (cfg.img_size / max(hw))
+    model, fresh_head = build_model(cfg, names, train_wh)
+    if fresh_head and resumed is None:
+        init_head_biases(model, (cfg.img_size, cfg.img_size))
+    model.to(device)
+    net: nn.Module = model
+    if cfg.freeze:
+        freeze_layers(net, cfg.freeze)
+    ddp_model = wrap_model(net, device, info)
+    net = unwrap(ddp_model)  # SyncBatchNorm conversion may have replaced it
+    loss_fn = YoloLoss(net.yolo_layers, overrides=LossOverrides(
+        iou_loss=cfg.iou_loss, iou_thresh=cfg.iou_thresh, ignore_thresh=cfg.ignore_thresh,
+        label_smooth_eps=cfg.label_smoothing, iou_normalizer=cfg.iou_normalizer,
+        cls_normalizer=cfg.cls_normalizer, obj_normalizer=cfg.obj_normalizer))
+    optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
+                                nesterov=cfg.nesterov)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if use_amp else None
+    ema = ModelEMA(net, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
+    schedule = ScheduleConfig(policy=cfg.policy, burn_in=cfg.burn_in, steps=cfg.steps, scales=cfg.scales,
+                              final_ratio=cfg.final_lr_ratio,
+                              sgdr_cycle=max(1, int(cfg.sgdr_cycle_epochs * steps_per_epoch)),
+                              sgdr_mult=cfg.sgdr_mult)
+    base_lr = cfg.lr * cfg.batch / cfg.lr_batch
+    state = TrainState(cfg, out_dir, ddp_model, ema, optimizer, scaler, device, info, names,
+                       total_steps=cfg.epochs * steps_per_epoch)
+    if resumed is not None:
+        net.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        if ema is not None and resumed.get("ema"):
+            ema.load_state_dict(resumed["ema"])
+        if scaler is not None and resumed.get("scaler"):
+            scaler.load_state_dict(resumed["scaler"])
+        state.epoch, state.step = int(resumed["epoch"]), int(resumed["step"])
+        state.best_fitness = float(resumed["best_fitness"])
+        state.history = list(resumed["history"])
+        state.nan_skipped = int(resumed.get("nan_skipped", 0))
+        set_rng_state(resumed["rng"])
+        _say(f"resuming {out_dir} from {cfg_resume_from} after epoch {state.epoch} (step {state.step})", info)
+    logger = _Logger(out_dir, info.is_main)
+    for h in hooks:
+        getattr(h, "on_start", lambda s: None)(state)
+    _say(f"train: {cfg.model} on {cfg.data}: {len(train_set)} train / {len(val_set)} val images, {len(names)} "
+         f"classes, {cfg.img_size}px, batch {cfg.batch} ({info.world_size} x {cfg.subdivisions} x {mini}), "
+         f"lr {base_lr:g}, {cfg.epochs} epochs x {steps_per_epoch} steps, {device}", info)
+
+    while state.epoch < cfg.epochs:
+        epoch = state.epoch
+        t0 = time.time()
+        sampler.set_epoch(epoch)
+        loader = loader_for(epoch)
+        ddp_model.train()
+        if cfg.freeze:
+            freeze_layers(net, cfg.freeze)
+        sums = torch.zeros(4, device=device)  # box, obj, cls, total (per image)
+        counted = 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not (cfg.progress and info.is_main), file=sys.stderr, leave=False)
+        it = iter(loader)
+        for _ in range(steps_per_epoch):
+            lr = lr_at(state.step, base_lr, state.total_steps, schedule)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            if cfg.dropblock:
+                set_drop_scale(net, min(1.0, 2.0 * state.step / max(state.total_steps, 1)))
+            skip = False
+            parts_acc = torch.zeros(4, device=device)
+            new_hw = None  # darknet random=1: a new size every 10 steps, a pure function of the step
+            if cfg.multiscale:
+                new_hw = random_shape(cfg.img_size, np.random.default_rng([cfg.seed, 7, state.step // 10]))
+            for k in range(cfg.subdivisions):
+                images, targets, _ = next(it)
+                images, targets = images.to(device, non_blocking=True), targets.to(device)
+                if new_hw is not None:
+                    images, targets = multiscale_batch(images, targets, new_hw)
+                if cfg.sat_eps > 0:
+                    images = adversarial_images(ddp_model, loss_fn, images, targets, cfg.sat_eps)
+                hw = tuple(images.shape[-2:])
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    outputs = ddp_model(images)
+                loss, parts = loss_fn(outputs, targets, hw)
+                bad = any_true(not bool(torch.isfinite(loss)), device, info)
+                if bad:
+                    skip = True
+                    loss = loss * 0.0  # keep DDP's gradient sync in step; the step is dropped below
+                    loss = torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
+                # gradient = lr_batch x the mean over the global batch (DDP averages over processes)
+                scaled = loss * (info.world_size * cfg.lr_batch / cfg.batch)
+                if scaler is not None:
+                    scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
+                if not bad:
+                    parts_acc += torch.stack([parts["box"], parts["obj"], parts["cls"],
+                                              loss.detach() / images.shape[0]]) / cfg.subdivisions
+            if skip:
+                optimizer.zero_grad(set_to_none=True)
+                state.nan_skipped += 1
+                _say(f"warning: non-finite loss at epoch {epoch + 1} step {state.step}: step skipped "
+                     f"({state.nan_skipped} so far)", info)
+                bar.update()
+                continue
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(net)
+            state.step += 1
+            parts_acc = all_reduce_mean(parts_acc, info)
+            sums += parts_acc
+            counted += 1
+            state.last_loss = float(parts_acc[3])
+            bar.set_postfix(loss=f"{state.last_loss:.3f}", lr=f"{lr:.2e}")
+            bar.update()
+            for h in hooks:
+                getattr(h, "after_step", lambda s: None)(state)
+        bar.close()
+        del it, loader
+
+        # end of epoch: validation, logging, checkpoint (rank 0)
+        state.epoch += 1
+        mean = (sums / max(counted, 1)).tolist()
+        row: dict[str, float] = {"epoch": state.epoch, "train/box": mean[0], "train/obj": mean[1],
+                                 "train/cls": mean[2], "train/loss": mean[3],
+                                 "lr": optimizer.param_groups[0]["lr"], "nan_skipped": state.nan_skipped}
+        if info.is_main:
+            do_val = state.epoch % cfg.val_every == 0 or state.epoch == cfg.epochs
+            if do_val:
+                eval_net = ema.module if ema is not None else net
+                m = validate(eval_net, epoch_val_set, names, cfg.img_size, device, cfg.val_conf, cfg.val_iou,
+                             progress=cfg.progress)
+                row["val/mAP50"], row["val/mAP50-95"] = float(m.map50), float(m.map)
+                ddp_model.train()
+            row["time_s"] = time.time() - t0
+            state.history.append(row)
+            fitness = _fitness(row)
+            improved = do_val and fitness > state.best_fitness
+            if improved:
+                state.best_fitness = fitness
+            ckpt = _checkpoint_state(state)
+            save_checkpoint(ckpt, out_dir / "last.pt")
+            if improved:
+                save_checkpoint(ckpt, out_dir / "best.pt", keep_previous=False)
+            logger.write(state.history)
+            _say(f"epoch {state.epoch}/{cfg.epochs}: loss {mean[3]:.4f} (box {mean[0]:.4f} obj {mean[1]:.4f} "
+                 f"cls {mean[2]:.4f})" + (f", mAP50 {row['val/mAP50']:.4f}, mAP50-95 {row['val/mAP50-95']:.4f}"
+                                          if do_val else "") + f", {row['time_s']:.0f}s", info)
+        else:
+            state.history.append(row)
+        barrier(info)
+        for h in hooks:
+            getattr(h, "after_epoch", lambda s: None)(state)
+
+    result = TrainResult(out_dir, _best(state.history, "val/mAP50"), _best(state.history, "val/mAP50-95"),
+                         state.epoch, state.history)
+    if info.is_main and cfg.export and (out_dir / "best.pt").exists():
+        from yolo4.engine.checkpoint import load_checkpoint
+
+        result.best_cfg, result.best_weights = _export_best(state, load_checkpoint(out_dir / "best.pt"))
+        _say(f"best model exported to {result.best_cfg} + {result.best_weights}", info)
+    for h in hooks:
+        getattr(h, "on_end", lambda s: None)(state)
+    logger.close()
+    barrier(info)
+    cleanup(info)
+    return result
+
+
+def _fitness(row: dict[str, float]) -> float:
+    """What `best.pt` maximises: 0.1 * mAP50 + 0.9 * mAP50-95 (NaN counts as -1)."""
+    f = 0.1 * row.get("val/mAP50", math.nan) + 0.9 * row.get("val/mAP50-95", math.nan)
+    return f if math.isfinite(f) else -1.0
+
+
+def _best(history: list[dict[str, float]], key: str) -> float:
+    vals = [r[key] for r in history if key in r and math.isfinite(r[key])]
+    return max(vals) if vals else math.nan
