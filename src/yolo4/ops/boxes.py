@@ -101,23 +101,21 @@ def diou_nms_matrix(boxes1: Tensor, boxes2: Tensor, beta: float = 0.6) -> Tensor
     Returns:
         Tensor[N, M].
     """
-    a, b = boxes1[:, None, :], boxes2[None, :, :]  # (N, 1, 4), (1, M, 4)
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])  # (N, 1)
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # (1, M)
-    lt = torch.maximum(a[..., :2], b[..., :2])  # (N, M, 2)
-    rb = torch.minimum(a[..., 2:], b[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)  # (N, M)
-    union = area_a + area_b - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(inter))
-    enc_lt = torch.minimum(a[..., :2], b[..., :2])
-    enc_rb = torch.maximum(a[..., 2:], b[..., 2:])
-    c2 = ((enc_rb - enc_lt) ** 2).sum(-1)  # (N, M) squared diagonal of the enclosing box
-    centre_a = (a[..., :2] + a[..., 2:]) / 2
-    centre_b = (b[..., :2] + b[..., 2:]) / 2
-    d2 = ((centre_a - centre_b) ** 2).sum(-1)  # (N, M)
-    ratio = d2 / c2.clamp(min=torch.finfo(c2.dtype).tiny)
-    penalty = torch.where(c2 > 0, ratio.clamp(min=0) ** beta, torch.zeros_like(ratio))
-    return iou - penalty
+    x1a, y1a, x2a, y2a = (v[:, None] for v in boxes1.unbind(-1))  # each (N, 1)
+    x1b, y1b, x2b, y2b = (v[None, :] for v in boxes2.unbind(-1))  # each (1, M)
+    tiny = torch.finfo(boxes1.dtype).tiny
+    iw = (torch.minimum(x2a, x2b) - torch.maximum(x1a, x1b)).clamp_(min=0)  # (N, M)
+    ih = (torch.minimum(y2a, y2b) - torch.maximum(y1a, y1b)).clamp_(min=0)
+    inter = iw * ih
+    union = (x2a - x1a) * (y2a - y1a) + (x2b - x1b) * (y2b - y1b) - inter
+    iou = inter / union.clamp(min=tiny)  # union == 0 only when inter == 0: IoU 0
+    cw = torch.maximum(x2a, x2b) - torch.minimum(x1a, x1b)  # enclosing box
+    ch = torch.maximum(y2a, y2b) - torch.minimum(y1a, y1b)
+    c2 = cw * cw + ch * ch  # (N, M) squared diagonal
+    dx = (x1a + x2a - x1b - x2b) / 2  # centre offsets
+    dy = (y1a + y2a - y1b - y2b) / 2
+    d2 = dx * dx + dy * dy
+    return iou - (d2 / c2.clamp(min=tiny)) ** beta  # c2 == 0 forces d2 == 0: penalty 0
 
 
 # ------------------------------------------------------------------ decoding

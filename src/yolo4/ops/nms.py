@@ -94,41 +94,65 @@ def agnostic_nms(boxes: Tensor, scores: Tensor, class_ids: Tensor, iou_threshold
     return torchvision.ops.nms(boxes, scores, iou_threshold)
 
 
+def _cluster_diou_nms(boxes: Tensor, iou_threshold: float, beta: float, block: int) -> Tensor:
+    """DIoU-NMS of boxes already sorted by decreasing score, one class. Returns a bool
+    keep mask Tensor[K].
+
+    Blocks of `block` boxes in rank order: a block's boxes first meet every box kept from
+    earlier blocks (all final), then each other through the Cluster-NMS fixed point
+    keep[j] = alive[j] and not any_{i<j}(keep[i] and S[i, j]), iterated from keep = alive:
+    after t rounds the first t boxes are final, so it is exactly the greedy answer
+    (usually after 2-3 rounds). Memory stays O(block * kept).
+    """
+    n = boxes.shape[0]
+    keep = torch.zeros(n, dtype=torch.bool, device=boxes.device)
+    kept = boxes[:0]
+    for start in range(0, n, block):
+        blk = boxes[start:start + block]  # (k, 4)
+        alive = torch.ones(blk.shape[0], dtype=torch.bool, device=boxes.device)
+        for i in range(0, kept.shape[0], block):
+            alive &= ~(diou_nms_matrix(kept[i:i + block], blk, beta) > iou_threshold).any(dim=0)
+        rank = torch.arange(blk.shape[0], device=boxes.device)
+        outranks = rank[:, None] < rank[None, :]  # (k, k); cheaper than a bool triu on CPU
+        suppresses = (diou_nms_matrix(blk, blk, beta) > iou_threshold) & outranks  # i outranks and suppresses j
+        k_keep = alive
+        for _ in range(blk.shape[0]):
+            new_keep = alive & ~(suppresses & k_keep[:, None]).any(dim=0)
+            if torch.equal(new_keep, k_keep):
+                break
+            k_keep = new_keep
+        keep[start:start + blk.shape[0]] = k_keep
+        kept = torch.cat([kept, blk[k_keep]])
+    return keep
+
+
 def diou_nms(
     boxes: Tensor,
     scores: Tensor,
     class_ids: Tensor,
     iou_threshold: float,
     beta: float = 0.6,
-    max_candidates: int = 4096,
+    block: int = 2048,
 ) -> Tensor:
     """Class-aware DIoU-NMS (Zheng et al., AAAI 2020; darknet `nms_kind=diounms`): box j is
     dropped when a higher-scoring kept box i of the same class has
-    IoU(i, j) - (d^2/c^2)^beta > iou_threshold (see `diou_nms_matrix`).
+    IoU(i, j) - (d^2/c^2)^beta > iou_threshold (see `yolo4.ops.boxes.diou_nms_matrix`).
 
-    Vectorised as Cluster-NMS (Zheng et al., 2021): with S[i, j] = "i outranks and
-    suppresses j", iterate keep <- not any_i(keep[i] & S[i, j]) from keep = all. After
-    t rounds the first t boxes (by score) are final, so it reaches greedy NMS's exact
-    answer, usually in a handful of rounds. Only the `max_candidates` highest-scoring boxes
-    enter (the matrix is K x K); the rest are dropped.
+    Exact greedy result, vectorised per class as blockwise Cluster-NMS (Zheng et al., 2021;
+    see `_cluster_diou_nms`); the Python loops run over classes and blocks, not boxes.
+    Not traceable into ONNX (data-dependent loops): exported graphs use `greedy_nms`.
 
     Args:
         boxes: Tensor[K, 4] xyxy. scores: Tensor[K]. class_ids: Tensor[K] int.
     Returns:
         Tensor[M] int64 indices of the kept boxes, by decreasing score.
     """
-    if boxes.numel() == 0:
-        return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    order = scores.argsort(descending=True, stable=True)[:max_candidates]  # (K',)
-    b, c = boxes[order], class_ids[order]
-    same_class = c[:, None] == c[None, :]  # (K', K')
-    suppresses = ((diou_nms_matrix(b, b, beta) > iou_threshold) & same_class).triu(diagonal=1)
-    keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
-    for _ in range(len(order)):
-        new_keep = ~(suppresses & keep[:, None]).any(dim=0)
-        if torch.equal(new_keep, keep):
-            break
-        keep = new_keep
+    order = scores.argsort(descending=True, stable=True)  # (K,)
+    keep = torch.zeros(order.shape[0], dtype=torch.bool, device=boxes.device)
+    sorted_ids = class_ids[order]
+    for c in torch.unique(sorted_ids).tolist():
+        members = torch.nonzero(sorted_ids == c).squeeze(1)  # ranks of class c, increasing
+        keep[members] = _cluster_diou_nms(boxes[order[members]], iou_threshold, beta, block)
     return order[keep]
 
 
@@ -158,6 +182,7 @@ def postprocess(
     max_det: int = 300,
     labels: str = "best",
     beta: float = 0.6,
+    max_nms: int = 30000,
 ) -> list[Candidates]:
     """Confidence filter + NMS + max-detections cap, image by image.
 
@@ -168,6 +193,8 @@ def postprocess(
         nms: "greedy" (class-aware), "agnostic" or "diou" (class-aware DIoU-NMS with `beta`).
         max_det: at most this many detections per image (the highest scores).
         labels: "best" (one class per box, OpenCV) or "all" (every class > conf, darknet).
+        max_nms: only the max_nms highest-scoring candidates enter NMS (a guard for very low
+            conf; darknet has none, and at conf 0.25 it never binds).
     Returns:
         B Candidates, each with M <= max_det rows sorted by decreasing score.
     """
@@ -177,6 +204,9 @@ def postprocess(
     out = []
     for i in range(boxes.shape[0]):
         cand = select(boxes[i], objectness[i], class_probs[i], conf)
+        if cand.scores.shape[0] > max_nms:
+            top = cand.scores.topk(max_nms).indices
+            cand = Candidates(cand.boxes[top], cand.scores[top], cand.class_ids[top])
         keep = suppress(cand.boxes, cand.scores, cand.class_ids, iou)[:max_det]
         out.append(Candidates(cand.boxes[keep], cand.scores[keep], cand.class_ids[keep]))
     return out
