@@ -11,7 +11,7 @@ The dataset is written in YOLO txt layout::
 
     root/images/{train,val}/000000.jpg
     root/labels/{train,val}/000000.txt     # "class cx cy w h", normalised
-    root/data.yaml                         # path, train, val, names
+    root/data.yaml                         # path (".": the folder of the YAML), train, val, names
     root/.shapes.json                      # the config that made it (completeness stamp)
 
 It is deterministic (the same bytes for the same config, whatever the worker count: every
@@ -295,7 +295,7 @@ def make_shapes(root: str | Path, cfg: ShapesConfig = ShapesConfig(), workers: i
                 for _ in pool.map(_write_one, jobs, chunksize=32):
                     bar.update()
         bar.close()
-        meta = {"path": str(root), "train": "images/train", "val": "images/val", "names": list(cfg.classes)}
+        meta = {"path": ".", "train": "images/train", "val": "images/val", "names": list(cfg.classes)}
         (tmp / "data.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
         (tmp / _STAMP).write_text(json.dumps(cfg.to_json(), indent=1))
         if root.exists():
