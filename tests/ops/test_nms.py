@@ -68,6 +68,14 @@ def test_diou_nms_matches_brute_force(seed, beta):
     assert all(torch.equal(x, y) for x, y in zip((boxes, scores, classes), copies))
 
 
+@pytest.mark.parametrize("block", [1, 7, 64])
+def test_diou_nms_blocks_give_the_same_exact_answer(block):
+    boxes, scores, classes = _random_boxes(7, 80, n_classes=1)  # one class: long suppression chains
+    ref = _greedy_ref(boxes.tolist(), scores.tolist(), classes.tolist(), 0.2, lambda a, b: _diounms(a, b, 0.6))
+    assert diou_nms(boxes, scores, classes, 0.2, block=block).tolist() == ref
+    assert 1 < len(ref) < 70  # suppression happened, within and across blocks
+
+
 def test_diou_keeps_what_greedy_drops():
     # IoU 0.5 but centres apart: DIoU = 0.5 - (25/500)^0.6 = 0.334
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 20.0]])
@@ -132,6 +140,14 @@ def test_postprocess_cap_order_and_batch():
     # image 1's result does not depend on image 0
     alone = postprocess(boxes[1:], obj[1:], cls[1:], conf=0.05, iou=0.45, max_det=1000)[0]
     torch.testing.assert_close(alone.boxes, full[1].boxes)
+
+
+def test_postprocess_pre_nms_cap_keeps_the_top_scores():
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [100, 100, 110, 110], [200, 200, 210, 210]]])
+    obj = torch.tensor([[0.5, 0.9, 0.7]])
+    cls = torch.ones(1, 3, 1)
+    [r] = postprocess(boxes, obj, cls, conf=0.1, max_nms=2)
+    torch.testing.assert_close(r.scores, torch.tensor([0.9, 0.7]))
 
 
 @pytest.mark.gpu
