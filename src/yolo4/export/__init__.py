@@ -1,1 +1,20 @@
+"""Export to ONNX, TFLite (float32 and full int8) and darknet, and run the exported files.
 
+    from yolo4.export import ExportOptions, export_model, load_exported
+    export_model(model, ExportOptions(format="onnx", decode=True), "model.onnx")
+    net = load_exported("model.onnx")          # nn.Module with .spec: Detector(net) runs it
+
+Modules: `common` (options, metadata), `graph` (what is traced: heads, decoded, NMS inputs),
+`onnx`, `tflite`, `darknet` (one exporter each), `quantize` (calibration, ONNX int8),
+`runtime` (onnxruntime / ai-edge-litert runners), `run` (`yolo4 export`).
+The heavy runtimes are optional extras: `pip install 'yolo4[onnx]'`, `'yolo4[tflite]'`.
+"""
+
+from __future__ import annotations
+
+from yolo4.export.common import FORMATS, OUTPUT_KINDS, ExportOptions
+from yolo4.export.run import ExportResult, export_model, run_export
+from yolo4.export.runtime import ExportedModel, is_exported, load_exported
+
+__all__ = ["FORMATS", "OUTPUT_KINDS", "ExportOptions", "ExportResult", "ExportedModel", "export_model", "is_exported",
+           "load_exported", "run_export"]

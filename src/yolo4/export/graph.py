@@ -108,7 +108,9 @@ def uses_mish(model: nn.Module) -> bool:
 
 
 def build_graph(model: Darknet, outputs: str, input_hw: tuple[int, int], labels: str = "best") -> nn.Module:
-    """The wrapper for `outputs` ("heads", "decoded" or "nms"), in eval mode."""
+    """The wrapper for `outputs` ("heads", "decoded" or "nms") around a copy of `model`, in eval mode
+    (the caller's module is not touched)."""
+    model = copy.deepcopy(model)
     table = {
         "heads": lambda: HeadsGraph(model),
         "decoded": lambda: DecodedGraph(model, input_hw),

@@ -1,0 +1,262 @@
+"""ONNX export: raw heads, decoded boxes/scores, or NMS inside the graph; static or dynamic batch.
+
+    path = export_onnx(model, "yolov4-tiny.onnx", ExportOptions(decode=True), names)
+
+The network is traced with PyTorch's TorchScript-based exporter (`dynamo=False`: the
+dynamo exporter needs the extra `onnxscript` package and gives the same graph here).
+Opset 17 by default, 18 when the network uses Mish. PyTorch writes Mish as
+Softplus -> Tanh -> Mul, which every ONNX runtime runs.
+
+Graph inputs and outputs:
+
+    images        float32 (B, 3, H, W) in [0, 1], RGB (B symbolic with dynamic_batch)
+    heads:        head0, head1, ...: (B, A*(5+C), H_i, W_i), the tensors darknet's [yolo] layers get
+    decoded:      boxes (B, N, 4) xyxy input pixels, scores (B, N, C) = objectness * class prob.
+    nms:          batch_index (K,) int64, boxes (K, 4) xyxy input pixels, scores (K,),
+                  class_ids (K,) int64, grouped by image, then class, by decreasing score;
+                  K varies. ONNX NonMaxSuppression keeps scores > conf and suppresses
+                  IoU > iou within a class, at most max_det boxes per class and image.
+
+After export the file is run in onnxruntime on a second random input (a different seed and,
+with a dynamic batch, a different batch size than the export input) and compared with
+PyTorch; a mismatch raises ExportError.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from yolo4.darknet import Darknet
+from yolo4.errors import ExportError
+from yolo4.export.common import ExportOptions, exported_spec, input_hw, metadata
+from yolo4.export.graph import build_graph, uses_mish
+
+INPUT_NAME = "images"
+NMS_OUTPUTS = ("batch_index", "boxes", "scores", "class_ids")
+CHECK_ATOL = 1e-4  # float32 ONNX vs PyTorch, relative to max(1, |reference|)
+
+
+def _require_onnx():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:  # pragma: no cover - the extra is installed in development
+        raise ExportError(f"ONNX export needs the 'onnx' extra: pip install 'yolo4[onnx]' ({e})") from None
+    return onnx, onnxruntime
+
+
+def choose_opset(model: nn.Module, requested: int | None) -> int:
+    """17, or 18 when the network has Mish; a requested opset below that raises ExportError."""
+    needed = 18 if uses_mish(model) else 17
+    if requested is None:
+        return needed
+    if requested < needed:
+        raise ExportError(f"opset {requested} cannot express this network: it uses Mish, which needs opset >= 18 "
+                          "(or retrain with leaky activations)")
+    return requested
+
+
+def output_names(model: Darknet, outputs: str) -> list[str]:
+    """The graph's output names for `outputs` ("heads", "decoded" or "nms")."""
+    if outputs == "heads":
+        return [f"head{i}" for i in range(len(model.yolo_layers))]
+    if outputs == "decoded":
+        return ["boxes", "scores"]
+    return list(NMS_OUTPUTS)
+
+
+def _trace_names(model: Darknet, outputs: str) -> list[str]:
+    return ["boxes_all", "scores_all"] if outputs == "nms" else output_names(model, outputs)
+
+
+def _export_graph(graph: nn.Module, x: torch.Tensor, path: Path, names: list[str], opset: int,
+                  dynamic_batch: bool) -> None:
+    dynamic_axes = None
+    if dynamic_batch:
+        dynamic_axes = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant-folding notes of the TorchScript exporter
+        torch.onnx.export(graph, (x,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                          output_names=names, dynamic_axes=dynamic_axes, do_constant_folding=True)
+
+
+def append_nms(model_proto: Any, conf: float, iou: float, max_det: int) -> Any:
+    """Append ONNX NonMaxSuppression to a graph whose outputs are boxes_all (B, N, 4) and
+    scores_all (B, C, N); the new outputs are NMS_OUTPUTS. Returns a new ModelProto."""
+    onnx, _ = _require_onnx()
+    from onnx import TensorProto, helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model_proto)
+    g = m.graph
+    consts = {
+        "nms_max_per_class": helper.make_tensor("nms_max_per_class", TensorProto.INT64, [1], [int(max_det)]),
+        "nms_iou": helper.make_tensor("nms_iou", TensorProto.FLOAT, [1], [float(iou)]),
+        "nms_conf": helper.make_tensor("nms_conf", TensorProto.FLOAT, [1], [float(conf)]),
+        "nms_col0": helper.make_tensor("nms_col0", TensorProto.INT64, [], [0]),
+        "nms_col1": helper.make_tensor("nms_col1", TensorProto.INT64, [], [1]),
+        "nms_col02": helper.make_tensor("nms_col02", TensorProto.INT64, [2], [0, 2]),
+    }
+    g.initializer.extend(consts.values())
+    g.node.extend([
+        helper.make_node("NonMaxSuppression", ["boxes_all", "scores_all", "nms_max_per_class", "nms_iou", "nms_conf"],
+                         ["nms_selected"], name="/nms/NonMaxSuppression", center_point_box=0),  # (K, 3) b, c, n
+        helper.make_node("Gather", ["nms_selected", "nms_col0"], ["batch_index"], name="/nms/batch", axis=1),
+        helper.make_node("Gather", ["nms_selected", "nms_col1"], ["class_ids"], name="/nms/class", axis=1),
+        helper.make_node("Gather", ["nms_selected", "nms_col02"], ["nms_bn"], name="/nms/bn", axis=1),  # (K, 2)
+        helper.make_node("GatherND", ["boxes_all", "nms_bn"], ["boxes"], name="/nms/boxes"),  # (K, 4)
+        helper.make_node("GatherND", ["scores_all", "nms_selected"], ["scores"], name="/nms/scores"),  # (K,)
+    ])
+    del g.output[:]
+    g.output.extend([
+        helper.make_tensor_value_info("batch_index", TensorProto.INT64, ["K"]),
+        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["K", 4]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["K"]),
+        helper.make_tensor_value_info("class_ids", TensorProto.INT64, ["K"]),
+    ])
+    onnx.checker.check_model(m)
+    return m
+
+
+def inline_shared_initializers(model_proto: Any) -> None:
+    """Replace `Identity(initializer)` nodes by a copy of the initializer under the output's
+    name (in place). The TorchScript exporter deduplicates equal tensors (e.g. equal conv
+    biases) that way, and onnxruntime's quantiser only quantises weights and biases that are
+    initializers."""
+    g = model_proto.graph
+    inits = {t.name: t for t in g.initializer}
+    keep = []
+    for node in g.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy = type(inits[node.input[0]])()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            g.initializer.append(copy)
+        else:
+            keep.append(node)
+    del g.node[:]
+    g.node.extend(keep)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    kept = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+
+
+def set_metadata(model_proto: Any, meta: dict[str, str]) -> None:
+    """Replace the model's metadata_props with `meta` (in place on the proto)."""
+    del model_proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata_props of an ONNX file as a dict."""
+    onnx, _ = _require_onnx()
+    m = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in m.metadata_props}
+
+
+def session(path: str | os.PathLike, threads: int | None = None) -> Any:
+    """An onnxruntime CPU InferenceSession (optionally limited to `threads` intra-op threads)."""
+    _, ort = _require_onnx()
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def compare_with_torch(path: str | os.PathLike, graph: nn.Module, x: torch.Tensor) -> float:
+    """Max abs difference between the ONNX file's outputs and `graph(x)`'s, scaled by
+    max(1, max |reference|) per output."""
+    sess = session(path)
+    got = sess.run(None, {INPUT_NAME: x.numpy()})
+    with torch.no_grad():
+        ref = graph(x)
+    ref = [r.numpy() for r in (ref if isinstance(ref, (list, tuple)) else [ref])]
+    if len(got) != len(ref):
+        raise ExportError(f"{path}: {len(got)} outputs but PyTorch gives {len(ref)}")
+    worst = 0.0
+    for g, r in zip(got, ref):
+        if g.shape != r.shape:
+            raise ExportError(f"{path}: output shape {g.shape} differs from PyTorch's {r.shape}")
+        scale = max(1.0, float(np.abs(r).max(initial=0.0)))
+        worst = max(worst, float(np.abs(g - r).max(initial=0.0)) / scale)
+    return worst
+
+
+def check_input(options: ExportOptions, hw: tuple[int, int]) -> torch.Tensor:
+    """The check input: seed 1 (the export input uses seed 0); batch + 1 with a dynamic batch."""
+    gen = torch.Generator().manual_seed(1)
+    batch = options.batch + 1 if options.dynamic_batch else options.batch
+    return torch.rand(batch, 3, *hw, generator=gen)
+
+
+def export_onnx(model: Darknet, path: str | os.PathLike, options: ExportOptions, names: list[str],
+                calib: np.ndarray | None = None, calib_source: str = "") -> dict[str, Any]:
+    """Export `model` to ONNX at `path` (float32, or int8 QDQ when options.int8).
+
+    Args:
+        model: a Darknet module (not modified; it is put in eval mode).
+        options: format must be "onnx" (see ExportOptions).
+        names: class names, stored in the metadata.
+        calib: float32 (N, 3, H, W) calibration images in [0, 1], required with options.int8.
+    Returns:
+        a report: {"path", "opset", "outputs", "max_abs_diff" (fp32 check, relative to
+        max(1, |ref|)), "quantization" (int8 recipe or "none")}.
+    Raises:
+        ExportError before writing anything for options ONNX cannot honour; after export,
+        when onnxruntime disagrees with PyTorch.
+    """
+    onnx, _ = _require_onnx()
+    options.validate()
+    if options.format != "onnx":
+        raise ExportError(f"export_onnx got format '{options.format}'")
+    if options.int8 and calib is None:
+        raise ExportError("int8 export needs calibration images")
+    opset = choose_opset(model, options.opset)
+    hw = input_hw(model, options)
+    graph = build_graph(model, options.outputs, hw, options.labels)
+    spec = exported_spec(model, options.img_size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"path": path, "opset": opset, "outputs": options.outputs}
+    with tempfile.TemporaryDirectory(prefix="yolo4-onnx-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        x = torch.rand(options.batch, 3, *hw, generator=torch.Generator().manual_seed(0))
+        _export_graph(graph, x, fp32, _trace_names(model, options.outputs), opset, options.dynamic_batch)
+        if options.check:
+            diff = compare_with_torch(fp32, graph, check_input(options, hw))
+            report["max_abs_diff"] = diff
+            if diff > CHECK_ATOL:
+                raise ExportError(f"{path}: onnxruntime output differs from PyTorch by {diff:.3g} "
+                                  f"(relative to the output scale; allowed {CHECK_ATOL})")
+        proto = onnx.load(str(fp32))
+        inline_shared_initializers(proto)
+        if options.outputs == "nms":
+            proto = append_nms(proto, options.conf, options.iou, options.max_det)
+        quant: dict[str, Any] | None = None
+        if options.int8:
+            from yolo4.export.quantize import quantize_onnx
+
+            onnx.save(proto, str(fp32))
+            q_path = Path(tmp) / "int8.onnx"
+            quant = quantize_onnx(fp32, q_path, calib, calib_source=calib_source)
+            if options.check and options.outputs != "nms":
+                report["int8_max_abs_diff"] = compare_with_torch(q_path, graph, check_input(options, hw))
+            proto = onnx.load(str(q_path))
+        set_metadata(proto, metadata(spec, names, options, quant))
+        report["quantization"] = quant or "none"
+        part = path.with_name(path.name + ".part")
+        onnx.save(proto, str(part))
+        os.replace(part, path)
+    return report

@@ -1,0 +1,182 @@
+"""int8 post-training quantisation: calibration images and onnxruntime static quantisation.
+
+    calib = calibration_images("data/shapes", 100, (320, 320), "stretch")   # float32 (N, 3, H, W)
+    recipe = quantize_onnx("model.onnx", "model-int8.onnx", calib)
+
+Calibration images are prepared exactly as `yolo4 detect` prepares its input (the same
+`yolo4.engine.predict.preprocess`: resize rule from the cfg, RGB, / 255), and that rule is
+recorded in the exported model's metadata, because a calibration/inference mismatch in
+pre-processing shifts every activation range.
+
+Quantisation-friendly choices made here (and why):
+  * QDQ format with per-channel symmetric int8 weights: one scale per output channel, so
+    a conv whose channels differ in magnitude keeps its small channels (per-tensor weight
+    scales are the usual cause of int8 collapse after BN folding).
+  * Activations int8 from MinMax calibration over the calibration set.
+  * Only the network is quantised; decoding (boxes in pixels, exp, sigmoid) and NMS stay
+    float32: pixel coordinates and probabilities must not share an int8 scale.
+  * Leaky instead of Mish where a model is trained for int8 (`yolov4-csp-leaky`): Mish
+    is unbounded-below-smooth and is decomposed into three ops (Softplus, Tanh, Mul), each a
+    rounding point in int8; leaky is one op that NPUs run natively.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yolo4.errors import DataError, ExportError
+
+CALIB_SEED = 0
+
+
+def _images_in_folder(folder: Path) -> list[Path]:
+    from yolo4.data.formats.common import list_images
+
+    return list_images(folder)
+
+
+def calibration_paths(source: str | os.PathLike, count: int, split: str = "train") -> tuple[list[Path], str]:
+    """Up to `count` image paths for calibration, chosen reproducibly (seeded) from `source`.
+
+    Args:
+        source: a dataset `yolo4.data.dataset.load_dataset` reads (its `split` images are used),
+            or a folder of images (searched recursively).
+    Returns:
+        (paths, description of where they came from).
+    Raises:
+        ExportError naming `source` when it holds no image files.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise ExportError(f"{path}: calibration data not found (give a dataset or a folder of images)")
+    paths: list[Path] = []
+    where = ""
+    try:
+        from yolo4.data.dataset import load_dataset
+
+        ds = load_dataset(path, split, progress=False)
+        paths, where = list(ds.image_paths), f"{path} [{split} split, {len(ds)} images]"
+    except (DataError, ImportError):
+        if path.is_dir():
+            paths, where = _images_in_folder(path), f"{path} [image folder]"
+    if not paths:
+        raise ExportError(f"{path}: no images to calibrate with (not a dataset yolo4 reads and no image files in it)")
+    if len(paths) > count:
+        pick = np.random.default_rng(CALIB_SEED).choice(len(paths), size=count, replace=False)
+        paths = [paths[i] for i in sorted(pick)]
+    return paths, where
+
+
+def calibration_images(source: str | os.PathLike, count: int, input_hw: tuple[int, int], resize: str = "stretch",
+                       split: str = "train") -> tuple[np.ndarray, str]:
+    """Calibration batch prepared as `yolo4 detect` prepares images.
+
+    Returns:
+        (float32 (N, 3, H, W) in [0, 1] RGB, N <= count, description of the source).
+    Raises:
+        ExportError when no image of the source can be read (each unreadable file is skipped).
+    """
+    from yolo4.engine.predict import load_image, preprocess
+
+    paths, where = calibration_paths(source, count, split)
+    arrays, bad = [], []
+    for p in paths:
+        try:
+            img = load_image(p)
+        except DataError as e:
+            bad.append(str(e))
+            continue
+        x, _ = preprocess([img], input_hw, resize)
+        arrays.append(x[0].numpy())
+    if not arrays:
+        raise ExportError(f"{source}: none of its {len(paths)} image files can be read "
+                          f"(first: {bad[0] if bad else '?'})")
+    note = f"{where}, {len(arrays)} used" + (f", {len(bad)} unreadable skipped" if bad else "")
+    return np.stack(arrays).astype(np.float32), note
+
+
+def network_nodes(model_path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Node names of an exported yolo4 ONNX graph split into (network, everything else):
+    the exporter's wrappers hold the network as `model`, so its nodes are named "/model/...".
+    """
+    import onnx
+
+    m = onnx.load(str(model_path))
+    inside, outside = [], []
+    for n in m.graph.node:
+        (inside if n.name.startswith("/model/") or n.name.startswith("/decoded/model/") else outside).append(n.name)
+    return inside, outside
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a (N, 3, H, W) array, `batch` images a call."""
+
+    def __init__(self, images: np.ndarray, input_name: str, batch: int):
+        self.images, self.input_name, self.batch = images, input_name, batch
+        self.i = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.i + self.batch > len(self.images):
+            return None
+        x = self.images[self.i:self.i + self.batch]
+        self.i += self.batch
+        return {self.input_name: x}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: np.ndarray,
+                  calib_source: str = "", input_name: str = "images", method: str = "minmax") -> dict[str, Any]:
+    """Static int8 quantisation (QDQ, per-channel int8 weights, int8 activations) of an
+    exported yolo4 ONNX file; decoding/NMS nodes are excluded (stay float32).
+
+    Args:
+        calib: float32 (N, 3, H, W) calibration images in [0, 1] (see `calibration_images`).
+        method: "minmax", "percentile" (99.999th) or "entropy".
+    Returns:
+        the recipe (JSON-able dict) that goes into the model's metadata.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise ExportError(f"unknown calibration method '{method}' (choose from {', '.join(methods)})")
+    m = onnx.load(str(fp32_path))
+    dim0 = m.graph.input[0].type.tensor_type.shape.dim[0]
+    batch = dim0.dim_value if dim0.HasField("dim_value") and dim0.dim_value > 0 else 1
+    if len(calib) < batch:
+        raise ExportError(f"{len(calib)} calibration images but the model's static batch is {batch}")
+    _, exclude = network_nodes(fp32_path)
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs advice with the root logger
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 0/0 scales of constant tensors outside the network
+            quantize_static(str(fp32_path), str(out_path), _Reader(calib, input_name, batch),
+                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                            calibrate_method=methods[method], extra_options=extra)
+    finally:
+        root.setLevel(level)
+    return {
+        "tool": "onnxruntime.quantization.quantize_static",
+        "format": "QDQ",
+        "weights": "int8 symmetric, per output channel",
+        "activations": f"int8 asymmetric, per tensor, {method} calibration",
+        "calibration_images": int(len(calib) // batch * batch),
+        "calibration_source": calib_source,
+        "float32": "decoding and NMS (everything outside the network)",
+    }

@@ -1,0 +1,146 @@
+"""`yolo4 export`: load a model, validate everything, then write one exported file.
+
+    result = run_export("yolov4-tiny", weights="best.weights",
+                        options=ExportOptions(format="onnx", int8=True, calib="data/shapes"))
+
+Every check that can fail on bad input (unknown format, impossible option combinations,
+missing weights, a network the runtime cannot express, calibration data without readable
+images, an output path with the wrong suffix) runs before any file is written.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yolo4.errors import ExportError
+from yolo4.export.common import SUFFIXES, ExportOptions, default_names, default_out, exported_spec, preprocess_record
+
+
+@dataclass
+class ExportResult:
+    """What `run_export` wrote: the files, and the exporter's report (check difference,
+    opset, quantisation recipe)."""
+
+    paths: list[Path]
+    options: ExportOptions
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line per file plus the check result."""
+        lines = [f"wrote {p} ({p.stat().st_size / 1e6:.2f} MB)" for p in self.paths]
+        o = self.options
+        what = f"{o.format}, outputs={o.outputs}, " + ("int8" if o.int8 else "float32") + (
+            ", dynamic batch" if o.dynamic_batch else f", batch {o.batch}")
+        lines.append(what)
+        if "max_abs_diff" in self.report:
+            lines.append(f"float32 check vs PyTorch on a fresh input: max difference {self.report['max_abs_diff']:.3g} "
+                         "(relative to the output scale)")
+        if "int8_max_abs_diff" in self.report:
+            lines.append(f"int8 vs PyTorch float32 on random input: max difference "
+                         f"{self.report['int8_max_abs_diff']:.3g} (informative; accuracy: benchmarks/bench_export.py)")
+        if isinstance(self.report.get("quantization"), dict):
+            q = self.report["quantization"]
+            lines.append(f"calibrated on {q.get('calibration_images')} images from {q.get('calibration_source')}")
+        for note in self.report.get("notes", []):
+            lines.append(f"note: {note}")
+        return "\n".join(lines)
+
+
+def _load(model: str | os.PathLike, weights: str | os.PathLike | None, img_size: tuple[int, int] | None,
+          num_classes: int | None):
+    from yolo4.models import load_model
+
+    if weights is None:
+        raise ExportError("no --weights given: exporting an untrained network is pointless (train one with "
+                          "`yolo4 train`, or pass official darknet weights)")
+    return load_model(model, weights, num_classes=num_classes, img_size=img_size)
+
+
+def _names(names: str | os.PathLike | list[str] | None, spec) -> list[str]:
+    if names is None:
+        return default_names(spec)
+    if isinstance(names, (str, os.PathLike)):
+        from yolo4.engine.predict import read_names
+
+        table = read_names(names)
+    else:
+        table = [str(n) for n in names]
+    classes = int(spec.yolo_layers[0].classes)
+    if len(table) != classes:
+        raise ExportError(f"{names if isinstance(names, (str, os.PathLike)) else 'names'}: {len(table)} class names "
+                          f"but the model has {classes} classes")
+    return table
+
+
+def export_model(model, options: ExportOptions, out: str | os.PathLike,
+                 names: list[str] | None = None) -> ExportResult:
+    """Export an already-built Darknet module (the library entry point; `run_export` loads one).
+
+    Args:
+        model: a `yolo4.darknet.Darknet` (not modified).
+        options: see ExportOptions (validated here first).
+        out: the output file (.onnx, .tflite or .cfg for darknet; .weights is written beside the .cfg).
+        names: class names for the metadata (default COCO's for 80 classes, else numbers).
+    Raises:
+        ExportError (before anything is written) for bad options or calibration data.
+    """
+    options.validate()
+    out = Path(out)
+    if out.suffix.lower() != SUFFIXES[options.format]:
+        raise ExportError(f"{out}: --format {options.format} writes a {SUFFIXES[options.format]} file")
+    names = list(names) if names is not None else default_names(model.spec)
+    if options.format == "darknet":
+        from yolo4.export.darknet import export_darknet, opencv_problems
+
+        cfg, weights = export_darknet(model, out, options.img_size)
+        report = {"notes": [f"OpenCV DNN cannot load this: {p}" for p in opencv_problems(model)]}
+        return ExportResult([cfg, weights], options, report)
+    if options.format == "onnx":
+        from yolo4.export.onnx import _require_onnx, choose_opset
+
+        _require_onnx()
+        choose_opset(model, options.opset)  # raises for a network the opset cannot express
+        exporter_name = "onnx"
+    else:
+        from yolo4.export.tflite import _require_litert_torch
+
+        _require_litert_torch()
+        exporter_name = "tflite"
+    calib, calib_source = None, ""
+    if options.int8:
+        from yolo4.export.quantize import calibration_images
+
+        spec = exported_spec(model, options.img_size)
+        pre = preprocess_record(spec)
+        calib, calib_source = calibration_images(options.calib, options.calib_count, tuple(pre["input_hw"]),
+                                                 pre["resize"], options.calib_split)
+    if exporter_name == "onnx":
+        from yolo4.export.onnx import export_onnx
+
+        report = export_onnx(model, out, options, names, calib, calib_source)
+    else:
+        from yolo4.export.tflite import export_tflite
+
+        report = export_tflite(model, out, options, names, calib, calib_source)
+    return ExportResult([Path(report["path"])], options, report)
+
+
+def run_export(model: str | os.PathLike, weights: str | os.PathLike | None, options: ExportOptions,
+               names: str | os.PathLike | list[str] | None = None, num_classes: int | None = None,
+               verbose: bool = True) -> ExportResult:
+    """`yolo4 export`: load `model` (zoo name or .cfg; `num_classes` overrides the cfg's) with
+    `weights`, export it, print a summary.
+
+    The output defaults to `<weights folder>/<weights stem>[-HxW][-decoded|-nms][-int8].<ext>`.
+    """
+    options.validate()
+    net = _load(model, weights, options.img_size, num_classes)
+    table = _names(names, net.spec)
+    out = Path(options.out) if options.out else default_out(Path(weights).stem, options, Path(weights).parent)
+    result = export_model(net, options, out, table)
+    if verbose:
+        print(result.summary())
+    return result

@@ -1,0 +1,270 @@
+"""TFLite export with Google's maintained converter: litert-torch (PyTorch -> LiteRT), its
+PT2E int8 quantiser, and the ai-edge-litert interpreter to check the result.
+
+    report = export_tflite(model, "yolov4-tiny.tflite", ExportOptions(format="tflite"), names)
+    report = export_tflite(model, "yolov4-tiny-int8.tflite",
+                           ExportOptions(format="tflite", int8=True, calib="data/shapes"), names, calib)
+
+float32: the traced network (Mish written as x * tanh(softplus(x)), TFLite has no Mish op)
+converted as is; checked against PyTorch on a second random input (relative difference
+<= 1e-3).
+
+int8 ("full integer", as NPUs such as the i.MX 8M Plus's need): PT2E static quantisation
+(`litert_torch.quantize.pt2e_quantizer`, symmetric int8 weights per output channel, int8
+activations calibrated over the calibration images), then converted. The converter gives
+an int8 input (scale ~1/255, zero point -128: pixels / 255 map to int8 exactly) and int8
+outputs; yolo4 then appends a DEQUANTIZE to every int8 output so the file returns float32,
+the seeds' "int8 input, float32 output" layout. With --decode only the network (`model.*`
+modules) is quantised and decoding stays float32.
+
+Metadata (`yolo4.*` keys, see `yolo4.export.common`) goes into the flatbuffer's metadata
+table (name -> buffer of UTF-8 text); `read_metadata` reads it back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from yolo4.darknet import Darknet
+from yolo4.errors import ExportError
+from yolo4.export.common import ExportOptions, exported_spec, input_hw, metadata
+from yolo4.export.graph import build_graph, decompose_mish
+
+CHECK_ATOL = 1e-3  # float32 TFLite vs PyTorch, relative to max(1, |reference|)
+
+
+def _require_litert_torch():
+    try:
+        import litert_torch
+        from ai_edge_litert import schema_py_generated  # noqa: F401
+        from ai_edge_litert.tools import flatbuffer_utils  # noqa: F401
+    except ImportError as e:
+        raise ExportError(f"TFLite export needs the 'tflite' extra: pip install 'yolo4[tflite]' ({e})") from None
+    return litert_torch
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The converter logs every stage to stdout/stderr; keep library output clean."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        level = logging.root.level
+        logging.root.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            logging.root.setLevel(level)
+
+
+def _convert_float(graph: nn.Module, x: torch.Tensor) -> bytes:
+    litert_torch = _require_litert_torch()
+    with _quiet():
+        return bytes(litert_torch.convert(graph, (x,)).model_content())
+
+
+def _convert_int8(graph: nn.Module, x: torch.Tensor, calib: np.ndarray, network_only: bool) -> bytes:
+    """PT2E static int8 (per-channel weights), calibrated on `calib` (N, 3, H, W) in batches of x's size."""
+    litert_torch = _require_litert_torch()
+    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    quantizer = pt2e_quantizer.PT2EQuantizer()
+    if network_only:
+        quantizer = quantizer.set_module_name("model", config)
+    else:
+        quantizer = quantizer.set_global(config)
+    batch = x.shape[0]
+    with _quiet():
+        exported = torch.export.export(graph, (x,)).module()
+        prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
+        with torch.no_grad():
+            for i in range(0, len(calib) - batch + 1, batch):
+                prepared(torch.from_numpy(calib[i:i + batch]))
+        converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+        edge = litert_torch.convert(converted, (x,), quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
+        return bytes(edge.model_content())
+
+
+def _opcode_index(model: Any, builtin: int, version: int) -> int:
+    from ai_edge_litert import schema_py_generated as schema
+
+    for i, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            code.version = max(code.version, version)
+            return i
+    code = schema.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, 127)
+    code.version = version
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def finish_flatbuffer(content: bytes, meta: dict[str, str]) -> bytes:
+    """Append DEQUANTIZE to every int8/uint8 graph output (float32 outputs) and write `meta`
+    into the model's metadata table. Returns the new flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    m = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    sg = m.subgraphs[0]
+    renamed: dict[int, int] = {}
+    for out_idx in list(sg.outputs):
+        t = sg.tensors[out_idx]
+        if t.type not in (schema.TensorType.INT8, schema.TensorType.UINT8):
+            continue
+        f = schema.TensorT()
+        f.shape = list(t.shape)
+        f.shapeSignature = list(t.shapeSignature) if t.shapeSignature is not None else None
+        f.type = schema.TensorType.FLOAT32
+        f.name = t.name
+        f.buffer = 0  # buffer 0 is the empty sentinel: a runtime tensor
+        t.name = (t.name.decode() if isinstance(t.name, bytes) else str(t.name)) + "_int8"
+        sg.tensors.append(f)
+        op = schema.OperatorT()
+        op.opcodeIndex = _opcode_index(m, schema.BuiltinOperator.DEQUANTIZE, 2)
+        op.inputs, op.outputs = [out_idx], [len(sg.tensors) - 1]
+        sg.operators.append(op)
+        renamed[out_idx] = len(sg.tensors) - 1
+    sg.outputs = [renamed.get(i, i) for i in sg.outputs]
+    for sig in m.signatureDefs or []:
+        for tmap in sig.outputs or []:
+            tmap.tensorIndex = renamed.get(tmap.tensorIndex, tmap.tensorIndex)
+    m.metadata = [md for md in (m.metadata or []) if not _name(md.name).startswith("yolo4.")]
+    for key, value in meta.items():
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(value.encode("utf-8"), dtype=np.uint8).copy()
+        m.buffers.append(buf)
+        md = schema.MetadataT()
+        md.name = key
+        md.buffer = len(m.buffers) - 1
+        m.metadata.append(md)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
+
+
+def _name(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The `yolo4.*` metadata entries of a .tflite file."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError as e:
+        raise ExportError(f"reading .tflite files needs the 'tflite' extra: pip install 'yolo4[tflite]' ({e})") from None
+    data = Path(path).read_bytes()
+    model = schema.Model.GetRootAs(data, 0)
+    out = {}
+    for i in range(model.MetadataLength()):
+        md = model.Metadata(i)
+        name = _name(md.Name())
+        if not name.startswith("yolo4."):
+            continue
+        buf = model.Buffers(md.Buffer())
+        raw = buf.DataAsNumpy()
+        if isinstance(raw, np.ndarray):
+            out[name] = raw.tobytes().decode("utf-8")
+        elif buf.Offset():
+            out[name] = data[buf.Offset():buf.Offset() + buf.Size()].decode("utf-8")
+    return out
+
+
+def _compare(content: bytes, graph: nn.Module, x: torch.Tensor, path: Path) -> float:
+    """Max difference (relative to max(1, |ref|)) between the interpreter and `graph(x)`."""
+    from yolo4.export.runtime import TfliteModel
+
+    tmp = path.with_name(path.name + ".check")
+    tmp.write_bytes(content)
+    try:
+        runner = TfliteModel(tmp)
+        got = runner._run(x.numpy())
+    finally:
+        tmp.unlink(missing_ok=True)
+    with torch.no_grad():
+        ref = graph(x)
+    ref = [r.numpy() for r in (ref if isinstance(ref, (list, tuple)) else [ref])]
+    if len(got) != len(ref):
+        raise ExportError(f"{path}: {len(got)} TFLite outputs but PyTorch gives {len(ref)}")
+    worst = 0.0
+    for g, r in zip(got, ref):
+        if g.shape != r.shape:
+            raise ExportError(f"{path}: TFLite output shape {g.shape} differs from PyTorch's {r.shape}")
+        worst = max(worst, float(np.abs(g - r).max(initial=0.0)) / max(1.0, float(np.abs(r).max(initial=0.0))))
+    return worst
+
+
+def export_tflite(model: Darknet, path: str | os.PathLike, options: ExportOptions, names: list[str],
+                  calib: np.ndarray | None = None, calib_source: str = "") -> dict[str, Any]:
+    """Export `model` to a .tflite file (float32, or full int8 with options.int8).
+
+    Args:
+        model: a Darknet module (not modified).
+        options: format "tflite"; heads or decoded outputs, static batch.
+        names: class names for the metadata.
+        calib: float32 (N, 3, H, W) calibration images in [0, 1], required with options.int8.
+    Returns:
+        {"path", "outputs", "max_abs_diff" (float32 vs PyTorch, relative; for int8 the
+        int8-vs-float difference, informative only), "quantization"}.
+    Raises:
+        ExportError for options TFLite cannot honour (before writing), or when the float32
+        file disagrees with PyTorch.
+    """
+    options.validate()
+    if options.format != "tflite":
+        raise ExportError(f"export_tflite got format '{options.format}'")
+    if options.int8 and calib is None:
+        raise ExportError("int8 export needs calibration images")
+    _require_litert_torch()
+    hw = input_hw(model, options)
+    graph = build_graph(decompose_mish(model), options.outputs, hw, options.labels)
+    spec = exported_spec(model, options.img_size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = torch.rand(options.batch, 3, *hw, generator=torch.Generator().manual_seed(0))
+    quant: dict[str, Any] | None = None
+    try:
+        if options.int8:
+            if len(calib) < options.batch:
+                raise ExportError(f"{len(calib)} calibration images for a batch of {options.batch}")
+            content = _convert_int8(graph, x, calib, network_only=options.outputs != "heads")
+            quant = {
+                "tool": "litert-torch PT2E (litert_torch.quantize.pt2e_quantizer)",
+                "weights": "int8 symmetric, per output channel",
+                "activations": "int8, per tensor, min/max calibration",
+                "input": "int8 (quantise x in [0, 1] with the input tensor's scale and zero point)",
+                "output": "float32 (DEQUANTIZE appended by yolo4)",
+                "calibration_images": int(len(calib) // options.batch * options.batch),
+                "calibration_source": calib_source,
+                "float32": "decoding" if options.outputs != "heads" else "nothing (full integer network)",
+            }
+        else:
+            content = _convert_float(graph, x)
+    except ExportError:
+        raise
+    except Exception as e:  # the converter's own errors: name the model and the stage
+        raise ExportError(f"{spec.source}: litert-torch could not convert the network to TFLite "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    content = finish_flatbuffer(content, metadata(spec, names, options, quant))
+    report: dict[str, Any] = {"path": path, "outputs": options.outputs, "quantization": quant or "none"}
+    if options.check:
+        gen = torch.Generator().manual_seed(1)
+        diff = _compare(content, graph, torch.rand(options.batch, 3, *hw, generator=gen), path)
+        report["max_abs_diff"] = diff
+        if not options.int8 and diff > CHECK_ATOL:
+            raise ExportError(f"{path}: the TFLite interpreter differs from PyTorch by {diff:.3g} "
+                              f"(relative to the output scale; allowed {CHECK_ATOL})")
+    part = path.with_name(path.name + ".part")
+    part.write_bytes(content)
+    os.replace(part, path)
+    return report
