@@ -50,7 +50,8 @@ NO_WEIGHTS_MESSAGE = (
     "    yolov4-tiny.weights for cfg/yolov4-tiny.cfg, yolov4-csp / yolov4x-mish likewise), and pass\n"
     "    them with --weights FILE together with the matching --cfg; or\n"
     "  * train your own with `yolo4 train` (`yolo4 train --demo` trains a small model on the embedded\n"
-    "    shapes dataset) and pass the weights it writes with --weights."
+    "    shapes dataset); it ends by writing best.cfg + best.weights in its run folder: pass them\n"
+    "    with --cfg and --weights (and --names for your classes)."
 )
 
 COCO_NAMES = (
@@ -299,6 +300,9 @@ class Detector:
             raise Yolo4Error("device 'cuda' was asked for but PyTorch sees no CUDA device (use --device cpu)")
         self.model: nn.Module | None = None
         if isinstance(model_or_cfg, nn.Module):
+            if not hasattr(model_or_cfg, "spec"):
+                raise Yolo4Error(f"a {type(model_or_cfg).__name__} has no `spec`: Detector needs a "
+                                 "yolo4.darknet.Darknet (or a module with its `spec` and forward contract)")
             self.model = model_or_cfg
             spec = model_or_cfg.spec
         else:
@@ -349,6 +353,11 @@ class Detector:
             return DecodedHeads(*(torch.as_tensor(t, device=self.device) for t in out))
         heads = [torch.as_tensor(t, device=self.device) for t in out]
         return decode_heads(heads, self.yolo_layers, self.input_hw)
+
+    def warmup(self) -> None:
+        """One untimed pass on a blank image, so that the first timed batch does not pay for
+        lazy initialisation (kernel selection, allocator growth, CUDA context)."""
+        self.predict_batch([np.zeros((*self.input_hw, 3), np.uint8)])
 
     def predict_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Detections]:
         """One batch of RGB uint8 arrays (H_i, W_i, 3) -> one Detections per image."""
@@ -569,6 +578,8 @@ def run_detect(
                         device=device, labels=labels, runner=runner)
     found, problems = resolve_sources(sources)
     summary = DetectSummary(problems=list(problems))
+    if found:
+        detector.warmup()
 
     def report(msg: str) -> None:
         summary.problems.append(msg)
