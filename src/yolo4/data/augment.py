@@ -243,25 +243,39 @@ def _random_affine(sample: Sample, out_hw: tuple[int, int], cfg: AugmentConfig, 
                            cfg.min_box_size, cfg.min_box_visible)
 
 
-def _mosaic_part(sample: Sample, out_hw: tuple[int, int], cfg: AugmentConfig, rng: np.random.Generator) -> Sample:
+def _mosaic_part(sample: Sample, k: int, centre: tuple[int, int], out_hw: tuple[int, int], cfg: AugmentConfig,
+                 rng: np.random.Generator) -> Sample:
+    """Part k of a mosaic: the sample zoomed (random scale and aspect jitter) and cut down to
+    the piece that shows in quadrant k, so that only visible pixels are interpolated."""
     img, boxes, cls = sample
     h, w = img.shape[:2]
+    H, W = out_hw
+    cx, cy = centre
     r = max(out_hw) / max(h, w) * rng.uniform(*cfg.scale)
     a = rng.uniform(1 - cfg.jitter, 1 + cfg.jitter) / rng.uniform(1 - cfg.jitter, 1 + cfg.jitter)
     nh = max(1, round(h * r / math.sqrt(a)))
     nw = max(1, round(w * r * math.sqrt(a)))
-    img2, b2 = resize_sample(img, boxes, (nh, nw))
-    b2, c2 = filter_boxes(b2, cls, b2, cfg.min_box_size, 0.0)
-    return img2, b2, c2
+    if nh < h / 2 or nw < w / 2:  # a strong zoom-out: area-average the whole image first (no aliasing)
+        img, boxes = resize_sample(img, boxes, (nh, nw))
+        h, w = nh, nw
+    # the visible window of the zoomed image (its own pixels): it meets the centre at a corner
+    qh = min(nh, cy if k < 2 else H - cy)
+    qw = min(nw, cx if k in (0, 2) else W - cx)
+    y0 = nh - qh if k < 2 else 0
+    x0 = nw - qw if k in (0, 2) else 0
+    if qh <= 0 or qw <= 0:
+        return np.zeros((0, 0, 3), np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    return scale_translate(img, boxes, cls, (nh / h, nw / w), (-y0, -x0), (qh, qw), FILL, cfg.min_box_size,
+                           cfg.min_box_visible)
 
 
 def _base_sample(dataset, index: int, out_hw: tuple[int, int], cfg: AugmentConfig, rng: np.random.Generator) -> Sample:
     """Mosaic or single-image affine, before mixing, flipping and colour."""
     if cfg.mosaic > 0 and rng.random() < cfg.mosaic:
         ids = [index] + [int(j) for j in rng.integers(0, len(dataset), 3)]
-        parts = [_mosaic_part(dataset.load(j), out_hw, cfg, rng) for j in ids]
         H, W = out_hw
         centre = (int(rng.uniform(0.25, 0.75) * W), int(rng.uniform(0.25, 0.75) * H))
+        parts = [_mosaic_part(dataset.load(j), k, centre, out_hw, cfg, rng) for k, j in enumerate(ids)]
         return mosaic(parts, out_hw, centre, FILL, cfg.min_box_size, cfg.min_box_visible)
     return _random_affine(dataset.load(index), out_hw, cfg, rng)
 

@@ -339,18 +339,24 @@ def _stat_key(files: list[Path], extra: str) -> str:
     return h.hexdigest()
 
 
+def _can_write(d: Path) -> bool:
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
 def _writable_dir(preferred: Path, fallback_tag: str) -> Path:
     """`preferred` if it can be created and written, else a folder in the cache root."""
-    for d in (preferred, cache_root() / hashlib.sha1(fallback_tag.encode()).hexdigest()[:16]):
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            probe = d / f".probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
+    fallback = cache_root() / hashlib.sha1(fallback_tag.encode()).hexdigest()[:16]
+    for d in (preferred, fallback):
+        if _can_write(d):
             return d
-        except OSError:
-            continue
-    raise DataError(f"cannot write the label cache: {preferred} and {cache_root()} are read-only")
+    raise DataError(f"cannot write the label cache or split: {preferred} and {fallback} are read-only")
 
 
 def _save_index(path: Path, key: str, idx: LabelIndex, names: list[str] | None, cat_ids: list[int] | None) -> None:
