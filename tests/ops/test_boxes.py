@@ -243,3 +243,114 @@ def test_decode_matches_opencv_yolo_layer(reference):
     shown = ref[:, 5:] > 0  # OpenCV zeroes class scores below its region threshold
     assert shown.sum() > 10
     np.testing.assert_allclose(mine[:, 5:][shown], ref[:, 5:][shown], atol=1e-5)
+
+
+MIXED_HEADS_CFG = """[net]
+width=96
+height=64
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=logistic
+
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
+classes=3
+num=6
+scale_x_y=2.0
+new_coords=1
+
+[route]
+layers=-3
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=linear
+
+[yolo]
+mask=3,4,5
+anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
+classes=3
+num=6
+scale_x_y=1.1
+"""
+
+
+def _opencv_raw_and_region(net, n_heads_at: list[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """OpenCV's [yolo] inputs (the layer before each permute_N) and outputs (yolo_N)."""
+    names = list(net.getLayerNames())
+    feeds = [names[names.index(f"permute_{i}") - 1] for i in n_heads_at]
+    outs = net.forward(feeds + [f"yolo_{i}" for i in n_heads_at])
+    return list(outs[: len(n_heads_at)]), list(outs[len(n_heads_at):])
+
+
+def _opencv_order(decoded: DecodedHeads, raw: list[np.ndarray], input_hw, n_anchors: int) -> np.ndarray:
+    """Our rows as OpenCV's region layer lays them out: (y, x, anchor), normalised cx, cy, w, h,
+    objectness, obj * class."""
+    h, w = input_hw
+    boxes, obj, cls = (t[0] for t in decoded)
+    rows = torch.cat([xyxy_to_cxcywh(boxes) / torch.tensor([w, h, w, h], dtype=boxes.dtype), obj[:, None],
+                      obj[:, None] * cls], 1).numpy()
+    start, out = 0, []
+    for r in raw:
+        gh, gw = r.shape[2:]
+        n = n_anchors * gh * gw
+        out.append(rows[start:start + n].reshape(n_anchors, gh, gw, -1).transpose(1, 2, 0, 3).reshape(n, -1))
+        start += n
+    return np.concatenate(out)
+
+
+def test_decode_matches_opencv_new_coords_and_scale_x_y(tmp_path):
+    """A new_coords=1 head (logistic conv, scale_x_y=2, Scaled-YOLOv4) and a classic head with
+    scale_x_y=1.1 (YOLOv4), random darknet weights, against OpenCV's region layer."""
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromDarknet"):
+        pytest.skip("this OpenCV has no darknet reader (needs opencv<5)")
+    from yolo4.darknet import load, read_cfg, save_weights
+
+    cfg, weights = tmp_path / "mixed.cfg", tmp_path / "mixed.weights"
+    cfg.write_text(MIXED_HEADS_CFG)
+    torch.manual_seed(0)
+    save_weights(load(cfg), weights)
+    heads = read_cfg(cfg).yolo_layers
+    assert [(h.new_coords, h.scale_x_y) for h in heads] == [(1, 2.0), (0, 1.1)]
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    net.setInput(np.random.default_rng(0).random((2, 3, 64, 96), dtype=np.float32))
+    raw, region = _opencv_raw_and_region(net, [4, 7])
+    decoded = decode_heads([torch.from_numpy(r) for r in raw], heads, (64, 96))
+    for b in range(2):
+        one = DecodedHeads(*(t[b:b + 1] for t in decoded))
+        mine = _opencv_order(one, [r[b:b + 1] for r in raw], (64, 96), 3)
+        ref = np.concatenate([r.reshape(2, -1, 8)[b] for r in region])
+        np.testing.assert_allclose(mine[:, :5], ref[:, :5], atol=2e-6)
+        shown = ref[:, 5:] > 0  # OpenCV zeroes class scores below its threshold
+        assert shown.sum() > 100
+        np.testing.assert_allclose(mine[:, 5:][shown], ref[:, 5:][shown], atol=2e-6)
