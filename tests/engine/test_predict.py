@@ -177,6 +177,15 @@ def test_detector_maps_boxes_back_to_the_original(tiny_cfg, resize, expected):
     assert d["detections"][0]["class_name"] == "b" and d["detections"][0]["box"] == pytest.approx(expected, abs=0.01)
 
 
+def test_resize_default_follows_the_cfg(tmp_path):
+    cfg = tmp_path / "lb.cfg"
+    cfg.write_text(TINY_CFG.replace("channels=3", "channels=3\nletter_box=1"))
+    assert Detector(cfg, runner=fake_runner).resize == "letterbox"
+    assert Detector(cfg, runner=fake_runner, resize="stretch").resize == "stretch"
+    cfg.write_text(TINY_CFG)
+    assert Detector(cfg, runner=fake_runner).resize == "stretch"
+
+
 def test_detector_decoded_runner_and_conf(tiny_cfg):
     from yolo4.ops.boxes import DecodedHeads
 

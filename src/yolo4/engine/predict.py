@@ -588,7 +588,10 @@ def run_detect(
     for msg in problems:
         tqdm.write(f"warning: {msg}", file=sys.stderr)
     save = Path(save_dir)
-    save.mkdir(parents=True, exist_ok=True)
+    try:
+        save.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise Yolo4Error(f"{save}: cannot create the output folder ({e.strerror or e})") from None
     outputs = _Outputs(save)
     jpath = Path(json_path) if json_path is not None else Path("detections.json")
     jpath = jpath if jpath.is_absolute() else save / jpath
