@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 import re
 from dataclasses import dataclass, field
 
@@ -354,3 +355,26 @@ def test_decode_matches_opencv_new_coords_and_scale_x_y(tmp_path):
         shown = ref[:, 5:] > 0  # OpenCV zeroes class scores below its threshold
         assert shown.sum() > 100
         np.testing.assert_allclose(mine[:, 5:][shown], ref[:, 5:][shown], atol=2e-6)
+
+
+def test_decode_heads_exports_to_onnx(tmp_path):
+    """Tracing sees no Python loop over cells: the graph decodes any input of the traced shape."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    anchors = [(10.0, 14.0), (23.0, 27.0), (37.0, 58.0), (81.0, 82.0)]
+    heads = [Head([2, 3], anchors, 3, 1.05, 0), Head([0, 1], anchors, 3, 2.0, 1)]
+
+    class Decode(torch.nn.Module):
+        def forward(self, a, b):
+            return tuple(decode_heads([a, b], heads, (96, 160)))
+
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(1, 16, 3, 5, generator=g), torch.rand(1, 16, 6, 10, generator=g))
+    path = tmp_path / "decode.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Decode(), args, str(path), dynamo=False, input_names=["a", "b"])
+    other = (torch.randn(1, 16, 3, 5, generator=g) * 2, torch.rand(1, 16, 6, 10, generator=g))
+    got = ort.InferenceSession(str(path)).run(None, {"a": other[0].numpy(), "b": other[1].numpy()})
+    for g_, r in zip(got, Decode()(*other)):
+        np.testing.assert_allclose(g_, r.numpy(), rtol=1e-5, atol=1e-4)
