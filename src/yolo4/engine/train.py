@@ -45,8 +45,8 @@ import torch
 from torch import nn
 
 from yolo4.engine.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
-from yolo4.engine.distributed import (DistInfo, all_reduce_mean, any_true, barrier, cleanup, init_distributed,
-                                      wrap_model)
+from yolo4.engine.distributed import (DistInfo, all_reduce_mean, any_true, barrier, broadcast_object, cleanup,
+                                      init_distributed, wrap_model)
 from yolo4.engine.ema import ModelEMA, unwrap
 from yolo4.engine.schedule import ScheduleConfig, lr_at
 from yolo4.errors import Yolo4Error
@@ -115,6 +115,7 @@ class TrainConfig:
     saturation: float = 1.5
     exposure: float = 1.5
     close_mosaic: int = 0  # turn mosaic/mixup/cutmix off for the last N epochs
+    time_budget_min: float | None = None  # after epoch 1, cut `epochs` so the run fits this many minutes
     # validation
     val_every: int = 1
     val_conf: float = 0.001
@@ -569,6 +570,7 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
          f"classes, {cfg.img_size}px, batch {cfg.batch} ({info.world_size} x {cfg.subdivisions} x {mini}), "
          f"lr {base_lr:g}, {cfg.epochs} epochs x {steps_per_epoch} steps, {device}", info)
 
+    t_run = time.time()
     while state.epoch < cfg.epochs:
         epoch = state.epoch
         t0 = time.time()
@@ -679,6 +681,13 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
                                           if do_val else "") + f", {row['time_s']:.0f}s", info)
         else:
             state.history.append(row)
+        if cfg.time_budget_min and state.epoch == 1 and not resumed:
+            fit = _epochs_in_budget(cfg.time_budget_min * 60, time.time() - t_run, time.time() - t0, cfg.epochs)
+            fit = broadcast_object(fit, info)
+            if fit < cfg.epochs:
+                _say(f"time budget {cfg.time_budget_min:g} min: training {fit} epochs instead of {cfg.epochs}", info)
+                cfg.epochs = fit
+                state.total_steps = cfg.epochs * steps_per_epoch
         barrier(info)
         for h in hooks:
             getattr(h, "after_epoch", lambda s: None)(state)
@@ -698,6 +707,12 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
     return result
 
 
+def _epochs_in_budget(budget_s: float, elapsed_s: float, epoch_s: float, epochs: int) -> int:
+    """How many epochs fit in `budget_s` when `elapsed_s` are spent and one epoch takes `epoch_s`
+    (the first epoch, compile/warm-up included, is a pessimistic estimate)."""
+    return int(max(1, min(epochs, 1 + (budget_s - elapsed_s) // max(epoch_s, 1e-6))))
+
+
 def _fitness(row: dict[str, float]) -> float:
     """What `best.pt` maximises: 0.1 * mAP50 + 0.9 * mAP50-95 (NaN counts as -1)."""
     f = 0.1 * row.get("val/mAP50", math.nan) + 0.9 * row.get("val/mAP50-95", math.nan)
@@ -707,3 +722,19 @@ def _fitness(row: dict[str, float]) -> float:
 def _best(history: list[dict[str, float]], key: str) -> float:
     vals = [r[key] for r in history if key in r and math.isfinite(r[key])]
     return max(vals) if vals else math.nan
+
+
+def run_train(demo: bool = False, options: Sequence[str] = (), **given: Any) -> TrainResult | dict:
+    """`yolo4 train`: a TrainConfig from the given values (None: default) and `KEY=VALUE`
+    options, then `train`; with demo=True the main job (`yolo4.engine.demo.run_demo`)."""
+    if demo:
+        from yolo4.engine.demo import run_demo
+
+        return run_demo(given.get("out") or "runs/demo", device=given.get("device") or "auto")
+    cfg = TrainConfig.from_args(list(options))
+    for k, v in given.items():
+        if v is not None:
+            setattr(cfg, k, v)
+    if not cfg.resume and not cfg.data:
+        raise Yolo4Error("give --data DATA (or --resume RUN, or --demo)")
+    return train(cfg)

@@ -120,7 +120,7 @@ def decode_xy_wh(raw: Tensor, anchor_wh: Tensor, head: YoloLayer) -> tuple[Tenso
         wh = (2 * raw[..., 2:4]) ** 2 * anchor_wh
     else:
         xy = raw[..., :2].sigmoid() * s - (s - 1) / 2
-        wh = raw[..., 2:4].clamp(max=8.0).exp() * anchor_wh  # clamp: exp overflow in early training
+        wh = raw[..., 2:4].clamp(-8.0, 8.0).exp() * anchor_wh  # clamp: no overflow, no zero-size box
     return xy, wh
 
 
