@@ -66,8 +66,39 @@ def _run_detect(a: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (the README's demo: yolo4 train --demo)")
-    p.set_defaults(func=_not_yet("train"))
+    p = sub.add_parser("train", help="train a model (the README's demo: yolo4 train --demo)",
+                       description="Train with the YOLOv4 recipe. Under `torchrun --nproc_per_node N -m yolo4 "
+                                   "train ...` it runs DistributedDataParallel (gloo on CPU, nccl on CUDA).")
+    p.add_argument("--demo", action="store_true",
+                   help="the main job: yolov4-tiny from scratch on the embedded shapes dataset, evaluated, with "
+                        "detections on held-out images, all in --out (default runs/demo)")
+    p.add_argument("--data", help="dataset: folder, data.yaml, darknet .data or COCO .json")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", metavar="NAME", help="zoo model name (default yolov4-tiny)")
+    which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file")
+    p.add_argument("--weights", metavar="W", help="darknet .weights to start from (full model or backbone prefix)")
+    p.add_argument("--weights-upto", type=int, metavar="N", help="load only layers 0..N-1 of --weights")
+    p.add_argument("--freeze", type=int, metavar="N", help="do not train layers 0..N-1")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int, help="images per optimizer step over all processes (darknet batch)")
+    p.add_argument("--subdivisions", type=int, help="mini-batches per step (gradient accumulation)")
+    p.add_argument("--img-size", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--workers", type=int, help="data loader processes per training process")
+    p.add_argument("--out", help="run folder (default runs/train, runs/demo with --demo)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its last.pt")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="any TrainConfig field, e.g. --set lr=0.02 --set mosaic=0 --set policy=steps")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(a: argparse.Namespace) -> int:
+    from yolo4.engine.train import run_train
+
+    run_train(demo=a.demo, data=a.data, model=a.cfg or a.model, weights=a.weights, weights_upto=a.weights_upto,
+              freeze=a.freeze, epochs=a.epochs, batch=a.batch, subdivisions=a.subdivisions, img_size=a.img_size,
+              device=a.device, workers=a.workers, out=a.out, resume=a.resume, options=a.options)
+    return 0
 
 
 # ---------------------------------------------------------------- val
