@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from yolo4.data import transforms
 from yolo4.errors import DataError, WeightsError, Yolo4Error
-from yolo4.ops.boxes import DecodedHeads, clip_boxes, decode_heads
+from yolo4.ops.boxes import DecodedHeads, decode_heads
 from yolo4.ops.nms import CANDIDATES, NMS_NAMES, postprocess
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"})
@@ -85,13 +85,15 @@ class ResizeInfo:
 
     def to_original(self, boxes: Tensor) -> Tensor:
         """Boxes Tensor[N, 4] xyxy in input pixels -> original-image pixels, clipped to the image."""
-        scale = boxes.new_tensor(self.scale_xy * 2)  # (4,) sx, sy, sx, sy
-        pad = boxes.new_tensor(self.pad_xy * 2)
-        return clip_boxes((boxes - pad) / scale, self.orig_hw)
+        sx, sy = self.scale_xy
+        px, py = self.pad_xy
+        return transforms.unletterbox_boxes(boxes, (sy, sx), (py, px), self.orig_hw)
 
     def to_input(self, boxes: Tensor) -> Tensor:
         """Boxes Tensor[N, 4] xyxy in original-image pixels -> network-input pixels."""
-        return boxes * boxes.new_tensor(self.scale_xy * 2) + boxes.new_tensor(self.pad_xy * 2)
+        sx, sy = self.scale_xy
+        px, py = self.pad_xy
+        return transforms.letterbox_boxes(boxes, (sy, sx), (py, px))
 
 
 def stretch(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, ResizeInfo]:
