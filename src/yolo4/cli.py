@@ -106,10 +106,11 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("val", help="COCO mAP of a model on a dataset")
     p.add_argument("--data", required=True, help="dataset: a data.yaml, a COCO json, ... (as `yolo4 train`)")
     p.add_argument("--split", default="val", help="which split to evaluate on (default val)")
-    which = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--model", metavar="NAME", help="zoo model name (yolov4, yolov4-tiny, ...)")
-    which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file")
-    p.add_argument("--weights", metavar="W", help="darknet .weights or your trained ones")
+    which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file (not needed for .onnx / .tflite files)")
+    p.add_argument("--weights", metavar="W", nargs="+",
+                   help="darknet .weights, or exported .onnx / .tflite files; several are compared in one table")
     p.add_argument("--img-size", type=int, default=None, help="network input size (default: the cfg's)")
     p.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--resize", choices=("stretch", "letterbox"), default=None,

@@ -199,26 +199,31 @@ def test_predict_dataset_keeps_order_and_sizes(reference_model):
         np.testing.assert_allclose(g[0], b)
 
 
-def test_yolo4_val_cli_on_opencv_annotated_images(reference_model, tmp_path, capsys):
-    """`yolo4 val` end to end: a YOLO-layout dataset (labels = OpenCV's detections) read by
-    load_dataset, the Detector built from cfg + weights, the printed report and the files."""
+def _write_yolo_dataset(ds: ListDataset, root: Path) -> Path:
+    """`ds` as a YOLO-layout dataset (images/val, labels/val, data.yaml) under `root`."""
     import shutil
 
-    from yolo4.cli import main
-
-    model, ds = reference_model
-    (tmp_path / "images" / "val").mkdir(parents=True)
-    (tmp_path / "labels" / "val").mkdir(parents=True)
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "labels" / "val").mkdir(parents=True)
     for path, img, boxes, classes in zip(ds.image_paths, ds.images, ds.boxes, ds.class_ids):
-        shutil.copy(path, tmp_path / "images" / "val" / path.name)
+        shutil.copy(path, root / "images" / "val" / path.name)
         h, w = img.shape[:2]
         cxcywh = np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], 1) / [w, h, w, h]
         lines = [f"{c} " + " ".join(f"{v:.8f}" for v in b) for c, b in zip(classes, cxcywh)]
-        (tmp_path / "labels" / "val" / f"{path.stem}.txt").write_text("\n".join(lines) + "\n")
-    (tmp_path / "data.yaml").write_text(
-        "path: .\ntrain: images/val\nval: images/val\nnames: " + json.dumps(ds.names) + "\n")
+        (root / "labels" / "val" / f"{path.stem}.txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text("path: .\ntrain: images/val\nval: images/val\nnames: " + json.dumps(ds.names) + "\n")
+    return root
+
+
+def test_yolo4_val_cli_on_opencv_annotated_images(reference_model, tmp_path, capsys):
+    """`yolo4 val` end to end: a YOLO-layout dataset (labels = OpenCV's detections) read by
+    load_dataset, the Detector built from cfg + weights, the printed report and the files."""
+    from yolo4.cli import main
+
+    model, ds = reference_model
+    root = _write_yolo_dataset(ds, tmp_path / "data")
     out = tmp_path / "run"
-    rc = main(["val", "--data", str(tmp_path / "data.yaml"), "--cfg", str(model / "yolo-fastest-1.1.cfg"),
+    rc = main(["val", "--data", str(root / "data.yaml"), "--cfg", str(model / "yolo-fastest-1.1.cfg"),
                "--weights", str(model / "yolo-fastest-1.1.weights"), "--img-size", "320", "--resize", "stretch",
                "--conf", "0.25", "--iou", "0.45", "--labels", "best", "--batch", "2",
                "--save-dir", str(out), "--save-json", "preds.json"])
@@ -234,3 +239,31 @@ def test_yolo4_val_cli_on_opencv_annotated_images(reference_model, tmp_path, cap
     results = json.loads((out / "preds.json").read_text())
     assert len(results) == 15 and {r["image_id"] for r in results} == {1, 2, 3}
     assert (out / "per_class.txt").read_text().count("\n") > 10
+
+
+def test_yolo4_val_compares_darknet_weights_with_their_onnx_export(reference_model, tmp_path, capsys):
+    """Issue item 4: the same command on an exported file, both in one comparison table; the
+    float32 ONNX export must score what the PyTorch network scores."""
+    pytest.importorskip("onnxruntime")
+    from yolo4.cli import main
+    from yolo4.darknet import load
+    from yolo4.export import ExportOptions, export_model
+
+    model, ds = reference_model
+    cfg, weights = model / "yolo-fastest-1.1.cfg", model / "yolo-fastest-1.1.weights"
+    onnx_path = tmp_path / "yolo-fastest-320.onnx"
+    export_model(load(cfg, weights), ExportOptions(format="onnx", img_size=(320, 320)), onnx_path, ds.names)
+    root = _write_yolo_dataset(ds, tmp_path / "data")
+    rc = main(["val", "--data", str(root / "data.yaml"), "--cfg", str(cfg), "--weights", str(weights), str(onnx_path),
+               "--img-size", "320", "--resize", "stretch", "--labels", "best", "--save-dir", str(tmp_path / "run"),
+               "--save-json", "preds.json"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    rows = text[text.index("model "):].splitlines()
+    assert len(rows) == 3 and rows[1].startswith(str(weights)) and rows[2].startswith(str(onnx_path))
+    torch_row, onnx_row = rows[1].split()[1:5], rows[2].split()[1:5]  # AP AP50 AP75 dn-AP50
+    assert torch_row == onnx_row, text
+    assert float(torch_row[1]) > 0.9  # conf 0.001: more detections than the ground truth, AP50 still high
+    for f in (weights.name, onnx_path.name):
+        assert (tmp_path / "run" / f / "pr_curves.png").is_file()
+        assert json.loads((tmp_path / "run" / f / "preds.json").read_text())

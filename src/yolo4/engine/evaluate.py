@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from yolo4.engine.metrics import COCO80_TO_COCO91, Metrics, coco_evaluate, write_coco_json
+from yolo4.engine.metrics import COCO80_TO_COCO91, Metrics, coco_evaluate, comparison_table, write_coco_json
 from yolo4.errors import DataError, Yolo4Error
 
 
@@ -199,12 +199,38 @@ def evaluate(
     return metrics
 
 
+def _weights_list(weights: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list:
+    if weights is None or isinstance(weights, (str, os.PathLike)):
+        return [weights]
+    return list(weights)
+
+
+def _build_detector(model, weights, names: list[str], img_size, resize, **kw):
+    """A Detector for darknet cfg + weights, or for an exported .onnx / .tflite file (its
+    cfg, input size and resize rule come from the file's metadata)."""
+    from yolo4.engine.predict import Detector
+
+    if weights is not None:
+        from yolo4.export.runtime import is_exported, load_exported
+
+        if is_exported(weights):
+            net = load_exported(weights)
+            if img_size is not None and (img_size, img_size) != tuple(net.input_hw):
+                raise Yolo4Error(f"{weights}: exported at {net.input_hw[1]}x{net.input_hw[0]}, "
+                                 f"not --img-size {img_size}")
+            return Detector(net, names=names, resize=resize or net.resize, **kw)
+    if model is None:
+        raise Yolo4Error("no model: give --cfg CFG (a darknet .cfg file) or --model NAME "
+                         "(only exported .onnx / .tflite files carry their own)")
+    return Detector(model, weights, names=names, img_size=img_size, resize=resize, **kw)
+
+
 def run_val(
     data: str | os.PathLike,
     *,
     split: str = "val",
     model: str | os.PathLike | None = None,
-    weights: str | os.PathLike | None = None,
+    weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     img_size: int | None = None,
     batch: int = 16,
     resize: str | None = None,
@@ -217,36 +243,52 @@ def run_val(
     save_json: str | os.PathLike | None = None,
     save_dir: str | os.PathLike | None = "runs/val",
     progress: bool = True,
-) -> Metrics:
+) -> list[Metrics]:
     """`yolo4 val`: build the Detector (the same pre/post-processing as `yolo4 detect`),
-    evaluate it on `split` of `data`, print the COCO table, the darknet-style mAPs, the
-    per-class table (worst first) and the speed line; write the plots (and the per-class
-    table as `per_class.txt`) to `save_dir`, COCO results to `save_json` (a relative path
-    is taken inside save_dir)."""
-    from yolo4.data.dataset import load_dataset
-    from yolo4.engine.predict import Detector
+    evaluate it on `split` of `data`, print the per-class table (worst first), the COCO
+    numbers, the darknet-style mAPs and the speed line; write the plots (and the report as
+    `per_class.txt`) to `save_dir`, COCO results to `save_json` (a relative path is taken
+    inside save_dir).
 
-    if model is None:
-        raise Yolo4Error("no model: give --cfg CFG (a darknet .cfg file) or --model NAME")
+    `weights` may list several files (darknet .weights with `model`, exported .onnx /
+    .tflite on their own): each is evaluated on the same images, its files go to
+    `save_dir/<file name>/`, and a comparison table ends the report.
+
+    Returns:
+        one Metrics per weights file, in order.
+    """
+    from yolo4.data.dataset import load_dataset
+
     dataset = load_dataset(data, split)
-    detector = Detector(model, weights, names=list(dataset.names), img_size=img_size, resize=resize, conf=conf,
-                        iou=iou, nms=nms, device=device, max_det=max_det, labels=labels)
-    out_dir = Path(save_dir) if save_dir is not None else None
-    json_path = None
-    if save_json is not None:
-        json_path = Path(save_json)
-        if not json_path.is_absolute() and out_dir is not None:
-            json_path = out_dir / json_path
-    h, w = detector.input_hw
-    print(f"val: {model} on {data} [{split}], {len(dataset)} images, {len(dataset.names)} classes; "
-          f"{w}x{h} {detector.resize}, conf {conf:g}, NMS {nms} {iou:g}, labels {labels}, batch {batch}, {device}")
-    metrics = evaluate(detector, dataset, batch_size=batch, progress=progress, save_json=json_path, plots_dir=out_dir)
-    table = metrics.table()
-    print(table)
-    print(metrics.summary())
-    if out_dir is not None:
-        (out_dir / "per_class.txt").write_text(metrics.summary() + "\n\n" + table + "\n")
-        print(f"plots and per-class table in {out_dir}" + (f", COCO results in {json_path}" if json_path else ""))
-    elif json_path is not None:
-        print(f"COCO results in {json_path}")
-    return metrics
+    names = list(dataset.names)
+    all_weights = _weights_list(weights)
+    several = len(all_weights) > 1
+    root = Path(save_dir) if save_dir is not None else None
+    results: list[Metrics] = []
+    for w in all_weights:
+        detector = _build_detector(model, w, names, img_size, resize, conf=conf, iou=iou, nms=nms, device=device,
+                                   max_det=max_det, labels=labels)
+        out_dir = root / Path(w).name if (root is not None and several) else root
+        json_path = None
+        if save_json is not None:
+            json_path = Path(save_json)
+            if out_dir is not None and (several or not json_path.is_absolute()):
+                json_path = out_dir / (json_path.name if several else json_path)
+        h, wd = detector.input_hw
+        print(f"val: {w if w is not None else model} ({model if model is not None else 'exported'}) on {data} "
+              f"[{split}], {len(dataset)} images, {len(names)} classes; {wd}x{h} {detector.resize}, conf {conf:g}, "
+              f"NMS {nms} {iou:g}, labels {labels}, batch {batch}, {device}")
+        metrics = evaluate(detector, dataset, batch_size=batch, progress=progress, save_json=json_path,
+                           plots_dir=out_dir)
+        table = metrics.table()
+        print(table)
+        print(metrics.summary())
+        if out_dir is not None:
+            (out_dir / "per_class.txt").write_text(metrics.summary() + "\n\n" + table + "\n")
+            print(f"plots and per-class table in {out_dir}" + (f", COCO results in {json_path}" if json_path else ""))
+        elif json_path is not None:
+            print(f"COCO results in {json_path}")
+        results.append(metrics)
+    if several:
+        print("\n" + comparison_table([str(w) for w in all_weights], results))
+    return results

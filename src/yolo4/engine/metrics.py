@@ -221,6 +221,25 @@ def speed_line(speed: dict[str, float]) -> str:
     return text + f" (batch {int(speed['batch'])}, {int(speed['img_h'])}x{int(speed['img_w'])})"
 
 
+def comparison_table(labels: Sequence[str], metrics: Sequence[Metrics]) -> str:
+    """One row per evaluated model (e.g. float vs int8 exports on the same images): COCO AP,
+    AP50, AP75, darknet-style AP50 and the speed numbers."""
+    width = max([len("model")] + [len(s) for s in labels])
+    lines = [f"{'model':<{width}} {'AP':>6} {'AP50':>6} {'AP75':>6} {'dn-AP50':>7} "
+             f"{'pre ms':>7} {'net ms':>7} {'NMS ms':>7} {'FPS':>7}"]
+    for label, m in zip(labels, metrics):
+        sp = m.speed
+
+        def ms(key: str) -> str:
+            return f"{sp[key]:.2f}" if key in sp else "-"
+
+        fps = f"{sp['fps']:.1f}" if "fps" in sp else "-"
+        lines.append(f"{label:<{width}} {_fmt(m.map):>6} {_fmt(m.map50):>6} {_fmt(m.map75):>6} "
+                     f"{_fmt(m.darknet_map50_101):>7} {ms('preprocess_ms'):>7} {ms('inference_ms'):>7} "
+                     f"{ms('nms_ms'):>7} {fps:>7}")
+    return "\n".join(lines)
+
+
 def _fmt(x: float, digits: int = 3) -> str:
     x = float(x)
     return "nan" if math.isnan(x) else f"{x:.{digits}f}"
