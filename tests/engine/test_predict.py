@@ -414,3 +414,24 @@ def test_pipeline_on_opencv_heads_matches_opencv_table(reference):
 
     det = Detector(cfg, names=names, img_size=320, resize="stretch", runner=opencv_runner)
     _assert_matches_table(det(images, batch_size=1), _reference_table(reference / "README.md"))
+
+
+def test_run_detect_with_an_exported_onnx_file(tiny_cfg, tmp_path):
+    """`--weights model.onnx` needs no --cfg: the same detections as the PyTorch module."""
+    pytest.importorskip("onnxruntime")
+    from yolo4.darknet import load
+    from yolo4.export import ExportOptions, export_model
+
+    torch.manual_seed(0)
+    model = load(tiny_cfg)
+    onnx_path = tmp_path / "tiny.onnx"
+    export_model(model, ExportOptions(format="onnx", check=False), onnx_path, names=["a", "b"])
+    img = _write(tmp_path / "x.png", np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8))
+    from_onnx = run_detect([img], weights=onnx_path, conf=0.0, save_dir=tmp_path / "o1", progress=False)
+    from_torch = run_detect([img], model=model, names=["a", "b"], conf=0.0, save_dir=tmp_path / "o2", progress=False)
+    assert from_onnx.processed == from_torch.processed == 1
+    a, b = (json.loads((tmp_path / d / "detections.json").read_text())[0]["detections"] for d in ("o1", "o2"))
+    assert len(a) == len(b) > 0
+    for da, db in zip(a, b):
+        assert da["class_name"] == db["class_name"] and da["score"] == pytest.approx(db["score"], abs=1e-4)
+        assert da["box"] == pytest.approx(db["box"], abs=0.05)

@@ -412,6 +412,35 @@ class Detector:
         return out
 
 
+def build_detector(
+    model: str | os.PathLike | nn.Module | None,
+    weights: str | os.PathLike | None,
+    names: str | os.PathLike | Sequence[str] | None = None,
+    img_size: int | None = None,
+    resize: str | None = None,
+    **kw: Any,
+) -> Detector:
+    """The Detector for `--model NAME | --cfg CFG` + `--weights W`, where W may also be an
+    exported .onnx / .tflite file (then its cfg, names, input size and resize rule come from
+    the file's metadata and no --cfg is needed). No weights -> WeightsError with where to
+    get them. `kw` goes to Detector (conf, iou, nms, device, labels, max_det, runner)."""
+    if weights is not None:
+        from yolo4.export.runtime import is_exported, load_exported
+
+        if is_exported(weights):
+            net = load_exported(weights)
+            if img_size is not None and (img_size, img_size) != tuple(net.input_hw):
+                raise Yolo4Error(f"{weights}: exported at {net.input_hw[1]}x{net.input_hw[0]}, "
+                                 f"not --img-size {img_size}")
+            return Detector(net, names=names if names is not None else net.names, resize=resize or net.resize, **kw)
+    if model is None:
+        raise Yolo4Error("no model: give --cfg CFG (a darknet .cfg file) or --model NAME "
+                         "(only exported .onnx / .tflite files carry their own)")
+    if weights is None and kw.get("runner") is None and not isinstance(model, nn.Module):
+        raise WeightsError(NO_WEIGHTS_MESSAGE)
+    return Detector(model, weights, names=names, img_size=img_size, resize=resize, **kw)
+
+
 # ================================================================== sources
 @dataclass(frozen=True)
 class ImageSource:
@@ -570,14 +599,10 @@ def run_detect(
     """
     from tqdm import tqdm
 
-    if model is None:
-        raise Yolo4Error("no model: give --cfg CFG (a darknet .cfg file) or --model NAME")
-    if weights is None and runner is None and not isinstance(model, nn.Module):
-        raise WeightsError(NO_WEIGHTS_MESSAGE)
     if batch < 1:
         raise Yolo4Error(f"--batch must be >= 1, got {batch}")
-    detector = Detector(model, weights, names=names, img_size=img_size, resize=resize, conf=conf, iou=iou, nms=nms,
-                        device=device, labels=labels, runner=runner)
+    detector = build_detector(model, weights, names=names, img_size=img_size, resize=resize, conf=conf, iou=iou,
+                              nms=nms, device=device, labels=labels, runner=runner)
     found, problems = resolve_sources(sources)
     summary = DetectSummary(problems=list(problems))
     if found:
