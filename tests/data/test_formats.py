@@ -92,6 +92,12 @@ def test_yaml_with_absolute_path_from_another_machine_falls_back_to_its_folder(t
     assert len(load_dataset(tmp_path / "d", "train")) == 4  # the folder's data.yaml is picked up
 
 
+def test_folder_with_an_unrelated_yaml_is_still_detected(tmp_path):
+    root = _yolo_folder(tmp_path / "d")
+    (root / "hyp.yaml").write_text("lr0: 0.01\nmomentum: 0.9\n")
+    assert len(load_dataset(root, "train")) == 4
+
+
 def test_darknet_data_file_and_image_lists(tmp_path):
     root = _yolo_folder(tmp_path / "obj", split=False)
     imgs = sorted((root / "images").glob("*.jpg"))

@@ -119,10 +119,10 @@ def test_collate_handles_images_without_boxes():
 
 
 @pytest.mark.slow
-def test_full_shapes_dataset_loads_through_four_workers(tmp_path):
+def test_full_shapes_dataset_loads_through_two_workers(tmp_path):
     from yolo4.data.shapes import make_shapes
 
     y = make_shapes(tmp_path / "shapes", progress=False)
     ds = load_dataset(y, "train")
-    n = sum(len(b[2]) for b in _batches(build_loader(ds, 256, 32, AugmentConfig(), True, 4)))
+    n = sum(len(b[2]) for b in _batches(build_loader(ds, 256, 32, AugmentConfig(), True, 2)))
     assert n == len(ds) == 3000

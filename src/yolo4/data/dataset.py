@@ -1,7 +1,7 @@
 """One dataset type for every source: `load_dataset(DATA, split)` -> `DetectionDataset`.
 
 DATA may be
-  * a folder, its layout detected: a `data.yaml` (or single `*.yaml`) or darknet `*.data`
+  * a folder, its layout detected: a `data.yaml` (or another `*.yaml` with `train`) or a darknet `*.data`
     inside; `images/` + `labels/` (YOLO txt; `images/train`, `images/val` if split);
     `images/` or `JPEGImages/` + `annotations/` or `Annotations/` with `*.xml` (VOC;
     `ImageSets/Main/{train,val}.txt` if split); or COCO `*.json` inside it or in its
@@ -267,10 +267,19 @@ def _folder_names(d: Path) -> list[str] | None:
     return None
 
 
+def _is_dataset_yaml(path: Path) -> bool:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return path.name == "data.yaml"  # a broken data.yaml is reported by _from_yaml
+    return isinstance(doc, dict) and "train" in doc
+
+
 def _from_folder(d: Path) -> _Source:
-    yamls = [p for p in [d / "data.yaml", *sorted(d.glob("*.yaml")), *sorted(d.glob("*.yml"))] if p.is_file()]
-    if yamls and (yamls[0].name == "data.yaml" or len(set(yamls)) == 1):
-        return _from_yaml(yamls[0])
+    for y in dict.fromkeys(p for p in [d / "data.yaml", *sorted(d.glob("*.yaml")), *sorted(d.glob("*.yml"))]
+                           if p.is_file()):
+        if _is_dataset_yaml(y):  # (a folder may also hold other YAML: hyper-parameters, ...)
+            return _from_yaml(y)
     datas = sorted(d.glob("*.data"))
     if len(datas) == 1:
         return _from_darknet(datas[0])

@@ -1,6 +1,8 @@
 """Pascal VOC xml: one `<annotation>` per image with `filename`, `size/width,height` and
 `object/name, bndbox/xmin,ymin,xmax,ymax`. VOC pixel coordinates are 1-based and inclusive,
-so a box becomes xyxy pixel edges `(xmin - 1, ymin - 1, xmax, ymax)`."""
+so a box becomes xyxy pixel edges `(xmin - 1, ymin - 1, xmax, ymax)`. Objects marked
+`difficult` are kept as ordinary objects (darknet's voc_label.py drops them; an evaluator
+that wants VOC's "ignore difficult" rule must read the xml itself)."""
 
 from __future__ import annotations
 
