@@ -33,10 +33,12 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="detect objects in images, folders, globs, videos or a webcam")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="image files, folders, globs ('imgs/*.jpg'), video files or a webcam index (0)")
-    which = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--model", metavar="NAME", help="zoo model name (yolov4, yolov4-tiny, ...)")
-    which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file")
-    p.add_argument("--weights", metavar="W", help="darknet .weights (AlexeyAB/darknet releases) or your trained ones")
+    which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file (not needed for .onnx / .tflite files)")
+    p.add_argument("--weights", metavar="W",
+                   help="darknet .weights (AlexeyAB/darknet releases, or yolo4 train's best.weights), "
+                        "or an exported .onnx / .tflite file")
     p.add_argument("--names", metavar="FILE", help="class names, one a line (default: COCO's for 80 classes)")
     p.add_argument("--img-size", type=int, default=None, help="network input size (default: the cfg's)")
     p.add_argument("--resize", choices=("stretch", "letterbox"), default=None,
