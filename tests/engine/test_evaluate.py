@@ -19,6 +19,18 @@ REF = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
 REF_IMAGES = ("dog", "horses", "person")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """The test machine's 2 cores are shared: OpenMP threads spinning against other
+    processes make a small network 20x slower, so these tests run torch on one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class ListDataset:
     """The dataset protocol over in-memory lists."""
 
