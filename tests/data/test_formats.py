@@ -146,6 +146,19 @@ def test_broken_yolo_labels_are_listed_by_file_and_skipped(tmp_path, caplog):
     assert b[0, 2] == W and b[0, 0] >= 0
 
 
+def test_segmentation_lines_become_the_polygon_box(tmp_path):
+    root = tmp_path / "d"
+    _img(root / "images" / "a.jpg")
+    x1, y1, x2, y2 = BOXES[1] / np.array([W, H, W, H])
+    _yolo_label(root / "labels" / "a.txt", [f"1 {x1} {y1} {x2} {(y1 + y2) / 2} {(x1 + x2) / 2} {y2}",
+                                            _yolo_line(0, BOXES[0])])
+    (root / "classes.txt").write_text("cat\ndog\n")
+    ds = load_dataset(root, "all")
+    b, c = ds.labels(0)
+    np.testing.assert_allclose(b, BOXES[::-1], atol=1e-4)
+    assert c.tolist() == [1, 0] and not ds.problems
+
+
 def test_missing_image_in_a_list_is_a_problem(tmp_path):
     _yolo_folder(tmp_path / "d", split=False)
     (tmp_path / "d" / "list.txt").write_text("images/im0.jpg\nimages/ghost.jpg\n")

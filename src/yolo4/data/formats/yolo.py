@@ -1,5 +1,6 @@
 """Darknet / YOLO txt labels: one `image.txt` per image, lines `class cx cy w h`, all
-normalised to [0, 1] by the image's width and height. Labels live in a `labels/` folder
+normalised to [0, 1] by the image's width and height (a segmentation line `class x1 y1 x2 y2
+...` counts as the box of its polygon). Labels live in a `labels/` folder
 parallel to `images/` (or `JPEGImages/`), or beside the image (darknet's two rules)."""
 
 from __future__ import annotations
@@ -45,18 +46,24 @@ def parse_yolo_label(text: str, path: Path, hw: tuple[int, int]) -> tuple[np.nda
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 5:
+        polygon = len(fields) >= 7 and len(fields) % 2 == 1  # "class x1 y1 x2 y2 x3 y3 ..." (segments)
+        if len(fields) != 5 and not polygon:
             problems.append(f"{path}:{n}: expected 5 values 'class cx cy w h', got {len(fields)}")
             continue
         try:
-            c, cx, cy, bw, bh = (float(v) for v in fields)
+            c, *v = (float(x) for x in fields)
         except ValueError:
             problems.append(f"{path}:{n}: not a number in {line.strip()!r}")
             continue
         if c != int(c):
             problems.append(f"{path}:{n}: class id {fields[0]!r} is not an integer")
             continue
-        rows.append((c, (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h))
+        if polygon:  # a segmentation label: its box is the polygon's extent
+            xs, ys = v[0::2], v[1::2]
+            rows.append((c, min(xs) * w, min(ys) * h, max(xs) * w, max(ys) * h))
+        else:
+            cx, cy, bw, bh = v
+            rows.append((c, (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h))
         where.append(f"{path}:{n}")
     a = np.asarray(rows, np.float64).reshape(-1, 5)
     return a[:, 1:], a[:, 0].astype(np.int64), where, problems
