@@ -249,8 +249,8 @@ def test_resolve_sources(tmp_path):
     (tmp_path / "empty").mkdir()
     found, problems = resolve_sources([folder, tmp_path / "empty", tmp_path / "nope.jpg", str(folder / "*.png"),
                                        str(tmp_path / "*.gif"), "0"])
-    assert found == [ImageSource(folder / "a.png"), ImageSource(folder / "b.jpg"), VideoSource(path=folder / "clip.mp4"),
-                     ImageSource(folder / "a.png"), VideoSource(camera=0)]
+    assert found == [ImageSource(folder / "a.png"), ImageSource(folder / "b.jpg"),
+                     VideoSource(path=folder / "clip.mp4"), ImageSource(folder / "a.png"), VideoSource(camera=0)]
     assert len(problems) == 4
     assert any("notes.txt" in p and "not an image" in p for p in problems)
     assert any("empty" in p and "no images" in p for p in problems)
@@ -359,7 +359,8 @@ def _reference_table(readme: Path) -> dict[str, list[tuple[str, float, list[floa
         if not m:
             continue
         dets = []
-        for name, score, x, y, w, h in re.findall(r"([a-z][a-z ]*?) (\d\.\d+) \[(-?\d+) (-?\d+) (\d+) (\d+)\]", m.group(2)):
+        pattern = r"([a-z][a-z ]*?) (\d\.\d+) \[(-?\d+) (-?\d+) (\d+) (\d+)\]"
+        for name, score, x, y, w, h in re.findall(pattern, m.group(2)):
             dets.append((name.strip(), float(score), [float(x), float(y), float(x) + float(w), float(y) + float(h)]))
         table[m.group(1)] = dets
     return table

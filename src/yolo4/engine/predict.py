@@ -108,7 +108,9 @@ def stretch(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, R
     return out, ResizeInfo(image.shape[:2], tuple(input_hw), (sx, sy), (float(left), float(top)))
 
 
-def letterbox(image: np.ndarray, input_hw: tuple[int, int], pad_value: int = LETTERBOX_GRAY) -> tuple[np.ndarray, ResizeInfo]:
+def letterbox(
+    image: np.ndarray, input_hw: tuple[int, int], pad_value: int = LETTERBOX_GRAY
+) -> tuple[np.ndarray, ResizeInfo]:
     """Resize keeping the aspect ratio, centred on a gray canvas (darknet's `letter_box=1`;
     the same `yolo4.data.transforms.letterbox` that training and validation use).
 
@@ -217,7 +219,8 @@ class Detections:
         return draw_boxes(image, self.boxes, self.class_ids, self.scores, self.names)
 
     def to_dict(self) -> dict[str, Any]:
-        """`{"image", "width", "height", "detections": [{"class_id", "class_name", "score", "box": [x1, y1, x2, y2]}]}`."""
+        """The JSON record: `{"image", "width", "height",
+        "detections": [{"class_id", "class_name", "score", "box": [x1, y1, x2, y2]}]}`."""
         return {
             "image": self.path,
             "width": int(self.image_hw[1]),
@@ -361,7 +364,9 @@ class Detector:
         lazy initialisation (kernel selection, allocator growth, CUDA context)."""
         self.predict_batch([np.zeros((*self.input_hw, 3), np.uint8)])
 
-    def predict_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Detections]:
+    def predict_batch(
+        self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None
+    ) -> list[Detections]:
         """One batch of RGB uint8 arrays (H_i, W_i, 3) -> one Detections per image."""
         if not images:
             return []
@@ -389,7 +394,7 @@ class Detector:
         self._sync()
         t3 = time.perf_counter()
         n = len(images)
-        timings = {"preprocess": (t1 - t0) * 1e3 / n, "network": (t2 - t1) * 1e3 / n, "postprocess": (t3 - t2) * 1e3 / n}
+        timings = dict(zip(STAGES, ((t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n)))
         for r in results:
             r.timings = dict(timings)
         return results
@@ -549,27 +554,134 @@ class DetectSummary:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class _Outputs:
-    """Output file names inside save_dir, never two alike."""
+SAVED_IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})  # kept as given; others saved as .jpg
+STAGES = ("preprocess", "network", "postprocess")
 
-    def __init__(self, save_dir: Path):
-        self.save_dir = save_dir
-        self.used: set[str] = set()
 
-    def name(self, stem: str, ext: str) -> Path:
+def _write_image(path: Path, rgb: np.ndarray) -> None:
+    ok, buf = cv2.imencode(path.suffix.lower(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise DataError(f"{path}: cannot encode image")
+    buf.tofile(str(path))
+
+
+def _batched(items: Iterator[Any], n: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _DetectRun:
+    """The state of one `run_detect`: output names, JSON records, stage totals, problems."""
+
+    def __init__(self, detector: Detector, save_dir: Path, json_path: Path, batch: int, progress: bool):
+        self.detector, self.save_dir, self.batch, self.progress = detector, save_dir, batch, progress
+        self.summary = DetectSummary(json_path=json_path)
+        self.records: list[dict[str, Any]] = []
+        self.totals = dict.fromkeys(STAGES, 0.0)
+        self.used = {json_path.name.lower()}
+
+    def report(self, msg: str) -> None:
+        from tqdm import tqdm
+
+        self.summary.problems.append(msg)
+        tqdm.write(f"warning: {msg}", file=sys.stderr)
+
+    def out_path(self, stem: str, ext: str) -> Path:
+        """A file name inside save_dir that no earlier output of this run has taken."""
         candidate, i = f"{stem}{ext}", 1
         while candidate.lower() in self.used:
             candidate, i = f"{stem}_{i}{ext}", i + 1
         self.used.add(candidate.lower())
         return self.save_dir / candidate
 
+    def _account(self, results: list[Detections]) -> None:
+        for r in results:
+            for k in STAGES:
+                self.totals[k] += r.timings.get(k, 0.0)
+            self.records.append(r.to_dict())
+            r.image = None  # drawn and recorded: do not keep the pixels alive
+        self.summary.processed += len(results)
 
-def _write_image(path: Path, rgb: np.ndarray) -> None:
-    ext = path.suffix.lower()
-    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise DataError(f"{path}: cannot encode image")
-    buf.tofile(str(path))
+    def images(self, sources: list[ImageSource]) -> None:
+        """Batches of readable images -> annotated copies; unreadable ones are reported."""
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(sources), desc="images", unit="img", disable=not self.progress, file=sys.stderr)
+
+        def readable() -> Iterator[tuple[np.ndarray, ImageSource]]:
+            for src in sources:
+                try:
+                    yield load_image(src.path), src
+                except DataError as e:
+                    self.report(str(e))
+                    bar.update(1)
+
+        for chunk in _batched(readable(), self.batch):
+            results = self.detector.predict_batch([c[0] for c in chunk], [str(c[1].path) for c in chunk])
+            for r, (_, src) in zip(results, chunk):
+                ext = src.path.suffix.lower() if src.path.suffix.lower() in SAVED_IMAGE_EXTS else ".jpg"
+                out = self.out_path(src.path.stem, ext)
+                _write_image(out, r.draw())
+                self.summary.written.append(out)
+            self._account(results)
+            bar.update(len(chunk))
+        bar.close()
+
+    def video(self, src: VideoSource) -> None:
+        """A video file or webcam -> `<stem>.mp4` / `webcam<N>.mp4` with boxes drawn on every frame.
+        Ctrl-C ends a webcam (or long video) cleanly, keeping what was recorded."""
+        from tqdm import tqdm
+
+        try:
+            cap, fps, count = open_video(src)
+        except DataError as e:
+            self.report(str(e))
+            return
+        out = self.out_path(src.path.stem if src.path is not None else f"webcam{src.camera}", ".mp4")
+        writer: cv2.VideoWriter | None = None
+        done = 0
+        bar = tqdm(total=count or None, desc=src.name, unit="frame", disable=not self.progress, file=sys.stderr)
+        try:
+            for chunk in _batched(_frames(cap), self.batch):
+                names = [f"{src.name}#frame={done + i}" for i in range(len(chunk))]
+                results = self.detector.predict_batch(chunk, names)
+                for r in results:
+                    drawn = cv2.cvtColor(r.draw(), cv2.COLOR_RGB2BGR)
+                    if writer is None:
+                        h, w = drawn.shape[:2]
+                        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                        if not writer.isOpened():
+                            raise DataError(f"{out}: cannot create the output video")
+                    writer.write(drawn)
+                self._account(results)
+                done += len(chunk)
+                bar.update(len(chunk))
+        except KeyboardInterrupt:
+            tqdm.write(f"{src.name}: stopped after {done} frames", file=sys.stderr)
+        finally:
+            bar.close()
+            cap.release()
+            if writer is not None:
+                writer.release()
+                self.summary.written.append(out)
+        if done == 0:
+            self.report(f"{src.name}: no frame could be read")
+
+    def finish(self) -> DetectSummary:
+        """Write the JSON list and fill in the mean per-image stage timings."""
+        path = self.summary.json_path
+        assert path is not None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.records, indent=1))
+        n = max(self.summary.processed, 1)
+        self.summary.timings = {k: v / n for k, v in self.totals.items()}
+        return self.summary
 
 
 def run_detect(
@@ -591,139 +703,39 @@ def run_detect(
     progress: bool = True,
     runner: Runner | None = None,
 ) -> DetectSummary:
-    """`yolo4 detect`: detect on images, folders, globs, videos and webcams; write annotated
-    images (same name, in save_dir), annotated videos (`<stem>.mp4`, `webcam<N>.mp4`) and a
-    JSON list of `Detections.to_dict()` (`detections.json` in save_dir; a relative
-    `json_path` is taken inside save_dir). Inputs that fail are reported on stderr by name
-    and skipped. Prints one per-stage timing line at the end.
+    """`yolo4 detect`: detect on images, folders, globs, videos and webcams (see
+    `resolve_sources`); write annotated images (their own names), annotated videos
+    (`<stem>.mp4`, `webcam<N>.mp4`) and a JSON list of `Detections.to_dict()`
+    (`detections.json`; a relative `json_path` is taken inside save_dir) into save_dir.
+    Inputs that fail are reported on stderr by name and skipped; the caller decides what
+    `processed == 0` means. Prints one per-stage timing line at the end.
     """
-    from tqdm import tqdm
-
     if batch < 1:
         raise Yolo4Error(f"--batch must be >= 1, got {batch}")
     detector = build_detector(model, weights, names=names, img_size=img_size, resize=resize, conf=conf, iou=iou,
                               nms=nms, device=device, labels=labels, runner=runner)
-    found, problems = resolve_sources(sources)
-    summary = DetectSummary(problems=list(problems))
-    if found:
-        detector.warmup()
-
-    def report(msg: str) -> None:
-        summary.problems.append(msg)
-        tqdm.write(f"warning: {msg}", file=sys.stderr)
-
-    for msg in problems:
-        tqdm.write(f"warning: {msg}", file=sys.stderr)
     save = Path(save_dir)
     try:
         save.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise Yolo4Error(f"{save}: cannot create the output folder ({e.strerror or e})") from None
-    outputs = _Outputs(save)
     jpath = Path(json_path) if json_path is not None else Path("detections.json")
-    jpath = jpath if jpath.is_absolute() else save / jpath
-    outputs.used.add(jpath.name.lower())
-    records: list[dict[str, Any]] = []
-    totals = {"preprocess": 0.0, "network": 0.0, "postprocess": 0.0}
-
-    def account(results: list[Detections]) -> None:
-        for r in results:
-            for k in totals:
-                totals[k] += r.timings.get(k, 0.0)
-            summary.processed += 1
-            records.append(r.to_dict())
-
-    images = [s for s in found if isinstance(s, ImageSource)]
-    videos = [s for s in found if isinstance(s, VideoSource)]
+    run = _DetectRun(detector, save, jpath if jpath.is_absolute() else save / jpath, batch, progress)
+    found, problems = resolve_sources(sources)
+    for msg in problems:
+        run.report(msg)
+    if found:
+        detector.warmup()
     try:
-        if images:
-            bar = tqdm(total=len(images), desc="images", unit="img", disable=not progress, file=sys.stderr)
-            pending: list[tuple[np.ndarray, ImageSource]] = []
-
-            def flush() -> None:
-                if not pending:
-                    return
-                results = detector.predict_batch([p[0] for p in pending], [str(p[1].path) for p in pending])
-                for r, (_, src) in zip(results, pending):
-                    ext = src.path.suffix.lower() if src.path.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"} else ".jpg"
-                    out = outputs.name(src.path.stem, ext)
-                    _write_image(out, r.draw())
-                    summary.written.append(out)
-                    r.image = None
-                account(results)
-                bar.update(len(pending))
-                pending.clear()
-
-            for src in images:
-                try:
-                    pending.append((load_image(src.path), src))
-                except DataError as e:
-                    report(str(e))
-                    bar.update(1)
-                    continue
-                if len(pending) >= batch:
-                    flush()
-            flush()
-            bar.close()
-        for src in videos:
-            try:
-                cap, fps, count = open_video(src)
-            except DataError as e:
-                report(str(e))
-                continue
-            stem = src.path.stem if src.path is not None else f"webcam{src.camera}"
-            out = outputs.name(stem, ".mp4")
-            writer: cv2.VideoWriter | None = None
-            frame_idx = 0
-            bar = tqdm(total=count or None, desc=src.name, unit="frame", disable=not progress, file=sys.stderr)
-            try:
-                chunk: list[np.ndarray] = []
-                frames = _frames(cap)
-                while True:
-                    frame = next(frames, None)
-                    if frame is not None:
-                        chunk.append(frame)
-                        if len(chunk) < batch:
-                            continue
-                    if not chunk:
-                        break
-                    names_ = [f"{src.name}#frame={frame_idx + i}" for i in range(len(chunk))]
-                    results = detector.predict_batch(chunk, names_)
-                    for r in results:
-                        drawn = r.draw()
-                        if writer is None:
-                            h, w = drawn.shape[:2]
-                            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                            if not writer.isOpened():
-                                raise DataError(f"{out}: cannot create the output video")
-                        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-                        r.image = None
-                    account(results)
-                    frame_idx += len(chunk)
-                    bar.update(len(chunk))
-                    chunk = []
-                    if frame is None:
-                        break
-            except KeyboardInterrupt:  # a webcam runs until interrupted: keep what was recorded
-                tqdm.write(f"{src.name}: stopped after {frame_idx} frames", file=sys.stderr)
-            finally:
-                bar.close()
-                cap.release()
-                if writer is not None:
-                    writer.release()
-                    summary.written.append(out)
-            if frame_idx == 0:
-                report(f"{src.name}: no frame could be read")
+        run.images([s for s in found if isinstance(s, ImageSource)])
+        for src in found:
+            if isinstance(src, VideoSource):
+                run.video(src)
     finally:
-        jpath.parent.mkdir(parents=True, exist_ok=True)
-        jpath.write_text(json.dumps(records, indent=1))
-        summary.json_path = jpath
-
-    n = max(summary.processed, 1)
-    summary.timings = {k: v / n for k, v in totals.items()}
+        summary = run.finish()
+    t = summary.timings
     h, w = detector.input_hw
-    print(f"{summary.processed} images/frames at {w}x{h} ({detector.resize}), "
-          f"{len(summary.problems)} problems. Per image: pre-process {summary.timings['preprocess']:.1f} ms, "
-          f"network {summary.timings['network']:.1f} ms, post-process {summary.timings['postprocess']:.1f} ms. "
-          f"Results in {save}")
+    print(f"{summary.processed} images/frames at {w}x{h} ({detector.resize}), {len(summary.problems)} problems. "
+          f"Per image: pre-process {t['preprocess']:.1f} ms, network {t['network']:.1f} ms, "
+          f"post-process {t['postprocess']:.1f} ms. Results in {save}")
     return summary
