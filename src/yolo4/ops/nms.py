@@ -12,6 +12,11 @@ reference table in shared/reference/README.md follows): one label per box, the c
 the highest obj * cls, kept when that score > conf. "all" is darknet's own
 `get_yolo_detections`: every (box, class) pair with obj * cls > conf, so one box can carry
 two labels (dog 0.65 and cat 0.57 on the same animal).
+
+"greedy" is plain-IoU greedy NMS per class: OpenCV's `NMSBoxes` and darknet's `do_nms_sort`
+(used when a cfg has no `nms_kind`). Note that darknet's `nms_kind=greedynms` (yolov4.cfg)
+actually runs `diounms_sort` with plain DIoU, i.e. `get_nms("diou", beta=1.0)`; and
+`nms_kind=diounms` (yolov4-csp.cfg) is `get_nms("diou", beta=beta_nms)`.
 """
 
 from __future__ import annotations
