@@ -280,7 +280,8 @@ def _base_sample(dataset, index: int, out_hw: tuple[int, int], cfg: AugmentConfi
     return _random_affine(dataset.load(index), out_hw, cfg, rng)
 
 
-def train_sample(dataset, index: int, img_hw, cfg: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def train_sample(dataset, index: int, img_hw, cfg: AugmentConfig,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """One augmented training sample from `dataset` (anything with `load(i)` and `len`).
 
     Returns:
@@ -312,7 +313,8 @@ def train_sample(dataset, index: int, img_hw, cfg: AugmentConfig, rng: np.random
     return img, boxes.astype(np.float32).reshape(-1, 4), cls.astype(np.int64), info
 
 
-def eval_sample(dataset, index: int, img_hw, letterbox_resize: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def eval_sample(dataset, index: int, img_hw,
+                letterbox_resize: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """One unaugmented sample, letterboxed (or stretched) to img_hw.
 
     Returns:

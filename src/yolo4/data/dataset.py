@@ -6,7 +6,8 @@ DATA may be
     `images/` or `JPEGImages/` + `annotations/` or `Annotations/` with `*.xml` (VOC;
     `ImageSets/Main/{train,val}.txt` if split); or COCO `*.json` inside it or in its
     `annotations/` (a split when one name holds "train" and another "val");
-  * a YAML file: `path` (root, relative to the YAML), `train`, `val` (folders of images,
+  * a YAML file: `path` (root, relative to the YAML or else the working directory),
+    `train`, `val` (folders of images,
     darknet image-list .txt files or lists of them, relative to `path`), `names` (a list or
     an {id: name} mapping; or `nc` for numbered names);
   * a darknet `.data` file: `classes`, `train`, `valid`, `names` (paths relative to the
@@ -198,8 +199,8 @@ def _from_yaml(path: Path) -> _Source:
     if not isinstance(doc, dict) or "train" not in doc:
         raise DataError(f"{path}: dataset YAML needs at least `train` and `names`")
     root = Path(str(doc.get("path") or ".")).expanduser()
-    if not root.is_absolute():
-        root = path.parent / root
+    if not root.is_absolute():  # relative to the YAML; else (Ultralytics' habit) to the working directory
+        root = path.parent / root if (path.parent / root).is_dir() or not root.is_dir() else root.resolve()
     elif not root.is_dir():  # an absolute path from another machine: the data moved with the YAML
         root = path.parent
     names = _names_from_yaml(doc, path)
@@ -399,7 +400,8 @@ def _load_index(path: Path, key: str) -> tuple[LabelIndex, list[str] | None, lis
         return None
 
 
-def _index_part(src: _Source, part_name: str, cache: bool, progress: bool) -> tuple[LabelIndex, list[str] | None, list[int] | None]:
+def _index_part(src: _Source, part_name: str, cache: bool,
+                progress: bool) -> tuple[LabelIndex, list[str] | None, list[int] | None]:
     part = src.parts[part_name]
     names, cat_ids = src.names, None
     key = _stat_key(part.key_files(), f"{part.reader}|{part_name}|{names}|{part.image_dir}")

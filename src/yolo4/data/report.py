@@ -89,7 +89,8 @@ def plot_report(r: DatasetReport, out: str | Path) -> Path:
     a.bar(range(len(r.names)), r.class_counts)
     a.set_xticks(range(len(r.names)), r.names, rotation=60 if len(r.names) > 8 else 0, fontsize=8)
     a.set_title("boxes per class")
-    labels = [f"{lo:g}-{hi:g}" if hi != float("inf") else f">={lo:g}" for lo, hi in zip(SIZE_EDGES[:-1], SIZE_EDGES[1:])]
+    labels = [f"{lo:g}-{hi:g}" if hi != float("inf") else f">={lo:g}"
+              for lo, hi in zip(SIZE_EDGES[:-1], SIZE_EDGES[1:])]
     b.bar(range(len(labels)), r.size_counts)
     b.set_xticks(range(len(labels)), labels, rotation=45, fontsize=8)
     b.set_title("box size sqrt(w*h), pixels")

@@ -142,7 +142,8 @@ def scale_translate(img: np.ndarray, boxes: np.ndarray, class_ids: np.ndarray, s
     # OpenCV maps pixel centres: centre c = edge - 0.5, so c' = s * c + (o + 0.5 * s - 0.5)
     m = np.array([[sx, 0, ox + 0.5 * sx - 0.5], [0, sy, oy + 0.5 * sy - 0.5]], np.float64)
     c = img.shape[2] if img.ndim == 3 else 1
-    out = cv2.warpAffine(img, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * c)
+    out = cv2.warpAffine(img, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=(fill,) * c)
     out = out.reshape(H, W, *img.shape[2:])
     moved = scale_boxes(np.asarray(boxes, np.float32).reshape(-1, 4), (sy, sx), (oy, ox))
     b, cls = filter_boxes(clip_boxes(moved, (H, W)), class_ids, moved, min_size, min_visible)

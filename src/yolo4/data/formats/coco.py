@@ -31,7 +31,8 @@ def load_coco_json(path: Path) -> dict:
 
 def coco_image_dir(path: Path, doc: dict) -> Path:
     """The folder the json's `file_name`s are relative to: beside the json, an `images/`
-    beside it or beside its folder, or the folder its name points at (`instances_val2017.json` -> `val2017/`), looked for
+    beside it or beside its folder, or the folder its name points at
+    (`instances_val2017.json` -> `val2017/`), looked for
     beside the json, beside its folder and in their `images/`."""
     stem = path.stem
     named = stem.split("_", 1)[1] if "_" in stem else stem
