@@ -279,3 +279,67 @@ def test_yolo4_val_compares_darknet_weights_with_their_onnx_export(reference_mod
     for f in (weights.name, onnx_path.name):
         assert (tmp_path / "run" / f / "pr_curves.png").is_file()
         assert json.loads((tmp_path / "run" / f / "preds.json").read_text())
+
+
+def test_coco_json_dataset_is_scored_against_the_annotation_file(tmp_path):
+    """A dataset read from a COCO json gives the official numbers: crowd regions ignored and
+    sizes from segment areas (which the boxes alone cannot give), exactly as pycocotools on
+    the files."""
+    import cv2
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from yolo4.data.dataset import load_dataset
+    from yolo4.engine.metrics import COCO_STATS
+
+    rng = np.random.default_rng(5)
+    doc = {"images": [], "annotations": [], "categories": [{"id": 2, "name": "bicycle"}, {"id": 7, "name": "train"}]}
+    (tmp_path / "images").mkdir()
+    for i in range(4):
+        name = f"img_{i}.jpg"
+        cv2.imwrite(str(tmp_path / "images" / name), np.full((200, 300, 3), 40 * i, np.uint8))
+        doc["images"].append({"id": 1000 + i, "file_name": name, "height": 200, "width": 300})
+        for _ in range(3):
+            x, y = int(rng.integers(0, 150)), int(rng.integers(0, 80))
+            w, h = rng.integers(36, 120, 2).tolist()
+            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": 1000 + i,
+                                       "category_id": int(rng.choice([2, 7])), "bbox": [x, y, w, h],
+                                       "area": 0.3 * w * h, "iscrowd": 0,  # a thin object: "small" by its segment
+                                       "segmentation": [[x, y, x + w, y, x, y + h]]})
+    doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": 1000, "category_id": 2,
+                               "bbox": [150, 100, 140, 90], "area": 9000.0, "iscrowd": 1,
+                               "segmentation": [[150, 100, 290, 100, 290, 190, 150, 190]]})
+    ann_path = tmp_path / "instances_val.json"
+    ann_path.write_text(json.dumps(doc))
+    ds = load_dataset(ann_path, "all", cache=False, progress=False)
+    assert len(ds) == 4
+
+    def detector(images):  # jittered objects, one detection on the crowd region, one false positive
+        out = []
+        for img in images:
+            i = int(round(img[0, 0, 0] / 40))
+            anns = [a for a in doc["annotations"] if a["image_id"] == 1000 + i]
+            boxes, scores, classes = [], [], []
+            for a in anns:
+                x, y, w, h = a["bbox"]
+                boxes.append([x + rng.normal(0, 4), y + rng.normal(0, 4), x + w, y + h])
+                scores.append(rng.uniform(0.3, 1))
+                classes.append(ds.category_ids.index(a["category_id"]))
+            boxes.append([10.0, 10, 40, 40])
+            scores.append(0.95)
+            classes.append(1)
+            out.append((np.array(boxes), np.array(scores), np.array(classes)))
+        return out
+
+    m = evaluate(detector, ds, batch_size=3, progress=False, save_json=tmp_path / "res.json")
+    assert m.coco_gt_source == str(ann_path) and "crowd regions ignored" in m.summary()
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(ann_path))
+        ev = COCOeval(coco, coco.loadRes(str(tmp_path / "res.json")), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    for name, theirs in zip(COCO_STATS, ev.stats):
+        ours = getattr(m, name)
+        assert (math.isnan(ours) if theirs == -1 else ours == pytest.approx(theirs, abs=1e-12)), (name, ours, theirs)
+    assert not math.isnan(m.map_small)  # only the file's segment areas make these objects "small"

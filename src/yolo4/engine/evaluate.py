@@ -14,10 +14,16 @@ only the total time per image is known, reported as network time).
 `dataset` needs `names`, `__len__` and `load(i) -> (image uint8 RGB (H, W, 3), boxes
 float (N, 4) xyxy pixels, class_ids int (N,))`; optional `image_paths`, `image_ids` and
 `category_ids` (COCO ids, used by `--save-json`).
+
+A dataset read from a COCO json (`dataset.source`, as `yolo4.data.load_dataset` records it)
+is scored against that file itself, so the COCO numbers are the official ones: crowd
+regions are ignored rather than counted as missed objects and small/medium/large use the
+file's segment areas. Other sources are scored against their boxes (box areas, no crowd).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -88,6 +94,29 @@ def _image_ids(dataset: Any) -> list[int]:
         if all(s.isdigit() for s in stems) and len(set(int(s) for s in stems)) == len(stems):
             return [int(s) for s in stems]
     return list(range(1, len(dataset) + 1))
+
+
+def _coco_annotations(dataset: Any) -> tuple[Path, list[int]] | None:
+    """(annotation file, COCO image id of each item) when the dataset was read from a COCO
+    json (`dataset.source`) whose file names identify every item; else None."""
+    src = getattr(dataset, "source", None)
+    paths = getattr(dataset, "image_paths", None)
+    if src is None or paths is None or Path(src).suffix.lower() != ".json" or not Path(src).is_file():
+        return None
+    try:
+        doc = json.loads(Path(src).read_text())
+        by_name: dict[str, list[int]] = {}
+        for im in doc["images"]:
+            by_name.setdefault(Path(im["file_name"]).name, []).append(int(im["id"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ids = []
+    for p in paths:
+        found = by_name.get(Path(p).name, [])
+        if len(found) != 1:
+            return None
+        ids.append(found[0])
+    return Path(src), ids
 
 
 def _category_ids(dataset: Any) -> list[int]:
@@ -187,7 +216,12 @@ def evaluate(
     if input_hw is not None:
         speed["img_h"], speed["img_w"] = float(input_hw[0]), float(input_hw[1])
     image_ids, category_ids = _image_ids(dataset), _category_ids(dataset)
-    metrics = coco_evaluate(gts, preds, names, image_sizes=sizes, image_ids=image_ids, category_ids=category_ids)
+    official = _coco_annotations(dataset)
+    coco_gt_json = None
+    if official is not None and getattr(dataset, "category_ids", None) is not None:
+        coco_gt_json, image_ids = official
+    metrics = coco_evaluate(gts, preds, names, image_sizes=sizes, image_ids=image_ids, category_ids=category_ids,
+                            coco_gt_json=coco_gt_json)
     metrics.speed = speed
     if save_json is not None:
         write_coco_json(preds, image_ids, save_json, category_ids=category_ids)

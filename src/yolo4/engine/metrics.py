@@ -115,6 +115,7 @@ class Metrics:
     num_images: int
     num_predictions: int
     speed: dict[str, float] = field(default_factory=dict)  # filled by engine.evaluate
+    coco_gt_source: str = ""  # the COCO annotation file the COCO numbers used; "" = the boxes given
 
     # ------------------------------------------------------------ derived numbers
     @property
@@ -199,6 +200,8 @@ class Metrics:
     def summary(self) -> str:
         """COCOeval's twelve lines, the darknet-style mAPs (labelled), and speed when known."""
         lines = [f" {label} = {_fmt(getattr(self, k), 3)}" for k, label in zip(COCO_STATS, _COCO_STAT_LINES)]
+        if self.coco_gt_source:
+            lines.append(f" (COCO numbers against {self.coco_gt_source}: crowd regions ignored, sizes from its areas)")
         lines.append(f" darknet-style mAP@0.50 (VOC matching, 101-point)            = {_fmt(self.darknet_map50_101, 3)}")
         lines.append(f" darknet-style mAP@0.50 (VOC matching, 11-point, VOC2007)    = {_fmt(self.darknet_map50_11, 3)}")
         if self.speed:
@@ -354,24 +357,36 @@ def coco_ground_truth(
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def _run_cocoeval(gt_dict: dict, results: list[dict]):
-    """COCOeval (bbox) on an in-memory dataset and results list; returns the evaluator."""
+def _run_cocoeval(gt: dict | str | Path, image_ids: list[int], category_ids: list[int], results: list[dict]):
+    """COCOeval (bbox) of `results` on images `image_ids`, against an in-memory dataset dict
+    or a COCO annotation file; returns the evaluator."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco_gt = COCO()
-        coco_gt.dataset = gt_dict
-        coco_gt.createIndex()
+        if isinstance(gt, dict):
+            coco_gt = COCO()
+            coco_gt.dataset = gt
+            coco_gt.createIndex()
+        else:
+            coco_gt = COCO(str(gt))
+    missing = set(image_ids) - set(coco_gt.getImgIds())
+    if missing:
+        raise ValueError(f"{gt if not isinstance(gt, dict) else 'ground truth'}: no image id(s) "
+                         f"{sorted(missing)[:5]}")
+    unknown = set(category_ids) - set(coco_gt.getCatIds())
+    if unknown:
+        raise ValueError(f"{gt if not isinstance(gt, dict) else 'ground truth'}: no category id(s) {sorted(unknown)[:5]}")
+    with contextlib.redirect_stdout(io.StringIO()):
         if results:
             coco_dt = coco_gt.loadRes(results)
         else:  # loadRes rejects an empty list
             coco_dt = COCO()
-            coco_dt.dataset = {"images": list(gt_dict["images"]), "annotations": [],
-                               "categories": list(gt_dict["categories"])}
+            coco_dt.dataset = {"images": list(coco_gt.dataset["images"]), "annotations": [],
+                               "categories": list(coco_gt.dataset["categories"])}
             coco_dt.createIndex()
         ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.params.imgIds = [im["id"] for im in gt_dict["images"]]
+        ev.params.imgIds = list(image_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -387,6 +402,7 @@ def coco_evaluate(
     category_ids: Sequence[int] | None = None,
     confusion_conf: float = 0.25,
     confusion_iou: float = 0.5,
+    coco_gt_json: str | Path | None = None,
 ) -> Metrics:
     """All accuracy numbers of `preds` against `gts`.
 
@@ -398,6 +414,10 @@ def coco_evaluate(
         image_ids, category_ids: COCO ids to use (default 1..len(gts) and 1..C); they only
             matter when the COCO objects are compared with files written elsewhere.
         confusion_conf, confusion_iou: thresholds of the confusion matrix and of P/R.
+        coco_gt_json: score the COCO numbers against this COCO annotation file instead of
+            `gts` (as the official evaluation does: crowd regions ignored, sizes from
+            segment areas); `image_ids` / `category_ids` must then be the file's. The
+            darknet-style mAP, the confusion matrix and the counts still use `gts`.
     Returns:
         Metrics; COCO numbers from pycocotools' COCOeval, -1 ("no ground truth") as NaN.
     """
@@ -411,8 +431,9 @@ def coco_evaluate(
     if len(category_ids) != c or len(set(category_ids)) != c:
         raise ValueError(f"need {c} distinct category ids, got {len(category_ids)}")
 
-    gt_dict = coco_ground_truth(gts_n, names, image_ids, category_ids, image_sizes)
-    ev = _run_cocoeval(gt_dict, coco_results(preds_n, image_ids, category_ids))
+    gt = coco_gt_json if coco_gt_json is not None else coco_ground_truth(gts_n, names, image_ids, category_ids,
+                                                                          image_sizes)
+    ev = _run_cocoeval(gt, image_ids, category_ids, coco_results(preds_n, image_ids, category_ids))
     stats = {k: _nan_if_missing(v) for k, v in zip(COCO_STATS, ev.stats)}
 
     # precision: [T iou thresholds, R recall points, K categories (sorted ids), A areas, M maxDets]
@@ -454,6 +475,7 @@ def coco_evaluate(
         num_images_per_class=images_per_class,
         num_images=len(gts_n),
         num_predictions=int(sum(len(p[1]) for p in preds_n)),
+        coco_gt_source=str(coco_gt_json) if coco_gt_json is not None else "",
     )
 
 
