@@ -390,3 +390,16 @@ def test_precision_and_recall_at_conf_come_from_the_confusion_matrix():
     np.testing.assert_allclose(m.recall_at_conf, [0.5, 1.0])
     row = m.per_class_dict()["a"]
     assert row["instances"] == 2 and row["images"] == 1 and row["precision"] == 0.5
+
+
+def test_comparison_table_one_row_per_model():
+    from yolo4.engine.metrics import comparison_table
+
+    gts = [(np.array([_box(0, 0, 10, 10)]), np.array([0]))]
+    good = coco_evaluate(gts, [(np.array([_box(0, 0, 10, 10)]), np.array([0.9]), np.array([0]))], ["a"])
+    bad = coco_evaluate(gts, [(np.array([_box(5, 5, 15, 15)]), np.array([0.9]), np.array([0]))], ["a"])
+    good.speed = {"preprocess_ms": 1.0, "inference_ms": 4.0, "nms_ms": 0.5, "fps": 250.0}
+    rows = comparison_table(["float32.onnx", "int8.onnx"], [good, bad]).splitlines()
+    assert rows[0].split()[:5] == ["model", "AP", "AP50", "AP75", "dn-AP50"]
+    assert rows[1].split() == ["float32.onnx", "1.000", "1.000", "1.000", "1.000", "1.00", "4.00", "0.50", "250.0"]
+    assert rows[2].split()[1:5] == ["0.000", "0.000", "0.000", "0.000"] and rows[2].split()[-1] == "-"
