@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -63,8 +64,6 @@ def _detect_batch(detector: Any, images: list[np.ndarray]) -> tuple[list[tuple[n
                                                                     dict[str, float]]:
     """Run one batch. Returns per image (boxes (M, 4), scores (M,), class_ids (M,)) and the
     batch's per-image stage times in ms."""
-    import time
-
     if hasattr(detector, "predict_batch"):
         results = detector.predict_batch(images)
         out = [(_np(r.boxes, np.float64).reshape(-1, 4), _np(r.scores, np.float64).reshape(-1),
