@@ -39,7 +39,8 @@ class DemoConfig:
     train_minutes: float = 11.5  # training budget (dataset generation and evaluation come on top)
     batch: int = 16
     lr: float = 0.02
-    burn_in: int = 100
+    burn_in: int = 50
+    jitter: float = 0.2
     mosaic: float = 0.5
     scale_min: float = 0.75
     scale_max: float = 1.25
@@ -71,7 +72,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", demo: D
 
     cfg = TrainConfig(data=str(data), model="yolov4-tiny", epochs=demo.epochs, batch=demo.batch,
                       img_size=demo.img_size, lr=demo.lr, burn_in=demo.burn_in, mosaic=demo.mosaic,
-                      close_mosaic=demo.close_mosaic, scale_min=demo.scale_min, scale_max=demo.scale_max,
+                      close_mosaic=demo.close_mosaic, scale_min=demo.scale_min, jitter=demo.jitter, scale_max=demo.scale_max,
                       time_budget_min=demo.train_minutes if dev.type == "cpu" else None, ema_tau=demo.ema_tau, max_val_images=demo.max_val_images,
                       workers=demo.workers, seed=demo.seed, out=str(out / "train"), device=str(dev),
                       progress=progress, anchors="kmeans", iou_thresh=0.213)

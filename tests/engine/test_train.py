@@ -1,0 +1,231 @@
+"""The training loop and its parts: schedules, EMA, config, parameter groups, starting points,
+a small end-to-end run, exact resume, NaN steps skipped."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from yolo4.engine.checkpoint import load_checkpoint
+from yolo4.engine.ema import ModelEMA
+from yolo4.engine.schedule import ScheduleConfig, burn_in_factor, lr_at, sgdr_factor
+from yolo4.engine.train import (TrainConfig, _epochs_in_budget, build_model, kmeans_anchors, param_groups, train)
+from yolo4.errors import Yolo4Error
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from yolo4.data.shapes import ShapesConfig, make_shapes
+
+    root = tmp_path_factory.mktemp("shapes")
+    cfg = ShapesConfig(num_train=16, num_val=4, img_size=64, size_range=(10, 32), num_objects=(1, 3))
+    return make_shapes(root / "shapes", cfg, workers=0, progress=False)
+
+
+def tiny_cfg(data, out, **kw) -> TrainConfig:
+    base = dict(data=str(data), model="yolov4-tiny", img_size=64, epochs=2, batch=8, burn_in=2, lr=0.01,
+                workers=0, device="cpu", progress=False, out=str(out), mosaic=0.0, ema_tau=5.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ------------------------------------------------------------------ schedules
+def test_burn_in_is_darknets_power_rule():
+    assert burn_in_factor(0, 100) == 0.0
+    assert burn_in_factor(50, 100) == pytest.approx(0.5 ** 4)
+    assert burn_in_factor(100, 100) == 1.0 and burn_in_factor(5, 0) == 1.0
+
+
+def test_steps_policy():
+    s = ScheduleConfig(policy="steps", burn_in=0, steps=(0.5, 0.75), scales=(0.1, 0.5))
+    assert lr_at(49, 1.0, 100, s) == 1.0
+    assert lr_at(50, 1.0, 100, s) == pytest.approx(0.1)
+    assert lr_at(99, 1.0, 100, s) == pytest.approx(0.05)
+    absolute = ScheduleConfig(policy="steps", burn_in=0, steps=(400, 450), scales=(0.1, 0.1))
+    assert lr_at(420, 1.0, 1000, absolute) == pytest.approx(0.1)
+
+
+def test_cosine_policy_endpoints_and_monotone():
+    s = ScheduleConfig(policy="cosine", burn_in=10, final_ratio=0.01)
+    lrs = [lr_at(k, 2.0, 110, s) for k in range(111)]
+    assert lrs[5] == pytest.approx(2.0 * 0.5 ** 4 * 1.0)  # burn-in on top of the start of the cosine
+    assert lrs[10] == pytest.approx(2.0) and lrs[110] == pytest.approx(0.02)
+    assert lrs[60] == pytest.approx(2.0 * (0.01 + 0.99 * 0.5))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_sgdr_restarts():
+    assert sgdr_factor(0, 0, 10, 2.0, 0.0) == 1.0
+    assert sgdr_factor(9, 0, 10, 2.0, 0.0) < 0.05
+    assert sgdr_factor(10, 0, 10, 2.0, 0.0) == 1.0  # restart, next cycle is 20 long
+    assert sgdr_factor(20, 0, 10, 2.0, 0.0) == pytest.approx(0.5)
+    assert sgdr_factor(30, 0, 10, 2.0, 0.0) == 1.0
+    with pytest.raises(ValueError, match="policy"):
+        ScheduleConfig(policy="poly")
+
+
+# ------------------------------------------------------------------ EMA, config, groups
+def test_ema_follows_weights_with_ramped_decay():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = ModelEMA(model, decay=0.9, tau=1.0)
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    d = ema.current_decay()
+    assert d == pytest.approx(0.9 * (1 - math.exp(-1)))
+    before = ema.module[0].weight.clone()
+    ema.update(model)
+    torch.testing.assert_close(ema.module[0].weight, d * before + (1 - d) * torch.ones(2, 2))
+    assert ema.module[1].num_batches_tracked.item() == 7  # integer buffers copied
+    other = ModelEMA(model)
+    other.load_state_dict(ema.state_dict())
+    assert other.updates == 1 and torch.equal(other.module[0].weight, ema.module[0].weight)
+
+
+def test_config_from_args():
+    cfg = TrainConfig.from_args(["lr=0.02", "mosaic=0", "steps=0.7,0.9", "ema=false", "weights=none", "iou_loss=giou"])
+    assert (cfg.lr, cfg.mosaic, cfg.steps, cfg.ema, cfg.weights, cfg.iou_loss) == (0.02, 0.0, (0.7, 0.9), False,
+                                                                                   None, "giou")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(Yolo4Error, match="expected KEY=VALUE"):
+        TrainConfig.from_args(["learning_rate=1"])
+    with pytest.raises(Yolo4Error, match="not a valid"):
+        TrainConfig.from_args(["epochs=ten"])
+
+
+def test_no_weight_decay_on_bn_and_biases():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
+    decay, no_decay = param_groups(model, 5e-4)
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    assert ids(decay["params"]) == {id(model[0].weight), id(model[2].weight)}
+    assert ids(no_decay["params"]) == {id(model[1].weight), id(model[1].bias), id(model[2].bias)}
+
+
+def test_kmeans_anchors_recovers_clusters():
+    rng = np.random.default_rng(0)
+    wh = np.concatenate([rng.normal(c, 1.0, (50, 2)) for c in (10, 40, 100)])
+    anchors = kmeans_anchors(wh, 3)
+    assert [round(a[0] / 10) * 10 for a in anchors] == [10, 40, 100]
+
+
+def test_time_budget_epochs():
+    assert _epochs_in_budget(600, 100, 100, 50) == 6
+    assert _epochs_in_budget(600, 100, 100, 3) == 3
+    assert _epochs_in_budget(60, 100, 100, 50) == 1
+
+
+# ------------------------------------------------------------------ starting points
+def test_num_classes_change_recreates_only_heads(tmp_path):
+    from yolo4.darknet import Darknet, save_weights
+    from yolo4.models.zoo import build
+
+    src = Darknet(build("yolov4-tiny", num_classes=80, img_size=64))
+    save_weights(src, tmp_path / "coco.weights")
+    cfg = TrainConfig(model="yolov4-tiny", weights=str(tmp_path / "coco.weights"), img_size=64)
+    model, fresh = build_model(cfg, [f"c{i}" for i in range(7)])
+    assert fresh and model.yolo_layers[0].classes == 7
+    heads = {i - 1 for i in model.head_indices}
+    src_sd, sd = src.state_dict(), model.state_dict()
+    for k, v in sd.items():
+        layer = int(k.split(".")[1])
+        if layer in heads:
+            assert v.shape != src_sd[k].shape or k.endswith("num_batches_tracked")
+        else:
+            assert torch.equal(v, src_sd[k]), k
+    # same classes: the full file is used as is
+    same, fresh_same = build_model(cfg, [f"c{i}" for i in range(80)])
+    assert not fresh_same and all(torch.equal(v, src_sd[k]) for k, v in same.state_dict().items())
+
+
+# ------------------------------------------------------------------ the loop
+def test_small_run_writes_everything(tiny_data, tmp_path):
+    from yolo4.darknet import load
+
+    out = tmp_path / "run"
+    result = train(tiny_cfg(tiny_data, out, freeze=3))
+    for name in ("last.pt", "best.pt", "results.csv", "results.png", "best.cfg", "best.weights", "config.json"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0 <= float(r["val/mAP50"]) <= 1 and math.isfinite(float(r["train/loss"])) for r in rows)
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 4
+    # frozen layers did not move; the exported darknet files reproduce the EMA model
+    from yolo4.darknet import Darknet
+    from yolo4.models.zoo import resolve_spec
+
+    net = load(out / "best.cfg", out / "best.weights")
+    best = load_checkpoint(out / "best.pt")
+    ema = Darknet(net.spec)
+    ema.load_state_dict(best["ema"]["module"])
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(net(x), ema.eval()(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert result.best_weights == out / "best.weights"
+    assert resolve_spec("yolov4-tiny").layers[0].filters == net.spec.layers[0].filters
+
+
+class _Stop(Exception):
+    pass
+
+
+class _StopAfter:
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def after_epoch(self, state):
+        if state.epoch == self.epoch:
+            raise _Stop
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path):
+    kw = dict(epochs=3, mosaic=0.5, flip=0.5)
+    train(tiny_cfg(tiny_data, tmp_path / "straight", **kw))
+    with pytest.raises(_Stop):
+        train(tiny_cfg(tiny_data, tmp_path / "broken", **kw), hooks=[_StopAfter(1)])
+    assert load_checkpoint(tmp_path / "broken" / "last.pt")["epoch"] == 1
+    train(TrainConfig(resume=str(tmp_path / "broken"), device="cpu", workers=0, progress=False))
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "broken" / "last.pt")
+    assert a["step"] == b["step"] == 6
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-5, atol=1e-6, msg=k)
+    for k in a["ema"]["module"]:
+        torch.testing.assert_close(a["ema"]["module"][k], b["ema"]["module"][k], rtol=1e-5, atol=1e-6, msg=k)
+    assert [r["train/loss"] for r in a["history"]] == pytest.approx([r["train/loss"] for r in b["history"]],
+                                                                     rel=1e-5)
+
+
+class _NanOnce:
+    """Makes the network's output NaN on its second training call."""
+
+    def on_start(self, state):
+        calls = {"n": 0}
+
+        def hook(module, inputs, outputs):
+            if module.training:
+                calls["n"] += 1
+                if calls["n"] == 2:
+                    return [o * float("nan") for o in outputs]
+            return outputs
+
+        from yolo4.engine.ema import unwrap
+
+        unwrap(state.model).register_forward_hook(hook)
+
+
+def test_nan_step_is_skipped_and_training_goes_on(tiny_data, tmp_path, capsys):
+    result = train(tiny_cfg(tiny_data, tmp_path / "nan", epochs=2), hooks=[_NanOnce()])
+    ckpt = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert ckpt["nan_skipped"] == 1
+    assert ckpt["step"] == 3  # 2 epochs x 2 steps, one skipped
+    assert all(math.isfinite(r["train/loss"]) for r in result.history)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert "non-finite loss" in capsys.readouterr().err
