@@ -42,7 +42,8 @@ SHAPES_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross"
 
 _STAMP = ".shapes.json"
 _SPLITS = ("train", "val")
-_FORMAT_VERSION = 1  # bump when the drawing changes, so old datasets are rebuilt
+_FORMAT_VERSION = 2  # bump when the drawing changes, so old datasets are rebuilt
+_NOISE_BANKS: dict[int, np.ndarray] = {}  # per process: fixed Gaussian noise to cut windows from
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,22 @@ def _shape_mask(name: str, size: float, aspect: float, angle: float, patch: int,
 
 
 # ---------------------------------------------------------------- one image
+def _pixel_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Standard Gaussian noise float32 (n, n, 3): a random window (with random flips and
+    channel order) of a fixed bank, 15x cheaper than drawing fresh noise per image."""
+    side = max(1024, 2 * n)
+    bank = _NOISE_BANKS.get(side)
+    if bank is None:
+        bank = _NOISE_BANKS[side] = np.random.default_rng(20201123).standard_normal((side, side, 3), np.float32)
+    y, x = (int(v) for v in rng.integers(0, side - n + 1, 2))
+    win = bank[y:y + n, x:x + n]
+    if rng.random() < 0.5:
+        win = win[::-1]
+    if rng.random() < 0.5:
+        win = win[:, ::-1]
+    return win[:, :, rng.permutation(3)]
+
+
 def _background(rng: np.random.Generator, cfg: ShapesConfig) -> np.ndarray:
     """A smooth random background (gradient, soft blobs, texture) plus sharp lines, float32 (S, S, 3)."""
     n = cfg.img_size
@@ -211,7 +228,7 @@ def render_shapes_image(cfg: ShapesConfig, split: str, index: int, return_masks:
         areas.append(int(local.sum()))
         classes.append(cls)
     img = cv2.GaussianBlur(img, (5, 5), float(rng.uniform(0.3, 0.9)))
-    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(*cfg.noise_range))
+    img += _pixel_noise(rng, n) * np.float32(rng.uniform(*cfg.noise_range))
     image = np.clip(img + 0.5, 0, 255).astype(np.uint8)  # rounds: values are >= 0 after the clip
     boxes = np.zeros((len(masks), 4), np.float32)
     for k, m in enumerate(masks):
