@@ -3,9 +3,17 @@ that need it skip with a reason when it is absent, as on a user's fresh clone.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per xdist worker: PyTorch's OpenMP threads busy-wait, so 2 workers x 2 threads on
+    # 2 cores run several times slower than 2 x 1
+    import torch
+
+    torch.set_num_threads(1)
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
