@@ -198,6 +198,9 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     nan_skipped: int = 0
     last_loss: float = math.nan
+    loss_fn: YoloLoss | None = None
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    base_lr: float = 0.01  # lr at the global batch (cfg.lr * batch / lr_batch)
 
 
 @dataclass
@@ -472,7 +475,6 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
     """Run (or resume) a training run; see the module docstring. Returns a TrainResult."""
     from tqdm import tqdm
 
-    from yolo4.data.augment import multiscale_batch, random_shape
     from yolo4.data.dataset import load_dataset
     from yolo4.data.loader import build_loader
 
@@ -549,7 +551,7 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
                               sgdr_mult=cfg.sgdr_mult)
     base_lr = cfg.lr * cfg.batch / cfg.lr_batch
     state = TrainState(cfg, out_dir, ddp_model, ema, optimizer, scaler, device, info, names,
-                       total_steps=cfg.epochs * steps_per_epoch)
+                       total_steps=cfg.epochs * steps_per_epoch, loss_fn=loss_fn, schedule=schedule, base_lr=base_lr)
     if resumed is not None:
         net.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
@@ -572,122 +574,40 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
 
     t_run = time.time()
     while state.epoch < cfg.epochs:
-        epoch = state.epoch
         t0 = time.time()
-        sampler.set_epoch(epoch)
-        loader = loader_for(epoch)
+        sampler.set_epoch(state.epoch)
+        loader = loader_for(state.epoch)
         ddp_model.train()
         if cfg.freeze:
             freeze_layers(net, cfg.freeze)
         sums = torch.zeros(4, device=device)  # box, obj, cls, total (per image)
         counted = 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not (cfg.progress and info.is_main), file=sys.stderr, leave=False)
         it = iter(loader)
         for _ in range(steps_per_epoch):
-            lr = lr_at(state.step, base_lr, state.total_steps, schedule)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            if cfg.dropblock:
-                set_drop_scale(net, min(1.0, 2.0 * state.step / max(state.total_steps, 1)))
-            skip = False
-            parts_acc = torch.zeros(4, device=device)
-            new_hw = None  # darknet random=1: a new size every 10 steps, a pure function of the step
-            if cfg.multiscale:
-                new_hw = random_shape(cfg.img_size, np.random.default_rng([cfg.seed, 7, state.step // 10]))
-            for k in range(cfg.subdivisions):
-                images, targets, _ = next(it)
-                images, targets = images.to(device, non_blocking=True), targets.to(device)
-                if new_hw is not None:
-                    images, targets = multiscale_batch(images, targets, new_hw)
-                if cfg.sat_eps > 0:
-                    images = adversarial_images(ddp_model, loss_fn, images, targets, cfg.sat_eps)
-                hw = tuple(images.shape[-2:])
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    outputs = ddp_model(images)
-                loss, parts = loss_fn(outputs, targets, hw)
-                bad = any_true(not bool(torch.isfinite(loss)), device, info)
-                if bad:
-                    skip = True
-                    loss = loss * 0.0  # keep DDP's gradient sync in step; the step is dropped below
-                    loss = torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
-                # gradient = lr_batch x the mean over the global batch (DDP averages over processes)
-                scaled = loss * (info.world_size * cfg.lr_batch / cfg.batch)
-                if scaler is not None:
-                    scaler.scale(scaled).backward()
-                else:
-                    scaled.backward()
-                if not bad:
-                    parts_acc += torch.stack([parts["box"], parts["obj"], parts["cls"],
-                                              loss.detach() / images.shape[0]]) / cfg.subdivisions
-            if skip:
-                optimizer.zero_grad(set_to_none=True)
-                state.nan_skipped += 1
-                _say(f"warning: non-finite loss at epoch {epoch + 1} step {state.step}: step skipped "
-                     f"({state.nan_skipped} so far)", info)
-                bar.update()
-                continue
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(net)
-            state.step += 1
-            parts_acc = all_reduce_mean(parts_acc, info)
-            sums += parts_acc
-            counted += 1
-            state.last_loss = float(parts_acc[3])
-            bar.set_postfix(loss=f"{state.last_loss:.3f}", lr=f"{lr:.2e}")
+            parts = _train_step(state, it)
             bar.update()
+            if parts is None:
+                continue
+            sums += parts
+            counted += 1
+            bar.set_postfix(loss=f"{state.last_loss:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             for h in hooks:
                 getattr(h, "after_step", lambda s: None)(state)
         bar.close()
         del it, loader
-
-        # end of epoch: validation, logging, checkpoint (rank 0)
         state.epoch += 1
-        mean = (sums / max(counted, 1)).tolist()
-        row: dict[str, float] = {"epoch": state.epoch, "train/box": mean[0], "train/obj": mean[1],
-                                 "train/cls": mean[2], "train/loss": mean[3],
-                                 "lr": optimizer.param_groups[0]["lr"], "nan_skipped": state.nan_skipped}
-        if info.is_main:
-            do_val = state.epoch % cfg.val_every == 0 or state.epoch == cfg.epochs
-            if do_val:
-                eval_net = ema.module if ema is not None else net
-                m = validate(eval_net, epoch_val_set, names, cfg.img_size, device, cfg.val_conf, cfg.val_iou,
-                             progress=cfg.progress)
-                row["val/mAP50"], row["val/mAP50-95"] = float(m.map50), float(m.map)
-                ddp_model.train()
-            row["time_s"] = time.time() - t0
-            state.history.append(row)
-            fitness = _fitness(row)
-            improved = do_val and fitness > state.best_fitness
-            if improved:
-                state.best_fitness = fitness
-            ckpt = _checkpoint_state(state)
-            save_checkpoint(ckpt, out_dir / "last.pt")
-            if improved:
-                save_checkpoint(ckpt, out_dir / "best.pt", keep_previous=False)
-            logger.write(state.history)
-            _say(f"epoch {state.epoch}/{cfg.epochs}: loss {mean[3]:.4f} (box {mean[0]:.4f} obj {mean[1]:.4f} "
-                 f"cls {mean[2]:.4f})" + (f", mAP50 {row['val/mAP50']:.4f}, mAP50-95 {row['val/mAP50-95']:.4f}"
-                                          if do_val else "") + f", {row['time_s']:.0f}s", info)
-        else:
-            state.history.append(row)
-        if cfg.time_budget_min and state.epoch == 1 and not resumed:
-            fit = _epochs_in_budget(cfg.time_budget_min * 60, time.time() - t_run, time.time() - t0, cfg.epochs)
-            fit = broadcast_object(fit, info)
+        _end_epoch(state, (sums / max(counted, 1)).tolist(), t0, epoch_val_set, logger)
+        if cfg.time_budget_min and state.epoch == 1 and resumed is None:
+            fit = broadcast_object(_epochs_in_budget(cfg.time_budget_min * 60, time.time() - t_run,
+                                                     time.time() - t0, cfg.epochs), info)
             if fit < cfg.epochs:
                 _say(f"time budget {cfg.time_budget_min:g} min: training {fit} epochs instead of {cfg.epochs}", info)
                 cfg.epochs = fit
                 state.total_steps = cfg.epochs * steps_per_epoch
+                if info.is_main:  # the checkpoint must carry the new length for --resume
+                    save_checkpoint(_checkpoint_state(state), out_dir / "last.pt", keep_previous=False)
         barrier(info)
         for h in hooks:
             getattr(h, "after_epoch", lambda s: None)(state)
@@ -705,6 +625,101 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
     barrier(info)
     cleanup(info)
     return result
+
+
+def _train_step(state: TrainState, batches) -> torch.Tensor | None:
+    """One optimizer step over `subdivisions` mini-batches from the iterator `batches`.
+
+    Returns:
+        Tensor[4] (box, obj, cls, total per image), averaged over processes; None when the loss
+        was not finite on some process (the step is skipped and counted in state.nan_skipped).
+    """
+    from yolo4.data.augment import multiscale_batch, random_shape
+
+    cfg, info, device, net = state.cfg, state.dist, state.device, unwrap(state.model)
+    lr = lr_at(state.step, state.base_lr, state.total_steps, state.schedule)
+    for g in state.optimizer.param_groups:
+        g["lr"] = lr
+    if cfg.dropblock:
+        set_drop_scale(net, min(1.0, 2.0 * state.step / max(state.total_steps, 1)))
+    new_hw = None  # darknet random=1: a new size every 10 steps, a pure function of the step
+    if cfg.multiscale:
+        new_hw = random_shape(cfg.img_size, np.random.default_rng([cfg.seed, 7, state.step // 10]))
+    use_amp = state.scaler is not None
+    skip = False
+    acc = torch.zeros(4, device=device)
+    for _ in range(cfg.subdivisions):
+        images, targets, _ = next(batches)
+        images, targets = images.to(device, non_blocking=True), targets.to(device)
+        if new_hw is not None:
+            images, targets = multiscale_batch(images, targets, new_hw)
+        if cfg.sat_eps > 0:
+            images = adversarial_images(state.model, state.loss_fn, images, targets, cfg.sat_eps)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            outputs = state.model(images)
+        loss, parts = state.loss_fn(outputs, targets, tuple(images.shape[-2:]))
+        bad = any_true(not bool(torch.isfinite(loss)), device, info)
+        if bad:  # still run backward (zeroed) so that DDP's gradient sync stays in step
+            skip = True
+            loss = torch.nan_to_num(loss * 0.0, nan=0.0, posinf=0.0, neginf=0.0)
+        # gradient = lr_batch x the mean over the global batch (DDP averages over processes)
+        scaled = loss * (info.world_size * cfg.lr_batch / cfg.batch)
+        (state.scaler.scale(scaled) if use_amp else scaled).backward()
+        if not bad:
+            acc += torch.stack([parts["box"], parts["obj"], parts["cls"], loss.detach() / len(images)])
+    if skip:
+        state.optimizer.zero_grad(set_to_none=True)
+        state.nan_skipped += 1
+        _say(f"warning: non-finite loss at epoch {state.epoch + 1} step {state.step}: step skipped "
+             f"({state.nan_skipped} so far)", info)
+        return None
+    if use_amp:
+        state.scaler.unscale_(state.optimizer)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    if use_amp:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        state.ema.update(net)
+    state.step += 1
+    acc = all_reduce_mean(acc / cfg.subdivisions, info)
+    state.last_loss = float(acc[3])
+    return acc
+
+
+def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger: _Logger) -> None:
+    """Validation of the EMA model, results.csv/TensorBoard/plots, last.pt (+ best.pt); rank 0."""
+    cfg = state.cfg
+    row: dict[str, float] = {"epoch": state.epoch, "train/box": mean[0], "train/obj": mean[1], "train/cls": mean[2],
+                             "train/loss": mean[3], "lr": state.optimizer.param_groups[0]["lr"],
+                             "nan_skipped": state.nan_skipped}
+    if not state.dist.is_main:
+        state.history.append(row)
+        return
+    do_val = state.epoch % cfg.val_every == 0 or state.epoch == cfg.epochs
+    if do_val:
+        net = state.ema.module if state.ema is not None else unwrap(state.model)
+        m = validate(net, val_set, state.names, cfg.img_size, state.device, cfg.val_conf, cfg.val_iou,
+                     progress=cfg.progress)
+        row["val/mAP50"], row["val/mAP50-95"] = float(m.map50), float(m.map)
+        state.model.train()
+    row["time_s"] = seconds = time.time() - t0
+    state.history.append(row)
+    improved = do_val and _fitness(row) > state.best_fitness
+    if improved:
+        state.best_fitness = _fitness(row)
+    ckpt = _checkpoint_state(state)
+    save_checkpoint(ckpt, state.out_dir / "last.pt")
+    if improved:
+        save_checkpoint(ckpt, state.out_dir / "best.pt", keep_previous=False)
+    logger.write(state.history)
+    _say(f"epoch {state.epoch}/{cfg.epochs}: loss {mean[3]:.4f} (box {mean[0]:.4f} obj {mean[1]:.4f} "
+         f"cls {mean[2]:.4f})" + (f", mAP50 {row['val/mAP50']:.4f}, mAP50-95 {row['val/mAP50-95']:.4f}"
+                                  if do_val else "") + f", {seconds:.0f}s", state)
 
 
 def _epochs_in_budget(budget_s: float, elapsed_s: float, epoch_s: float, epochs: int) -> int:
