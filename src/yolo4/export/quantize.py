@@ -33,6 +33,7 @@ import numpy as np
 from yolo4.errors import DataError, ExportError
 
 CALIB_SEED = 0
+_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
 def _images_in_folder(folder: Path) -> list[Path]:
@@ -45,8 +46,8 @@ def calibration_paths(source: str | os.PathLike, count: int, split: str = "train
     """Up to `count` image paths for calibration, chosen reproducibly (seeded) from `source`.
 
     Args:
-        source: a dataset `yolo4.data.dataset.load_dataset` reads (its `split` images are used),
-            or a folder of images (searched recursively).
+        source: a folder with image files directly inside (used as is, recursively), or a
+            dataset `yolo4.data.dataset.load_dataset` reads (its `split` images are used).
     Returns:
         (paths, description of where they came from).
     Raises:
@@ -57,14 +58,18 @@ def calibration_paths(source: str | os.PathLike, count: int, split: str = "train
         raise ExportError(f"{path}: calibration data not found (give a dataset or a folder of images)")
     paths: list[Path] = []
     where = ""
-    try:
-        from yolo4.data.dataset import load_dataset
+    if path.is_dir() and any(p.suffix.lower() in _IMAGE_SUFFIXES for p in path.iterdir() if p.is_file()):
+        # images directly inside: a plain image folder (read as is: nothing is written beside it)
+        paths, where = _images_in_folder(path), f"{path} [image folder]"
+    else:
+        try:
+            from yolo4.data.dataset import load_dataset
 
-        ds = load_dataset(path, split, progress=False)
-        paths, where = list(ds.image_paths), f"{path} [{split} split, {len(ds)} images]"
-    except (DataError, ImportError):
-        if path.is_dir():
-            paths, where = _images_in_folder(path), f"{path} [image folder]"
+            ds = load_dataset(path, split, progress=False)
+            paths, where = list(ds.image_paths), f"{path} [{split} split, {len(ds)} images]"
+        except DataError:
+            if path.is_dir():
+                paths, where = _images_in_folder(path), f"{path} [image folder]"
     if not paths:
         raise ExportError(f"{path}: no images to calibrate with (not a dataset yolo4 reads and no image files in it)")
     if len(paths) > count:
