@@ -141,8 +141,47 @@ def _run_val(a: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- export
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export to ONNX, TFLite or darknet")
-    p.set_defaults(func=_not_yet("export"))
+    p = sub.add_parser("export", help="export to ONNX, TFLite or darknet (float32 or int8)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="NAME", help="zoo model name (yolov4, yolov4-tiny, yolov4-csp-leaky, ...)")
+    which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file")
+    p.add_argument("--weights", metavar="W", required=True, help="darknet .weights to export")
+    p.add_argument("--classes", type=int, default=None, help="number of classes (default: the cfg's; zoo models 80)")
+    p.add_argument("--format", default="onnx", help="onnx (default), tflite or darknet (.cfg + .weights)")
+    p.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N",
+                   help="exported input: N (square) or H W (default: the cfg's)")
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
+    batch.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis (ONNX only)")
+    p.add_argument("--decode", action="store_true",
+                   help="end with decoded boxes (B,N,4) xyxy and scores (B,N,C), separate tensors")
+    p.add_argument("--nms", action="store_true", help="end with ONNX NonMaxSuppression (ONNX only; implies --decode)")
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold inside the NMS graph (default 0.25)")
+    p.add_argument("--iou", type=float, default=0.45, help="IoU threshold inside the NMS graph (default 0.45)")
+    p.add_argument("--max-det", type=int, default=300, help="boxes kept per class inside the NMS graph (default 300)")
+    p.add_argument("--labels", choices=("best", "all"), default="best",
+                   help="NMS graph: one class per box (best, as yolo4 detect) or every class above --conf (all)")
+    p.add_argument("--int8", action="store_true", help="int8 post-training quantisation (needs --calib)")
+    p.add_argument("--calib", metavar="DATA", help="calibration images: a dataset (its --calib-split) or an image folder")
+    p.add_argument("--calib-count", type=int, default=100, help="calibration images (default 100)")
+    p.add_argument("--calib-split", default="train", help="dataset split to calibrate on (default train)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, 18 with Mish)")
+    p.add_argument("--names", metavar="FILE", help="class names stored in the file's metadata (default COCO's / numbers)")
+    p.add_argument("--out", metavar="FILE", help="output file (default: beside the weights, named after the options)")
+    p.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(a: argparse.Namespace) -> int:
+    from yolo4.export import ExportOptions, run_export
+
+    size = None if a.img_size is None else (a.img_size[0], a.img_size[-1])
+    options = ExportOptions(format=a.format, img_size=size, batch=a.batch, dynamic_batch=a.dynamic_batch,
+                            decode=a.decode, nms=a.nms, int8=a.int8, calib=a.calib, calib_count=a.calib_count,
+                            calib_split=a.calib_split, opset=a.opset, conf=a.conf, iou=a.iou, max_det=a.max_det,
+                            labels=a.labels, out=a.out, check=not a.no_check)
+    run_export(a.cfg or a.model, a.weights, options, names=a.names, num_classes=a.classes)
+    return 0
 
 
 # ---------------------------------------------------------------- benchmark
