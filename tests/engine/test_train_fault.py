@@ -30,7 +30,8 @@ def _cli(*args: str) -> list[str]:
 def test_kill9_then_resume_loses_no_epoch(tiny_data, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_cli("--data", str(tiny_data), "--model", "yolov4-tiny", "--img-size", "64", "--epochs", "6",
+    proc = subprocess.Popen(_cli("--data", str(tiny_data), "--model", "yolov4-tiny", "--img-size", "64",
+                                 "--epochs", "6",
                                  "--batch", "8", "--workers", "0", "--device", "cpu", "--out", str(out),
                                  "--set", "burn_in=2", "--set", "mosaic=0", "--set", "progress=0"),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -49,7 +49,21 @@ class DemoConfig:
     max_val_images: int = 100  # per-epoch validation subset; the final evaluation uses all 300
     detect_images: int = 16
     workers: int = 0  # on 2 cores a loader process only competes with the training threads
+    gpu_epochs: int = 30  # with a GPU there is no time budget: this many epochs
     seed: int = 0
+
+    def train_config(self, data: str | os.PathLike, out: str | os.PathLike, device: torch.device,
+                     progress: bool = True) -> TrainConfig:
+        """The TrainConfig of the demo's training run."""
+        cpu = device.type == "cpu"
+        return TrainConfig(
+            data=str(data), model="yolov4-tiny", out=str(out), device=str(device), progress=progress,
+            seed=self.seed, img_size=self.img_size, batch=self.batch, lr=self.lr, burn_in=self.burn_in,
+            epochs=self.epochs if cpu else self.gpu_epochs, time_budget_min=self.train_minutes if cpu else None,
+            workers=self.workers if cpu else min(8, os.cpu_count() or 1),
+            mosaic=self.mosaic, close_mosaic=self.close_mosaic, scale_min=self.scale_min, scale_max=self.scale_max,
+            jitter=self.jitter, ema_tau=self.ema_tau, max_val_images=self.max_val_images,
+            anchors="kmeans", iou_thresh=0.213)  # anchors fitted to the data; several anchors per truth
 
 
 def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", demo: DemoConfig = DemoConfig(),
@@ -70,13 +84,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", demo: D
     data = make_shapes(out / "data", shapes, progress=progress)
     t_data = time.time()
 
-    cfg = TrainConfig(data=str(data), model="yolov4-tiny", epochs=demo.epochs, batch=demo.batch,
-                      img_size=demo.img_size, lr=demo.lr, burn_in=demo.burn_in, mosaic=demo.mosaic,
-                      close_mosaic=demo.close_mosaic, scale_min=demo.scale_min, jitter=demo.jitter, scale_max=demo.scale_max,
-                      time_budget_min=demo.train_minutes if dev.type == "cpu" else None, ema_tau=demo.ema_tau, max_val_images=demo.max_val_images,
-                      workers=demo.workers, seed=demo.seed, out=str(out / "train"), device=str(dev),
-                      progress=progress, anchors="kmeans", iou_thresh=0.213)
-    result = train(cfg)
+    result = train(demo.train_config(data, out / "train", dev, progress))
     t_train = time.time()
 
     # final evaluation of the best checkpoint on the whole val split
