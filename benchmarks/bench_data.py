@@ -39,7 +39,12 @@ def per_process(ds, img_size: int, cfg: AugmentConfig, n: int) -> float:
 
 def through_loader(ds, img_size: int, cfg: AugmentConfig, workers: int, batches: int, batch_size: int) -> float:
     loader = build_loader(ds, img_size, batch_size, cfg, shuffle=True, workers=workers)
-    it = iter(loader)
+
+    def forever():
+        while True:
+            yield from loader
+
+    it = forever()
     next(it)  # start-up (worker spawn) is not throughput
     t = time.perf_counter()
     n = 0
