@@ -229,3 +229,39 @@ def test_nan_step_is_skipped_and_training_goes_on(tiny_data, tmp_path, capsys):
     assert all(math.isfinite(r["train/loss"]) for r in result.history)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert "non-finite loss" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ backbone/data freebies
+def test_self_adversarial_pass_raises_the_loss():
+    from yolo4.darknet import Darknet
+    from yolo4.engine.train import adversarial_images
+    from yolo4.models.zoo import build
+    from yolo4.ops.losses import YoloLoss
+
+    torch.manual_seed(0)
+    net = Darknet(build("yolov4-tiny", num_classes=3, img_size=64)).eval()
+    loss_fn = YoloLoss(net.yolo_layers)
+    x = torch.rand(2, 3, 64, 64)
+    t = torch.tensor([[0, 1, 8.0, 8.0, 40.0, 30.0], [1, 2, 20.0, 20.0, 50.0, 60.0]])
+    adv = adversarial_images(net, loss_fn, x, t, eps=0.03)
+    assert adv.shape == x.shape and 0 <= adv.min() and adv.max() <= 1
+    assert (adv - x).abs().max() <= 0.03 + 1e-6 and not torch.equal(adv, x)
+    with torch.no_grad():
+        assert loss_fn(net(adv), t, (64, 64))[0] > loss_fn(net(x), t, (64, 64))[0]
+
+
+def test_dropblock_schedule_scales_the_rate():
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.darknet.network import DropoutDarknet
+    from yolo4.engine.train import set_drop_scale
+
+    spec = parse_cfg("[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\nfilters=8\nsize=3\nstride=1\npad=1\n"
+                     "activation=leaky\n[dropout]\nprobability=0.5\ndropblock=1\ndropblock_size_abs=3\n")
+    net = Darknet(spec).train()
+    drop = [m for m in net.modules() if isinstance(m, DropoutDarknet)][0]
+    x = torch.rand(1, 3, 32, 32) + 0.1
+    set_drop_scale(net, 0.0)
+    assert drop.drop_scale == 0.0 and torch.equal(net.blocks[1](x, []), x)  # rate 0: identity
+    set_drop_scale(net, 1.0)
+    torch.manual_seed(0)
+    assert (net.blocks[1](x, []) == 0).float().mean() > 0.2  # blocks dropped at the full rate
