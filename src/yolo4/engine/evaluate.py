@@ -238,26 +238,6 @@ def _weights_list(weights: str | os.PathLike | Sequence[str | os.PathLike] | Non
     return list(weights)
 
 
-def _build_detector(model, weights, names: list[str], img_size, resize, **kw):
-    """A Detector for darknet cfg + weights, or for an exported .onnx / .tflite file (its
-    cfg, input size and resize rule come from the file's metadata)."""
-    from yolo4.engine.predict import Detector
-
-    if weights is not None:
-        from yolo4.export.runtime import is_exported, load_exported
-
-        if is_exported(weights):
-            net = load_exported(weights)
-            if img_size is not None and (img_size, img_size) != tuple(net.input_hw):
-                raise Yolo4Error(f"{weights}: exported at {net.input_hw[1]}x{net.input_hw[0]}, "
-                                 f"not --img-size {img_size}")
-            return Detector(net, names=names, resize=resize or net.resize, **kw)
-    if model is None:
-        raise Yolo4Error("no model: give --cfg CFG (a darknet .cfg file) or --model NAME "
-                         "(only exported .onnx / .tflite files carry their own)")
-    return Detector(model, weights, names=names, img_size=img_size, resize=resize, **kw)
-
-
 def run_val(
     data: str | os.PathLike,
     *,
@@ -291,6 +271,7 @@ def run_val(
         one Metrics per weights file, in order.
     """
     from yolo4.data.dataset import load_dataset
+    from yolo4.engine.predict import build_detector
 
     dataset = load_dataset(data, split)
     names = list(dataset.names)
@@ -299,7 +280,7 @@ def run_val(
     root = Path(save_dir) if save_dir is not None else None
     results: list[Metrics] = []
     for w in all_weights:
-        detector = _build_detector(model, w, names, img_size, resize, conf=conf, iou=iou, nms=nms, device=device,
+        detector = build_detector(model, w, names, img_size, resize, conf=conf, iou=iou, nms=nms, device=device,
                                    max_det=max_det, labels=labels)
         out_dir = root / Path(w).name if (root is not None and several) else root
         json_path = None
