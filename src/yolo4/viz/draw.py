@@ -51,7 +51,8 @@ def draw_boxes(
             label = f"{label} {float(scores[i]):.2f}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, t - 1))
         ty = p1[1] - 2 if p1[1] - th - base - 2 >= 0 else p1[1] + th + base + 2
-        cv2.rectangle(out, (p1[0], ty - th - base), (p1[0] + tw + 2, ty + 2), color, -1)
-        cv2.putText(out, label, (p1[0] + 1, ty - base + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+        tx = max(0, min(p1[0], w - tw - 3))  # keep the label inside the image
+        cv2.rectangle(out, (tx, ty - th - base), (tx + tw + 2, ty + 2), color, -1)
+        cv2.putText(out, label, (tx + 1, ty - base + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
                     (255, 255, 255), max(1, t - 1), cv2.LINE_AA)
     return out
