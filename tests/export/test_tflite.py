@@ -62,3 +62,24 @@ def test_full_int8_has_int8_input_float_outputs(tiny, make_images, tmp_path):
     for g, r in zip(got, ref):  # int8 is close to float, not equal
         err = float((g - r).abs().max())
         assert 0 < err < 0.25 * float(r.abs().max())
+
+
+@pytest.mark.slow
+def test_int8_decoded_keeps_decoding_float(tiny, make_images, tmp_path):
+    from yolo4.ops.boxes import decode_heads
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        cv2.imwrite(str(calib / f"{i}.png"), rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    out = tmp_path / "dec-int8.tflite"
+    export_model(tiny, ExportOptions(format="tflite", decode=True, int8=True, calib=str(calib)), out)
+    net = load_exported(out)
+    assert net.input["dtype"] == np.int8 and net.outputs == "decoded"
+    x = make_images(1, (128, 128))
+    got = net(x)
+    with torch.no_grad():
+        ref = decode_heads(tiny(x), tiny.yolo_layers, (128, 128))
+    err = float((got.boxes - ref.boxes).abs().max())
+    assert 0 < err < 4.0  # pixels: int8 network, float decoding (int8 decoding would be ~1 px steps everywhere)

@@ -125,6 +125,14 @@ def export_model(model, options: ExportOptions, out: str | os.PathLike,
         from yolo4.export.tflite import export_tflite
 
         report = export_tflite(model, out, options, names, calib, calib_source)
+    notes = list(report.get("notes", []))
+    if options.int8:
+        from yolo4.export.graph import uses_mish
+
+        if uses_mish(model):
+            notes.append("this network uses Mish, three int8 rounding points per activation (Softplus, Tanh, Mul) "
+                         "and no native NPU op; for int8 deployment train a leaky variant (e.g. yolov4-csp-leaky)")
+    report["notes"] = notes
     return ExportResult([Path(report["path"])], options, report)
 
 

@@ -72,6 +72,26 @@ def _convert_float(graph: nn.Module, x: torch.Tensor) -> bytes:
         return bytes(litert_torch.convert(graph, (x,)).model_content())
 
 
+def _network_only_quantizer():
+    """A PT2EQuantizer that annotates only nodes inside the Darknet module, so decoding stays
+    float32. (Its own module-name/type filters do not match torch.export's nn_module_stack
+    keys in litert-torch 0.10, and they reject weight nodes, which carry no stack.)"""
+    from litert_torch.quantize import pt2e_quantizer
+
+    darknet = f"{Darknet.__module__}.{Darknet.__qualname__}"
+
+    def inside(node) -> bool:
+        stack = node.meta.get("nn_module_stack")
+        return stack is None or any(str(t) == darknet or getattr(t, "__qualname__", None) == "Darknet"
+                                    for _, t in stack.values())
+
+    class NetworkOnly(pt2e_quantizer.PT2EQuantizer):
+        def _annotate_for_static_quantization_config(self, model):
+            return self._annotate_all_static_patterns(model, self.global_config, inside)
+
+    return NetworkOnly()
+
+
 def _convert_int8(graph: nn.Module, x: torch.Tensor, calib: np.ndarray, network_only: bool) -> bytes:
     """PT2E static int8 (per-channel weights), calibrated on `calib` (N, 3, H, W) in batches of x's size."""
     litert_torch = _require_litert_torch()
@@ -79,20 +99,20 @@ def _convert_int8(graph: nn.Module, x: torch.Tensor, calib: np.ndarray, network_
     from torchao.quantization.pt2e import quantize_pt2e
 
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
-    quantizer = pt2e_quantizer.PT2EQuantizer()
-    if network_only:
-        quantizer = quantizer.set_module_name("model", config)
-    else:
-        quantizer = quantizer.set_global(config)
+    quantizer = (_network_only_quantizer() if network_only else pt2e_quantizer.PT2EQuantizer()).set_global(config)
     batch = x.shape[0]
     with _quiet():
         exported = torch.export.export(graph, (x,)).module()
         prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
+        if not any("observer" in type(m).__name__.lower() for m in prepared.modules()):
+            raise ExportError("the int8 quantiser found no layer to quantise in this network")
         with torch.no_grad():
             for i in range(0, len(calib) - batch + 1, batch):
                 prepared(torch.from_numpy(calib[i:i + batch]))
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-        edge = litert_torch.convert(converted, (x,), quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
+        # QuantConfig only tells the converter the QDQ mode (static); it reads it from a global config
+        mode = pt2e_quantizer.PT2EQuantizer().set_global(config)
+        edge = litert_torch.convert(converted, (x,), quant_config=quant_config.QuantConfig(pt2e_quantizer=mode))
         return bytes(edge.model_content())
 
 
@@ -241,7 +261,7 @@ def export_tflite(model: Darknet, path: str | os.PathLike, options: ExportOption
             quant = {
                 "tool": "litert-torch PT2E (litert_torch.quantize.pt2e_quantizer)",
                 "weights": "int8 symmetric, per output channel",
-                "activations": "int8, per tensor, min/max calibration",
+                "activations": "int8, per tensor, histogram calibration (PT2E HistogramObserver)",
                 "input": "int8 (quantise x in [0, 1] with the input tensor's scale and zero point)",
                 "output": "float32 (DEQUANTIZE appended by yolo4)",
                 "calibration_images": int(len(calib) // options.batch * options.batch),
