@@ -165,6 +165,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", metavar="DATA", help="calibration images: a dataset (its --calib-split) or an image folder")
     p.add_argument("--calib-count", type=int, default=100, help="calibration images (default 100)")
     p.add_argument("--calib-split", default="train", help="dataset split to calibrate on (default train)")
+    p.add_argument("--calib-method", choices=("minmax", "percentile", "entropy"), default="minmax",
+                   help="ONNX int8 activation ranges (default minmax)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, 18 with Mish)")
     p.add_argument("--names", metavar="FILE", help="class names stored in the file's metadata (default COCO's / numbers)")
     p.add_argument("--out", metavar="FILE", help="output file (default: beside the weights, named after the options)")
@@ -178,8 +180,8 @@ def _run_export(a: argparse.Namespace) -> int:
     size = None if a.img_size is None else (a.img_size[0], a.img_size[-1])
     options = ExportOptions(format=a.format, img_size=size, batch=a.batch, dynamic_batch=a.dynamic_batch,
                             decode=a.decode, nms=a.nms, int8=a.int8, calib=a.calib, calib_count=a.calib_count,
-                            calib_split=a.calib_split, opset=a.opset, conf=a.conf, iou=a.iou, max_det=a.max_det,
-                            labels=a.labels, out=a.out, check=not a.no_check)
+                            calib_split=a.calib_split, calib_method=a.calib_method, opset=a.opset, conf=a.conf,
+                            iou=a.iou, max_det=a.max_det, labels=a.labels, out=a.out, check=not a.no_check)
     run_export(a.cfg or a.model, a.weights, options, names=a.names, num_classes=a.classes)
     return 0
 

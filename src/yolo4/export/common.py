@@ -32,6 +32,7 @@ FORMATS = ("onnx", "tflite", "darknet")
 OUTPUT_KINDS = ("heads", "decoded", "nms")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "darknet": ".cfg"}
 LABEL_RULES = ("best", "all")
+CALIB_METHODS = ("minmax", "percentile", "entropy")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ class ExportOptions:
         scores > conf, class-aware IoU > iou suppression, at most max_det per class, with the
         `labels` rule ("best": one class per box, as `yolo4 detect`; "all": darknet's).
     int8: post-training int8 quantisation with `calib_count` images from `calib`
-        (a dataset accepted by yolo4.data or a folder of images).
+        (a dataset accepted by yolo4.data or a folder of images); `calib_method` picks the
+        ONNX activation ranges: "minmax", "percentile" (99.999th) or "entropy" (TFLite's
+        PT2E quantiser always uses its histogram observer).
     opset: ONNX opset (>= 17; >= 18 when the network uses Mish, which opset 18 has natively).
     out: output file; None: next to the weights, named after the model and options.
     check: run the exported file in its runtime on a fresh input and compare with PyTorch.
@@ -62,6 +65,7 @@ class ExportOptions:
     calib: str | None = None
     calib_count: int = 100
     calib_split: str = "train"
+    calib_method: str = "minmax"
     opset: int | None = None
     conf: float = 0.25
     iou: float = 0.45
@@ -90,6 +94,8 @@ class ExportOptions:
                               f"iou={self.iou} (0..1], max_det={self.max_det} (>= 1)")
         if self.int8 and self.calib_count < 1:
             raise ExportError(f"--calib-count must be >= 1, got {self.calib_count}")
+        if self.calib_method not in CALIB_METHODS:
+            raise ExportError(f"unknown calibration method '{self.calib_method}' (choose from {', '.join(CALIB_METHODS)})")
         if self.int8 and not self.calib:
             raise ExportError("--int8 needs calibration images: --calib DATASET_OR_IMAGE_FOLDER")
         if self.format == "darknet":
