@@ -265,3 +265,20 @@ def test_dropblock_schedule_scales_the_rate():
     set_drop_scale(net, 1.0)
     torch.manual_seed(0)
     assert (net.blocks[1](x, []) == 0).float().mean() > 0.2  # blocks dropped at the full rate
+
+
+def test_precise_bn_replaces_lagging_running_stats():
+    from yolo4.engine.train import recompute_bn_stats
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, momentum=0.03), nn.Dropout(0.5))
+    batches = [torch.randn(2, 3, 5, 5) * 3 + 2 for _ in range(3)]
+    with torch.no_grad():
+        feats = [model[0](x) for x in batches]
+    expect_mean = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
+    expect_var = torch.stack([f.var((0, 2, 3), unbiased=True) for f in feats]).mean(0)
+    model.train()
+    assert recompute_bn_stats(model, batches) == 3
+    torch.testing.assert_close(model[1].running_mean, expect_mean)
+    torch.testing.assert_close(model[1].running_var, expect_var)
+    assert model.training and model[1].momentum == 0.03  # mode and momentum restored

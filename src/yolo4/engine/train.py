@@ -92,7 +92,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
-    grad_clip: float = 10.0  # max gradient norm (0: off)
+    grad_clip: float = 0.0  # max gradient norm, 0: off (the gradient sums lr_batch images: norms of 100s are normal)
     # freebies of the detector (None: the cfg's [yolo] value)
     iou_loss: str | None = None
     iou_thresh: float | None = None
@@ -118,6 +118,7 @@ class TrainConfig:
     time_budget_min: float | None = None  # after epoch 1, cut `epochs` so the run fits this many minutes
     # validation
     val_every: int = 1
+    precise_bn_batches: int = 8  # recompute the evaluated model's BN statistics on this many train batches first
     val_conf: float = 0.001
     val_iou: float = 0.6
     # run
@@ -201,6 +202,7 @@ class TrainState:
     loss_fn: YoloLoss | None = None
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     base_lr: float = 0.01  # lr at the global batch (cfg.lr * batch / lr_batch)
+    bn_batches: Any = None  # () -> iterable of un-augmented training images for precise BN
 
 
 @dataclass
@@ -423,6 +425,32 @@ def _say(msg: str, state_or_info) -> None:
 
 
 # ------------------------------------------------------------------ validation
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, batches) -> int:
+    """Precise BN (as detectron2's hook): replace every BatchNorm's running mean/var by their
+    average over `batches` (an iterable of Tensor[B, 3, H, W]) under the current weights. Short
+    runs need it: darknet's BN momentum (0.03) leaves the running statistics far behind the
+    weights. Only BN layers run in train mode (dropout stays off). Returns the batches used."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    was_training, momenta = model.training, [m.momentum for m in bns]
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.train()
+    n = 0
+    device = next(model.parameters()).device
+    for x in batches:
+        model(x.to(device))
+        n += 1
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    model.train(was_training)
+    return n
+
+
 def validate(model: nn.Module, dataset, names: Sequence[str], img_size: int, device: torch.device,
              conf: float = 0.001, iou: float = 0.6, batch_size: int = 32, progress: bool = False,
              plots_dir: str | os.PathLike | None = None):
@@ -521,6 +549,12 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
         return build_loader(train_set, cfg.img_size, mini, augment_config(cfg, final), shuffle=False,
                             workers=cfg.workers, sampler=sampler, seed=cfg.seed + info.rank, drop_last=True)
 
+    def bn_batches():
+        from itertools import islice
+
+        plain = build_loader(train_set, cfg.img_size, mini, None, shuffle=False, workers=0)
+        return (images for images, _, _ in islice(plain, cfg.precise_bn_batches))
+
     # model, loss, optimiser
     train_wh = None
     if cfg.anchors == "kmeans":
@@ -551,7 +585,8 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
                               sgdr_mult=cfg.sgdr_mult)
     base_lr = cfg.lr * cfg.batch / cfg.lr_batch
     state = TrainState(cfg, out_dir, ddp_model, ema, optimizer, scaler, device, info, names,
-                       total_steps=cfg.epochs * steps_per_epoch, loss_fn=loss_fn, schedule=schedule, base_lr=base_lr)
+                       total_steps=cfg.epochs * steps_per_epoch, loss_fn=loss_fn, schedule=schedule, base_lr=base_lr,
+                       bn_batches=bn_batches)
     if resumed is not None:
         net.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
@@ -703,6 +738,8 @@ def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger:
     do_val = state.epoch % cfg.val_every == 0 or state.epoch == cfg.epochs
     if do_val:
         net = state.ema.module if state.ema is not None else unwrap(state.model)
+        if cfg.precise_bn_batches > 0 and state.bn_batches is not None:
+            recompute_bn_stats(net, state.bn_batches())
         m = validate(net, val_set, state.names, cfg.img_size, state.device, cfg.val_conf, cfg.val_iou,
                      progress=cfg.progress)
         row["val/mAP50"], row["val/mAP50-95"] = float(m.map50), float(m.map)
