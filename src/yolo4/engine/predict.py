@@ -429,9 +429,11 @@ def build_detector(
     exported .onnx / .tflite file (then its cfg, names, input size and resize rule come from
     the file's metadata and no --cfg is needed). No weights -> WeightsError with where to
     get them. `kw` goes to Detector (conf, iou, nms, device, labels, max_det, runner)."""
-    if weights is not None:
-        from yolo4.export.runtime import is_exported, load_exported
+    from yolo4.export.runtime import is_exported, load_exported
 
+    if weights is None and is_exported(model):  # `--model FILE.onnx|.tflite` names the exported file itself
+        model, weights = None, model
+    if weights is not None:
         if is_exported(weights):
             net = load_exported(weights)
             if img_size is not None and (img_size, img_size) != tuple(net.input_hw):
