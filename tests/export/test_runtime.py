@@ -100,3 +100,29 @@ def test_nms_model_refuses_forward_but_gives_detections(tiny, make_images, tmp_p
     assert len(dets) == 1 and dets[0][0].shape[1] == 4
     assert json.loads(net.meta["yolo4.nms"]) == {"conf": 0.2, "iou": 0.45, "max_det": 300, "labels": "best"}
     assert torch.all(dets[0][1][:-1] >= dets[0][1][1:])  # sorted by decreasing score
+
+
+def test_detect_and_val_take_model_file(tiny, tmp_path, capsys):
+    """`yolo4 detect --model FILE.onnx` and `yolo4 val --model FILE.onnx`: cfg, names and
+    input size come from the file; val scores the exported model like the PyTorch one."""
+    from yolo4.data.shapes import SHAPES_NAMES, ShapesConfig, make_shapes
+    from yolo4.engine.evaluate import run_val
+
+    classes = SHAPES_NAMES[:3]
+    data = tmp_path / "shapes"
+    make_shapes(data, ShapesConfig(num_train=2, num_val=4, img_size=128, classes=classes,
+                                   size_range=(10.0, 64.0)), workers=1)
+    onnx_path = tmp_path / "tiny.onnx"
+    export_model(tiny, ExportOptions(check=False), onnx_path, names=list(classes))
+    image = next((data / "images" / "val").glob("*.jpg"))
+    assert main(["detect", str(image), "--model", str(onnx_path), "--conf", "0.1",
+                 "--save-dir", str(tmp_path / "det")]) == 0
+    records = json.loads((tmp_path / "det" / "detections.json").read_text())
+    assert records and all(d["class_name"] in classes for d in records[0]["detections"])
+    [m_onnx] = run_val(data, model=str(onnx_path), save_dir=None, progress=False)
+    cfg, weights = tmp_path / "tiny.cfg", tmp_path / "tiny.weights"
+    export_model(tiny, ExportOptions(format="darknet"), cfg)
+    [m_torch] = run_val(data, model=str(cfg), weights=weights, save_dir=None, progress=False)
+    assert m_onnx.num_predictions == m_torch.num_predictions > 0
+    assert m_onnx.map50 == pytest.approx(m_torch.map50, abs=1e-6)
+    capsys.readouterr()
