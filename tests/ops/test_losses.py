@@ -253,3 +253,21 @@ def test_loss_is_finite_with_extreme_outputs_and_has_gradients():
     total, _ = YoloLoss([h])([out], truth, (64, 64))
     total.backward()
     assert torch.isfinite(total) and torch.isfinite(out.grad).all()
+
+
+def test_neighbor_cells_add_the_two_nearest_cells():
+    h = head()
+    # centre (40, 20) in a 4x4 grid of 16 px cells: cell (x=2, y=1), fractions (0.5, 0.25)
+    truth = torch.tensor([[0, 0, 32.0, 12.0, 48.0, 28.0]])
+    (one,) = assign_targets(truth, [h], [(4, 4)], (64, 64))
+    (three,) = assign_targets(truth, [h], [(4, 4)], (64, 64), neighbor_cells=True)
+    assert list(zip(one.gx.tolist(), one.gy.tolist())) == [(2, 1)]
+    assert sorted(zip(three.gx.tolist(), three.gy.tolist())) == [(2, 0), (2, 1), (3, 1)]
+    # at the image corner there is no neighbour outside the grid
+    (corner,) = assign_targets(torch.tensor([[0, 0, 0.0, 0.0, 6.0, 6.0]]), [h], [(4, 4)], (64, 64),
+                               neighbor_cells=True)
+    assert list(zip(corner.gx.tolist(), corner.gy.tolist())) == [(0, 0)]
+    out = torch.randn(1, 7, 4, 4, generator=torch.Generator().manual_seed(0))
+    a = YoloLoss([h])([out], truth, (64, 64))[1]
+    b = YoloLoss([h], neighbor_cells=True)([out], truth, (64, 64))[1]
+    assert a["obj"] != b["obj"] and a["box"] != b["box"]

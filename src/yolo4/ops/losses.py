@@ -66,7 +66,7 @@ def wh_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
 
 
 def assign_targets(targets: Tensor, heads: Sequence[YoloLayer], grids_hw: Sequence[tuple[int, int]],
-                   input_hw: tuple[int, int]) -> list[Assignment]:
+                   input_hw: tuple[int, int], neighbor_cells: bool = False) -> list[Assignment]:
     """Darknet's truth -> (head, anchor, cell) assignment, for every head at once.
 
     Args:
@@ -74,6 +74,9 @@ def assign_targets(targets: Tensor, heads: Sequence[YoloLayer], grids_hw: Sequen
         heads: the [yolo] layers (they share the network's anchor list; `mask` picks each head's).
         grids_hw: (H_i, W_i) of each head's output.
         input_hw: (height, width) of the network input.
+        neighbor_cells: also train, for each pair, the horizontal and the vertical neighbour cell
+            nearest to the truth's centre (Scaled-YOLOv4/YOLOv5 style: 3 cells instead of 1; it
+            suits heads whose scale_x_y lets a cell predict a centre up to half a cell outside).
     Returns:
         One Assignment per head. A truth gets the best wh-IoU anchor among the anchors some head
         uses plus, per head, every masked anchor with wh-IoU > that head's `iou_thresh`.
@@ -97,8 +100,17 @@ def assign_targets(targets: Tensor, heads: Sequence[YoloLayer], grids_hw: Sequen
             chosen = chosen | (ious[:, mask] > head.iou_thresh)
         truth, anchor = chosen.nonzero(as_tuple=True)  # (P,), (P,)
         stride_xy = torch.tensor([input_hw[1] / gw, input_hw[0] / gh], device=device)
-        cell = (centre[truth] / stride_xy).floor().long()  # (P, 2) x, y
+        c = centre[truth] / stride_xy  # (P, 2) x, y in cells
+        cell = c.floor().long()
         gx, gy = cell[:, 0].clamp(0, gw - 1), cell[:, 1].clamp(0, gh - 1)
+        if neighbor_cells:
+            frac = c - c.floor()
+            moves = [((frac[:, 0] < 0.5) & (gx > 0), -1, 0), ((frac[:, 0] >= 0.5) & (gx < gw - 1), 1, 0),
+                     ((frac[:, 1] < 0.5) & (gy > 0), 0, -1), ((frac[:, 1] >= 0.5) & (gy < gh - 1), 0, 1)]
+            truth = torch.cat([truth] + [truth[m] for m, _, _ in moves])
+            anchor = torch.cat([anchor] + [anchor[m] for m, _, _ in moves])
+            gx, gy = (torch.cat([gx] + [gx[m] + dx for m, dx, _ in moves]),
+                      torch.cat([gy] + [gy[m] + dy for m, _, dy in moves]))
         out.append(Assignment(truth, targets[truth, 0].long(), anchor, gy, gx))
     return out
 
@@ -215,11 +227,13 @@ class YoloLoss:
         heads: the network's [yolo] layers (cfg order).
         balance: per-head objectness weights; default by stride (STRIDE_BALANCE).
         overrides: freebie switches applied to every head.
+        neighbor_cells: 3 cells per (truth, anchor) instead of darknet's 1 (see `assign_targets`).
     """
 
     def __init__(self, heads: Sequence[YoloLayer], balance: Sequence[float] | None = None,
-                 overrides: LossOverrides = LossOverrides()):
+                 overrides: LossOverrides = LossOverrides(), neighbor_cells: bool = False):
         self.heads = [overrides.apply(h) for h in heads]
+        self.neighbor_cells = neighbor_cells
         for h in self.heads:
             if h.iou_loss not in BOX_LOSS_NAMES:
                 raise ValueError(f"[yolo] iou_loss={h.iou_loss} is not supported ({', '.join(BOX_LOSS_NAMES)})")
@@ -250,7 +264,7 @@ class YoloLoss:
         targets = targets.to(outputs[0].device).float()
         bsz = outputs[0].shape[0]
         grids = [tuple(o.shape[-2:]) for o in outputs]
-        assigned = assign_targets(targets, self.heads, grids, input_hw)
+        assigned = assign_targets(targets, self.heads, grids, input_hw, self.neighbor_cells)
         zero = outputs[0].new_zeros(())
         box_l, obj_l, cls_l = zero.clone(), zero.clone(), zero.clone()
         for i, (out, head, asg) in enumerate(zip(outputs, self.heads, assigned)):
