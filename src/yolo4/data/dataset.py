@@ -34,7 +34,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import yaml
 
@@ -42,6 +41,7 @@ from yolo4.data.formats.coco import read_coco
 from yolo4.data.formats.common import IMAGE_SUFFIXES, LabelIndex, list_images
 from yolo4.data.formats.voc import read_voc, voc_names
 from yolo4.data.formats.yolo import find_label, read_image_list, read_names, read_yolo
+from yolo4.data.sources import load_image
 from yolo4.errors import DataError
 
 log = logging.getLogger("yolo4.data")
@@ -102,18 +102,12 @@ class DetectionDataset:
         int64 (N,)). Raises DataError naming the file if the image cannot be decoded or has
         changed size since it was indexed."""
         path = self.image_paths[i]
-        try:
-            buf = np.fromfile(path, np.uint8)
-        except OSError as e:
-            raise DataError(f"{path}: cannot read image ({e})") from e
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if buf.size else None
-        if img is None:
-            raise DataError(f"{path}: corrupt or unsupported image")
+        img = load_image(path)
         if tuple(img.shape[:2]) != tuple(self.image_hw[i]):
             raise DataError(f"{path}: image is {img.shape[1]}x{img.shape[0]} but its labels were made "
                             f"for {self.image_hw[i][1]}x{self.image_hw[i][0]}")
         boxes, cls = self.labels(i)
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), boxes, cls
+        return img, boxes, cls
 
     __getitem__ = load
 

@@ -18,7 +18,6 @@ Tensors or numpy arrays), or an already-decoded `yolo4.ops.boxes.DecodedHeads`.
 
 from __future__ import annotations
 
-import glob as globlib
 import json
 import os
 import sys
@@ -34,12 +33,12 @@ import torch
 from torch import Tensor, nn
 
 from yolo4.data import transforms
+from yolo4.data.sources import (ImageLike, ImageSource, VideoSource, as_rgb_array, iter_frames, load_image,
+                                open_video, resolve_sources)
 from yolo4.errors import DataError, WeightsError, Yolo4Error
 from yolo4.ops.boxes import DecodedHeads, decode_heads
 from yolo4.ops.nms import CANDIDATES, NMS_NAMES, postprocess
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"})
-VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts"})
 RESIZE_NAMES = ("stretch", "letterbox")
 LETTERBOX_GRAY = transforms.FILL  # 127, darknet's 0.5 gray
 
@@ -66,7 +65,6 @@ COCO_NAMES = (
     "teddy bear", "hair drier", "toothbrush",
 )  # darknet's data/coco.names, the order of every COCO-trained darknet model
 
-ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # Any: a PIL.Image.Image
 Runner = Callable[[Tensor], Union[Sequence[Tensor], Sequence[np.ndarray], DecodedHeads]]
 
 
@@ -142,42 +140,6 @@ def preprocess(
     batch = np.stack([d[0] for d in done])  # (B, H, W, 3) uint8
     x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
     return x.contiguous(), [d[1] for d in done]
-
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3). Raises DataError naming the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    try:
-        data = np.fromfile(p, dtype=np.uint8)
-    except OSError as e:
-        raise DataError(f"{p}: cannot read ({e.strerror or e})") from None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise DataError(f"{p}: not a readable image (corrupt, empty or not an image format OpenCV knows)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def as_rgb_array(image: ImageLike) -> np.ndarray:
-    """A path, an RGB numpy array (H, W), (H, W, 3) or (H, W, 4), or a PIL image -> RGB uint8 (H, W, 3)."""
-    if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
-    if not isinstance(image, np.ndarray):
-        if hasattr(image, "convert"):  # PIL.Image.Image
-            return np.asarray(image.convert("RGB"))
-        raise DataError(f"cannot use an object of type {type(image).__name__} as an image")
-    arr = image
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise DataError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
-    arr = arr[:, :, :3]
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(arr.max()) <= 1.0:
-            arr = arr * 255.0
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr)
 
 
 # ================================================================== results
@@ -448,101 +410,6 @@ def build_detector(
     return Detector(model, weights, names=names, img_size=img_size, resize=resize, **kw)
 
 
-# ================================================================== sources
-@dataclass(frozen=True)
-class ImageSource:
-    """One image file."""
-
-    path: Path
-
-
-@dataclass(frozen=True)
-class VideoSource:
-    """A video file (path) or a webcam (index)."""
-
-    path: Path | None = None
-    camera: int | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.path) if self.path is not None else f"webcam {self.camera}"
-
-
-Source = Union[ImageSource, VideoSource]
-_GLOB_CHARS = set("*?[")
-
-
-def _classify(path: Path, in_folder: bool) -> tuple[Source | None, str | None]:
-    ext = path.suffix.lower()
-    if ext in VIDEO_EXTS:
-        return VideoSource(path=path), None
-    if ext in IMAGE_EXTS or not in_folder:
-        return ImageSource(path), None  # a file named on its own is tried as an image
-    return None, f"{path}: skipped, not an image or video file"
-
-
-def resolve_sources(sources: Sequence[str | os.PathLike]) -> tuple[list[Source], list[str]]:
-    """Expand the command line's sources into images and videos.
-
-    Each source is a file, a folder (its images and videos, sorted, not recursive), a glob
-    pattern (`imgs/*.jpg`, `**` allowed) or a webcam index (`0`).
-    Returns:
-        (sources in order, problems: one message per source that yields nothing, naming it).
-    """
-    found: list[Source] = []
-    problems: list[str] = []
-    for raw in sources:
-        s = str(raw)
-        p = Path(s)
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
-            before = len(found)
-            for f in files:
-                src, why = _classify(f, in_folder=True)
-                if src is not None:
-                    found.append(src)
-                else:
-                    problems.append(why)
-            if len(found) == before:
-                problems.append(f"{p}: folder has no images or videos")
-        elif p.is_file():
-            found.append(_classify(p, in_folder=False)[0])
-        elif s.isdigit():
-            found.append(VideoSource(camera=int(s)))
-        elif _GLOB_CHARS & set(s):
-            matches = sorted(Path(m) for m in globlib.glob(s, recursive=True) if Path(m).is_file())
-            if not matches:
-                problems.append(f"{s}: no files match this pattern")
-            for m in matches:
-                src, why = _classify(m, in_folder=True)
-                if src is not None:
-                    found.append(src)
-                else:
-                    problems.append(why)
-        else:
-            problems.append(f"{s}: no such file or folder")
-    return found, problems
-
-
-def open_video(source: VideoSource) -> tuple[cv2.VideoCapture, float, int]:
-    """Open a video or webcam. Returns (capture, fps, frame_count or 0). Raises DataError."""
-    cap = cv2.VideoCapture(str(source.path)) if source.path is not None else cv2.VideoCapture(source.camera)
-    if not cap.isOpened():
-        cap.release()
-        raise DataError(f"{source.name}: cannot open video")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if source.path is not None else 0
-    return cap, (fps if 0 < fps < 1000 else 30.0), max(count, 0)
-
-
-def _frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
-    while True:
-        ok, frame = cap.read()
-        if not ok or frame is None:
-            return
-        yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-
-
 # ================================================================== the detect run
 @dataclass
 class DetectSummary:
@@ -650,7 +517,7 @@ class _DetectRun:
         done = 0
         bar = tqdm(total=count or None, desc=src.name, unit="frame", disable=not self.progress, file=sys.stderr)
         try:
-            for chunk in _batched(_frames(cap), self.batch):
+            for chunk in _batched(iter_frames(cap), self.batch):
                 names = [f"{src.name}#frame={done + i}" for i in range(len(chunk))]
                 results = self.detector.predict_batch(chunk, names)
                 for r in results:
