@@ -11,6 +11,10 @@ for pixel coordinates (0..640) and probabilities (0..1) together, which destroys
 exported node names of the network start with "/model/" and those of decoding do not; the
 int8 quantiser uses that to keep decoding in float.
 
+Darknet's [maxpool] pads asymmetrically with -inf; the traced copy pads by repeating the
+border instead (the same maxima, see MaxPoolEdgePad), because int8 calibration cannot
+quantise -inf.
+
 `decompose_mish(model)` returns a copy whose Mish activations are written as
 x * tanh(softplus(x)), for runtimes without a Mish op (TFLite).
 """
@@ -24,6 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from yolo4.darknet import Darknet
+from yolo4.darknet.network import MaxPoolDarknet
+from yolo4.errors import ExportError
 from yolo4.ops.boxes import decode_heads
 
 
@@ -107,10 +113,43 @@ def uses_mish(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Mish) for m in model.modules())
 
 
+class MaxPoolEdgePad(nn.Module):
+    """darknet's [maxpool] with its padding done by repeating the border instead of -inf.
+
+    A window that overlaps the padding also contains the border element the padding
+    repeats (windows are contiguous and padding < kernel), so every max is unchanged; but
+    the graph no longer holds -inf, which int8 calibration cannot give a scale to (an ONNX
+    QDQ model of yolov4-tiny with -inf padding collapses to mAP 0)."""
+
+    def __init__(self, pool: MaxPoolDarknet):
+        super().__init__()
+        self.k, self.s, self.before, self.after = pool.k, pool.s, pool.before, pool.after
+
+    def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
+        x = F.pad(x, (self.before, self.after, self.before, self.after), mode="replicate")
+        return F.max_pool2d(x, self.k, self.s)
+
+
+def _pads_with_inf(pool: MaxPoolDarknet) -> bool:
+    symmetric = pool.before == pool.after and pool.before <= pool.k // 2  # PyTorch's own padding path
+    return bool(pool.before or pool.after) and not symmetric
+
+
+def replace_inf_padding(model: Darknet) -> Darknet:
+    """Swap (in place, on the caller's copy) every [maxpool] that pads with -inf for MaxPoolEdgePad."""
+    for i, block in enumerate(model.blocks):
+        if isinstance(block, MaxPoolDarknet) and _pads_with_inf(block):
+            if max(block.before, block.after) >= block.k:
+                raise ExportError(f"{model.spec.where(i)}: [maxpool] padding {block.before}+{block.after} is not "
+                                  f"smaller than size={block.k}; a window would hold only padding")
+            model.blocks[i] = MaxPoolEdgePad(block)
+    return model
+
+
 def build_graph(model: Darknet, outputs: str, input_hw: tuple[int, int], labels: str = "best") -> nn.Module:
     """The wrapper for `outputs` ("heads", "decoded" or "nms") around a copy of `model`, in eval mode
-    (the caller's module is not touched)."""
-    model = copy.deepcopy(model)
+    (the caller's module is not touched), -inf max-pool padding replaced by edge padding."""
+    model = replace_inf_padding(copy.deepcopy(model))
     table = {
         "heads": lambda: HeadsGraph(model),
         "decoded": lambda: DecodedGraph(model, input_hw),
