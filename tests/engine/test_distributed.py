@@ -24,7 +24,7 @@ def tiny_data(tmp_path_factory):
     return make_shapes(tmp_path_factory.mktemp("shapes") / "shapes", cfg, workers=0, progress=False)
 
 
-OPTIONS = ["burn_in=0", "lr=0.005", "mosaic=0", "flip=0", "hue=0", "saturation=1", "exposure=1", "jitter=0",
+OPTIONS = ["burn_in=0", "lr=0.005", "amp=0", "mosaic=0", "flip=0", "hue=0", "saturation=1", "exposure=1", "jitter=0",
            "scale_min=1", "scale_max=1", "ema=0", "progress=0", "export=0"]
 
 

@@ -118,6 +118,8 @@ def test_time_budget_epochs():
     assert _epochs_in_budget(600, 100, 100, 50) == 6
     assert _epochs_in_budget(600, 100, 100, 3) == 3
     assert _epochs_in_budget(60, 100, 100, 50) == 1
+    assert _epochs_in_budget(600, 450, 90, 50, done=5) == 6  # re-planned later in the run
+    assert _epochs_in_budget(600, 700, 90, 50, done=5) == 5  # over budget: stop now
 
 
 # ------------------------------------------------------------------ starting points

@@ -11,7 +11,7 @@ One `TrainConfig` (flat, typed, `from_args(["lr=0.02"])` overrides) decides ever
         [random shape] -> [self-adversarial pass] -> forward (AMP on CUDA) -> YoloLoss
         -> non-finite? skip + report -> backward (accumulated over `subdivisions`)
         -> SGD step with the scheduled lr -> EMA update
-    -> validation of the EMA model (mAP50, mAP50-95) -> results.csv/TensorBoard/plots
+    -> precise BN + validation of the EMA model (mAP50, mAP50-95) -> results.csv/TensorBoard/plots
     -> last.pt (+ best.pt), written atomically
     end: best weights exported as darknet .cfg + .weights
 
@@ -76,6 +76,7 @@ class TrainConfig:
     img_size: int = 416
     multiscale: bool = False  # darknet random=1: a new input size every 10 batches, size/1.4 .. size*1.4
     # optimiser
+    optimizer: str = "sgd"  # sgd (momentum, nesterov: the YOLOv4 recipe) | adamw (betas (momentum, 0.999))
     lr: float = 0.01  # at lr_batch images per step; scaled linearly with the global batch
     lr_batch: int = 64
     momentum: float = 0.937
@@ -91,7 +92,7 @@ class TrainConfig:
     ema: bool = True
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 (see autocast_dtype)
     grad_clip: float = 0.0  # max gradient norm, 0: off (the gradient sums lr_batch images: norms of 100s are normal)
     # freebies of the detector (None: the cfg's [yolo] value)
     iou_loss: str | None = None
@@ -101,6 +102,8 @@ class TrainConfig:
     iou_normalizer: float | None = None
     cls_normalizer: float | None = None
     obj_normalizer: float | None = None
+    scale_x_y: float | None = None
+    neighbor_cells: bool = False  # Scaled-YOLOv4 style: 3 cells per truth and anchor (use with scale_x_y=2)
     # freebies of the backbone / data
     dropblock: bool = True  # ramp the [dropout] layers' rate up over the first half of training
     sat_eps: float = 0.0  # self-adversarial training: FGSM step on the input first (0: off)
@@ -279,6 +282,9 @@ def build_model(cfg: TrainConfig, names: Sequence[str], train_wh: np.ndarray | N
             y.anchors = list(anchors)
     elif cfg.anchors != "cfg":
         raise Yolo4Error(f"anchors={cfg.anchors!r}: choose cfg or kmeans")
+    if cfg.scale_x_y is not None:  # decoding changes: it goes into the spec (and the exported cfg)
+        for y in spec.yolo_layers:
+            y.scale_x_y = float(cfg.scale_x_y)
     if cfg.weights is None:
         spec = set_num_classes(spec, nc) if spec.yolo_layers[0].classes != nc else spec
         return Darknet(spec).train(), True
@@ -331,6 +337,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov) or AdamW over `param_groups` (no weight decay on BN and biases)."""
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    raise Yolo4Error(f"optimizer={cfg.optimizer!r}: choose sgd or adamw")
+
+
 def freeze_layers(model: nn.Module, n: int) -> None:
     """Layers 0..n-1: no gradients, BatchNorm in eval mode (call after every model.train())."""
     net = unwrap(model)
@@ -357,6 +373,18 @@ def augment_config(cfg: TrainConfig, final_epochs: bool = False):
                          cutmix=cfg.cutmix if mix is None else 0.0, jitter=cfg.jitter,
                          scale=(cfg.scale_min, cfg.scale_max), hue=cfg.hue, saturation=cfg.saturation,
                          exposure=cfg.exposure, flip=cfg.flip, letterbox=False)
+
+
+def autocast_dtype(cfg: "TrainConfig", device: torch.device) -> torch.dtype | None:
+    """Mixed precision for the forward pass: float16 on CUDA (with a GradScaler), bfloat16 on
+    CPUs whose oneDNN has native bf16 kernels (about 2x faster there; no scaler needed), else None."""
+    if not cfg.amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 def adversarial_images(model: nn.Module, loss_fn: YoloLoss, images: torch.Tensor, targets: torch.Tensor,
@@ -573,11 +601,13 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
     loss_fn = YoloLoss(net.yolo_layers, overrides=LossOverrides(
         iou_loss=cfg.iou_loss, iou_thresh=cfg.iou_thresh, ignore_thresh=cfg.ignore_thresh,
         label_smooth_eps=cfg.label_smoothing, iou_normalizer=cfg.iou_normalizer,
-        cls_normalizer=cfg.cls_normalizer, obj_normalizer=cfg.obj_normalizer))
-    optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
-                                nesterov=cfg.nesterov)
+        cls_normalizer=cfg.cls_normalizer, obj_normalizer=cfg.obj_normalizer, scale_x_y=cfg.scale_x_y),
+        neighbor_cells=cfg.neighbor_cells)
+    optimizer = make_optimizer(cfg, net)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if use_amp else None
+    if autocast_dtype(cfg, device) is not None and device.type == "cpu":
+        net.to(memory_format=torch.channels_last)  # oneDNN's fast bf16 convolutions want NHWC
     ema = ModelEMA(net, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
     schedule = ScheduleConfig(policy=cfg.policy, burn_in=cfg.burn_in, steps=cfg.steps, scales=cfg.scales,
                               final_ratio=cfg.final_lr_ratio,
@@ -607,7 +637,7 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
          f"classes, {cfg.img_size}px, batch {cfg.batch} ({info.world_size} x {cfg.subdivisions} x {mini}), "
          f"lr {base_lr:g}, {cfg.epochs} epochs x {steps_per_epoch} steps, {device}", info)
 
-    t_run = time.time()
+    t_run, start_epoch = time.time(), state.epoch
     while state.epoch < cfg.epochs:
         t0 = time.time()
         sampler.set_epoch(state.epoch)
@@ -634,9 +664,11 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
         del it, loader
         state.epoch += 1
         _end_epoch(state, (sums / max(counted, 1)).tolist(), t0, epoch_val_set, logger)
-        if cfg.time_budget_min and state.epoch == 1 and resumed is None:
+        if cfg.time_budget_min and resumed is None:  # re-planned after every epoch, only ever shorter
+            done_here = state.epoch - start_epoch
             fit = broadcast_object(_epochs_in_budget(cfg.time_budget_min * 60, time.time() - t_run,
-                                                     time.time() - t0, cfg.epochs), info)
+                                                     (time.time() - t_run) / done_here, cfg.epochs,
+                                                     state.epoch), info)
             if fit < cfg.epochs:
                 _say(f"time budget {cfg.time_budget_min:g} min: training {fit} epochs instead of {cfg.epochs}", info)
                 cfg.epochs = fit
@@ -690,8 +722,12 @@ def _train_step(state: TrainState, batches) -> torch.Tensor | None:
             images, targets = multiscale_batch(images, targets, new_hw)
         if cfg.sat_eps > 0:
             images = adversarial_images(state.model, state.loss_fn, images, targets, cfg.sat_eps)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        amp_dtype = autocast_dtype(cfg, device)
+        if amp_dtype is not None and device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             outputs = state.model(images)
+        outputs = [o.float() for o in outputs]  # the loss runs in float32
         loss, parts = state.loss_fn(outputs, targets, tuple(images.shape[-2:]))
         bad = any_true(not bool(torch.isfinite(loss)), device, info)
         if bad:  # still run backward (zeroed) so that DDP's gradient sync stays in step
@@ -759,10 +795,10 @@ def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger:
                                   if do_val else "") + f", {seconds:.0f}s", state)
 
 
-def _epochs_in_budget(budget_s: float, elapsed_s: float, epoch_s: float, epochs: int) -> int:
-    """How many epochs fit in `budget_s` when `elapsed_s` are spent and one epoch takes `epoch_s`
-    (the first epoch, compile/warm-up included, is a pessimistic estimate)."""
-    return int(max(1, min(epochs, 1 + (budget_s - elapsed_s) // max(epoch_s, 1e-6))))
+def _epochs_in_budget(budget_s: float, elapsed_s: float, epoch_s: float, epochs: int, done: int = 1) -> int:
+    """How many epochs (in all) fit in `budget_s` when `done` epochs took `elapsed_s` and one
+    epoch takes about `epoch_s`; at least `done`, at most `epochs`."""
+    return int(max(done, min(epochs, done + (budget_s - elapsed_s) // max(epoch_s, 1e-6))))
 
 
 def _fitness(row: dict[str, float]) -> float:
