@@ -1,8 +1,8 @@
 """What every exporter shares: the options, the metadata written into exported files, and
 the pre-processing record.
 
-Metadata keys (ONNX `metadata_props`; TFLite: the model's metadata table and a sidecar
-`<file>.json` with the same content):
+Metadata keys (ONNX `metadata_props`; TFLite: entries of the flatbuffer's metadata table,
+each a buffer of UTF-8 text):
 
     yolo4.version      package version that wrote the file
     yolo4.outputs      "heads" | "decoded" | "nms" (what the graph returns, see OUTPUT_KINDS)

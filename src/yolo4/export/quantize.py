@@ -12,7 +12,11 @@ Quantisation-friendly choices made here (and why):
   * QDQ format with per-channel symmetric int8 weights: one scale per output channel, so
     a conv whose channels differ in magnitude keeps its small channels (per-tensor weight
     scales are the usual cause of int8 collapse after BN folding).
-  * Activations int8 from MinMax calibration over the calibration set.
+  * Activations int8, per tensor, ranges from MinMax calibration over the calibration set
+    (`--calib-method percentile|entropy` for the alternatives).
+  * No -inf in the graph: darknet's max-pool padding is traced as edge padding (same
+    maxima), because a tensor holding -inf gets no int8 scale (yolov4-tiny's QDQ model
+    collapsed to mAP 0 before this).
   * Only the network is quantised; decoding (boxes in pixels, exp, sigmoid) and NMS stay
     float32: pixel coordinates and probabilities must not share an int8 scale.
   * Leaky instead of Mish where a model is trained for int8 (`yolov4-csp-leaky`): Mish
