@@ -12,7 +12,13 @@ evaluate it, detect on held-out images, and leave everything in one folder.
 
 No download: the model starts from random weights. The settings below were tuned to finish
 on 2 CPU cores within 15 minutes including dataset generation and evaluation (a GPU, when
-present, is used and is much faster).
+present, is used and is much faster). On CPU the number of epochs is set by a training-time
+budget (re-planned after every epoch), so a slower or busier machine trains fewer epochs.
+
+Measured on a shared 2-core AMD EPYC (bf16 autocast, 1 thread, load 1-3 from other jobs),
+13 epochs of 1500 images at 256 px (about what the budget allows on 2 free cores): mAP50
+0.746, mAP50-95 0.423 on the 300 val images (curve per epoch, on 100 of them: 0.03 0.14 0.30
+0.43 0.51 0.60 0.64 0.70 0.73 0.75 0.76 0.77 0.77). The 0.80 target was not reached.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ class DemoConfig:
     num_train: int = 1500
     img_size: int = 256
     epochs: int = 40  # at most; on CPU the time budget decides
-    train_minutes: float = 13.0  # training budget (dataset generation and evaluation come on top)
+    train_minutes: float = 12.5  # training budget (dataset generation and evaluation come on top)
     batch: int = 16
     optimizer: str = "sgd"
     lr: float = 0.02
