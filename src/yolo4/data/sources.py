@@ -103,18 +103,21 @@ def resolve_sources(sources: Sequence[str | os.PathLike]) -> tuple[list[Source],
     """
     found: list[Source] = []
     problems: list[str] = []
+
+    def add_listed(files: list[Path]) -> None:  # files of a folder or a glob: non-media skipped
+        for f in files:
+            src, why = _classify(f, in_folder=True)
+            if src is not None:
+                found.append(src)
+            else:
+                problems.append(why)
+
     for raw in sources:
         s = str(raw)
         p = Path(s)
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
             before = len(found)
-            for f in files:
-                src, why = _classify(f, in_folder=True)
-                if src is not None:
-                    found.append(src)
-                else:
-                    problems.append(why)
+            add_listed(sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")))
             if len(found) == before:
                 problems.append(f"{p}: folder has no images or videos")
         elif p.is_file():
@@ -125,12 +128,7 @@ def resolve_sources(sources: Sequence[str | os.PathLike]) -> tuple[list[Source],
             matches = sorted(Path(m) for m in globlib.glob(s, recursive=True) if Path(m).is_file())
             if not matches:
                 problems.append(f"{s}: no files match this pattern")
-            for m in matches:
-                src, why = _classify(m, in_folder=True)
-                if src is not None:
-                    found.append(src)
-                else:
-                    problems.append(why)
+            add_listed(matches)
         else:
             problems.append(f"{s}: no such file or folder")
     return found, problems

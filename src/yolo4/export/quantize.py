@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from yolo4.data.formats.common import IMAGE_SUFFIXES
 from yolo4.errors import DataError, ExportError
 
 CALIB_SEED = 0
-_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
 def _images_in_folder(folder: Path) -> list[Path]:
@@ -62,7 +62,7 @@ def calibration_paths(source: str | os.PathLike, count: int, split: str = "train
         raise ExportError(f"{path}: calibration data not found (give a dataset or a folder of images)")
     paths: list[Path] = []
     where = ""
-    if path.is_dir() and any(p.suffix.lower() in _IMAGE_SUFFIXES for p in path.iterdir() if p.is_file()):
+    if path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir() if p.is_file()):
         # images directly inside: a plain image folder (read as is: nothing is written beside it)
         paths, where = _images_in_folder(path), f"{path} [image folder]"
     else:
