@@ -83,7 +83,7 @@ def cpu_threads() -> int:
     several times slower than one thread alone, so a busy machine gets fewer threads."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
-        busy = int(round(os.getloadavg()[0]))
+        busy = int(os.getloadavg()[0])  # whole cores kept busy; a shell's recent blip is not one
     except (OSError, AttributeError):
         busy = 0
     return max(1, min(cores, 16, cores - busy))
