@@ -9,9 +9,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 
-from yolo4.data.formats.common import IndexBuilder, LabelIndex, check_boxes
+from yolo4.data.formats.common import IndexBuilder, LabelIndex
 from yolo4.errors import DataError
 
 
@@ -92,11 +91,5 @@ def read_coco(path: Path, image_dir: Path | None = None) -> tuple[LabelIndex, li
             boxes.append((x, y, x + w, y + h))
             cls.append(to_class[cid])
             where.append(f"{path}: annotation #{n} of {fname}")
-        if not problems:
-            boxes, cls, problems = check_boxes(np.asarray(boxes).reshape(-1, 4), np.asarray(cls, np.int64),
-                                               hw, len(names), where)
-        if problems:
-            b.skip("; ".join(problems) + f" -> skipped {fname}")
-            continue
-        b.add(img, hw, boxes, cls)
+        b.add_checked(img, hw, boxes, cls, len(names), where, problems, name=fname)
     return b.build(), names, cat_ids

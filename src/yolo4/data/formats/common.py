@@ -60,6 +60,19 @@ class IndexBuilder:
         self.boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
         self.classes.append(np.asarray(class_ids, np.int64).reshape(-1))
 
+    def add_checked(self, path: Path, hw: tuple[int, int], boxes, class_ids, num_classes: int | None,
+                    where: list[str], problems: list[str], name: str | None = None) -> None:
+        """Add one image after `check_boxes`, or skip it listing every problem (the reader's
+        own `problems` first). boxes: (N, 4) xyxy pixels; class_ids: (N,); name: for messages."""
+        if not problems:
+            boxes, class_ids, problems = check_boxes(np.asarray(boxes, np.float64).reshape(-1, 4),
+                                                     np.asarray(class_ids, np.int64).reshape(-1), hw,
+                                                     num_classes, where)
+        if problems:
+            self.skip("; ".join(problems) + f" -> skipped {name or path.name}")
+        else:
+            self.add(path, hw, boxes, class_ids)
+
     def skip(self, problem: str) -> None:
         """Record a problem that makes an image unusable."""
         self.problems.append(problem)

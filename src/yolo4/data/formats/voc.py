@@ -9,9 +9,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
 
-from yolo4.data.formats.common import IMAGE_SUFFIXES, IndexBuilder, LabelIndex, check_boxes, image_hw
+from yolo4.data.formats.common import IMAGE_SUFFIXES, IndexBuilder, LabelIndex, image_hw
 
 
 def _parse(xml: Path) -> ET.Element | str:
@@ -84,11 +83,5 @@ def read_voc(xmls: list[Path], image_dir: Path, names: list[str]) -> LabelIndex:
             boxes.append((x1 - 1, y1 - 1, x2, y2))
             cls.append(to_class[name])
             where.append(loc)
-        if not problems:
-            boxes, cls, problems = check_boxes(np.asarray(boxes).reshape(-1, 4), np.asarray(cls, np.int64),
-                                               hw, len(names), where)
-        if problems:
-            b.skip("; ".join(problems) + f" -> skipped {img.name}")
-            continue
-        b.add(img, hw, boxes, cls)
+        b.add_checked(img, hw, boxes, cls, len(names), where, problems)
     return b.build()

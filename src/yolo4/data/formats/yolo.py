@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from yolo4.data.formats.common import IndexBuilder, LabelIndex, check_boxes, image_hw
+from yolo4.data.formats.common import IndexBuilder, LabelIndex, image_hw
 from yolo4.errors import DataError
 
 
@@ -91,12 +91,7 @@ def read_yolo(images: list[Path], num_classes: int | None, progress: bool = True
             b.skip(f"{label}: unreadable label file ({type(e).__name__}: {e})")
             continue
         boxes, cls, where, problems = parse_yolo_label(text, label, hw)
-        if not problems:
-            boxes, cls, problems = check_boxes(boxes, cls, hw, num_classes, where)
-        if problems:
-            b.skip("; ".join(problems) + f" -> skipped {img.name}")
-            continue
-        b.add(img, hw, boxes, cls)
+        b.add_checked(img, hw, boxes, cls, num_classes, where, problems)
     return b.build()
 
 
