@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from yolo4.darknet.cfg import format_cfg, parse_cfg, read_cfg, write_cfg
+from yolo4.darknet.cmbn import CmBatchNorm2d, reset_cmbn
 from yolo4.darknet.layers import LAYERS, NetOptions, NetworkSpec, YoloLayer
 from yolo4.darknet.network import Darknet, infer_shapes
 from yolo4.darknet.weights import load_weights, save_weights
@@ -27,5 +28,5 @@ def load(cfg_path: str | os.PathLike | NetworkSpec, weights_path: str | os.PathL
     return model.eval()
 
 
-__all__ = ["LAYERS", "Darknet", "NetOptions", "NetworkSpec", "YoloLayer", "format_cfg", "infer_shapes", "load",
-           "load_weights", "parse_cfg", "read_cfg", "save_weights", "write_cfg"]
+__all__ = ["LAYERS", "CmBatchNorm2d", "Darknet", "NetOptions", "NetworkSpec", "YoloLayer", "format_cfg", "infer_shapes",
+           "load", "load_weights", "parse_cfg", "read_cfg", "reset_cmbn", "save_weights", "write_cfg"]

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from yolo4.darknet.cmbn import CmBatchNorm2d
 from yolo4.darknet.layers import (
     Convolutional,
     Dropout,
@@ -182,6 +183,8 @@ class Conv(nn.Module):
     """[convolutional]: Conv2d (bias only without BN) -> BatchNorm2d -> activation.
 
     BatchNorm eps is darknet's 1e-6 ((x - mean) / sqrt(var + 1e-6)), which OpenCV DNN also uses.
+    `batch_normalize=2` (darknet's CmBN) builds a CmBatchNorm2d: BatchNorm2d's parameters and
+    inference, statistics accumulated over the mini-batches of a step in training.
     """
 
     def __init__(self, layer: Convolutional, in_channels: int, bn_eps: float = 1e-6, bn_momentum: float = 0.03):
@@ -189,7 +192,8 @@ class Conv(nn.Module):
         bn = bool(layer.batch_normalize)
         self.conv = nn.Conv2d(in_channels, layer.filters, layer.size, layer.stride, layer.pad_pixels,
                               groups=layer.groups, bias=not bn)
-        self.bn = nn.BatchNorm2d(layer.filters, eps=bn_eps, momentum=bn_momentum) if bn else nn.Identity()
+        norm = CmBatchNorm2d if layer.batch_normalize == 2 else nn.BatchNorm2d
+        self.bn = norm(layer.filters, eps=bn_eps, momentum=bn_momentum) if bn else nn.Identity()
         self.act = activation(layer.activation)
 
     def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:

@@ -4,16 +4,19 @@ OpenCV DNN (`cv2.dnn.readNetFromDarknet`) load with the same outputs as PyTorch.
     cfg_path, weights_path = export_darknet(model, "out/model.cfg", img_size=(416, 416))
 
 The cfg is `yolo4.darknet.format_cfg` of the model's spec (its [net] size set to the
-exported size); the weights are `yolo4.darknet.save_weights` (darknet's layout: header,
-then per conv biases / BN scales, means, variances, then weights).
+exported size, CmBN's batch_normalize=2 written as 1: see `bn_as_one`); the weights are
+`yolo4.darknet.save_weights` (darknet's layout: header, then per conv biases / BN scales,
+means, variances, then weights).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
-from yolo4.darknet import Darknet, save_weights, write_cfg
+from yolo4.darknet import Darknet, NetworkSpec, save_weights, write_cfg
+from yolo4.darknet.layers import Convolutional
 from yolo4.errors import ExportError
 from yolo4.export.common import exported_spec
 
@@ -33,6 +36,18 @@ def opencv_problems(model: Darknet) -> list[str]:
     return problems
 
 
+def bn_as_one(spec: NetworkSpec) -> NetworkSpec:
+    """A copy of `spec` whose [convolutional] layers say batch_normalize=1 wherever BN is on.
+
+    OpenCV's reader takes BN only for `batch_normalize == 1`; at 2 (CmBN, training-only) it
+    would read the weights as bias + conv and misalign every later layer.
+    """
+    layers = [dataclasses.replace(layer, batch_normalize=1)
+              if isinstance(layer, Convolutional) and layer.batch_normalize not in (0, 1) else layer
+              for layer in spec.layers]
+    return dataclasses.replace(spec, layers=layers)
+
+
 def export_darknet(model: Darknet, cfg_path: str | os.PathLike,
                    img_size: tuple[int, int] | None = None) -> tuple[Path, Path]:
     """Write `<cfg_path>` and the matching `.weights` beside it (same stem).
@@ -50,6 +65,6 @@ def export_darknet(model: Darknet, cfg_path: str | os.PathLike,
         cfg_path = cfg_path.with_suffix(".cfg")
     weights_path = cfg_path.with_suffix(".weights")
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
-    write_cfg(exported_spec(model, img_size), cfg_path)
+    write_cfg(bn_as_one(exported_spec(model, img_size)), cfg_path)  # inference is the same
     save_weights(model, weights_path)
     return cfg_path, weights_path
