@@ -364,3 +364,28 @@ def test_cache_and_split_fall_back_to_the_cache_dir_when_the_data_are_read_only(
     assert listed == [str(p) for p in ds.image_paths]
     assert list(cache.rglob("*.npz"))
     assert len(load_dataset(root, "val")) == 1  # and reads back from there
+
+
+def test_images_cached_in_memory_are_what_the_files_hold(shapes_small):
+    ds = load_dataset(shapes_small, "train", progress=False)
+    first = [ds.load(i)[0] for i in range(3)]
+    assert ds.cache_images()
+    for p in ds.image_paths[:3]:
+        Path(p).rename(Path(p).with_suffix(".gone"))  # the cache no longer needs the files
+    try:
+        for i in range(3):
+            img, boxes, _ = ds.load(i)
+            assert np.array_equal(img, first[i]) and len(boxes) == len(ds.labels(i)[0])
+            img[:] = 0  # a caller may write into what it got; the cache keeps its copy
+            assert np.array_equal(ds.load(i)[0], first[i])
+        assert np.array_equal(ds.subset([2]).load(0)[0], first[2])
+    finally:
+        for p in ds.image_paths[:3]:
+            Path(p).with_suffix(".gone").rename(p)
+
+
+def test_image_cache_refuses_what_does_not_fit(shapes_small):
+    ds = load_dataset(shapes_small, "train", progress=False)
+    assert ds.cache_bytes() == int(ds.image_hw.prod(1).sum()) * 3
+    assert not ds.cache_images(max_bytes=ds.cache_bytes() - 1)
+    assert all(img is None for img in ds._images)

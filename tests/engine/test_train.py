@@ -14,7 +14,8 @@ from torch import nn
 from yolo4.engine.checkpoint import load_checkpoint
 from yolo4.engine.ema import ModelEMA
 from yolo4.engine.schedule import ScheduleConfig, burn_in_factor, lr_at, sgdr_factor
-from yolo4.engine.train import (TrainConfig, _epochs_in_budget, build_model, kmeans_anchors, param_groups, train)
+from yolo4.engine.train import (TrainConfig, build_model, epoch_img_size, kmeans_anchors, param_groups,
+                               plan_epochs, train)
 from yolo4.errors import Yolo4Error
 
 
@@ -115,12 +116,43 @@ def test_kmeans_anchors_recovers_clusters():
     assert [round(a[0] / 10) * 10 for a in anchors] == [10, 40, 100]
 
 
+def test_kmeans_anchors_fill_every_mask_finest_grid_smallest():
+    from yolo4.darknet import Darknet
+    from yolo4.engine.train import set_kmeans_anchors
+    from yolo4.models.zoo import resolve_spec
+
+    spec = resolve_spec("yolov4-tiny", num_classes=3, img_size=256)  # official masks 3,4,5 (13x13) and 1,2,3
+    wh = np.random.default_rng(0).uniform(8, 120, (400, 2))
+    set_kmeans_anchors(spec, wh, 256)
+    coarse, fine = spec.yolo_layers  # tiny lists its 8x8 head first
+    assert fine.mask == [0, 1, 2] and coarse.mask == [3, 4, 5]  # all six used, none twice
+    areas = [w * h for w, h in coarse.anchors]
+    assert areas == sorted(areas) and coarse.anchors == fine.anchors and fine.num == 6
+    Darknet(spec)  # still a valid network with the same head widths
+
+
 def test_time_budget_epochs():
-    assert _epochs_in_budget(600, 100, 100, 50) == 6
-    assert _epochs_in_budget(600, 100, 100, 3) == 3
-    assert _epochs_in_budget(60, 100, 100, 50) == 1
-    assert _epochs_in_budget(600, 450, 90, 50, done=5) == 6  # re-planned later in the run
-    assert _epochs_in_budget(600, 700, 90, 50, done=5) == 5  # over budget: stop now
+    cfg = TrainConfig(time_budget_min=10)
+    assert plan_epochs(cfg, [(100, False)], 100, 50) == 6
+    assert plan_epochs(cfg, [(100, False)], 100, 3) == 3
+    assert plan_epochs(TrainConfig(time_budget_min=1), [(100, False)], 100, 50) == 1
+    assert plan_epochs(cfg, [(90, False)] * 5, 450, 50) == 6  # re-planned later in the run
+    assert plan_epochs(cfg, [(140, False)] * 5, 700, 50) == 5  # over budget: stop now
+    # one slow epoch (another job on the machine) does not cut the run: medians predict
+    assert plan_epochs(cfg, [(50, False), (50, False), (200, False)], 300, 50) == 9
+
+
+def test_progressive_resizing_sizes_and_budget():
+    cfg = TrainConfig(epochs=10, img_size=256, small_img_size=128, small_img_epochs=0.5)
+    assert [epoch_img_size(cfg, e) for e in range(10)] == [128] * 5 + [256] * 5
+    assert epoch_img_size(cfg, 3, epochs=6) == 256  # a shorter plan has fewer small epochs
+    cfg.time_budget_min = 10
+    # one small epoch of 25 s predicts full-size ones at 100 s (area ratio 1/4);
+    # 9 epochs (4 small, 5 full): 25 + 3 * 25 + 5 * 100 = 600 s
+    assert plan_epochs(cfg, [(25, True)], 25, 50) == 9
+    # once a full-size epoch has been timed (50 s) that time is used;
+    # 15 epochs (5 done in 150 s, then 2 small and 8 full): 150 + 2 * 25 + 8 * 50 = 600 s; 16 take 625 s
+    assert plan_epochs(cfg, [(25, True)] * 4 + [(50, False)], 150, 50) == 15
 
 
 # ------------------------------------------------------------------ starting points
@@ -285,3 +317,32 @@ def test_precise_bn_replaces_lagging_running_stats():
     torch.testing.assert_close(model[1].running_mean, expect_mean)
     torch.testing.assert_close(model[1].running_var, expect_var)
     assert model.training and model[1].momentum == 0.03  # mode and momentum restored
+
+
+class _CmbnProbe:
+    """Records, after every optimizer step, how many values per channel the CmBN layers hold."""
+
+    def __init__(self):
+        self.counts = []
+
+    def after_step(self, state):
+        from yolo4.darknet import CmBatchNorm2d
+
+        self.counts.append({m.acc_count for m in state.model.modules() if isinstance(m, CmBatchNorm2d)})
+
+
+def test_cmbn_switch_accumulates_within_a_step_only(tiny_data, tmp_path):
+    from yolo4.darknet import CmBatchNorm2d, parse_cfg
+
+    names = ["a", "b", "c"]
+    plain, _ = build_model(tiny_cfg(tiny_data, tmp_path), names)
+    assert not any(isinstance(m, CmBatchNorm2d) for m in plain.modules())
+    out = tmp_path / "cmbn"
+    probe = _CmbnProbe()
+    train(tiny_cfg(tiny_data, out, epochs=1, subdivisions=2, cmbn=True), hooks=[probe])
+    # 2 steps of 2 mini-batches of 4 images: the first layer (64x64 -> 32x32, stride 2) has seen
+    # 2 x 4 x 32 x 32 values when each step ends, never more: every step starts afresh
+    first = [m for m in parse_cfg(load_checkpoint(out / "last.pt")["cfg_text"]).layers if hasattr(m, "batch_normalize")]
+    assert first[0].batch_normalize == 2
+    assert len(probe.counts) == 2 and all(2 * 4 * 32 * 32 in c for c in probe.counts)
+    assert "batch_normalize=2" not in (out / "best.cfg").read_text()  # OpenCV reads only 1 as BN

@@ -70,6 +70,9 @@ class DetectionDataset:
         problems: one line per skipped image or annotation, naming its file.
         num_skipped: how many images of the source were skipped.
         category_ids: for COCO sources, the COCO category id of each class; else None.
+
+    `cache_images()` keeps every decoded image in memory (YOLOv5's `--cache ram`): later
+    `load` calls, and loader worker processes forked after it, skip the disk and the decoder.
     """
 
     def __init__(self, names: list[str], index: LabelIndex, source: Path | None = None, split: str = "all",
@@ -84,6 +87,7 @@ class DetectionDataset:
         self.source = source
         self.split = split
         self.category_ids = category_ids
+        self._images: list[np.ndarray | None] = [None] * len(self.image_paths)
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -102,6 +106,10 @@ class DetectionDataset:
         int64 (N,)). Raises DataError naming the file if the image cannot be decoded or has
         changed size since it was indexed."""
         path = self.image_paths[i]
+        img = self._images[i]
+        if img is not None:
+            boxes, cls = self.labels(i)
+            return img.copy(), boxes, cls
         img = load_image(path)
         if tuple(img.shape[:2]) != tuple(self.image_hw[i]):
             raise DataError(f"{path}: image is {img.shape[1]}x{img.shape[0]} but its labels were made "
@@ -111,13 +119,54 @@ class DetectionDataset:
 
     __getitem__ = load
 
+    def cache_bytes(self) -> int:
+        """Memory that `cache_images` needs: 3 bytes per pixel of every image."""
+        return int(self.image_hw.prod(1).sum()) * 3
+
+    def cache_images(self, max_bytes: int | None = None, progress: bool = False) -> bool:
+        """Decode every image once and keep it (uint8 RGB) for later `load` calls.
+
+        Args:
+            max_bytes: cache nothing when `cache_bytes()` exceeds this (default: a quarter of
+                the machine's physical memory).
+        Returns:
+            True when cached. Images that fail to decode stay uncached (their `load` raises
+            DataError as before); nothing else changes.
+        """
+        if max_bytes is None:
+            max_bytes = _physical_memory() // 4
+        need = self.cache_bytes()
+        if need > max_bytes:
+            log.info("not caching %d images in memory: %.1f GB needed, %.1f GB allowed", len(self),
+                     need / 1e9, max_bytes / 1e9)
+            return False
+        from tqdm import tqdm
+
+        for i in tqdm(range(len(self)), desc="caching images", unit="img", disable=not progress, leave=False):
+            if self._images[i] is None:
+                try:
+                    self._images[i] = self.load(i)[0]
+                except DataError:
+                    pass
+        return True
+
     def subset(self, indices: list[int] | np.ndarray) -> DetectionDataset:
         """A dataset of items `indices` (e.g. a quick subset for the demo)."""
         idx = [int(i) for i in indices]
         sub = LabelIndex([self.image_paths[i] for i in idx], self.image_hw[idx].reshape(-1, 2),
                          [self._boxes[i] for i in idx], [self._classes[i] for i in idx],
                          list(self.problems), self.num_skipped)
-        return DetectionDataset(self.names, sub, self.source, self.split, self.category_ids)
+        out = DetectionDataset(self.names, sub, self.source, self.split, self.category_ids)
+        out._images = [self._images[i] for i in idx]
+        return out
+
+
+def _physical_memory() -> int:
+    """Bytes of physical memory (8 GiB when the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
 
 
 # ---------------------------------------------------------------- sources

@@ -7,8 +7,9 @@
 One `TrainConfig` (flat, typed, `from_args(["lr=0.02"])` overrides) decides everything;
 `train` turns it into objects in one place and runs the loop:
 
-    for epoch: for mini-batch:
-        [random shape] -> [self-adversarial pass] -> forward (AMP on CUDA) -> YoloLoss
+    for epoch (input size: small_img_size for the first epochs if set, then img_size):
+      for mini-batch:
+        [random shape] -> [self-adversarial pass] -> forward (AMP) -> YoloLoss
         -> non-finite? skip + report -> backward (accumulated over `subdivisions`)
         -> SGD step with the scheduled lr -> EMA update
     -> precise BN + validation of the EMA model (mAP50, mAP50-95) -> results.csv/TensorBoard/plots
@@ -22,7 +23,9 @@ Batch semantics follow darknet: `batch` images per optimizer step over all proce
 `subdivisions` mini-batches per step (gradient accumulation). The gradient is `lr_batch`
 times the mean over the global batch (the sum over `lr_batch` images, as in the usual PyTorch
 YOLO recipes where lr 0.01 goes with batch 64) and the learning rate follows the global batch
-(`lr * batch / lr_batch`, the linear scaling rule). BatchNorm uses each mini-batch's statistics (plain BN, not CmBN).
+(`lr * batch / lr_batch`, the linear scaling rule). BatchNorm uses each mini-batch's statistics,
+or with `cmbn=True` (CmBN, darknet's batch_normalize=2) those of the step's mini-batches so far.
+With `sat_eps` the attack's forward pass counts as one of those mini-batches.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from yolo4.darknet.cmbn import reset_cmbn
 from yolo4.engine.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from yolo4.engine.distributed import (DistInfo, all_reduce_mean, any_true, barrier, broadcast_object, cleanup,
                                       init_distributed, wrap_model)
@@ -69,12 +73,16 @@ class TrainConfig:
     anchors: str = "cfg"  # "cfg" or "kmeans" (IoU k-means on the training boxes at img_size)
     max_train_images: int | None = None  # use only the first N training images
     max_val_images: int | None = None  # validate each epoch on the first N val images
+    cache_images: bool = False  # decode the training images once and keep them in memory (if they fit in 1/4 of RAM)
     # how long, how big
     epochs: int = 100
     batch: int = 64  # images per optimizer step over all processes (darknet batch)
     subdivisions: int = 1  # mini-batches per step (gradient accumulation; darknet subdivisions)
+    cmbn: bool = False  # CmBN (darknet batch_normalize=2): BN statistics accumulate over a step's mini-batches
     img_size: int = 416
     multiscale: bool = False  # darknet random=1: a new input size every 10 batches, size/1.4 .. size*1.4
+    small_img_size: int | None = None  # progressive resizing: the first `small_img_epochs` train at this size
+    small_img_epochs: float = 0.5  # that fraction of the epochs (rounded down)
     # optimiser
     optimizer: str = "sgd"  # sgd (momentum, nesterov: the YOLOv4 recipe) | adamw (betas (momentum, 0.999))
     lr: float = 0.01  # at lr_batch images per step; scaled linearly with the global batch
@@ -118,9 +126,11 @@ class TrainConfig:
     saturation: float = 1.5
     exposure: float = 1.5
     close_mosaic: int = 0  # turn mosaic/mixup/cutmix off for the last N epochs
-    time_budget_min: float | None = None  # after epoch 1, cut `epochs` so the run fits this many minutes
+    time_budget_min: float | None = None  # after every epoch, re-plan `epochs` (at most the given) to fit this many minutes
     # validation
     val_every: int = 1
+    val_img_size: int | None = None  # input size of validation, precise BN and best.cfg (None: img_size);
+    # a larger one than the training size finds more small objects (as darknet users infer at 608 after 416)
     precise_bn_batches: int = 8  # recompute the evaluated model's BN statistics on this many train batches first
     val_conf: float = 0.001
     val_iou: float = 0.6
@@ -260,6 +270,33 @@ def kmeans_anchors(wh: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> li
     return [(float(round(w, 1)), float(round(h, 1))) for w, h in centres]
 
 
+def set_kmeans_anchors(spec, train_wh: np.ndarray, img_size: int, seed: int = 0) -> None:
+    """Refit the anchors of every [yolo] layer of `spec` (in place) to the training boxes.
+
+    As many anchors are fitted as the heads use in all, and every one is used: the finest grid
+    gets the smallest ones (darknet's advice when anchors are recalculated). This also retires
+    yolov4-tiny's unused anchor 0 (its official masks are 3,4,5 and 1,2,3).
+
+    Args:
+        train_wh: (N, 2) box widths and heights in input pixels at `img_size`.
+    """
+    from yolo4.darknet import infer_shapes
+    from yolo4.darknet.layers import YoloLayer
+
+    heads = [i for i, layer in enumerate(spec.layers) if isinstance(layer, YoloLayer)]
+    shapes = infer_shapes(spec, (img_size, img_size))
+    by_fineness = sorted(heads, key=lambda i: -shapes[i].out_chw[1] * shapes[i].out_chw[2])
+    anchors = kmeans_anchors(train_wh, sum(len(spec.layers[i].mask) for i in heads), seed=seed)
+    start = 0
+    for i in by_fineness:
+        layer = spec.layers[i]
+        layer.mask = list(range(start, start + len(layer.mask)))
+        start += len(layer.mask)
+    for i in heads:
+        spec.layers[i].anchors = list(anchors)
+        spec.layers[i].num = len(anchors)
+
+
 def build_model(cfg: TrainConfig, names: Sequence[str], train_wh: np.ndarray | None = None) -> tuple[nn.Module, bool]:
     """The network for `cfg`: from scratch, full darknet weights, or a backbone prefix.
 
@@ -269,17 +306,19 @@ def build_model(cfg: TrainConfig, names: Sequence[str], train_wh: np.ndarray | N
         (Darknet in train mode, whether the head layers were freshly initialised).
     """
     from yolo4.darknet import Darknet, load_weights
+    from yolo4.darknet.layers import Convolutional
     from yolo4.models.zoo import resolve_spec, set_num_classes
 
     nc = len(names)
     spec = resolve_spec(cfg.model, num_classes=None, img_size=cfg.img_size)
+    if cfg.cmbn:
+        for layer in spec.layers:
+            if isinstance(layer, Convolutional) and layer.batch_normalize:
+                layer.batch_normalize = 2  # CmBatchNorm2d; plain BN in eval mode and in exported cfgs
     if cfg.anchors == "kmeans":
         if train_wh is None:
             raise Yolo4Error("anchors=kmeans needs the training boxes")
-        k = len(spec.yolo_layers[0].anchors)
-        anchors = kmeans_anchors(train_wh, k, seed=cfg.seed)
-        for y in spec.yolo_layers:
-            y.anchors = list(anchors)
+        set_kmeans_anchors(spec, train_wh, cfg.img_size, cfg.seed)
     elif cfg.anchors != "cfg":
         raise Yolo4Error(f"anchors={cfg.anchors!r}: choose cfg or kmeans")
     if cfg.scale_x_y is not None:  # decoding changes: it goes into the spec (and the exported cfg)
@@ -454,11 +493,13 @@ def _say(msg: str, state_or_info) -> None:
 
 # ------------------------------------------------------------------ validation
 @torch.no_grad()
-def recompute_bn_stats(model: nn.Module, batches) -> int:
+def recompute_bn_stats(model: nn.Module, batches, amp_dtype: torch.dtype | None = None) -> int:
     """Precise BN (as detectron2's hook): replace every BatchNorm's running mean/var by their
     average over `batches` (an iterable of Tensor[B, 3, H, W]) under the current weights. Short
     runs need it: darknet's BN momentum (0.03) leaves the running statistics far behind the
-    weights. Only BN layers run in train mode (dropout stays off). Returns the batches used."""
+    weights. Only BN layers run in train mode (dropout stays off). `amp_dtype`: the training's
+    autocast dtype (the statistics are then those of the network as it trains). Returns the
+    batches used."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return 0
@@ -470,9 +511,15 @@ def recompute_bn_stats(model: nn.Module, batches) -> int:
         m.train()
     n = 0
     device = next(model.parameters()).device
-    for x in batches:
-        model(x.to(device))
-        n += 1
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        for x in batches:
+            reset_cmbn(model)  # CmBN layers: each batch's own statistics, as plain BN
+            x = x.to(device)
+            if amp_dtype is not None and device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            model(x)
+            n += 1
+    reset_cmbn(model)
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     model.train(was_training)
@@ -514,16 +561,13 @@ def _checkpoint_state(state: TrainState) -> dict[str, Any]:
 
 def _export_best(state: TrainState, ckpt: dict[str, Any]) -> tuple[Path, Path]:
     """best.pt -> best.cfg + best.weights (darknet format; the EMA weights when there are any)."""
-    from yolo4.darknet import Darknet, parse_cfg, save_weights, write_cfg
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.export.darknet import export_darknet
 
-    spec = parse_cfg(ckpt["cfg_text"], source=str(state.out_dir / "best.cfg"))
-    net = Darknet(spec)
+    net = Darknet(parse_cfg(ckpt["cfg_text"], source=str(state.out_dir / "best.cfg")))
     net.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
-    cfg_path, w_path = state.out_dir / "best.cfg", state.out_dir / "best.weights"
-    write_cfg(spec, cfg_path)
-    save_weights(net, w_path)
     (state.out_dir / "names.txt").write_text("\n".join(state.names) + "\n")
-    return cfg_path, w_path
+    return export_darknet(net, state.out_dir / "best.cfg", img_size=(val_size(state.cfg),) * 2)
 
 
 # ------------------------------------------------------------------ the loop
@@ -564,6 +608,8 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
     val_set = load_dataset(cfg.data, "val", progress=False)
     if cfg.max_train_images:
         train_set = train_set.subset(range(min(cfg.max_train_images, len(train_set))))
+    if cfg.cache_images:
+        train_set.cache_images(progress=cfg.progress and info.is_main)
     epoch_val_set = val_set.subset(range(min(cfg.max_val_images, len(val_set)))) if cfg.max_val_images else val_set
     names = list(train_set.names)
     sampler = torch.utils.data.DistributedSampler(range(len(train_set)), num_replicas=info.world_size,
@@ -574,13 +620,13 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
 
     def loader_for(epoch: int):
         final = cfg.close_mosaic > 0 and epoch >= cfg.epochs - cfg.close_mosaic
-        return build_loader(train_set, cfg.img_size, mini, augment_config(cfg, final), shuffle=False,
+        return build_loader(train_set, epoch_img_size(cfg, epoch), mini, augment_config(cfg, final), shuffle=False,
                             workers=cfg.workers, sampler=sampler, seed=cfg.seed + info.rank, drop_last=True)
 
     def bn_batches():
         from itertools import islice
 
-        plain = build_loader(train_set, cfg.img_size, mini, None, shuffle=False, workers=0)
+        plain = build_loader(train_set, val_size(cfg), mini, None, shuffle=False, workers=0)
         return (images for images, _, _ in islice(plain, cfg.precise_bn_batches))
 
     # model, loss, optimiser
@@ -637,9 +683,15 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
          f"classes, {cfg.img_size}px, batch {cfg.batch} ({info.world_size} x {cfg.subdivisions} x {mini}), "
          f"lr {base_lr:g}, {cfg.epochs} epochs x {steps_per_epoch} steps, {device}", info)
 
-    t_run, start_epoch = time.time(), state.epoch
+    epoch_times: list[tuple[float, bool]] = []  # (seconds start to start, small size) of the epochs run here
+    t_run, max_epochs = time.time(), cfg.epochs
+    t_last = t_run
     while state.epoch < cfg.epochs:
         t0 = time.time()
+        if epoch_times:  # the previous epoch's time now includes its validation and checkpoints
+            epoch_times[-1] = (t0 - t_last, epoch_times[-1][1])
+        t_last = t0
+        size = epoch_img_size(cfg, state.epoch)
         sampler.set_epoch(state.epoch)
         loader = loader_for(state.epoch)
         ddp_model.train()
@@ -663,18 +715,15 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
         bar.close()
         del it, loader
         state.epoch += 1
-        _end_epoch(state, (sums / max(counted, 1)).tolist(), t0, epoch_val_set, logger)
-        if cfg.time_budget_min and resumed is None:  # re-planned after every epoch, only ever shorter
-            done_here = state.epoch - start_epoch
-            fit = broadcast_object(_epochs_in_budget(cfg.time_budget_min * 60, time.time() - t_run,
-                                                     (time.time() - t_run) / done_here, cfg.epochs,
-                                                     state.epoch), info)
-            if fit < cfg.epochs:
+        epoch_times.append((time.time() - t0, size != cfg.img_size))
+        if cfg.time_budget_min and resumed is None:  # re-planned after every epoch
+            # (before the epoch's end, so that a run cut to this epoch still validates it)
+            fit = broadcast_object(plan_epochs(cfg, epoch_times, time.time() - t_run, max_epochs), info)
+            if fit != cfg.epochs:
                 _say(f"time budget {cfg.time_budget_min:g} min: training {fit} epochs instead of {cfg.epochs}", info)
                 cfg.epochs = fit
                 state.total_steps = cfg.epochs * steps_per_epoch
-                if info.is_main:  # the checkpoint must carry the new length for --resume
-                    save_checkpoint(_checkpoint_state(state), out_dir / "last.pt", keep_previous=False)
+        _end_epoch(state, (sums / max(counted, 1)).tolist(), t0, epoch_val_set, logger, size)
         barrier(info)
         for h in hooks:
             getattr(h, "after_epoch", lambda s: None)(state)
@@ -711,10 +760,12 @@ def _train_step(state: TrainState, batches) -> torch.Tensor | None:
         set_drop_scale(net, min(1.0, 2.0 * state.step / max(state.total_steps, 1)))
     new_hw = None  # darknet random=1: a new size every 10 steps, a pure function of the step
     if cfg.multiscale:
-        new_hw = random_shape(cfg.img_size, np.random.default_rng([cfg.seed, 7, state.step // 10]))
+        new_hw = random_shape(epoch_img_size(cfg, state.epoch), np.random.default_rng([cfg.seed, 7, state.step // 10]))
     use_amp = state.scaler is not None
     skip = False
     acc = torch.zeros(4, device=device)
+    if cfg.cmbn:
+        reset_cmbn(net)  # a new darknet batch: CmBN statistics start again
     for _ in range(cfg.subdivisions):
         images, targets, _ = next(batches)
         images, targets = images.to(device, non_blocking=True), targets.to(device)
@@ -762,12 +813,12 @@ def _train_step(state: TrainState, batches) -> torch.Tensor | None:
     return acc
 
 
-def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger: _Logger) -> None:
+def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger: _Logger, img_size: int) -> None:
     """Validation of the EMA model, results.csv/TensorBoard/plots, last.pt (+ best.pt); rank 0."""
     cfg = state.cfg
     row: dict[str, float] = {"epoch": state.epoch, "train/box": mean[0], "train/obj": mean[1], "train/cls": mean[2],
                              "train/loss": mean[3], "lr": state.optimizer.param_groups[0]["lr"],
-                             "nan_skipped": state.nan_skipped}
+                             "nan_skipped": state.nan_skipped, "img_size": img_size}
     if not state.dist.is_main:
         state.history.append(row)
         return
@@ -775,8 +826,8 @@ def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger:
     if do_val:
         net = state.ema.module if state.ema is not None else unwrap(state.model)
         if cfg.precise_bn_batches > 0 and state.bn_batches is not None:
-            recompute_bn_stats(net, state.bn_batches())
-        m = validate(net, val_set, state.names, cfg.img_size, state.device, cfg.val_conf, cfg.val_iou,
+            recompute_bn_stats(net, state.bn_batches(), autocast_dtype(cfg, state.device))
+        m = validate(net, val_set, state.names, val_size(cfg), state.device, cfg.val_conf, cfg.val_iou,
                      progress=cfg.progress)
         row["val/mAP50"], row["val/mAP50-95"] = float(m.map50), float(m.map)
         state.model.train()
@@ -795,10 +846,44 @@ def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger:
                                   if do_val else "") + f", {seconds:.0f}s", state)
 
 
-def _epochs_in_budget(budget_s: float, elapsed_s: float, epoch_s: float, epochs: int, done: int = 1) -> int:
-    """How many epochs (in all) fit in `budget_s` when `done` epochs took `elapsed_s` and one
-    epoch takes about `epoch_s`; at least `done`, at most `epochs`."""
-    return int(max(done, min(epochs, done + (budget_s - elapsed_s) // max(epoch_s, 1e-6))))
+def val_size(cfg: TrainConfig) -> int:
+    """The input size of validation, precise BN and the exported best.cfg."""
+    return int(cfg.val_img_size or cfg.img_size)
+
+
+def epoch_img_size(cfg: TrainConfig, epoch: int, epochs: int | None = None) -> int:
+    """The training input size of `epoch` (0-based) of a run of `epochs` (default cfg.epochs):
+    `small_img_size` for the first `small_img_epochs` of them, then `img_size`."""
+    epochs = cfg.epochs if epochs is None else epochs
+    if cfg.small_img_size and epoch < int(cfg.small_img_epochs * epochs):
+        return int(cfg.small_img_size)
+    return cfg.img_size
+
+
+def plan_epochs(cfg: TrainConfig, epoch_times: Sequence[tuple[float, bool]], spent_s: float,
+                max_epochs: int) -> int:
+    """The most epochs in all (at least those done, at most `max_epochs`) whose predicted time fits
+    `cfg.time_budget_min`, when `spent_s` seconds have gone.
+
+    Args:
+        epoch_times: (seconds, ran at small_img_size) of every epoch done so far.
+    A small epoch is predicted by the median small one done, a full-size one by the median
+    full-size one (a passing slowdown of the machine does not cut the run); until one of a kind
+    has run, from the other kind scaled by the ratio of input areas (which overestimates
+    full-size epochs, the safe side).
+    """
+    done = len(epoch_times)
+    small_t = [t for t, small in epoch_times if small]
+    full_t = [t for t, small in epoch_times if not small]
+    area = (cfg.small_img_size / cfg.img_size) ** 2 if cfg.small_img_size else 1.0
+    t_full = float(np.median(full_t)) if full_t else float(np.median(small_t)) / area
+    t_small = float(np.median(small_t)) if small_t else t_full * area
+    best = done
+    for n in range(done + 1, max_epochs + 1):
+        n_small = sum(epoch_img_size(cfg, e, n) != cfg.img_size for e in range(done, n))
+        if spent_s + n_small * t_small + (n - done - n_small) * t_full <= cfg.time_budget_min * 60:
+            best = n
+    return best
 
 
 def _fitness(row: dict[str, float]) -> float:
