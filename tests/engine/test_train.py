@@ -346,3 +346,10 @@ def test_cmbn_switch_accumulates_within_a_step_only(tiny_data, tmp_path):
     assert first[0].batch_normalize == 2
     assert len(probe.counts) == 2 and all(2 * 4 * 32 * 32 in c for c in probe.counts)
     assert "batch_normalize=2" not in (out / "best.cfg").read_text()  # OpenCV reads only 1 as BN
+
+
+@pytest.mark.parametrize("key", ["img_size", "small_img_size", "val_img_size"])
+def test_input_sizes_must_fit_the_stride(tiny_data, tmp_path, key):
+    with pytest.raises(Yolo4Error, match=f"{key}=100: .*multiples of 32"):
+        train(tiny_cfg(tiny_data, tmp_path / "run", **{key: 100}))
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -17,9 +17,25 @@ def test_demo_config_uses_time_budget_on_cpu_only():
     assert gpu.time_budget_min is None and gpu.epochs == DemoConfig().gpu_epochs
 
 
+def test_threads_leave_the_cores_other_jobs_use(monkeypatch):
+    import os
+
+    from yolo4.engine import demo as demo_mod
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for busy, threads in [(0.0, 2), (0.5, 2), (0.8, 1), (1.1, 1), (3.0, 1)]:
+        monkeypatch.setattr(demo_mod, "_busy_cores", lambda s, b=busy: b)
+        assert demo_mod.cpu_threads() == threads, busy
+    monkeypatch.setattr(demo_mod, "_busy_cores", lambda s: None)  # no /proc/stat: the load average decides
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    assert demo_mod.cpu_threads() == 1
+    assert demo_mod._busy_cores(0.01) is None or demo_mod._busy_cores(0.01) >= 0  # the real reading works
+
+
 @pytest.mark.slow
 def test_demo_leaves_everything_in_its_folder(tmp_path, capsys):
-    demo = DemoConfig(num_train=32, epochs=1, batch=8, img_size=128, max_val_images=8, detect_images=2)
+    demo = DemoConfig(num_train=32, epochs=2, batch=8, img_size=128, small_img_size=96, val_img_size=160,
+                      max_val_images=8, detect_images=2)
     summary = run_demo(tmp_path / "demo", device="cpu", demo=demo, progress=False)
     out = tmp_path / "demo"
     for p in ("train/results.csv", "train/results.png", "train/best.weights", "train/best.cfg",
@@ -27,5 +43,10 @@ def test_demo_leaves_everything_in_its_folder(tmp_path, capsys):
               "detect/detections.json"):
         assert (out / p).is_file(), p
     assert len(list((out / "detect").glob("*.jpg"))) == 2
-    assert 0 <= summary["mAP50"] <= 1 and json.loads((out / "summary.json").read_text())["epochs"] == 1
+    assert 0 <= summary["mAP50"] <= 1 and json.loads((out / "summary.json").read_text())["epochs"] == 2
+    import csv
+
+    rows = list(csv.DictReader(open(out / "train" / "results.csv")))
+    assert [r["img_size"] for r in rows] == ["96", "128"]  # progressive resizing: half the epochs small
+    assert "width=160" in (out / "train" / "best.cfg").read_text()  # exported at the evaluation size
     assert "mAP50" in capsys.readouterr().out

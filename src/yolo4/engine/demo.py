@@ -84,16 +84,45 @@ class DemoConfig:
             anchors="kmeans", iou_thresh=0.213)  # anchors fitted to the data; several anchors per truth
 
 
-def cpu_threads() -> int:
+def cpu_threads(sample_s: float = 0.5) -> int:
     """Training threads for this CPU: every core this process may use, minus those other jobs
-    keep busy (1-minute load average). Two OpenMP threads that share a core with another job run
-    several times slower than one thread alone, so a busy machine gets fewer threads."""
+    keep busy. Two OpenMP threads that share a core with another job run several times slower
+    than one thread alone, so a busy machine gets fewer threads.
+
+    Busy cores are measured from /proc/stat over `sample_s` seconds (the load average also
+    counts tasks waiting on the disk, and reads about 1 on some idle VMs); where there is no
+    /proc/stat, the 1-minute load average is used."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        busy = int(os.getloadavg()[0])  # whole cores kept busy; a shell's recent blip is not one
-    except (OSError, AttributeError):
-        busy = 0
-    return max(1, min(cores, 16, cores - busy))
+    busy = _busy_cores(sample_s)
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (OSError, AttributeError):
+            busy = 0.0
+    return max(1, min(cores, 16, cores - int(busy + 0.3)))  # a core counts as taken from 70 % use
+
+
+def _busy_cores(sample_s: float) -> float | None:
+    """Cores' worth of CPU time used by everything on the machine during `sample_s` seconds
+    (from the aggregate line of /proc/stat), or None where that file does not exist."""
+    def read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle  # user..steal; guest time is already inside user
+
+    a = read()
+    if a is None:
+        return None
+    time.sleep(sample_s)
+    b = read()
+    total, idle = b[0] - a[0], b[1] - a[1]
+    if total <= 0:
+        return 0.0
+    return (os.cpu_count() or 1) * (total - idle) / total
 
 
 def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", demo: DemoConfig = DemoConfig(),

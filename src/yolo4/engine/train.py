@@ -588,6 +588,10 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
         torch.set_num_threads(int(cfg.threads))
     if not cfg.data:
         raise Yolo4Error("no dataset: give --data DATA")
+    for key in ("img_size", "small_img_size", "val_img_size"):
+        size = getattr(cfg, key)
+        if size is not None and (size <= 0 or size % 32):
+            raise Yolo4Error(f"{key}={size}: input sizes must be positive multiples of 32 (the network's stride)")
     device = select_device(cfg.device)
     info = init_distributed(device)
     if device.type == "cuda" and info.enabled:
