@@ -165,8 +165,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", metavar="DATA", help="calibration images: a dataset (its --calib-split) or an image folder")
     p.add_argument("--calib-count", type=int, default=100, help="calibration images (default 100)")
     p.add_argument("--calib-split", default="train", help="dataset split to calibrate on (default train)")
-    p.add_argument("--calib-method", choices=("minmax", "percentile", "entropy"), default="minmax",
-                   help="ONNX int8 activation ranges (default minmax)")
+    p.add_argument("--calib-method", choices=("minmax", "percentile", "entropy"), default="percentile",
+                   help="ONNX int8 activation ranges (default percentile, the 99.999th)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, 18 with Mish)")
     p.add_argument("--names", metavar="FILE", help="class names stored in the file's metadata (default COCO's / numbers)")
     p.add_argument("--out", metavar="FILE", help="output file (default: beside the weights, named after the options)")

@@ -648,6 +648,8 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
         freeze_layers(net, cfg.freeze)
     ddp_model = wrap_model(net, device, info)
     net = unwrap(ddp_model)  # SyncBatchNorm conversion may have replaced it
+    if cfg.cmbn and info.enabled and device.type == "cuda":
+        _say("warning: cmbn=True: under DDP on CUDA SyncBatchNorm (statistics over all GPUs) replaces CmBN", info)
     loss_fn = YoloLoss(net.yolo_layers, overrides=LossOverrides(
         iou_loss=cfg.iou_loss, iou_thresh=cfg.iou_thresh, ignore_thresh=cfg.ignore_thresh,
         label_smooth_eps=cfg.label_smoothing, iou_normalizer=cfg.iou_normalizer,

@@ -142,7 +142,7 @@ class _Reader:
 
 
 def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: np.ndarray,
-                  calib_source: str = "", input_name: str = "images", method: str = "minmax") -> dict[str, Any]:
+                  calib_source: str = "", input_name: str = "images", method: str = "percentile") -> dict[str, Any]:
     """Static int8 quantisation (QDQ, per-channel int8 weights, int8 activations) of an
     exported yolo4 ONNX file; decoding/NMS nodes are excluded (stay float32).
 
