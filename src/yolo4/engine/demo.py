@@ -30,7 +30,10 @@ from pathlib import Path
 
 import torch
 
-from yolo4.engine.train import TrainConfig, select_device, train, validate
+from yolo4.engine.build import select_device
+from yolo4.engine.config import TrainConfig
+from yolo4.engine.train import train
+from yolo4.engine.validation import validate
 
 
 @dataclass(frozen=True)

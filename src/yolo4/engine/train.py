@@ -1,5 +1,8 @@
 """Training: the YOLOv4 recipe as a plain loop with hooks.
 
+    from yolo4.engine.config import TrainConfig
+    from yolo4.engine.train import train
+
     cfg = TrainConfig(data="shapes/data.yaml", model="yolov4-tiny", epochs=30, batch=32, img_size=256)
     result = train(cfg)                       # runs/train: last.pt, best.pt, results.csv, plots
     train(TrainConfig(resume="runs/train"))   # continue exactly where last.pt stopped
@@ -16,6 +19,11 @@ One `TrainConfig` (flat, typed, `from_args(["lr=0.02"])` overrides) decides ever
     -> last.pt (+ best.pt), written atomically
     end: best weights exported as darknet .cfg + .weights
 
+The pieces live next door: `TrainConfig` in `yolo4.engine.config`, the device, network,
+optimiser and augmentation settings built from it in `yolo4.engine.build`, precise BN and
+validation in `yolo4.engine.validation`. Here: the loop, its state, logging, checkpoints, the
+epoch planner (input size per epoch, time budget) and the self-adversarial pass.
+
 Hooks are objects with any of `on_start(state)`, `after_step(state)`, `after_epoch(state)`,
 `on_end(state)`; the loop calls them with the live `TrainState`.
 
@@ -31,7 +39,6 @@ With `sat_eps` the attack's forward pass counts as one of those mini-batches.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import math
@@ -39,7 +46,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,147 +55,19 @@ import torch
 from torch import nn
 
 from yolo4.darknet.cmbn import reset_cmbn
+from yolo4.engine.build import (augment_config, autocast_dtype, build_model, freeze_layers, init_head_biases,
+                                make_optimizer, select_device, set_drop_scale)
 from yolo4.engine.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from yolo4.engine.config import TrainConfig
 from yolo4.engine.distributed import (DistInfo, all_reduce_mean, any_true, barrier, broadcast_object, cleanup,
                                       init_distributed, wrap_model)
 from yolo4.engine.ema import ModelEMA, unwrap
 from yolo4.engine.schedule import ScheduleConfig, lr_at
+from yolo4.engine.validation import recompute_bn_stats, validate
 from yolo4.errors import Yolo4Error
 from yolo4.ops.losses import LossOverrides, YoloLoss
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------ configuration
-@dataclass
-class TrainConfig:
-    """Everything a training run needs. Saved in every checkpoint (`--resume` reuses it)."""
-
-    # what
-    data: str = ""  # dataset: folder, data.yaml, darknet .data or COCO json
-    model: str = "yolov4-tiny"  # zoo name or darknet .cfg path
-    weights: str | None = None  # darknet .weights: full model, or a backbone prefix with weights_upto
-    weights_upto: int | None = None  # load only layers 0..N-1 (yolov4.conv.137 style)
-    freeze: int = 0  # layers 0..freeze-1 are not trained (BN frozen too)
-    anchors: str = "cfg"  # "cfg" or "kmeans" (IoU k-means on the training boxes at img_size)
-    max_train_images: int | None = None  # use only the first N training images
-    max_val_images: int | None = None  # validate each epoch on the first N val images
-    cache_images: bool = False  # decode the training images once and keep them in memory (if they fit in 1/4 of RAM)
-    # how long, how big
-    epochs: int = 100
-    batch: int = 64  # images per optimizer step over all processes (darknet batch)
-    subdivisions: int = 1  # mini-batches per step (gradient accumulation; darknet subdivisions)
-    cmbn: bool = False  # CmBN (darknet batch_normalize=2): BN statistics accumulate over a step's mini-batches
-    img_size: int = 416
-    multiscale: bool = False  # darknet random=1: a new input size every 10 batches, size/1.4 .. size*1.4
-    small_img_size: int | None = None  # progressive resizing: the first `small_img_epochs` train at this size
-    small_img_epochs: float = 0.5  # that fraction of the epochs (rounded down)
-    # optimiser
-    optimizer: str = "sgd"  # sgd (momentum, nesterov: the YOLOv4 recipe) | adamw (betas (momentum, 0.999))
-    lr: float = 0.01  # at lr_batch images per step; scaled linearly with the global batch
-    lr_batch: int = 64
-    momentum: float = 0.937
-    nesterov: bool = True
-    weight_decay: float = 5e-4  # conv weights only, not BN or biases
-    policy: str = "cosine"  # steps | cosine | sgdr | constant
-    burn_in: int = 1000  # optimizer steps of darknet warm-up (lr * (step / burn_in) ** 4)
-    steps: tuple[float, ...] = (0.8, 0.9)  # policy=steps: boundaries (fractions of all steps if < 1)
-    scales: tuple[float, ...] = (0.1, 0.1)
-    final_lr_ratio: float = 0.01  # cosine / sgdr end value, relative to lr
-    sgdr_cycle_epochs: float = 10.0
-    sgdr_mult: float = 2.0
-    ema: bool = True
-    ema_decay: float = 0.9999
-    ema_tau: float = 2000.0
-    amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 (see autocast_dtype)
-    grad_clip: float = 0.0  # max gradient norm, 0: off (the gradient sums lr_batch images: norms of 100s are normal)
-    # freebies of the detector (None: the cfg's [yolo] value)
-    iou_loss: str | None = None
-    iou_thresh: float | None = None
-    ignore_thresh: float | None = None
-    label_smoothing: float | None = None
-    iou_normalizer: float | None = None
-    cls_normalizer: float | None = None
-    obj_normalizer: float | None = None
-    scale_x_y: float | None = None
-    neighbor_cells: bool = False  # Scaled-YOLOv4 style: 3 cells per truth and anchor (use with scale_x_y=2)
-    # freebies of the backbone / data
-    dropblock: bool = True  # ramp the [dropout] layers' rate up over the first half of training
-    sat_eps: float = 0.0  # self-adversarial training: FGSM step on the input first (0: off)
-    mosaic: float = 1.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    flip: float = 0.5
-    jitter: float = 0.3
-    scale_min: float = 0.5
-    scale_max: float = 1.5
-    hue: float = 0.015
-    saturation: float = 1.5
-    exposure: float = 1.5
-    close_mosaic: int = 0  # turn mosaic/mixup/cutmix off for the last N epochs
-    time_budget_min: float | None = None  # after every epoch, re-plan `epochs` (at most the given) to fit this many minutes
-    # validation
-    val_every: int = 1
-    val_img_size: int | None = None  # input size of validation, precise BN and best.cfg (None: img_size);
-    # a larger one than the training size finds more small objects (as darknet users infer at 608 after 416)
-    precise_bn_batches: int = 8  # recompute the evaluated model's BN statistics on this many train batches first
-    val_conf: float = 0.001
-    val_iou: float = 0.6
-    # run
-    out: str = "runs/train"
-    resume: str | None = None  # a run folder: continue from its last.pt
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    workers: int = 2
-    seed: int = 0
-    export: bool = True  # write best.cfg + best.weights at the end
-    progress: bool = True
-    threads: int | None = None  # torch CPU threads (None: leave PyTorch's default)
-
-    @classmethod
-    def from_args(cls, items: Sequence[str], base: TrainConfig | None = None) -> TrainConfig:
-        """`["lr=0.02", "mosaic=0", "steps=0.7,0.9"]` applied to `base` (default: defaults).
-        Unknown keys and values that do not parse raise Yolo4Error."""
-        types = {f.name: f.type for f in fields(cls)}
-        out = dataclasses.replace(base) if base is not None else cls()
-        for item in items:
-            key, sep, text = item.partition("=")
-            key = key.strip().replace("-", "_")
-            if not sep or key not in types:
-                raise Yolo4Error(f"train option '{item}': expected KEY=VALUE with KEY one of {', '.join(types)}")
-            setattr(out, key, _parse(types[key], text.strip(), key))
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """Primitives only (for checkpoints and JSON)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
-        return cls(**kw)
-
-
-def _parse(type_text: Any, text: str, key: str) -> Any:
-    t = str(type_text)
-    try:
-        if text.lower() in ("none", "null") and "None" in t:
-            return None
-        if t.startswith("bool"):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if t.startswith("tuple"):
-            return tuple(float(v) for v in text.split(",") if v.strip())
-        if t.startswith("int"):
-            return int(text)
-        if t.startswith("float"):
-            return float(text)
-        return text
-    except ValueError:
-        raise Yolo4Error(f"train option {key}={text!r}: not a valid {t}") from None
 
 
 # ------------------------------------------------------------------ state and result
@@ -229,211 +108,6 @@ class TrainResult:
     history: list[dict[str, float]]
     best_cfg: Path | None = None
     best_weights: Path | None = None
-
-
-# ------------------------------------------------------------------ building blocks
-def select_device(name: str) -> torch.device:
-    """`auto` -> cuda (this process's LOCAL_RANK under torchrun) if available, else cpu."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise Yolo4Error("--device cuda was asked for but PyTorch sees no CUDA device (use --device cpu)")
-        if dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return dev
-
-
-def kmeans_anchors(wh: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> list[tuple[float, float]]:
-    """darknet `calc_anchors`: k-means of box sizes with 1 - IoU as the distance.
-
-    Args:
-        wh: (N, 2) box widths and heights in input pixels.
-    Returns:
-        k (w, h) anchors sorted by area.
-    """
-    wh = np.asarray(wh, np.float64).reshape(-1, 2)
-    rng = np.random.default_rng(seed)
-    if len(wh) < k:
-        raise Yolo4Error(f"k-means anchors: {len(wh)} boxes for {k} anchors")
-    centres = wh[rng.choice(len(wh), k, replace=False)]
-    for _ in range(iters):
-        inter = np.minimum(wh[:, None], centres[None]).prod(-1)
-        iou = inter / (wh.prod(-1)[:, None] + centres.prod(-1)[None] - inter)
-        assign = iou.argmax(1)
-        new = np.array([np.median(wh[assign == j], 0) if (assign == j).any() else centres[j] for j in range(k)])
-        if np.allclose(new, centres):
-            break
-        centres = new
-    centres = centres[np.argsort(centres.prod(-1))]
-    return [(float(round(w, 1)), float(round(h, 1))) for w, h in centres]
-
-
-def set_kmeans_anchors(spec, train_wh: np.ndarray, img_size: int, seed: int = 0) -> None:
-    """Refit the anchors of every [yolo] layer of `spec` (in place) to the training boxes.
-
-    As many anchors are fitted as the heads use in all, and every one is used: the finest grid
-    gets the smallest ones (darknet's advice when anchors are recalculated). This also retires
-    yolov4-tiny's unused anchor 0 (its official masks are 3,4,5 and 1,2,3).
-
-    Args:
-        train_wh: (N, 2) box widths and heights in input pixels at `img_size`.
-    """
-    from yolo4.darknet import infer_shapes
-    from yolo4.darknet.layers import YoloLayer
-
-    heads = [i for i, layer in enumerate(spec.layers) if isinstance(layer, YoloLayer)]
-    shapes = infer_shapes(spec, (img_size, img_size))
-    by_fineness = sorted(heads, key=lambda i: -shapes[i].out_chw[1] * shapes[i].out_chw[2])
-    anchors = kmeans_anchors(train_wh, sum(len(spec.layers[i].mask) for i in heads), seed=seed)
-    start = 0
-    for i in by_fineness:
-        layer = spec.layers[i]
-        layer.mask = list(range(start, start + len(layer.mask)))
-        start += len(layer.mask)
-    for i in heads:
-        spec.layers[i].anchors = list(anchors)
-        spec.layers[i].num = len(anchors)
-
-
-def build_model(cfg: TrainConfig, names: Sequence[str], train_wh: np.ndarray | None = None) -> tuple[nn.Module, bool]:
-    """The network for `cfg`: from scratch, full darknet weights, or a backbone prefix.
-
-    When the dataset's class count differs from the cfg's, only the head convolutions (the ones
-    feeding a [yolo] layer) are re-created; every other tensor keeps the loaded values.
-    Returns:
-        (Darknet in train mode, whether the head layers were freshly initialised).
-    """
-    from yolo4.darknet import Darknet, load_weights
-    from yolo4.darknet.layers import Convolutional
-    from yolo4.models.zoo import resolve_spec, set_num_classes
-
-    nc = len(names)
-    spec = resolve_spec(cfg.model, num_classes=None, img_size=cfg.img_size)
-    if cfg.cmbn:
-        for layer in spec.layers:
-            if isinstance(layer, Convolutional) and layer.batch_normalize:
-                layer.batch_normalize = 2  # CmBatchNorm2d; plain BN in eval mode and in exported cfgs
-    if cfg.anchors == "kmeans":
-        if train_wh is None:
-            raise Yolo4Error("anchors=kmeans needs the training boxes")
-        set_kmeans_anchors(spec, train_wh, cfg.img_size, cfg.seed)
-    elif cfg.anchors != "cfg":
-        raise Yolo4Error(f"anchors={cfg.anchors!r}: choose cfg or kmeans")
-    if cfg.scale_x_y is not None:  # decoding changes: it goes into the spec (and the exported cfg)
-        for y in spec.yolo_layers:
-            y.scale_x_y = float(cfg.scale_x_y)
-    if cfg.weights is None:
-        spec = set_num_classes(spec, nc) if spec.yolo_layers[0].classes != nc else spec
-        return Darknet(spec).train(), True
-    base = Darknet(spec)
-    load_weights(base, cfg.weights, upto=cfg.weights_upto)
-    if all(y.classes == nc for y in spec.yolo_layers):
-        return base.train(), cfg.weights_upto is not None
-    model = Darknet(set_num_classes(spec, nc))
-    own = model.state_dict()
-    own.update({k: v for k, v in base.state_dict().items() if k in own and own[k].shape == v.shape})
-    model.load_state_dict(own)
-    return model.train(), True
-
-
-def init_head_biases(model: nn.Module, img_hw: tuple[int, int]) -> None:
-    """Priors for freshly initialised heads (logit heads only): objectness ~ 8 objects per
-    image spread over the head's cells, classes ~ 0.6 / C. Speeds up training from scratch."""
-    net = unwrap(model)
-    for idx, layer in zip(net.head_indices, net.yolo_layers):
-        if layer.new_coords:
-            continue
-        conv = net.blocks[idx - 1].conv
-        if conv.bias is None:
-            continue
-        na, nc = len(layer.mask), layer.classes
-        with torch.no_grad():
-            b = conv.bias.view(na, 5 + nc)
-            b[:, 4] += math.log(8 / max(_head_cells(net, idx, img_hw), 1) / len(net.yolo_layers))
-            b[:, 5:] += math.log(0.6 / max(nc - 0.99, 0.01))
-
-
-def _head_cells(net: nn.Module, idx: int, img_hw: tuple[int, int]) -> int:
-    from yolo4.darknet import infer_shapes
-
-    info = infer_shapes(net.spec, img_hw)[idx]
-    return info.out_chw[1] * info.out_chw[2]
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """SGD groups: weight decay on conv/linear weights only; BN weights and all biases without."""
-    decay, no_decay = [], []
-    for m in unwrap(model).modules():
-        for name, p in m.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            if name == "weight" and not isinstance(m, nn.modules.batchnorm._BatchNorm):
-                decay.append(p)
-            else:
-                no_decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov) or AdamW over `param_groups` (no weight decay on BN and biases)."""
-    groups = param_groups(model, cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
-    raise Yolo4Error(f"optimizer={cfg.optimizer!r}: choose sgd or adamw")
-
-
-def freeze_layers(model: nn.Module, n: int) -> None:
-    """Layers 0..n-1: no gradients, BatchNorm in eval mode (call after every model.train())."""
-    net = unwrap(model)
-    for block in list(net.blocks)[:n]:
-        for p in block.parameters():
-            p.requires_grad_(False)
-        block.eval()
-
-
-def set_drop_scale(model: nn.Module, scale: float) -> None:
-    """DropBlock schedule: every [dropout] layer's rate = its cfg probability * scale."""
-    from yolo4.darknet.network import DropoutDarknet
-
-    for m in unwrap(model).modules():
-        if isinstance(m, DropoutDarknet):
-            m.drop_scale = float(scale)
-
-
-def augment_config(cfg: TrainConfig, final_epochs: bool = False):
-    from yolo4.data.augment import AugmentConfig
-
-    mix = 0.0 if final_epochs else None
-    return AugmentConfig(mosaic=cfg.mosaic if mix is None else 0.0, mixup=cfg.mixup if mix is None else 0.0,
-                         cutmix=cfg.cutmix if mix is None else 0.0, jitter=cfg.jitter,
-                         scale=(cfg.scale_min, cfg.scale_max), hue=cfg.hue, saturation=cfg.saturation,
-                         exposure=cfg.exposure, flip=cfg.flip, letterbox=False)
-
-
-def autocast_dtype(cfg: "TrainConfig", device: torch.device) -> torch.dtype | None:
-    """Mixed precision for the forward pass: float16 on CUDA (with a GradScaler), bfloat16 on
-    CPUs whose oneDNN has native bf16 kernels (about 2x faster there; no scaler needed), else None."""
-    if not cfg.amp:
-        return None
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def adversarial_images(model: nn.Module, loss_fn: YoloLoss, images: torch.Tensor, targets: torch.Tensor,
-                       eps: float) -> torch.Tensor:
-    """Self-adversarial training's first pass: one FGSM step that raises the loss.
-    images Tensor[B, 3, H, W] in [0, 1]. Returns a new Tensor[B, 3, H, W] in [0, 1]."""
-    x = images.detach().clone().requires_grad_(True)
-    loss, _ = loss_fn(unwrap(model)(x), targets, tuple(images.shape[-2:]))
-    (grad,) = torch.autograd.grad(loss, x)
-    return (x + eps * grad.sign()).clamp(0, 1).detach()
 
 
 # ------------------------------------------------------------------ logging
@@ -489,52 +163,6 @@ def _say(msg: str, state_or_info) -> None:
         from tqdm import tqdm
 
         tqdm.write(msg, file=sys.stderr)
-
-
-# ------------------------------------------------------------------ validation
-@torch.no_grad()
-def recompute_bn_stats(model: nn.Module, batches, amp_dtype: torch.dtype | None = None) -> int:
-    """Precise BN (as detectron2's hook): replace every BatchNorm's running mean/var by their
-    average over `batches` (an iterable of Tensor[B, 3, H, W]) under the current weights. Short
-    runs need it: darknet's BN momentum (0.03) leaves the running statistics far behind the
-    weights. Only BN layers run in train mode (dropout stays off). `amp_dtype`: the training's
-    autocast dtype (the statistics are then those of the network as it trains). Returns the
-    batches used."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return 0
-    was_training, momenta = model.training, [m.momentum for m in bns]
-    model.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-        m.train()
-    n = 0
-    device = next(model.parameters()).device
-    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        for x in batches:
-            reset_cmbn(model)  # CmBN layers: each batch's own statistics, as plain BN
-            x = x.to(device)
-            if amp_dtype is not None and device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            model(x)
-            n += 1
-    reset_cmbn(model)
-    for m, mom in zip(bns, momenta):
-        m.momentum = mom
-    model.train(was_training)
-    return n
-
-
-def validate(model: nn.Module, dataset, names: Sequence[str], img_size: int, device: torch.device,
-             conf: float = 0.001, iou: float = 0.6, batch_size: int = 32, progress: bool = False,
-             plots_dir: str | os.PathLike | None = None):
-    """COCO metrics of `model` (a Darknet, left in eval mode) on `dataset`."""
-    from yolo4.engine.evaluate import evaluate
-    from yolo4.engine.predict import Detector
-
-    det = Detector(model, names=list(names), img_size=img_size, conf=conf, iou=iou, device=device, labels="all")
-    return evaluate(det, dataset, batch_size=batch_size, progress=progress, plots_dir=plots_dir)
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -819,6 +447,16 @@ def _train_step(state: TrainState, batches) -> torch.Tensor | None:
     return acc
 
 
+def adversarial_images(model: nn.Module, loss_fn: YoloLoss, images: torch.Tensor, targets: torch.Tensor,
+                       eps: float) -> torch.Tensor:
+    """Self-adversarial training's first pass: one FGSM step that raises the loss.
+    images Tensor[B, 3, H, W] in [0, 1]. Returns a new Tensor[B, 3, H, W] in [0, 1]."""
+    x = images.detach().clone().requires_grad_(True)
+    loss, _ = loss_fn(unwrap(model)(x), targets, tuple(images.shape[-2:]))
+    (grad,) = torch.autograd.grad(loss, x)
+    return (x + eps * grad.sign()).clamp(0, 1).detach()
+
+
 def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger: _Logger, img_size: int) -> None:
     """Validation of the EMA model, results.csv/TensorBoard/plots, last.pt (+ best.pt); rank 0."""
     cfg = state.cfg
@@ -852,6 +490,7 @@ def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger:
                                   if do_val else "") + f", {seconds:.0f}s", state)
 
 
+# ------------------------------------------------------------------ epoch plan and best
 def val_size(cfg: TrainConfig) -> int:
     """The input size of validation, precise BN and the exported best.cfg."""
     return int(cfg.val_img_size or cfg.img_size)

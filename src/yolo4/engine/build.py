@@ -1,0 +1,214 @@
+"""Turning a `TrainConfig` into the objects a training run needs: the device, the network
+(k-means anchors, pretrained weights, fresh heads and their bias priors), the optimiser and its
+parameter groups, the augmentation settings, and the switches the loop flips on the model
+(frozen layers, DropBlock rate, autocast dtype)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from yolo4.engine.config import TrainConfig
+from yolo4.engine.ema import unwrap
+from yolo4.errors import Yolo4Error
+
+
+def select_device(name: str) -> torch.device:
+    """`auto` -> cuda (this process's LOCAL_RANK under torchrun) if available, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise Yolo4Error("--device cuda was asked for but PyTorch sees no CUDA device (use --device cpu)")
+        if dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return dev
+
+
+def kmeans_anchors(wh: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> list[tuple[float, float]]:
+    """darknet `calc_anchors`: k-means of box sizes with 1 - IoU as the distance.
+
+    Args:
+        wh: (N, 2) box widths and heights in input pixels.
+    Returns:
+        k (w, h) anchors sorted by area.
+    """
+    wh = np.asarray(wh, np.float64).reshape(-1, 2)
+    rng = np.random.default_rng(seed)
+    if len(wh) < k:
+        raise Yolo4Error(f"k-means anchors: {len(wh)} boxes for {k} anchors")
+    centres = wh[rng.choice(len(wh), k, replace=False)]
+    for _ in range(iters):
+        inter = np.minimum(wh[:, None], centres[None]).prod(-1)
+        iou = inter / (wh.prod(-1)[:, None] + centres.prod(-1)[None] - inter)
+        assign = iou.argmax(1)
+        new = np.array([np.median(wh[assign == j], 0) if (assign == j).any() else centres[j] for j in range(k)])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    centres = centres[np.argsort(centres.prod(-1))]
+    return [(float(round(w, 1)), float(round(h, 1))) for w, h in centres]
+
+
+def set_kmeans_anchors(spec, train_wh: np.ndarray, img_size: int, seed: int = 0) -> None:
+    """Refit the anchors of every [yolo] layer of `spec` (in place) to the training boxes.
+
+    As many anchors are fitted as the heads use in all, and every one is used: the finest grid
+    gets the smallest ones (darknet's advice when anchors are recalculated). This also retires
+    yolov4-tiny's unused anchor 0 (its official masks are 3,4,5 and 1,2,3).
+
+    Args:
+        train_wh: (N, 2) box widths and heights in input pixels at `img_size`.
+    """
+    from yolo4.darknet import infer_shapes
+    from yolo4.darknet.layers import YoloLayer
+
+    heads = [i for i, layer in enumerate(spec.layers) if isinstance(layer, YoloLayer)]
+    shapes = infer_shapes(spec, (img_size, img_size))
+    by_fineness = sorted(heads, key=lambda i: -shapes[i].out_chw[1] * shapes[i].out_chw[2])
+    anchors = kmeans_anchors(train_wh, sum(len(spec.layers[i].mask) for i in heads), seed=seed)
+    start = 0
+    for i in by_fineness:
+        layer = spec.layers[i]
+        layer.mask = list(range(start, start + len(layer.mask)))
+        start += len(layer.mask)
+    for i in heads:
+        spec.layers[i].anchors = list(anchors)
+        spec.layers[i].num = len(anchors)
+
+
+def build_model(cfg: TrainConfig, names: Sequence[str], train_wh: np.ndarray | None = None) -> tuple[nn.Module, bool]:
+    """The network for `cfg`: from scratch, full darknet weights, or a backbone prefix.
+
+    When the dataset's class count differs from the cfg's, only the head convolutions (the ones
+    feeding a [yolo] layer) are re-created; every other tensor keeps the loaded values.
+    Returns:
+        (Darknet in train mode, whether the head layers were freshly initialised).
+    """
+    from yolo4.darknet import Darknet, load_weights
+    from yolo4.darknet.layers import Convolutional
+    from yolo4.models.zoo import resolve_spec, set_num_classes
+
+    nc = len(names)
+    spec = resolve_spec(cfg.model, num_classes=None, img_size=cfg.img_size)
+    if cfg.cmbn:
+        for layer in spec.layers:
+            if isinstance(layer, Convolutional) and layer.batch_normalize:
+                layer.batch_normalize = 2  # CmBatchNorm2d; plain BN in eval mode and in exported cfgs
+    if cfg.anchors == "kmeans":
+        if train_wh is None:
+            raise Yolo4Error("anchors=kmeans needs the training boxes")
+        set_kmeans_anchors(spec, train_wh, cfg.img_size, cfg.seed)
+    elif cfg.anchors != "cfg":
+        raise Yolo4Error(f"anchors={cfg.anchors!r}: choose cfg or kmeans")
+    if cfg.scale_x_y is not None:  # decoding changes: it goes into the spec (and the exported cfg)
+        for y in spec.yolo_layers:
+            y.scale_x_y = float(cfg.scale_x_y)
+    if cfg.weights is None:
+        spec = set_num_classes(spec, nc) if spec.yolo_layers[0].classes != nc else spec
+        return Darknet(spec).train(), True
+    base = Darknet(spec)
+    load_weights(base, cfg.weights, upto=cfg.weights_upto)
+    if all(y.classes == nc for y in spec.yolo_layers):
+        return base.train(), cfg.weights_upto is not None
+    model = Darknet(set_num_classes(spec, nc))
+    own = model.state_dict()
+    own.update({k: v for k, v in base.state_dict().items() if k in own and own[k].shape == v.shape})
+    model.load_state_dict(own)
+    return model.train(), True
+
+
+def init_head_biases(model: nn.Module, img_hw: tuple[int, int]) -> None:
+    """Priors for freshly initialised heads (logit heads only): objectness ~ 8 objects per
+    image spread over the head's cells, classes ~ 0.6 / C. Speeds up training from scratch."""
+    net = unwrap(model)
+    for idx, layer in zip(net.head_indices, net.yolo_layers):
+        if layer.new_coords:
+            continue
+        conv = net.blocks[idx - 1].conv
+        if conv.bias is None:
+            continue
+        na, nc = len(layer.mask), layer.classes
+        with torch.no_grad():
+            b = conv.bias.view(na, 5 + nc)
+            b[:, 4] += math.log(8 / max(_head_cells(net, idx, img_hw), 1) / len(net.yolo_layers))
+            b[:, 5:] += math.log(0.6 / max(nc - 0.99, 0.01))
+
+
+def _head_cells(net: nn.Module, idx: int, img_hw: tuple[int, int]) -> int:
+    from yolo4.darknet import infer_shapes
+
+    info = infer_shapes(net.spec, img_hw)[idx]
+    return info.out_chw[1] * info.out_chw[2]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """SGD groups: weight decay on conv/linear weights only; BN weights and all biases without."""
+    decay, no_decay = [], []
+    for m in unwrap(model).modules():
+        for name, p in m.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if name == "weight" and not isinstance(m, nn.modules.batchnorm._BatchNorm):
+                decay.append(p)
+            else:
+                no_decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov) or AdamW over `param_groups` (no weight decay on BN and biases)."""
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    raise Yolo4Error(f"optimizer={cfg.optimizer!r}: choose sgd or adamw")
+
+
+def freeze_layers(model: nn.Module, n: int) -> None:
+    """Layers 0..n-1: no gradients, BatchNorm in eval mode (call after every model.train())."""
+    net = unwrap(model)
+    for block in list(net.blocks)[:n]:
+        for p in block.parameters():
+            p.requires_grad_(False)
+        block.eval()
+
+
+def set_drop_scale(model: nn.Module, scale: float) -> None:
+    """DropBlock schedule: every [dropout] layer's rate = its cfg probability * scale."""
+    from yolo4.darknet.network import DropoutDarknet
+
+    for m in unwrap(model).modules():
+        if isinstance(m, DropoutDarknet):
+            m.drop_scale = float(scale)
+
+
+def augment_config(cfg: TrainConfig, final_epochs: bool = False):
+    from yolo4.data.augment import AugmentConfig
+
+    mix = 0.0 if final_epochs else None
+    return AugmentConfig(mosaic=cfg.mosaic if mix is None else 0.0, mixup=cfg.mixup if mix is None else 0.0,
+                         cutmix=cfg.cutmix if mix is None else 0.0, jitter=cfg.jitter,
+                         scale=(cfg.scale_min, cfg.scale_max), hue=cfg.hue, saturation=cfg.saturation,
+                         exposure=cfg.exposure, flip=cfg.flip, letterbox=False)
+
+
+def autocast_dtype(cfg: "TrainConfig", device: torch.device) -> torch.dtype | None:
+    """Mixed precision for the forward pass: float16 on CUDA (with a GradScaler), bfloat16 on
+    CPUs whose oneDNN has native bf16 kernels (about 2x faster there; no scaler needed), else None."""
+    if not cfg.amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+

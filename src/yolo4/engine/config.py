@@ -1,0 +1,147 @@
+"""`TrainConfig`: everything a training run needs, as one flat typed dataclass.
+
+    cfg = TrainConfig.from_args(["lr=0.02", "mosaic=0"], base=TrainConfig(data="shapes/data.yaml"))
+    cfg.to_dict()  /  TrainConfig.from_dict(d)      # primitives only: checkpoints, config.json
+
+Unknown keys and values that do not parse raise Yolo4Error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from yolo4.errors import Yolo4Error
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Saved in every checkpoint (`--resume` reuses it)."""
+
+    # what
+    data: str = ""  # dataset: folder, data.yaml, darknet .data or COCO json
+    model: str = "yolov4-tiny"  # zoo name or darknet .cfg path
+    weights: str | None = None  # darknet .weights: full model, or a backbone prefix with weights_upto
+    weights_upto: int | None = None  # load only layers 0..N-1 (yolov4.conv.137 style)
+    freeze: int = 0  # layers 0..freeze-1 are not trained (BN frozen too)
+    anchors: str = "cfg"  # "cfg" or "kmeans" (IoU k-means on the training boxes at img_size)
+    max_train_images: int | None = None  # use only the first N training images
+    max_val_images: int | None = None  # validate each epoch on the first N val images
+    cache_images: bool = False  # decode the training images once and keep them in memory (if they fit in 1/4 of RAM)
+    # how long, how big
+    epochs: int = 100
+    batch: int = 64  # images per optimizer step over all processes (darknet batch)
+    subdivisions: int = 1  # mini-batches per step (gradient accumulation; darknet subdivisions)
+    cmbn: bool = False  # CmBN (darknet batch_normalize=2): BN statistics accumulate over a step's mini-batches
+    img_size: int = 416
+    multiscale: bool = False  # darknet random=1: a new input size every 10 batches, size/1.4 .. size*1.4
+    small_img_size: int | None = None  # progressive resizing: the first `small_img_epochs` train at this size
+    small_img_epochs: float = 0.5  # that fraction of the epochs (rounded down)
+    # optimiser
+    optimizer: str = "sgd"  # sgd (momentum, nesterov: the YOLOv4 recipe) | adamw (betas (momentum, 0.999))
+    lr: float = 0.01  # at lr_batch images per step; scaled linearly with the global batch
+    lr_batch: int = 64
+    momentum: float = 0.937
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # conv weights only, not BN or biases
+    policy: str = "cosine"  # steps | cosine | sgdr | constant
+    burn_in: int = 1000  # optimizer steps of darknet warm-up (lr * (step / burn_in) ** 4)
+    steps: tuple[float, ...] = (0.8, 0.9)  # policy=steps: boundaries (fractions of all steps if < 1)
+    scales: tuple[float, ...] = (0.1, 0.1)
+    final_lr_ratio: float = 0.01  # cosine / sgdr end value, relative to lr
+    sgdr_cycle_epochs: float = 10.0
+    sgdr_mult: float = 2.0
+    ema: bool = True
+    ema_decay: float = 0.9999
+    ema_tau: float = 2000.0
+    amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 (see autocast_dtype)
+    grad_clip: float = 0.0  # max gradient norm, 0: off (the gradient sums lr_batch images: norms of 100s are normal)
+    # freebies of the detector (None: the cfg's [yolo] value)
+    iou_loss: str | None = None
+    iou_thresh: float | None = None
+    ignore_thresh: float | None = None
+    label_smoothing: float | None = None
+    iou_normalizer: float | None = None
+    cls_normalizer: float | None = None
+    obj_normalizer: float | None = None
+    scale_x_y: float | None = None
+    neighbor_cells: bool = False  # Scaled-YOLOv4 style: 3 cells per truth and anchor (use with scale_x_y=2)
+    # freebies of the backbone / data
+    dropblock: bool = True  # ramp the [dropout] layers' rate up over the first half of training
+    sat_eps: float = 0.0  # self-adversarial training: FGSM step on the input first (0: off)
+    mosaic: float = 1.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    flip: float = 0.5
+    jitter: float = 0.3
+    scale_min: float = 0.5
+    scale_max: float = 1.5
+    hue: float = 0.015
+    saturation: float = 1.5
+    exposure: float = 1.5
+    close_mosaic: int = 0  # turn mosaic/mixup/cutmix off for the last N epochs
+    time_budget_min: float | None = None  # after every epoch, re-plan `epochs` (at most the given) to fit this many minutes
+    # validation
+    val_every: int = 1
+    val_img_size: int | None = None  # input size of validation, precise BN and best.cfg (None: img_size);
+    # a larger one than the training size finds more small objects (as darknet users infer at 608 after 416)
+    precise_bn_batches: int = 8  # recompute the evaluated model's BN statistics on this many train batches first
+    val_conf: float = 0.001
+    val_iou: float = 0.6
+    # run
+    out: str = "runs/train"
+    resume: str | None = None  # a run folder: continue from its last.pt
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    workers: int = 2
+    seed: int = 0
+    export: bool = True  # write best.cfg + best.weights at the end
+    progress: bool = True
+    threads: int | None = None  # torch CPU threads (None: leave PyTorch's default)
+
+    @classmethod
+    def from_args(cls, items: Sequence[str], base: TrainConfig | None = None) -> TrainConfig:
+        """`["lr=0.02", "mosaic=0", "steps=0.7,0.9"]` applied to `base` (default: defaults).
+        Unknown keys and values that do not parse raise Yolo4Error."""
+        types = {f.name: f.type for f in fields(cls)}
+        out = dataclasses.replace(base) if base is not None else cls()
+        for item in items:
+            key, sep, text = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in types:
+                raise Yolo4Error(f"train option '{item}': expected KEY=VALUE with KEY one of {', '.join(types)}")
+            setattr(out, key, _parse(types[key], text.strip(), key))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Primitives only (for checkpoints and JSON)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        return cls(**kw)
+
+
+def _parse(type_text: Any, text: str, key: str) -> Any:
+    t = str(type_text)
+    try:
+        if text.lower() in ("none", "null") and "None" in t:
+            return None
+        if t.startswith("bool"):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if t.startswith("tuple"):
+            return tuple(float(v) for v in text.split(",") if v.strip())
+        if t.startswith("int"):
+            return int(text)
+        if t.startswith("float"):
+            return float(text)
+        return text
+    except ValueError:
+        raise Yolo4Error(f"train option {key}={text!r}: not a valid {t}") from None
