@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from yolo4.darknet import load
+from yolo4.data.sources import load_image
 from yolo4.engine.evaluate import evaluate
 from yolo4.engine.metrics import coco_evaluate
-from yolo4.engine.predict import Detector, load_image
+from yolo4.engine.predict import Detector
 from yolo4.errors import Yolo4Error
 from yolo4.export import ExportOptions, export_model, load_exported
 

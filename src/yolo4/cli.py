@@ -58,7 +58,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_detect(a: argparse.Namespace) -> int:
-    from yolo4.engine.predict import run_detect
+    from yolo4.engine.detect import run_detect
 
     summary = run_detect(a.sources, model=a.cfg or a.model, weights=a.weights, names=a.names, img_size=a.img_size,
                          resize=a.resize, conf=a.conf, iou=a.iou, nms=a.nms, labels=a.labels, device=a.device,

@@ -1,8 +1,7 @@
-"""yolo4.engine.predict: pre-processing, Detector, results, sources and the detect run."""
+"""yolo4.engine.predict: pre-processing, Detector, results, and the image sources it reads."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -12,61 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from yolo4.engine.predict import (
-    Detections,
-    Detector,
-    ImageSource,
-    VideoSource,
-    as_rgb_array,
-    letterbox,
-    load_image,
-    preprocess,
-    resolve_sources,
-    run_detect,
-    stretch,
-)
+from yolo4.data.sources import ImageSource, VideoSource, as_rgb_array, load_image, resolve_sources
+from yolo4.engine.predict import Detections, Detector, letterbox, preprocess, stretch
 from yolo4.errors import DataError, WeightsError
-
-TINY_CFG = """
-[net]
-width=64
-height=64
-channels=3
-
-[maxpool]
-size=32
-stride=32
-
-[convolutional]
-filters=7
-size=1
-stride=1
-pad=0
-activation=linear
-
-[yolo]
-mask=0
-anchors=32,16, 10,10
-classes=2
-num=2
-"""
-
-
-@pytest.fixture
-def tiny_cfg(tmp_path) -> Path:
-    p = tmp_path / "tiny.cfg"
-    p.write_text(TINY_CFG)
-    return p
-
-
-def fake_runner(x: torch.Tensor) -> list[torch.Tensor]:
-    """One detection per image, at grid cell (y=0, x=1) of a 2x2 grid, class 1: in input
-    pixels the box is centred (48, 16), anchor-sized 32x16 -> [32, 8, 64, 24]."""
-    out = torch.full((x.shape[0], 7, 2, 2), -10.0)
-    out[:, 0:4, 0, 1] = 0.0
-    out[:, 4, 0, 1] = 5.0  # objectness
-    out[:, 6, 0, 1] = 5.0  # class 1
-    return [out]
 
 
 def _write(path: Path, rgb: np.ndarray) -> Path:
@@ -160,7 +107,7 @@ def test_load_image_reports_file_by_name(tmp_path):
 # ------------------------------------------------------------------ the detector
 @pytest.mark.parametrize("resize,expected", [("stretch", [100.0, 12.5, 200.0, 37.5]),
                                              ("letterbox", [100.0, 0.0, 200.0, 25.0])])
-def test_detector_maps_boxes_back_to_the_original(tiny_cfg, resize, expected):
+def test_detector_maps_boxes_back_to_the_original(tiny_cfg, fake_runner, resize, expected):
     det = Detector(tiny_cfg, names=["a", "b"], resize=resize, runner=fake_runner)
     img = np.zeros((100, 200, 3), np.uint8)
     [r] = det(img)
@@ -177,12 +124,12 @@ def test_detector_maps_boxes_back_to_the_original(tiny_cfg, resize, expected):
     assert d["detections"][0]["class_name"] == "b" and d["detections"][0]["box"] == pytest.approx(expected, abs=0.01)
 
 
-def test_resize_default_follows_the_cfg(tmp_path):
+def test_resize_default_follows_the_cfg(tiny_cfg, fake_runner, tmp_path):
     cfg = tmp_path / "lb.cfg"
-    cfg.write_text(TINY_CFG.replace("channels=3", "channels=3\nletter_box=1"))
+    cfg.write_text(tiny_cfg.read_text().replace("channels=3", "channels=3\nletter_box=1"))
     assert Detector(cfg, runner=fake_runner).resize == "letterbox"
     assert Detector(cfg, runner=fake_runner, resize="stretch").resize == "stretch"
-    cfg.write_text(TINY_CFG)
+    cfg.write_text(tiny_cfg.read_text())
     assert Detector(cfg, runner=fake_runner).resize == "stretch"
 
 
@@ -202,7 +149,7 @@ def test_detector_decoded_runner_and_conf(tiny_cfg):
     assert len(Detector(tiny_cfg, runner=decoded, conf=0.3)(np.zeros((8, 8, 3), np.uint8))[0]) == 0
 
 
-def test_detector_refuses_random_weights_and_bad_names(tiny_cfg, tmp_path):
+def test_detector_refuses_random_weights_and_bad_names(tiny_cfg, fake_runner, tmp_path):
     with pytest.raises(WeightsError, match="AlexeyAB/darknet/releases"):
         Detector(tiny_cfg)
     names = tmp_path / "three.names"
@@ -256,98 +203,6 @@ def test_resolve_sources(tmp_path):
     assert any("empty" in p and "no images" in p for p in problems)
     assert any("nope.jpg" in p and "no such file" in p for p in problems)
     assert any("*.gif" in p and "no files match" in p for p in problems)
-
-
-# ------------------------------------------------------------------ the detect run
-def _tree(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*")}
-
-
-def test_run_detect_images_bad_inputs_and_nothing_outside_save_dir(tiny_cfg, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    src = tmp_path / "in"
-    src.mkdir()
-    _write(src / "one.jpg", np.zeros((100, 200, 3), np.uint8))
-    _write(src / "two.png", np.full((64, 64, 3), 90, np.uint8))
-    (src / "corrupt.jpg").write_bytes(b"garbage")
-    (src / "readme.txt").write_text("not an image")
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "broken.avi").write_bytes(b"not a video")
-    other = tmp_path / "other"
-    other.mkdir()
-    _write(other / "one.jpg", np.zeros((10, 10, 3), np.uint8))  # same name as in/one.jpg
-    before = _tree(tmp_path)
-    summary = run_detect([str(src), str(tmp_path / "empty"), "missing.jpg", str(tmp_path / "broken.avi"),
-                          str(other / "one.jpg")], model=tiny_cfg, names=["a", "b"], runner=fake_runner, batch=2,
-                         save_dir=tmp_path / "out", progress=False)
-    assert summary.processed == 3
-    err = capsys.readouterr()
-    for name in ("corrupt.jpg", "readme.txt", "empty", "missing.jpg", "broken.avi"):
-        assert any(name in p for p in summary.problems), name
-        assert name in err.err
-    assert "pre-process" in err.out and "network" in err.out and "post-process" in err.out
-    new = _tree(tmp_path) - before
-    assert new and all((tmp_path / "out") in p.parents or p == tmp_path / "out" for p in new)
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"one.jpg", "two.png", "one_1.jpg", "detections.json"}
-    records = json.loads((tmp_path / "out" / "detections.json").read_text())
-    assert [Path(r["image"]).name for r in records] == ["one.jpg", "two.png", "one.jpg"]
-    assert records[0]["width"] == 200 and records[0]["height"] == 100
-    assert records[0]["detections"] == [{"class_id": 1, "class_name": "b", "score": pytest.approx(0.98670, abs=1e-4),
-                                         "box": [100.0, 12.5, 200.0, 37.5]}]
-    drawn = cv2.imread(str(tmp_path / "out" / "one.jpg"))
-    assert drawn.shape == (100, 200, 3) and drawn.max() > 100  # the box was drawn on the black image
-
-
-def test_run_detect_video(tiny_cfg, tmp_path):
-    video = tmp_path / "clip.mp4"
-    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (128, 64))
-    for i in range(5):
-        w.write(np.full((64, 128, 3), 20 * i, np.uint8))
-    w.release()
-    summary = run_detect([video], model=tiny_cfg, runner=fake_runner, batch=2, save_dir=tmp_path / "out",
-                         json_path="frames.json", progress=False)
-    assert summary.processed == 5 and not summary.problems
-    records = json.loads((tmp_path / "out" / "frames.json").read_text())
-    assert [r["image"] for r in records] == [f"{video}#frame={i}" for i in range(5)]
-    assert all(len(r["detections"]) == 1 for r in records)
-    cap = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
-    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
-    ok, frame = cap.read()
-    assert ok and frame.shape == (64, 128, 3)
-    cap.release()
-
-
-def test_run_detect_nothing_processed(tiny_cfg, tmp_path):
-    summary = run_detect([tmp_path / "missing.png"], model=tiny_cfg, runner=fake_runner, save_dir=tmp_path / "out",
-                         progress=False)
-    assert summary.processed == 0 and len(summary.problems) == 1
-
-
-# ------------------------------------------------------------------ the CLI
-@pytest.fixture
-def tiny_weights(tiny_cfg, tmp_path) -> Path:
-    from yolo4.darknet import load, save_weights
-
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.weights"
-    save_weights(load(tiny_cfg), path)
-    return path
-
-
-def test_cli_detect_exit_codes(tiny_cfg, tiny_weights, tmp_path, monkeypatch, capsys):
-    from yolo4.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    img = _write(tmp_path / "x.jpg", np.zeros((40, 50, 3), np.uint8))
-    assert main(["detect", str(img), "--cfg", str(tiny_cfg)]) == 2
-    err = capsys.readouterr().err
-    assert "AlexeyAB/darknet/releases" in err and "yolo4 train" in err
-    assert not (tmp_path / "runs").exists()  # nothing written for a refused run
-    assert main(["detect", "nothing.jpg", "--cfg", str(tiny_cfg), "--weights", str(tiny_weights),
-                 "--save-dir", "out"]) == 1
-    assert main(["detect", str(img), "nothing.jpg", "--cfg", str(tiny_cfg), "--weights", str(tiny_weights),
-                 "--save-dir", "out", "--nms", "diou", "--resize", "letterbox"]) == 0
-    assert (tmp_path / "out" / "x.jpg").is_file() and (tmp_path / "out" / "detections.json").is_file()
 
 
 # ------------------------------------------------------------------ the real model against OpenCV DNN
@@ -415,24 +270,3 @@ def test_pipeline_on_opencv_heads_matches_opencv_table(reference):
 
     det = Detector(cfg, names=names, img_size=320, resize="stretch", runner=opencv_runner)
     _assert_matches_table(det(images, batch_size=1), _reference_table(reference / "README.md"))
-
-
-def test_run_detect_with_an_exported_onnx_file(tiny_cfg, tmp_path):
-    """`--weights model.onnx` needs no --cfg: the same detections as the PyTorch module."""
-    pytest.importorskip("onnxruntime")
-    from yolo4.darknet import load
-    from yolo4.export import ExportOptions, export_model
-
-    torch.manual_seed(0)
-    model = load(tiny_cfg)
-    onnx_path = tmp_path / "tiny.onnx"
-    export_model(model, ExportOptions(format="onnx", check=False), onnx_path, names=["a", "b"])
-    img = _write(tmp_path / "x.png", np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8))
-    from_onnx = run_detect([img], weights=onnx_path, conf=0.0, save_dir=tmp_path / "o1", progress=False)
-    from_torch = run_detect([img], model=model, names=["a", "b"], conf=0.0, save_dir=tmp_path / "o2", progress=False)
-    assert from_onnx.processed == from_torch.processed == 1
-    a, b = (json.loads((tmp_path / d / "detections.json").read_text())[0]["detections"] for d in ("o1", "o2"))
-    assert len(a) == len(b) > 0
-    for da, db in zip(a, b):
-        assert da["class_name"] == db["class_name"] and da["score"] == pytest.approx(db["score"], abs=1e-4)
-        assert da["box"] == pytest.approx(db["box"], abs=0.05)

@@ -13,8 +13,9 @@ pytest.importorskip("onnxruntime")
 
 from yolo4.cli import main  # noqa: E402
 from yolo4.darknet import load, save_weights  # noqa: E402
+from yolo4.data.sources import load_image  # noqa: E402
 from yolo4.engine.metrics import coco_evaluate  # noqa: E402
-from yolo4.engine.predict import Detector, load_image  # noqa: E402
+from yolo4.engine.predict import Detector  # noqa: E402
 from yolo4.export import ExportOptions, export_model, load_exported  # noqa: E402
 
 

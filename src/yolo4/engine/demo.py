@@ -133,7 +133,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", demo: D
     from yolo4.data.dataset import load_dataset
     from yolo4.data.shapes import ShapesConfig, make_shapes
     from yolo4.engine.checkpoint import load_checkpoint
-    from yolo4.engine.predict import run_detect
+    from yolo4.engine.detect import run_detect
 
     t_start = time.time()
     out = Path(out)

@@ -91,7 +91,8 @@ def calibration_images(source: str | os.PathLike, count: int, input_hw: tuple[in
     Raises:
         ExportError when no image of the source can be read (each unreadable file is skipped).
     """
-    from yolo4.engine.predict import load_image, preprocess
+    from yolo4.data.sources import load_image
+    from yolo4.engine.predict import preprocess
 
     paths, where = calibration_paths(source, count, split)
     arrays, bad = [], []
