@@ -41,7 +41,7 @@ def time_steps(data: Path, size: int, batch: int, amp: bool, device: torch.devic
     model, _ = build_model(cfg, list(train_set.names), wh * size / max(train_set.image_hw[0]))
     model.to(device)
     dtype = autocast_dtype(cfg, device)
-    channels_last = dtype is not None and device.type == "cpu"
+    channels_last = device.type == "cpu"  # as yolo4.engine.train
     if channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn = YoloLoss(model.yolo_layers, overrides=LossOverrides(iou_thresh=cfg.iou_thresh, scale_x_y=cfg.scale_x_y),

@@ -35,7 +35,7 @@ def recompute_bn_stats(model: nn.Module, batches, amp_dtype: torch.dtype | None 
         for x in batches:
             reset_cmbn(model)  # CmBN layers: each batch's own statistics, as plain BN
             x = x.to(device)
-            if amp_dtype is not None and device.type == "cpu":
+            if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             model(x)
             n += 1
