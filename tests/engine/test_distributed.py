@@ -24,14 +24,14 @@ def tiny_data(tmp_path_factory):
     return make_shapes(tmp_path_factory.mktemp("shapes") / "shapes", cfg, workers=0, progress=False)
 
 
-OPTIONS = ["burn_in=0", "lr=0.005", "amp=0", "mosaic=0", "flip=0", "hue=0", "saturation=1", "exposure=1", "jitter=0",
+OPTIONS = ["burn_in=0", "lr=0.005", "mosaic=0", "flip=0", "hue=0", "saturation=1", "exposure=1", "jitter=0",
            "scale_min=1", "scale_max=1", "ema=0", "progress=0", "export=0"]
 
 
-def _args(data, out, batch_split: list[str]) -> list[str]:
+def _args(data, out, batch_split: list[str], amp: bool = False) -> list[str]:
     args = ["train", "--data", str(data), "--model", "yolov4-tiny", "--img-size", "64", "--epochs", "2",
             "--batch", "8", "--workers", "0", "--device", "cpu", "--out", str(out), *batch_split]
-    for o in OPTIONS:
+    for o in [*OPTIONS, f"amp={int(amp)}"]:
         args += ["--set", o]
     return args
 
@@ -46,15 +46,19 @@ def _losses(out) -> list[float]:
     return [float(r["train/loss"]) for r in csv.DictReader(open(out / "results.csv"))]
 
 
-def test_two_process_gloo_matches_single_process(tiny_data, tmp_path):
+# fp32, and the CPU default of bf16 autocast (where the CPU has it; else fp32 again) with its
+# rounding noise. Both train in channels-last; built after DDP, that layout broke the gradient
+# sync (10% off by epoch 2).
+@pytest.mark.parametrize("amp,rel", [(False, 0.03), (True, 0.06)])
+def test_two_process_gloo_matches_single_process(tiny_data, tmp_path, amp, rel):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "yolo4", *_args(tiny_data, tmp_path / "one",
-                                                                   ["--subdivisions", "2"])],
+                                                                   ["--subdivisions", "2"], amp)],
                             env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-                          "-m", "yolo4", *_args(tiny_data, tmp_path / "two", [])],
+                          "-m", "yolo4", *_args(tiny_data, tmp_path / "two", [], amp)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "batch 8 (2 x 1 x 4)" in ddp.stderr and "batch 8 (1 x 2 x 4)" in single.stderr
@@ -62,5 +66,5 @@ def test_two_process_gloo_matches_single_process(tiny_data, tmp_path):
     assert len(one) == len(two) == 2
     # same weights, same images, same mini-batch size for BatchNorm: only the grouping of the
     # images into mini-batches differs (rank r takes every 2nd image), hence a small tolerance
-    assert two == pytest.approx(one, rel=0.03), (one, two)
+    assert two == pytest.approx(one, rel=rel), (one, two)
     assert one[1] != pytest.approx(one[0], rel=1e-4)  # the weights did move between the epochs
