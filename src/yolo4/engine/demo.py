@@ -15,9 +15,9 @@ on 2 CPU cores within 15 minutes including dataset generation and evaluation (a 
 present, is used and is much faster). On CPU the number of epochs is set by a training-time
 budget (re-planned after every epoch), so a slower or busier machine trains fewer epochs.
 
-Measured on the project's idle 2-core AMD EPYC (bf16 autocast, 2 threads): 21 epochs (10 at
-192 px, 11 at 256 px) in 750 s; the best checkpoint scores mAP50 0.818, mAP50-95 0.463 on the
-300 val images at 320 px (0.774 at 256 px); 12.9 min in all.
+Measured on the project's idle 2-core AMD EPYC (bf16 autocast, 2 threads): 20 epochs (9 at
+192 px, 11 at 256 px) in 752 s; the best checkpoint scores mAP50 0.843, mAP50-95 0.487 on the
+300 val images at 320 px (0.805 at 256 px); 13.0 min in all (earlier runs: 0.818, 0.825).
 """
 
 from __future__ import annotations
