@@ -22,10 +22,11 @@ import torch
 from yolo4.data.dataset import load_dataset
 from yolo4.data.loader import build_loader
 from yolo4.data.shapes import ShapesConfig, make_shapes
-from yolo4.engine.build import augment_config, autocast_dtype, build_model, make_optimizer, select_device
+from yolo4.engine.build import (augment_config, autocast_dtype, build_model, make_loss, make_optimizer,
+                                select_device, train_box_sizes)
+from yolo4.engine.config import TrainConfig
 from yolo4.engine.demo import DemoConfig
 from yolo4.engine.ema import ModelEMA
-from yolo4.ops.losses import LossOverrides, YoloLoss
 
 PHASES = ("data", "forward", "loss", "backward", "optimizer+EMA")
 
@@ -37,15 +38,13 @@ def time_steps(data: Path, size: int, batch: int, amp: bool, device: torch.devic
     cfg.amp, cfg.img_size = amp, size
     train_set = load_dataset(data, "train", progress=False)
     train_set.cache_images()
-    wh = np.concatenate([b[:, 2:] - b[:, :2] for b in (train_set.labels(i)[0] for i in range(len(train_set)))])
-    model, _ = build_model(cfg, list(train_set.names), wh * size / max(train_set.image_hw[0]))
+    model, _ = build_model(cfg, list(train_set.names), train_box_sizes(train_set, size))
     model.to(device)
     dtype = autocast_dtype(cfg, device)
     channels_last = device.type == "cpu"  # as yolo4.engine.train
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    loss_fn = YoloLoss(model.yolo_layers, overrides=LossOverrides(iou_thresh=cfg.iou_thresh, scale_x_y=cfg.scale_x_y),
-                       neighbor_cells=cfg.neighbor_cells)
+    loss_fn = make_loss(cfg, model)
     optimizer, ema = make_optimizer(cfg, model), ModelEMA(model, cfg.ema_decay, cfg.ema_tau)
     loader = build_loader(train_set, size, batch, augment_config(cfg), shuffle=True, workers=0, drop_last=True)
     batches = iter(loader)
@@ -99,16 +98,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.data) if args.data else make_shapes(Path(tmp) / "shapes",
                                                              ShapesConfig(num_train=96, num_val=8), progress=False)
-        precisions = [True, False]
         print(f"yolov4-tiny training step, batch {args.batch}, {device}, {torch.get_num_threads()} threads; "
               f"median ms over {args.steps} steps")
         print("\n| input | precision | " + " | ".join(PHASES) + " | ms/step | images/s |")
         print("|---" * (len(PHASES) + 4) + "|")
         for size in args.sizes:
-            for amp in precisions:
-                cfg_amp = DemoConfig().train_config(data, "unused", device, progress=False)
-                cfg_amp.amp = amp
-                dtype = autocast_dtype(cfg_amp, device)
+            for amp in (True, False):
+                dtype = autocast_dtype(TrainConfig(amp=amp), device)
                 if amp and dtype is None:
                     continue  # no native low precision here: the fp32 row says it all
                 t = time_steps(data, size, args.batch, amp, device, args.steps)

@@ -84,6 +84,26 @@ def set_kmeans_anchors(spec, train_wh: np.ndarray, img_size: int, seed: int = 0)
         spec.layers[i].num = len(anchors)
 
 
+def train_box_sizes(dataset, img_size: int) -> np.ndarray:
+    """(N, 2) widths and heights of every training box, in input pixels at `img_size` (the
+    input to k-means anchors; sizes are scaled by the first image's longer side)."""
+    wh = [b[:, 2:] - b[:, :2] for b in (dataset.labels(i)[0] for i in range(len(dataset))) if len(b)]
+    if not wh:
+        return np.zeros((0, 2))
+    return np.concatenate(wh) * (img_size / max(dataset.image_hw[0]))
+
+
+def make_loss(cfg: TrainConfig, model: nn.Module):
+    """The YoloLoss of `model`'s [yolo] heads with the config's overrides of their cfg keys."""
+    from yolo4.ops.losses import LossOverrides, YoloLoss
+
+    return YoloLoss(unwrap(model).yolo_layers, overrides=LossOverrides(
+        iou_loss=cfg.iou_loss, iou_thresh=cfg.iou_thresh, ignore_thresh=cfg.ignore_thresh,
+        label_smooth_eps=cfg.label_smoothing, iou_normalizer=cfg.iou_normalizer,
+        cls_normalizer=cfg.cls_normalizer, obj_normalizer=cfg.obj_normalizer, scale_x_y=cfg.scale_x_y),
+        neighbor_cells=cfg.neighbor_cells)
+
+
 def build_model(cfg: TrainConfig, names: Sequence[str], train_wh: np.ndarray | None = None) -> tuple[nn.Module, bool]:
     """The network for `cfg`: from scratch, full darknet weights, or a backbone prefix.
 

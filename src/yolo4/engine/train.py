@@ -56,7 +56,7 @@ from torch import nn
 
 from yolo4.darknet.cmbn import reset_cmbn
 from yolo4.engine.build import (augment_config, autocast_dtype, build_model, freeze_layers, init_head_biases,
-                                make_optimizer, select_device, set_drop_scale)
+                                make_loss, make_optimizer, select_device, set_drop_scale, train_box_sizes)
 from yolo4.engine.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from yolo4.engine.config import TrainConfig
 from yolo4.engine.distributed import (DistInfo, all_reduce_mean, any_true, barrier, broadcast_object, cleanup,
@@ -65,7 +65,7 @@ from yolo4.engine.ema import ModelEMA, unwrap
 from yolo4.engine.schedule import ScheduleConfig, lr_at
 from yolo4.engine.validation import recompute_bn_stats, validate
 from yolo4.errors import Yolo4Error
-from yolo4.ops.losses import LossOverrides, YoloLoss
+from yolo4.ops.losses import YoloLoss
 
 log = logging.getLogger(__name__)
 
@@ -262,11 +262,7 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
         return (images for images, _, _ in islice(plain, cfg.precise_bn_batches))
 
     # model, loss, optimiser
-    train_wh = None
-    if cfg.anchors == "kmeans":
-        wh = [b[:, 2:] - b[:, :2] for b in (train_set.labels(i)[0] for i in range(len(train_set))) if len(b)]
-        hw = train_set.image_hw[0]
-        train_wh = np.concatenate(wh) * (cfg.img_size / max(hw))
+    train_wh = train_box_sizes(train_set, cfg.img_size) if cfg.anchors == "kmeans" else None
     model, fresh_head = build_model(cfg, names, train_wh)
     if fresh_head and resumed is None:
         init_head_biases(model, (cfg.img_size, cfg.img_size))
@@ -280,11 +276,7 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
     net = unwrap(ddp_model)  # SyncBatchNorm conversion may have replaced it
     if cfg.cmbn and info.enabled and device.type == "cuda":
         _say("warning: cmbn=True: under DDP on CUDA SyncBatchNorm (statistics over all GPUs) replaces CmBN", info)
-    loss_fn = YoloLoss(net.yolo_layers, overrides=LossOverrides(
-        iou_loss=cfg.iou_loss, iou_thresh=cfg.iou_thresh, ignore_thresh=cfg.ignore_thresh,
-        label_smooth_eps=cfg.label_smoothing, iou_normalizer=cfg.iou_normalizer,
-        cls_normalizer=cfg.cls_normalizer, obj_normalizer=cfg.obj_normalizer, scale_x_y=cfg.scale_x_y),
-        neighbor_cells=cfg.neighbor_cells)
+    loss_fn = make_loss(cfg, net)
     optimizer = make_optimizer(cfg, net)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if use_amp else None
