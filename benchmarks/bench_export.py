@@ -33,11 +33,11 @@ import torch
 
 from yolo4.darknet import load
 from yolo4.data.sources import load_image
-from yolo4.engine.evaluate import evaluate
-from yolo4.engine.metrics import coco_evaluate
-from yolo4.engine.predict import Detector
 from yolo4.errors import Yolo4Error
+from yolo4.evaluation.evaluate import evaluate
+from yolo4.evaluation.metrics import coco_evaluate
 from yolo4.export import ExportOptions, export_model, load_exported
+from yolo4.inference.detector import Detector
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"

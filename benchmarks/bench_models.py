@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from yolo4.engine.benchmark import benchmark
+from yolo4.inference.benchmark import benchmark
 
 DEFAULT = [("yolov4-tiny", 416), ("yolov4-tiny", 256), ("yolov3-tiny", 416), ("yolov4-csp-leaky", 448),
            ("yolov4", 416)]

@@ -22,11 +22,18 @@ import torch
 from yolo4.data.dataset import load_dataset
 from yolo4.data.loader import build_loader
 from yolo4.data.shapes import ShapesConfig, make_shapes
-from yolo4.engine.build import (augment_config, autocast_dtype, build_model, make_loss, make_optimizer,
-                                select_device, train_box_sizes)
-from yolo4.engine.config import TrainConfig
-from yolo4.engine.demo import DemoConfig
-from yolo4.engine.ema import ModelEMA
+from yolo4.training.build import (
+    augment_config,
+    autocast_dtype,
+    build_model,
+    make_loss,
+    make_optimizer,
+    select_device,
+    train_box_sizes,
+)
+from yolo4.training.config import TrainConfig
+from yolo4.training.demo import DemoConfig
+from yolo4.training.ema import ModelEMA
 
 PHASES = ("data", "forward", "loss", "backward", "optimizer+EMA")
 
@@ -41,7 +48,7 @@ def time_steps(data: Path, size: int, batch: int, amp: bool, device: torch.devic
     model, _ = build_model(cfg, list(train_set.names), train_box_sizes(train_set, size))
     model.to(device)
     dtype = autocast_dtype(cfg, device)
-    channels_last = device.type == "cpu"  # as yolo4.engine.train
+    channels_last = device.type == "cpu"  # as yolo4.training.train
     if channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn = make_loss(cfg, model)

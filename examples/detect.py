@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 
-from yolo4.engine.predict import Detector
+from yolo4.inference.detector import Detector
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("cfg")

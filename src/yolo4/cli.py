@@ -58,7 +58,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_detect(a: argparse.Namespace) -> int:
-    from yolo4.engine.detect import run_detect
+    from yolo4.inference.detect import run_detect
 
     summary = run_detect(a.sources, model=a.cfg or a.model, weights=a.weights, names=a.names, img_size=a.img_size,
                          resize=a.resize, conf=a.conf, iou=a.iou, nms=a.nms, labels=a.labels, device=a.device,
@@ -95,7 +95,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(a: argparse.Namespace) -> int:
-    from yolo4.engine.train import run_train
+    from yolo4.training.run import run_train
 
     run_train(demo=a.demo, data=a.data, model=a.cfg or a.model, weights=a.weights, weights_upto=a.weights_upto,
               freeze=a.freeze, epochs=a.epochs, batch=a.batch, subdivisions=a.subdivisions, img_size=a.img_size,
@@ -131,7 +131,7 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_val(a: argparse.Namespace) -> int:
-    from yolo4.engine.evaluate import run_val
+    from yolo4.evaluation.evaluate import run_val
 
     run_val(a.data, split=a.split, model=a.cfg or a.model, weights=a.weights, img_size=a.img_size, batch=a.batch,
             resize=a.resize, conf=a.conf, iou=a.iou, nms=a.nms, labels=a.labels, max_det=a.max_det,
@@ -206,7 +206,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_benchmark(a: argparse.Namespace) -> int:
-    from yolo4.engine.benchmark import benchmark
+    from yolo4.inference.benchmark import benchmark
 
     r = benchmark(a.model, a.weights, img_size=a.img_size, batch=a.batch, device=a.device, iters=a.iters,
                   warmup=a.warmup, half=a.half, fuse=not a.no_fuse, compile=a.compile)

@@ -9,10 +9,27 @@ import numpy as np
 import pytest
 import torch
 
-from yolo4.data.augment import (AugmentConfig, cutmix, eval_sample, hsv_adjust, mixup, mosaic, multiscale_batch,
-                                random_shape, subtract_rect, train_sample)
-from yolo4.data.transforms import (filter_boxes, hflip, letterbox, letterbox_boxes, scale_translate, stretch,
-                                   unletterbox_boxes)
+from yolo4.data.augment import (
+    AugmentConfig,
+    cutmix,
+    eval_sample,
+    hsv_adjust,
+    mixup,
+    mosaic,
+    multiscale_batch,
+    random_shape,
+    subtract_rect,
+    train_sample,
+)
+from yolo4.data.transforms import (
+    filter_boxes,
+    hflip,
+    letterbox,
+    letterbox_boxes,
+    scale_translate,
+    stretch,
+    unletterbox_boxes,
+)
 from yolo4.errors import DataError
 
 BG = 127  # the pad value too, so padding and blends never look like a rectangle

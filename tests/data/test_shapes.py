@@ -10,7 +10,13 @@ import pytest
 import yaml
 
 from yolo4.data.dataset import load_dataset
-from yolo4.data.shapes import SHAPES_NAMES, ShapesConfig, _shape_mask, make_shapes, render_shapes_image
+from yolo4.data.shapes import (
+    SHAPES_NAMES,
+    ShapesConfig,
+    _shape_mask,
+    make_shapes,
+    render_shapes_image,
+)
 from yolo4.errors import DataError
 
 SMALL = ShapesConfig(num_train=12, num_val=4)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 import torch
 
 from yolo4.darknet import load, read_cfg

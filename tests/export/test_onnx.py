@@ -12,7 +12,8 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from yolo4.export import ExportOptions, export_model, load_exported  # noqa: E402
-from yolo4.export.onnx import read_metadata, session  # noqa: E402
+from yolo4.inference.runtime import onnx_metadata as read_metadata  # noqa: E402
+from yolo4.inference.runtime import onnx_session as session
 from yolo4.ops.boxes import decode_heads  # noqa: E402
 from yolo4.ops.nms import postprocess  # noqa: E402
 

@@ -14,9 +14,9 @@ pytest.importorskip("onnxruntime")
 from yolo4.cli import main  # noqa: E402
 from yolo4.darknet import load, save_weights  # noqa: E402
 from yolo4.data.sources import load_image  # noqa: E402
-from yolo4.engine.metrics import coco_evaluate  # noqa: E402
-from yolo4.engine.predict import Detector  # noqa: E402
+from yolo4.evaluation.metrics import coco_evaluate  # noqa: E402
 from yolo4.export import ExportOptions, export_model, load_exported  # noqa: E402
+from yolo4.inference.detector import Detector  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_detect_and_val_take_model_file(tiny, tmp_path, capsys):
     """`yolo4 detect --model FILE.onnx` and `yolo4 val --model FILE.onnx`: cfg, names and
     input size come from the file; val scores the exported model like the PyTorch one."""
     from yolo4.data.shapes import SHAPES_NAMES, ShapesConfig, make_shapes
-    from yolo4.engine.evaluate import run_val
+    from yolo4.evaluation.evaluate import run_val
 
     classes = SHAPES_NAMES[:3]
     data = tmp_path / "shapes"

@@ -14,7 +14,7 @@ pytest.importorskip("litert_torch", reason="the 'tflite' extra (litert-torch) is
 pytest.importorskip("ai_edge_litert", reason="the 'tflite' extra (ai-edge-litert) is not installed")
 
 from yolo4.export import ExportOptions, export_model, load_exported  # noqa: E402
-from yolo4.export.tflite import read_metadata  # noqa: E402
+from yolo4.inference.runtime import tflite_metadata as read_metadata  # noqa: E402
 
 
 def test_float32_equals_pytorch(tiny, make_images, tmp_path):

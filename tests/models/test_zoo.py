@@ -12,7 +12,15 @@ import torch
 import yolo4.darknet as dn
 from yolo4.darknet.layers import Convolutional, Shortcut, YoloLayer
 from yolo4.errors import CfgError
-from yolo4.models import ZOO, build, diff_specs, load_model, model_info, resolve_spec, set_num_classes
+from yolo4.models import (
+    ZOO,
+    build,
+    diff_specs,
+    load_model,
+    model_info,
+    resolve_spec,
+    set_num_classes,
+)
 
 OFFICIAL = ["yolov3", "yolov3-tiny", "yolov4", "yolov4-tiny", "yolov4-csp", "yolov4x-mish"]
 

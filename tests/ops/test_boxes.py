@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-import warnings
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +23,7 @@ from yolo4.ops.boxes import (
     xyxy_to_cxcywh,
     xyxy_to_xywh,
 )
+
 
 @dataclass
 class Head:

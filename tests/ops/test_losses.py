@@ -10,8 +10,15 @@ import torch
 from torchvision.ops import box_iou
 
 from yolo4.darknet.layers import YoloLayer
-from yolo4.ops.losses import (LossOverrides, YoloLoss, assign_targets, decode_xy_wh, ignore_mask,
-                              smooth_class_targets, wh_iou)
+from yolo4.ops.losses import (
+    LossOverrides,
+    YoloLoss,
+    assign_targets,
+    decode_xy_wh,
+    ignore_mask,
+    smooth_class_targets,
+    wh_iou,
+)
 
 
 def head(**kw) -> YoloLayer:

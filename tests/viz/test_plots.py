@@ -6,7 +6,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from yolo4.engine.metrics import coco_evaluate
+from yolo4.evaluation.metrics import coco_evaluate
 from yolo4.viz.plots import plot_confusion_matrix, plot_pr_curves, plot_training_curves
 
 

@@ -16,8 +16,17 @@ from dataclasses import dataclass, fields
 import cv2
 import numpy as np
 
-from yolo4.data.transforms import (FILL, _as_hw, clip_boxes, filter_boxes, hflip, letterbox, scale_boxes,
-                                   scale_translate, stretch)
+from yolo4.data.transforms import (
+    FILL,
+    _as_hw,
+    clip_boxes,
+    filter_boxes,
+    hflip,
+    letterbox,
+    scale_boxes,
+    scale_translate,
+    stretch,
+)
 from yolo4.errors import DataError
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # image uint8 (H, W, 3), boxes (N, 4), class_ids (N,)

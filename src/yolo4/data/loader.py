@@ -15,7 +15,13 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 from yolo4.data.augment import AugmentConfig, eval_sample, train_sample
 from yolo4.errors import DataError

@@ -166,7 +166,7 @@ def default_names(spec: NetworkSpec) -> list[str]:
     """COCO's names for 80 classes, else "0", "1", ..."""
     classes = int(spec.yolo_layers[0].classes) if spec.yolo_layers else 0
     if classes == 80:
-        from yolo4.engine.predict import COCO_NAMES
+        from yolo4.data.names import COCO_NAMES
 
         return list(COCO_NAMES)
     return [str(i) for i in range(classes)]

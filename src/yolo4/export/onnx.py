@@ -38,19 +38,11 @@ from yolo4.darknet import Darknet
 from yolo4.errors import ExportError
 from yolo4.export.common import ExportOptions, exported_spec, input_hw, metadata
 from yolo4.export.graph import build_graph, uses_mish
+from yolo4.inference.runtime import onnx_session, require_onnx
 
 INPUT_NAME = "images"
 NMS_OUTPUTS = ("batch_index", "boxes", "scores", "class_ids")
 CHECK_ATOL = 1e-4  # float32 ONNX vs PyTorch, relative to max(1, |reference|)
-
-
-def _require_onnx():
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as e:  # pragma: no cover - the extra is installed in development
-        raise ExportError(f"ONNX export needs the 'onnx' extra: pip install 'yolo4[onnx]' ({e})") from None
-    return onnx, onnxruntime
 
 
 def choose_opset(model: nn.Module, requested: int | None) -> int:
@@ -91,7 +83,7 @@ def _export_graph(graph: nn.Module, x: torch.Tensor, path: Path, names: list[str
 def append_nms(model_proto: Any, conf: float, iou: float, max_det: int) -> Any:
     """Append ONNX NonMaxSuppression to a graph whose outputs are boxes_all (B, N, 4) and
     scores_all (B, C, N); the new outputs are NMS_OUTPUTS. Returns a new ModelProto."""
-    onnx, _ = _require_onnx()
+    onnx, _ = require_onnx()
     from onnx import TensorProto, helper
 
     m = onnx.ModelProto()
@@ -158,27 +150,10 @@ def set_metadata(model_proto: Any, meta: dict[str, str]) -> None:
         entry.key, entry.value = k, v
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata_props of an ONNX file as a dict."""
-    onnx, _ = _require_onnx()
-    m = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in m.metadata_props}
-
-
-def session(path: str | os.PathLike, threads: int | None = None) -> Any:
-    """An onnxruntime CPU InferenceSession (optionally limited to `threads` intra-op threads)."""
-    _, ort = _require_onnx()
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 def compare_with_torch(path: str | os.PathLike, graph: nn.Module, x: torch.Tensor) -> float:
     """Max abs difference between the ONNX file's outputs and `graph(x)`'s, scaled by
     max(1, max |reference|) per output."""
-    sess = session(path)
+    sess = onnx_session(path)
     got = sess.run(None, {INPUT_NAME: x.numpy()})
     with torch.no_grad():
         ref = graph(x)
@@ -217,7 +192,7 @@ def export_onnx(model: Darknet, path: str | os.PathLike, options: ExportOptions,
         ExportError before writing anything for options ONNX cannot honour; after export,
         when onnxruntime disagrees with PyTorch.
     """
-    onnx, _ = _require_onnx()
+    onnx, _ = require_onnx()
     options.validate()
     if options.format != "onnx":
         raise ExportError(f"export_onnx got format '{options.format}'")

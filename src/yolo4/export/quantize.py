@@ -4,7 +4,7 @@
     recipe = quantize_onnx("model.onnx", "model-int8.onnx", calib)
 
 Calibration images are prepared exactly as `yolo4 detect` prepares its input (the same
-`yolo4.engine.predict.preprocess`: resize rule from the cfg, RGB, / 255), and that rule is
+`yolo4.inference.detector.preprocess`: resize rule from the cfg, RGB, / 255), and that rule is
 recorded in the exported model's metadata, because a calibration/inference mismatch in
 pre-processing shifts every activation range.
 
@@ -92,7 +92,7 @@ def calibration_images(source: str | os.PathLike, count: int, input_hw: tuple[in
         ExportError when no image of the source can be read (each unreadable file is skipped).
     """
     from yolo4.data.sources import load_image
-    from yolo4.engine.predict import preprocess
+    from yolo4.inference.preprocess import preprocess
 
     paths, where = calibration_paths(source, count, split)
     arrays, bad = [], []
@@ -154,7 +154,12 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
         the recipe (JSON-able dict) that goes into the model's metadata.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from yolo4.errors import ExportError
-from yolo4.export.common import SUFFIXES, ExportOptions, default_names, default_out, exported_spec, preprocess_record
+from yolo4.export.common import (
+    SUFFIXES,
+    ExportOptions,
+    default_names,
+    default_out,
+    exported_spec,
+    preprocess_record,
+)
 
 
 @dataclass
@@ -63,7 +70,7 @@ def _names(names: str | os.PathLike | list[str] | None, spec) -> list[str]:
     if names is None:
         return default_names(spec)
     if isinstance(names, (str, os.PathLike)):
-        from yolo4.engine.predict import read_names
+        from yolo4.data.names import read_names
 
         table = read_names(names)
     else:
@@ -99,9 +106,10 @@ def export_model(model, options: ExportOptions, out: str | os.PathLike,
         report = {"notes": [f"OpenCV DNN cannot load this: {p}" for p in opencv_problems(model)]}
         return ExportResult([cfg, weights], options, report)
     if options.format == "onnx":
-        from yolo4.export.onnx import _require_onnx, choose_opset
+        from yolo4.export.onnx import choose_opset
+        from yolo4.inference.runtime import require_onnx
 
-        _require_onnx()
+        require_onnx()
         choose_opset(model, options.opset)  # raises for a network the opset cannot express
         exporter_name = "onnx"
     else:

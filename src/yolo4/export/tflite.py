@@ -18,7 +18,7 @@ the seeds' "int8 input, float32 output" layout. With --decode only the network (
 modules) is quantised and decoding stays float32.
 
 Metadata (`yolo4.*` keys, see `yolo4.export.common`) goes into the flatbuffer's metadata
-table (name -> buffer of UTF-8 text); `read_metadata` reads it back.
+table (name -> buffer of UTF-8 text); `yolo4.inference.runtime.tflite_metadata` reads it back.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from yolo4.darknet import Darknet
 from yolo4.errors import ExportError
 from yolo4.export.common import ExportOptions, exported_spec, input_hw, metadata
 from yolo4.export.graph import build_graph, decompose_mish
+from yolo4.inference.runtime import as_text
 
 CHECK_ATOL = 1e-3  # float32 TFLite vs PyTorch, relative to max(1, |reference|)
 
@@ -161,7 +162,7 @@ def finish_flatbuffer(content: bytes, meta: dict[str, str]) -> bytes:
     for sig in m.signatureDefs or []:
         for tmap in sig.outputs or []:
             tmap.tensorIndex = renamed.get(tmap.tensorIndex, tmap.tensorIndex)
-    m.metadata = [md for md in (m.metadata or []) if not _name(md.name).startswith("yolo4.")]
+    m.metadata = [md for md in (m.metadata or []) if not as_text(md.name).startswith("yolo4.")]
     for key, value in meta.items():
         buf = schema.BufferT()
         buf.data = np.frombuffer(value.encode("utf-8"), dtype=np.uint8).copy()
@@ -173,36 +174,9 @@ def finish_flatbuffer(content: bytes, meta: dict[str, str]) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
 
 
-def _name(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The `yolo4.*` metadata entries of a .tflite file."""
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError as e:
-        raise ExportError(f"reading .tflite files needs the 'tflite' extra: pip install 'yolo4[tflite]' ({e})") from None
-    data = Path(path).read_bytes()
-    model = schema.Model.GetRootAs(data, 0)
-    out = {}
-    for i in range(model.MetadataLength()):
-        md = model.Metadata(i)
-        name = _name(md.Name())
-        if not name.startswith("yolo4."):
-            continue
-        buf = model.Buffers(md.Buffer())
-        raw = buf.DataAsNumpy()
-        if isinstance(raw, np.ndarray):
-            out[name] = raw.tobytes().decode("utf-8")
-        elif buf.Offset():
-            out[name] = data[buf.Offset():buf.Offset() + buf.Size()].decode("utf-8")
-    return out
-
-
 def _compare(content: bytes, graph: nn.Module, x: torch.Tensor, path: Path) -> float:
     """Max difference (relative to max(1, |ref|)) between the interpreter and `graph(x)`."""
-    from yolo4.export.runtime import TfliteModel
+    from yolo4.inference.runtime import TfliteModel
 
     tmp = path.with_name(path.name + ".check")
     tmp.write_bytes(content)

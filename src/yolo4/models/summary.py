@@ -17,7 +17,15 @@ import sys
 from dataclasses import dataclass
 from typing import TextIO
 
-from yolo4.darknet.layers import Convolutional, MaxPool, NetworkSpec, Route, Shortcut, Upsample, YoloLayer
+from yolo4.darknet.layers import (
+    Convolutional,
+    MaxPool,
+    NetworkSpec,
+    Route,
+    Shortcut,
+    Upsample,
+    YoloLayer,
+)
 from yolo4.darknet.network import LayerInfo, infer_shapes
 
 DARKNET_EFFICIENCY = 0.4  # share of peak FLOPS darknet's rule of thumb assumes

@@ -30,7 +30,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from yolo4.darknet.cfg import read_cfg
-from yolo4.darknet.layers import Convolutional, Layer, NetOptions, NetworkSpec, YoloLayer
+from yolo4.darknet.layers import (
+    Convolutional,
+    Layer,
+    NetOptions,
+    NetworkSpec,
+    YoloLayer,
+)
 from yolo4.darknet.network import Darknet, infer_shapes
 from yolo4.errors import CfgError
 from yolo4.models.blocks import (

@@ -37,7 +37,11 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
+from torchvision.ops import (
+    complete_box_iou_loss,
+    distance_box_iou_loss,
+    generalized_box_iou_loss,
+)
 
 from yolo4.darknet.layers import YoloLayer
 

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 if TYPE_CHECKING:
-    from yolo4.engine.metrics import Metrics
+    from yolo4.evaluation.metrics import Metrics
 
 _MAX_LEGEND = 20  # classes named in a legend / annotated in a matrix at most
 
@@ -33,7 +33,7 @@ def plot_pr_curves(metrics: Metrics, names: Sequence[str] | None, out_png: str |
     class with ground truth, and their mean in bold.
 
     Args:
-        metrics: from `engine.metrics.coco_evaluate`; uses `precision_curves` (C, 101).
+        metrics: from `yolo4.evaluation.metrics.coco_evaluate`; uses `precision_curves` (C, 101).
         names: class names (default `metrics.names`).
     Returns:
         the PNG path.

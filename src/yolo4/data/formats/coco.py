@@ -9,7 +9,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-
 from yolo4.data.formats.common import IndexBuilder, LabelIndex
 from yolo4.errors import DataError
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-
 from yolo4.data.formats.common import IMAGE_SUFFIXES, IndexBuilder, LabelIndex, image_hw
 
 

@@ -1,4 +1,4 @@
-"""yolo4.engine.evaluate: the dataset runner, its speed numbers, its files, and the fidelity
+"""yolo4.evaluation.evaluate: the dataset runner, its speed numbers, its files, and the fidelity
 proof on the real COCO model (ground truth = OpenCV DNN's own detections)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yolo4.engine.evaluate import evaluate, predict_dataset
 from yolo4.errors import DataError
+from yolo4.evaluation.evaluate import evaluate, predict_dataset
 
 REF = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
 REF_IMAGES = ("dog", "horses", "person")
@@ -83,7 +83,7 @@ def test_oracle_detector_scores_one_and_writes_files(tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from yolo4.engine.metrics import coco_ground_truth
+    from yolo4.evaluation.metrics import coco_ground_truth
 
     gt = coco_ground_truth([(b, c) for b, c in zip(ds.boxes, ds.class_ids)], ds.names,
                            list(range(1, 6)), [1, 2, 3])
@@ -182,7 +182,7 @@ def test_opencv_oracle_reproduces_the_reference_table(reference_model):
 def test_fidelity_yolo_fastest_matches_opencv(reference_model):
     """The whole path (pre-process, network, decode, NMS, box mapping, matching) against
     OpenCV's own detections at the same settings: mAP50 >= 0.99."""
-    from yolo4.engine.predict import Detector
+    from yolo4.inference.detector import Detector
 
     model, ds = reference_model
     det = Detector(model / "yolo-fastest-1.1.cfg", model / "yolo-fastest-1.1.weights", names=ds.names,
@@ -199,7 +199,7 @@ def test_fidelity_yolo_fastest_matches_opencv(reference_model):
 
 
 def test_predict_dataset_keeps_order_and_sizes(reference_model):
-    from yolo4.engine.predict import Detector
+    from yolo4.inference.detector import Detector
 
     model, ds = reference_model
     det = Detector(model / "yolo-fastest-1.1.cfg", model / "yolo-fastest-1.1.weights", img_size=320,
@@ -290,7 +290,7 @@ def test_coco_json_dataset_is_scored_against_the_annotation_file(tmp_path):
     from pycocotools.cocoeval import COCOeval
 
     from yolo4.data.dataset import load_dataset
-    from yolo4.engine.metrics import COCO_STATS
+    from yolo4.evaluation.metrics import COCO_STATS
 
     rng = np.random.default_rng(5)
     doc = {"images": [], "annotations": [], "categories": [{"id": 2, "name": "bicycle"}, {"id": 7, "name": "train"}]}

@@ -1,11 +1,11 @@
 """Run a detector over a dataset and measure it: COCO metrics, darknet-style mAP, per-class
 table, PR curves, confusion matrix and per-stage speed.
 
-    from yolo4.engine.evaluate import evaluate
+    from yolo4.evaluation.evaluate import evaluate
     metrics = evaluate(detector, dataset, batch_size=16)   # the training loop calls this
     print(metrics.summary()); print(metrics.table())
 
-`detector` is either a `yolo4.engine.predict.Detector` (anything with
+`detector` is either a `yolo4.inference.detector.Detector` (anything with
 `predict_batch(images) -> [result with .boxes, .scores, .class_ids, .timings]`) or a plain
 callable taking a list of RGB uint8 images (H_i, W_i, 3) and returning one
 `(boxes (M, 4) xyxy original-image pixels, scores (M,), class_ids (M,))` per image (then
@@ -34,8 +34,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from yolo4.engine.metrics import COCO80_TO_COCO91, Metrics, coco_evaluate, comparison_table, write_coco_json
 from yolo4.errors import DataError, Yolo4Error
+from yolo4.evaluation.metrics import (
+    COCO80_TO_COCO91,
+    Metrics,
+    coco_evaluate,
+    comparison_table,
+    write_coco_json,
+)
 
 
 class EvalDataset(Protocol):
@@ -125,7 +131,7 @@ def _category_ids(dataset: Any) -> list[int]:
     names = list(dataset.names)
     if ids is not None and len(ids) == len(names):
         return [int(i) for i in ids]
-    from yolo4.engine.predict import COCO_NAMES
+    from yolo4.data.names import COCO_NAMES
 
     if tuple(names) == COCO_NAMES:
         return list(COCO80_TO_COCO91)
@@ -271,7 +277,7 @@ def run_val(
         one Metrics per weights file, in order.
     """
     from yolo4.data.dataset import load_dataset
-    from yolo4.engine.predict import build_detector
+    from yolo4.inference.detector import build_detector
 
     dataset = load_dataset(data, split)
     names = list(dataset.names)

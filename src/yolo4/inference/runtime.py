@@ -125,16 +125,69 @@ class ExportedModel(nn.Module):
         return float(np.median(times))
 
 
+# ================================================================== file readers
+def require_onnx():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:  # pragma: no cover - the extra is installed in development
+        raise ExportError(f"ONNX export needs the 'onnx' extra: pip install 'yolo4[onnx]' ({e})") from None
+    return onnx, onnxruntime
+
+
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata_props of an ONNX file as a dict."""
+    onnx, _ = require_onnx()
+    m = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in m.metadata_props}
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None) -> Any:
+    """An onnxruntime CPU InferenceSession (optionally limited to `threads` intra-op threads)."""
+    _, ort = require_onnx()
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def as_text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def tflite_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The `yolo4.*` metadata entries of a .tflite file."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError as e:
+        raise ExportError(f"reading .tflite files needs the 'tflite' extra: pip install 'yolo4[tflite]' ({e})") from None
+    data = Path(path).read_bytes()
+    model = schema.Model.GetRootAs(data, 0)
+    out = {}
+    for i in range(model.MetadataLength()):
+        md = model.Metadata(i)
+        name = as_text(md.Name())
+        if not name.startswith("yolo4."):
+            continue
+        buf = model.Buffers(md.Buffer())
+        raw = buf.DataAsNumpy()
+        if isinstance(raw, np.ndarray):
+            out[name] = raw.tobytes().decode("utf-8")
+        elif buf.Offset():
+            out[name] = data[buf.Offset():buf.Offset() + buf.Size()].decode("utf-8")
+    return out
+
+
+
 class OnnxModel(ExportedModel):
     """An exported .onnx file run in onnxruntime (CPU)."""
 
     runtime = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        from yolo4.export.onnx import read_metadata, session
-
-        super().__init__(path, read_metadata(path))
-        self.session = session(path, threads)
+        super().__init__(path, onnx_metadata(path))
+        self.session = onnx_session(path, threads)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.static_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
@@ -157,10 +210,8 @@ class TfliteModel(ExportedModel):
     runtime = "ai-edge-litert"
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        from yolo4.export.tflite import read_metadata
-
         Interpreter = _require_litert()
-        super().__init__(path, read_metadata(path))
+        super().__init__(path, tflite_metadata(path))
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]

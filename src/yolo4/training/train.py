@@ -1,7 +1,7 @@
 """Training: the YOLOv4 recipe as a plain loop with hooks.
 
-    from yolo4.engine.config import TrainConfig
-    from yolo4.engine.train import train
+    from yolo4.training.config import TrainConfig
+    from yolo4.training.train import train
 
     cfg = TrainConfig(data="shapes/data.yaml", model="yolov4-tiny", epochs=30, batch=32, img_size=256)
     result = train(cfg)                       # runs/train: last.pt, best.pt, results.csv, plots
@@ -19,9 +19,9 @@ One `TrainConfig` (flat, typed, `from_args(["lr=0.02"])` overrides) decides ever
     -> last.pt (+ best.pt), written atomically
     end: best weights exported as darknet .cfg + .weights
 
-The pieces live next door: `TrainConfig` in `yolo4.engine.config`, the device, network,
-optimiser and augmentation settings built from it in `yolo4.engine.build`, precise BN and
-validation in `yolo4.engine.validation`. Here: the loop, its state, logging, checkpoints, the
+The pieces live next door: `TrainConfig` in `yolo4.training.config`, the device, network,
+optimiser and augmentation settings built from it in `yolo4.training.build`, precise BN and
+validation in `yolo4.training.validation`. Here: the loop, its state, logging, checkpoints, the
 epoch planner (input size per epoch, time budget) and the self-adversarial pass.
 
 Hooks are objects with any of `on_start(state)`, `after_step(state)`, `after_epoch(state)`,
@@ -55,17 +55,40 @@ import torch
 from torch import nn
 
 from yolo4.darknet.cmbn import reset_cmbn
-from yolo4.engine.build import (augment_config, autocast_dtype, build_model, freeze_layers, init_head_biases,
-                                make_loss, make_optimizer, select_device, set_drop_scale, train_box_sizes)
-from yolo4.engine.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
-from yolo4.engine.config import TrainConfig
-from yolo4.engine.distributed import (DistInfo, all_reduce_mean, any_true, barrier, broadcast_object, cleanup,
-                                      init_distributed, wrap_model)
-from yolo4.engine.ema import ModelEMA, unwrap
-from yolo4.engine.schedule import ScheduleConfig, lr_at
-from yolo4.engine.validation import recompute_bn_stats, validate
 from yolo4.errors import Yolo4Error
 from yolo4.ops.losses import YoloLoss
+from yolo4.training.build import (
+    augment_config,
+    autocast_dtype,
+    build_model,
+    freeze_layers,
+    init_head_biases,
+    make_loss,
+    make_optimizer,
+    select_device,
+    set_drop_scale,
+    train_box_sizes,
+)
+from yolo4.training.checkpoint import (
+    load_latest,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from yolo4.training.config import TrainConfig
+from yolo4.training.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    any_true,
+    barrier,
+    broadcast_object,
+    cleanup,
+    init_distributed,
+    wrap_model,
+)
+from yolo4.training.ema import ModelEMA, unwrap
+from yolo4.training.schedule import ScheduleConfig, lr_at
+from yolo4.training.validation import recompute_bn_stats, validate
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +380,7 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
     result = TrainResult(out_dir, _best(state.history, "val/mAP50"), _best(state.history, "val/mAP50-95"),
                          state.epoch, state.history)
     if info.is_main and cfg.export and (out_dir / "best.pt").exists():
-        from yolo4.engine.checkpoint import load_checkpoint
+        from yolo4.training.checkpoint import load_checkpoint
 
         result.best_cfg, result.best_weights = _export_best(state, load_checkpoint(out_dir / "best.pt"))
         _say(f"best model exported to {result.best_cfg} + {result.best_weights}", info)
@@ -532,19 +555,3 @@ def _fitness(row: dict[str, float]) -> float:
 def _best(history: list[dict[str, float]], key: str) -> float:
     vals = [r[key] for r in history if key in r and math.isfinite(r[key])]
     return max(vals) if vals else math.nan
-
-
-def run_train(demo: bool = False, options: Sequence[str] = (), **given: Any) -> TrainResult | dict:
-    """`yolo4 train`: a TrainConfig from the given values (None: default) and `KEY=VALUE`
-    options, then `train`; with demo=True the main job (`yolo4.engine.demo.run_demo`)."""
-    if demo:
-        from yolo4.engine.demo import run_demo
-
-        return run_demo(given.get("out") or "runs/demo", device=given.get("device") or "auto")
-    cfg = TrainConfig.from_args(list(options))
-    for k, v in given.items():
-        if v is not None:
-            setattr(cfg, k, v)
-    if not cfg.resume and not cfg.data:
-        raise Yolo4Error("give --data DATA (or --resume RUN, or --demo)")
-    return train(cfg)

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolo4.engine.config import TrainConfig
-from yolo4.engine.ema import unwrap
 from yolo4.errors import Yolo4Error
+from yolo4.training.config import TrainConfig
+from yolo4.training.ema import unwrap
 
 
 def select_device(name: str) -> torch.device:

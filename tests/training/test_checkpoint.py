@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from yolo4.engine.checkpoint import (CheckpointError, load_checkpoint, load_latest, rng_state, save_checkpoint,
-                                     set_rng_state)
+from yolo4.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_latest,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 
 def _state(epoch: int) -> dict:

@@ -1,4 +1,4 @@
-"""yolo4.engine.metrics against pycocotools run directly on files and against brute force."""
+"""yolo4.evaluation.metrics against pycocotools run directly on files and against brute force."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from yolo4.engine.metrics import (
+from yolo4.evaluation.metrics import (
     COCO_STATS,
     coco_evaluate,
     confusion_matrix,
@@ -393,7 +393,7 @@ def test_precision_and_recall_at_conf_come_from_the_confusion_matrix():
 
 
 def test_comparison_table_one_row_per_model():
-    from yolo4.engine.metrics import comparison_table
+    from yolo4.evaluation.metrics import comparison_table
 
     gts = [(np.array([_box(0, 0, 10, 10)]), np.array([0]))]
     good = coco_evaluate(gts, [(np.array([_box(0, 0, 10, 10)]), np.array([0.9]), np.array([0]))], ["a"])

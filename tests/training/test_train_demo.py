@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from yolo4.engine.demo import DemoConfig, run_demo
+from yolo4.training.demo import DemoConfig, run_demo
 
 
 def test_demo_config_uses_time_budget_on_cpu_only():
@@ -20,7 +20,7 @@ def test_demo_config_uses_time_budget_on_cpu_only():
 def test_threads_leave_the_cores_other_jobs_use(monkeypatch):
     import os
 
-    from yolo4.engine import demo as demo_mod
+    from yolo4.training import demo as demo_mod
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     for busy, threads in [(0.0, 2), (0.5, 2), (0.8, 1), (1.1, 1), (3.0, 1)]:

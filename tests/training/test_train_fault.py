@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from yolo4.engine.checkpoint import CheckpointError, load_checkpoint
+from yolo4.training.checkpoint import CheckpointError, load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""yolo4.engine.detect: the `yolo4 detect` run over images, folders, videos, and its CLI."""
+"""yolo4.inference.detect: the `yolo4 detect` run over images, folders, videos, and its CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from yolo4.engine.detect import run_detect
+from yolo4.inference.detect import run_detect
 
 
 def _write(path: Path, rgb: np.ndarray) -> Path:

@@ -1,5 +1,5 @@
 """Inference: pre-processing, the `Detector` and its results (the `yolo4 detect` run over
-files, folders, videos and webcams is `yolo4.engine.detect`).
+files, folders, videos and webcams is `yolo4.inference.detect`).
 
     det = Detector("yolov4.cfg", "yolov4.weights", names="coco.names")
     [res] = det(["dog.jpg"])          # paths, RGB uint8 arrays or PIL images
@@ -23,21 +23,18 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from yolo4.data import transforms
+from yolo4.data.names import COCO_NAMES, read_names
 from yolo4.data.sources import ImageLike, as_rgb_array, load_image
 from yolo4.errors import DataError, WeightsError, Yolo4Error
+from yolo4.inference.preprocess import RESIZERS, preprocess
 from yolo4.ops.boxes import DecodedHeads, decode_heads
 from yolo4.ops.nms import CANDIDATES, NMS_NAMES, postprocess
-
-RESIZE_NAMES = ("stretch", "letterbox")
-LETTERBOX_GRAY = transforms.FILL  # 127, darknet's 0.5 gray
 
 NO_WEIGHTS_MESSAGE = (
     "no weights given, and yolo4 will not draw boxes from an untrained network. Either\n"
@@ -50,94 +47,8 @@ NO_WEIGHTS_MESSAGE = (
     "    with --cfg and --weights (and --names for your classes)."
 )
 
-COCO_NAMES = (
-    "person", "bicycle", "car", "motorbike", "aeroplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "sofa",
-    "pottedplant", "bed", "diningtable", "toilet", "tvmonitor", "laptop", "mouse", "remote", "keyboard",
-    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
-)  # darknet's data/coco.names, the order of every COCO-trained darknet model
-
 Runner = Callable[[Tensor], Union[Sequence[Tensor], Sequence[np.ndarray], DecodedHeads]]
 STAGES = ("preprocess", "network", "postprocess")
-
-
-# ================================================================== pre-processing
-@dataclass(frozen=True)
-class ResizeInfo:
-    """How one image was mapped to the network input: input = original * scale + pad.
-
-    orig_hw and input_hw are (height, width); scale_xy and pad_xy are (x, y).
-    """
-
-    orig_hw: tuple[int, int]
-    input_hw: tuple[int, int]
-    scale_xy: tuple[float, float]
-    pad_xy: tuple[float, float]
-
-    def to_original(self, boxes: Tensor) -> Tensor:
-        """Boxes Tensor[N, 4] xyxy in input pixels -> original-image pixels, clipped to the image."""
-        sx, sy = self.scale_xy
-        px, py = self.pad_xy
-        return transforms.unletterbox_boxes(boxes, (sy, sx), (py, px), self.orig_hw)
-
-    def to_input(self, boxes: Tensor) -> Tensor:
-        """Boxes Tensor[N, 4] xyxy in original-image pixels -> network-input pixels."""
-        sx, sy = self.scale_xy
-        px, py = self.pad_xy
-        return transforms.letterbox_boxes(boxes, (sy, sx), (py, px))
-
-
-def stretch(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, ResizeInfo]:
-    """Plain resize to (height, width), aspect not kept (darknet's default, OpenCV's blobFromImage).
-
-    Args:
-        image: uint8 (H, W, 3). input_hw: (height, width).
-    Returns:
-        uint8 (input_h, input_w, 3) and its ResizeInfo.
-    """
-    out, (sy, sx), (top, left) = transforms.stretch(image, input_hw)
-    return out, ResizeInfo(image.shape[:2], tuple(input_hw), (sx, sy), (float(left), float(top)))
-
-
-def letterbox(
-    image: np.ndarray, input_hw: tuple[int, int], pad_value: int = LETTERBOX_GRAY
-) -> tuple[np.ndarray, ResizeInfo]:
-    """Resize keeping the aspect ratio, centred on a gray canvas (darknet's `letter_box=1`;
-    the same `yolo4.data.transforms.letterbox` that training and validation use).
-
-    Args:
-        image: uint8 (H, W, 3). input_hw: (height, width).
-    Returns:
-        uint8 (input_h, input_w, 3) and its ResizeInfo.
-    """
-    out, (sy, sx), (top, left) = transforms.letterbox(image, input_hw, fill=pad_value)
-    return out, ResizeInfo(image.shape[:2], tuple(input_hw), (sx, sy), (float(left), float(top)))
-
-
-RESIZERS: dict[str, Callable[[np.ndarray, tuple[int, int]], tuple[np.ndarray, ResizeInfo]]] = {
-    "stretch": stretch,
-    "letterbox": letterbox,
-}
-
-
-def preprocess(
-    images: Sequence[np.ndarray], input_hw: tuple[int, int], resize: str = "stretch", device: str | torch.device = "cpu"
-) -> tuple[Tensor, list[ResizeInfo]]:
-    """Resize a batch of RGB uint8 images (H_i, W_i, 3) to the network input.
-
-    Returns:
-        float Tensor[B, 3, H, W] in [0, 1] on `device`, and one ResizeInfo per image.
-    """
-    resize_fn = RESIZERS[resize]
-    done = [resize_fn(img, input_hw) for img in images]
-    batch = np.stack([d[0] for d in done])  # (B, H, W, 3) uint8
-    x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
-    return x.contiguous(), [d[1] for d in done]
 
 
 # ================================================================== results
@@ -194,18 +105,6 @@ class Detections:
 
 
 # ================================================================== the detector
-def read_names(path: str | os.PathLike) -> list[str]:
-    """A darknet .names file: one class name a line (blank lines ignored)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise DataError(f"{path}: cannot read class names ({e.strerror or e})") from None
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-        raise DataError(f"{path}: no class names in it")
-    return names
-
-
 def _resolve_spec(model: str | os.PathLike):
     """A NetworkSpec from a zoo name (yolov4, yolov4-tiny, ...) or a .cfg path."""
     from yolo4.models.zoo import resolve_spec
@@ -389,7 +288,7 @@ def build_detector(
     exported .onnx / .tflite file (then its cfg, names, input size and resize rule come from
     the file's metadata and no --cfg is needed). No weights -> WeightsError with where to
     get them. `kw` goes to Detector (conf, iou, nms, device, labels, max_det, runner)."""
-    from yolo4.export.runtime import is_exported, load_exported
+    from yolo4.inference.runtime import is_exported, load_exported
 
     if weights is None and is_exported(model):  # `--model FILE.onnx|.tflite` names the exported file itself
         model, weights = None, model

@@ -1,4 +1,4 @@
-"""yolo4.engine.predict: pre-processing, Detector, results, and the image sources it reads."""
+"""yolo4.inference.detector: pre-processing, Detector, results, and the image sources it reads."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from yolo4.data.sources import ImageSource, VideoSource, as_rgb_array, load_image, resolve_sources
-from yolo4.engine.predict import Detections, Detector, letterbox, preprocess, stretch
+from yolo4.data.sources import (
+    ImageSource,
+    VideoSource,
+    as_rgb_array,
+    load_image,
+    resolve_sources,
+)
 from yolo4.errors import DataError, WeightsError
+from yolo4.inference.detector import Detections, Detector
+from yolo4.inference.preprocess import letterbox, preprocess, stretch
 
 
 def _write(path: Path, rgb: np.ndarray) -> Path:

@@ -4,7 +4,7 @@ import torch
 
 import yolo4.darknet as dn
 from yolo4.cli import main
-from yolo4.engine.benchmark import benchmark, fuse_conv_bn
+from yolo4.inference.benchmark import benchmark, fuse_conv_bn
 
 
 def test_fused_model_gives_the_same_heads(reference):

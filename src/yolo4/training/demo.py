@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from yolo4.engine.build import select_device
-from yolo4.engine.config import TrainConfig
-from yolo4.engine.train import train
-from yolo4.engine.validation import validate
+from yolo4.training.build import select_device
+from yolo4.training.config import TrainConfig
+from yolo4.training.train import train
+from yolo4.training.validation import validate
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,8 @@ def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", demo: D
     """Make data, train, evaluate, detect; print and return the summary (see module docstring)."""
     from yolo4.data.dataset import load_dataset
     from yolo4.data.shapes import ShapesConfig, make_shapes
-    from yolo4.engine.checkpoint import load_checkpoint
-    from yolo4.engine.detect import run_detect
+    from yolo4.inference.detect import run_detect
+    from yolo4.training.checkpoint import load_checkpoint
 
     t_start = time.time()
     out = Path(out)

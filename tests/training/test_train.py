@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from yolo4.engine.build import build_model, kmeans_anchors, param_groups
-from yolo4.engine.checkpoint import load_checkpoint
-from yolo4.engine.config import TrainConfig
-from yolo4.engine.ema import ModelEMA
-from yolo4.engine.schedule import ScheduleConfig, burn_in_factor, lr_at, sgdr_factor
-from yolo4.engine.train import epoch_img_size, plan_epochs, train
 from yolo4.errors import Yolo4Error
+from yolo4.training.build import build_model, kmeans_anchors, param_groups
+from yolo4.training.checkpoint import load_checkpoint
+from yolo4.training.config import TrainConfig
+from yolo4.training.ema import ModelEMA
+from yolo4.training.schedule import ScheduleConfig, burn_in_factor, lr_at, sgdr_factor
+from yolo4.training.train import epoch_img_size, plan_epochs, train
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +119,8 @@ def test_kmeans_anchors_recovers_clusters():
 
 def test_kmeans_anchors_fill_every_mask_finest_grid_smallest():
     from yolo4.darknet import Darknet
-    from yolo4.engine.build import set_kmeans_anchors
     from yolo4.models.zoo import resolve_spec
+    from yolo4.training.build import set_kmeans_anchors
 
     spec = resolve_spec("yolov4-tiny", num_classes=3, img_size=256)  # official masks 3,4,5 (13x13) and 1,2,3
     wh = np.random.default_rng(0).uniform(8, 120, (400, 2))
@@ -252,7 +252,7 @@ class _NanOnce:
                     return [o * float("nan") for o in outputs]
             return outputs
 
-        from yolo4.engine.ema import unwrap
+        from yolo4.training.ema import unwrap
 
         unwrap(state.model).register_forward_hook(hook)
 
@@ -270,9 +270,9 @@ def test_nan_step_is_skipped_and_training_goes_on(tiny_data, tmp_path, capsys):
 # ------------------------------------------------------------------ backbone/data freebies
 def test_self_adversarial_pass_raises_the_loss():
     from yolo4.darknet import Darknet
-    from yolo4.engine.train import adversarial_images
     from yolo4.models.zoo import build
     from yolo4.ops.losses import YoloLoss
+    from yolo4.training.train import adversarial_images
 
     torch.manual_seed(0)
     net = Darknet(build("yolov4-tiny", num_classes=3, img_size=64)).eval()
@@ -289,7 +289,7 @@ def test_self_adversarial_pass_raises_the_loss():
 def test_dropblock_schedule_scales_the_rate():
     from yolo4.darknet import Darknet, parse_cfg
     from yolo4.darknet.network import DropoutDarknet
-    from yolo4.engine.build import set_drop_scale
+    from yolo4.training.build import set_drop_scale
 
     spec = parse_cfg("[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\nfilters=8\nsize=3\nstride=1\npad=1\n"
                      "activation=leaky\n[dropout]\nprobability=0.5\ndropblock=1\ndropblock_size_abs=3\n")
@@ -304,7 +304,7 @@ def test_dropblock_schedule_scales_the_rate():
 
 
 def test_precise_bn_replaces_lagging_running_stats():
-    from yolo4.engine.validation import recompute_bn_stats
+    from yolo4.training.validation import recompute_bn_stats
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, momentum=0.03), nn.Dropout(0.5))

@@ -114,7 +114,7 @@ class Metrics:
     num_images_per_class: np.ndarray  # (C,) images containing the class
     num_images: int
     num_predictions: int
-    speed: dict[str, float] = field(default_factory=dict)  # filled by engine.evaluate
+    speed: dict[str, float] = field(default_factory=dict)  # filled by evaluation.evaluate
     coco_gt_source: str = ""  # the COCO annotation file the COCO numbers used; "" = the boxes given
 
     # ------------------------------------------------------------ derived numbers
@@ -210,7 +210,7 @@ class Metrics:
 
 
 def speed_line(speed: dict[str, float]) -> str:
-    """One line from engine.evaluate's timing dict (ms per image, FPS)."""
+    """One line from evaluation.evaluate's timing dict (ms per image, FPS)."""
     parts = []
     for key, label in (("preprocess_ms", "pre-process"), ("inference_ms", "network"), ("nms_ms", "NMS")):
         if key in speed:

@@ -18,9 +18,22 @@ import cv2
 import numpy as np
 from torch import nn
 
-from yolo4.data.sources import ImageSource, VideoSource, iter_frames, load_image, open_video, resolve_sources
-from yolo4.engine.predict import STAGES, Detections, Detector, Runner, build_detector
+from yolo4.data.sources import (
+    ImageSource,
+    VideoSource,
+    iter_frames,
+    load_image,
+    open_video,
+    resolve_sources,
+)
 from yolo4.errors import DataError, Yolo4Error
+from yolo4.inference.detector import (
+    STAGES,
+    Detections,
+    Detector,
+    Runner,
+    build_detector,
+)
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Evaluation: COCO/darknet metrics and the val run."""

@@ -1,0 +1,1 @@
+"""Inference: pre-processing, the Detector, runtimes of exported files, the detect run, speed."""

@@ -1,0 +1,1 @@
+"""Training: config, model/optimiser building, the loop and its parts, the demo."""
