@@ -32,7 +32,7 @@ def per_process(ds, img_size: int, cfg: AugmentConfig, n: int) -> float:
     for i in range(5):  # warm-up
         train_sample(ds, i % len(ds), img_size, cfg, rng)
     t = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         train_sample(ds, int(rng.integers(len(ds))), img_size, cfg, rng)
     return n / (time.perf_counter() - t)
 
@@ -63,8 +63,9 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=10)
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data = a.data or make_shapes(Path(tmp) / "shapes", ShapesConfig(num_train=200, num_val=2, img_size=512,
-                                                                        size_range=(16, 256)))
+        data = a.data or make_shapes(
+            Path(tmp) / "shapes", ShapesConfig(num_train=200, num_val=2, img_size=512, size_range=(16, 256))
+        )
         ds = load_dataset(data, "train", progress=False)
         h, w = (int(v) for v in np.median(ds.image_hw, 0))
         print(f"data: {data} ({len(ds)} images, median {w}x{h}); input {a.img_size}x{a.img_size}\n")
@@ -78,11 +79,12 @@ def main() -> None:
         print("|---|---:|")
         for name, cfg in configs.items():
             print(f"| {name} | {per_process(ds, a.img_size, cfg, a.n):.1f} |", flush=True)
-        print("\n| DataLoader workers | images/s (default pipeline, batch %d) |" % a.batch)
+        print(f"\n| DataLoader workers | images/s (default pipeline, batch {a.batch}) |")
         print("|---:|---:|")
         for wk in a.workers:
-            print(f"| {wk} | {through_loader(ds, a.img_size, AugmentConfig(), wk, a.batches, a.batch):.1f} |",
-                  flush=True)
+            print(
+                f"| {wk} | {through_loader(ds, a.img_size, AugmentConfig(), wk, a.batches, a.batch):.1f} |", flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -67,16 +67,18 @@ def torch_latency_ms(model, input_hw: tuple[int, int], repeats: int = 30, warmup
     return float(np.median(times))
 
 
-def export_variants(model, folder: Path, calib: str | None, calib_count: int, calib_split: str,
-                    names: list[str], formats: set[str]) -> dict[str, Path]:
+def export_variants(
+    model, folder: Path, calib: str | None, calib_count: int, calib_split: str, names: list[str], formats: set[str]
+) -> dict[str, Path]:
     """Export every non-PyTorch variant into `folder`; returns label -> file (skipped ones absent)."""
     files = {}
     for label, fmt, int8 in VARIANTS:
         if fmt == "torch" or fmt not in formats:
             continue
         out = folder / f"{label.replace(' ', '_').lower()}.{fmt}"
-        options = ExportOptions(format=fmt, int8=int8, calib=calib if int8 else None, calib_count=calib_count,
-                                calib_split=calib_split)
+        options = ExportOptions(
+            format=fmt, int8=int8, calib=calib if int8 else None, calib_count=calib_count, calib_split=calib_split
+        )
         t = time.perf_counter()
         try:
             export_model(model, options, out, names=names)
@@ -97,8 +99,9 @@ def networks(model, files: dict[str, Path], threads: int):
         yield label, net, net.latency_ms(repeats=30, warmup=5)
 
 
-def bench_trained(cfg: Path, weights: Path, data: Path, folder: Path, calib_count: int, threads: int,
-                  formats: set[str]) -> list[dict]:
+def bench_trained(
+    cfg: Path, weights: Path, data: Path, folder: Path, calib_count: int, threads: int, formats: set[str]
+) -> list[dict]:
     from yolo4.data.dataset import load_dataset
 
     model = load(cfg, weights)
@@ -108,9 +111,17 @@ def bench_trained(cfg: Path, weights: Path, data: Path, folder: Path, calib_coun
     for label, net, latency in networks(model, files, threads):
         det = Detector(net, names=list(val.names), **EVAL)
         m = evaluate(det, val, batch_size=1, progress=False)
-        rows.append({"model": cfg.stem, "variant": label, "map50": m.map50, "map": m.map, "latency_ms": latency,
-                     "size_mb": (files[label].stat().st_size / 1e6) if label in files else weights.stat().st_size / 1e6,
-                     "images": m.num_images})
+        rows.append(
+            {
+                "model": cfg.stem,
+                "variant": label,
+                "map50": m.map50,
+                "map": m.map,
+                "latency_ms": latency,
+                "size_mb": (files[label].stat().st_size / 1e6) if label in files else weights.stat().st_size / 1e6,
+                "images": m.num_images,
+            }
+        )
         print(f"{label:13s} mAP50 {m.map50:.4f}  mAP50-95 {m.map:.4f}  {latency:.2f} ms", file=sys.stderr)
     return rows
 
@@ -134,26 +145,45 @@ def bench_reference(reference: Path, folder: Path, threads: int, formats: set[st
         det = Detector(net, conf=0.001, labels="best", names=names, resize="stretch")
         preds = _detections(det, images)
         m = coco_evaluate(truth, preds, names)
-        rows.append({"model": "yolo-fastest-1.1", "variant": label, "agreement_map50": m.map50,
-                     "agreement_map": m.map, "latency_ms": latency, "truth_boxes": int(sum(len(t[1]) for t in truth)),
-                     "size_mb": (files[label].stat().st_size / 1e6) if label in files else
-                     (models / "yolo-fastest-1.1.weights").stat().st_size / 1e6})
+        rows.append(
+            {
+                "model": "yolo-fastest-1.1",
+                "variant": label,
+                "agreement_map50": m.map50,
+                "agreement_map": m.map,
+                "latency_ms": latency,
+                "truth_boxes": int(sum(len(t[1]) for t in truth)),
+                "size_mb": (files[label].stat().st_size / 1e6)
+                if label in files
+                else (models / "yolo-fastest-1.1.weights").stat().st_size / 1e6,
+            }
+        )
         print(f"{label:13s} agreement mAP50 {m.map50:.4f}  {latency:.2f} ms", file=sys.stderr)
     return rows
 
 
 def table(rows: list[dict], trained: bool, threads: int) -> str:
     if trained:
-        head = ("| format | mAP50 | mAP50-95 | ΔmAP50 vs fp32 (points) | CPU ms/img (batch 1, "
-                f"{threads} threads) | file MB |\n|---|---|---|---|---|---|")
+        head = (
+            "| format | mAP50 | mAP50-95 | ΔmAP50 vs fp32 (points) | CPU ms/img (batch 1, "
+            f"{threads} threads) | file MB |\n|---|---|---|---|---|---|"
+        )
         base = next((r["map50"] for r in rows if r["variant"] == "PyTorch fp32"), float("nan"))
-        lines = [f"| {r['variant']} | {r['map50']:.4f} | {r['map']:.4f} | {100 * (r['map50'] - base):+.2f} | "
-                 f"{r['latency_ms']:.2f} | {r['size_mb']:.1f} |" for r in rows]
+        lines = [
+            f"| {r['variant']} | {r['map50']:.4f} | {r['map']:.4f} | {100 * (r['map50'] - base):+.2f} | "
+            f"{r['latency_ms']:.2f} | {r['size_mb']:.1f} |"
+            for r in rows
+        ]
     else:
-        head = ("| format | mAP50 vs PyTorch fp32 detections | mAP50-95 vs fp32 | CPU ms/img (batch 1, "
-                f"{threads} threads) | file MB |\n|---|---|---|---|---|")
-        lines = [f"| {r['variant']} | {r['agreement_map50']:.4f} | {r['agreement_map']:.4f} | "
-                 f"{r['latency_ms']:.2f} | {r['size_mb']:.2f} |" for r in rows]
+        head = (
+            "| format | mAP50 vs PyTorch fp32 detections | mAP50-95 vs fp32 | CPU ms/img (batch 1, "
+            f"{threads} threads) | file MB |\n|---|---|---|---|---|"
+        )
+        lines = [
+            f"| {r['variant']} | {r['agreement_map50']:.4f} | {r['agreement_map']:.4f} | "
+            f"{r['latency_ms']:.2f} | {r['size_mb']:.2f} |"
+            for r in rows
+        ]
     return "\n".join([head, *lines])
 
 
@@ -163,8 +193,10 @@ def plot(trained_rows: list[dict], ref_rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(trained_rows, "map50", "trained demo model: val mAP50"),
-              (ref_rows, "agreement_map50", "yolo-fastest-1.1: mAP50 vs fp32 detections")]
+    panels = [
+        (trained_rows, "map50", "trained demo model: val mAP50"),
+        (ref_rows, "agreement_map50", "yolo-fastest-1.1: mAP50 vs fp32 detections"),
+    ]
     panels = [p for p in panels if p[0]]
     if not panels:
         return
@@ -172,11 +204,20 @@ def plot(trained_rows: list[dict], ref_rows: list[dict], path: Path) -> None:
     for ax, (rows, key, title) in zip(axes[0], panels):
         labels = [r["variant"] for r in rows]
         values = [r[key] for r in rows]
-        bars = ax.bar(labels, values, color=["#555" if "PyTorch" in v else "#1f77b4" if "fp32" in v else "#d62728"
-                                             for v in labels])
+        bars = ax.bar(
+            labels,
+            values,
+            color=["#555" if "PyTorch" in v else "#1f77b4" if "fp32" in v else "#d62728" for v in labels],
+        )
         for b, r in zip(bars, rows):
-            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{r[key]:.3f}\n{r['latency_ms']:.1f} ms",
-                    ha="center", va="bottom", fontsize=8)
+            ax.text(
+                b.get_x() + b.get_width() / 2,
+                b.get_height(),
+                f"{r[key]:.3f}\n{r['latency_ms']:.1f} ms",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         ax.set_ylim(0, 1.15)
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelrotation=20, labelsize=8)
@@ -210,11 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         if not a.skip_trained:
             if cfg.is_file() and weights.is_file() and data.exists():
-                trained_rows = bench_trained(cfg, weights, data, Path(tmp) / "trained", a.calib_count, a.threads,
-                                             formats)
+                trained_rows = bench_trained(
+                    cfg, weights, data, Path(tmp) / "trained", a.calib_count, a.threads, formats
+                )
             else:
-                print(f"no trained model at {cfg} / {weights} / {data}: skipping part 1 (run `yolo4 train --demo`)",
-                      file=sys.stderr)
+                print(
+                    f"no trained model at {cfg} / {weights} / {data}: skipping part 1 (run `yolo4 train --demo`)",
+                    file=sys.stderr,
+                )
         if not a.skip_reference:
             if (Path(a.reference) / "models" / "yolo-fastest-1.1.weights").is_file():
                 ref_rows = bench_reference(Path(a.reference), Path(tmp) / "reference", a.threads, formats)
@@ -222,13 +266,22 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"no reference data at {a.reference}: skipping part 2", file=sys.stderr)
     text = []
     if trained_rows:
-        text += [f"### Trained model `{cfg}` on the val split of `{data}` ({trained_rows[0]['images']} images)", "",
-                 table(trained_rows, True, a.threads), ""]
+        text += [
+            f"### Trained model `{cfg}` on the val split of `{data}` ({trained_rows[0]['images']} images)",
+            "",
+            table(trained_rows, True, a.threads),
+            "",
+        ]
     if ref_rows:
-        text += [f"### yolo-fastest-1.1 (COCO) on the {len(list((Path(a.reference) / 'images').glob('*.jpg')))} "
-                 f"reference images, 320x320 stretch: agreement with PyTorch fp32 "
-                 f"({ref_rows[0]['truth_boxes']} fp32 boxes at conf 0.25 as ground truth; int8 calibrated on "
-                 "the same images)", "", table(ref_rows, False, a.threads), ""]
+        text += [
+            f"### yolo-fastest-1.1 (COCO) on the {len(list((Path(a.reference) / 'images').glob('*.jpg')))} "
+            f"reference images, 320x320 stretch: agreement with PyTorch fp32 "
+            f"({ref_rows[0]['truth_boxes']} fp32 boxes at conf 0.25 as ground truth; int8 calibrated on "
+            "the same images)",
+            "",
+            table(ref_rows, False, a.threads),
+            "",
+        ]
     md = "\n".join(text)
     print(md)
     (out / "export_table.md").write_text(md)

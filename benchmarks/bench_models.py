@@ -15,8 +15,7 @@ import torch
 
 from yolo4.inference.benchmark import benchmark
 
-DEFAULT = [("yolov4-tiny", 416), ("yolov4-tiny", 256), ("yolov3-tiny", 416), ("yolov4-csp-leaky", 448),
-           ("yolov4", 416)]
+DEFAULT = [("yolov4-tiny", 416), ("yolov4-tiny", 256), ("yolov3-tiny", 416), ("yolov4-csp-leaky", 448), ("yolov4", 416)]
 
 
 def main() -> None:
@@ -37,8 +36,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, size in runs:
         r = benchmark(name, img_size=size, batch=a.batch, device=a.device, iters=a.iters, half=a.half, conf=0.9)
-        print(f"| {name} | {size} | {r.bflops:.2f} | {r.network_ms:.1f} | {r.fps_network:.1f} | "
-              f"{r.postprocess_ms:.2f} | {r.fps_total:.1f} |", flush=True)
+        print(
+            f"| {name} | {size} | {r.bflops:.2f} | {r.network_ms:.1f} | {r.fps_network:.1f} | "
+            f"{r.postprocess_ms:.2f} | {r.fps_total:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

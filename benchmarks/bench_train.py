@@ -38,8 +38,9 @@ from yolo4.training.ema import ModelEMA
 PHASES = ("data", "forward", "loss", "backward", "optimizer+EMA")
 
 
-def time_steps(data: Path, size: int, batch: int, amp: bool, device: torch.device, steps: int,
-               warmup: int = 3) -> dict[str, float]:
+def time_steps(
+    data: Path, size: int, batch: int, amp: bool, device: torch.device, steps: int, warmup: int = 3
+) -> dict[str, float]:
     """Median milliseconds of each phase of one optimizer step (no gradient accumulation)."""
     cfg = DemoConfig(batch=batch).train_config(data, "unused", device, progress=False)
     cfg.amp, cfg.img_size = amp, size
@@ -103,10 +104,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(args.data) if args.data else make_shapes(Path(tmp) / "shapes",
-                                                             ShapesConfig(num_train=96, num_val=8), progress=False)
-        print(f"yolov4-tiny training step, batch {args.batch}, {device}, {torch.get_num_threads()} threads; "
-              f"median ms over {args.steps} steps")
+        data = (
+            Path(args.data)
+            if args.data
+            else make_shapes(Path(tmp) / "shapes", ShapesConfig(num_train=96, num_val=8), progress=False)
+        )
+        print(
+            f"yolov4-tiny training step, batch {args.batch}, {device}, {torch.get_num_threads()} threads; "
+            f"median ms over {args.steps} steps"
+        )
         print("\n| input | precision | " + " | ".join(PHASES) + " | ms/step | images/s |")
         print("|---" * (len(PHASES) + 4) + "|")
         for size in args.sizes:
@@ -117,8 +123,12 @@ def main() -> None:
                 t = time_steps(data, size, args.batch, amp, device, args.steps)
                 total = sum(t.values())
                 name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-                print(f"| {size} | {name} | " + " | ".join(f"{t[p]:.0f}" for p in PHASES)
-                      + f" | {total:.0f} | {1000 * args.batch / total:.0f} |", flush=True)
+                print(
+                    f"| {size} | {name} | "
+                    + " | ".join(f"{t[p]:.0f}" for p in PHASES)
+                    + f" | {total:.0f} | {1000 * args.batch / total:.0f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -78,33 +78,44 @@ def test_comments_blank_lines_and_spaces():
     assert isinstance(spec.layers[0], Convolutional) and spec.layers[0].filters == 4
 
 
-@pytest.mark.parametrize("text,message", [
-    (TINY.replace("[yolo]", "[yolox]"), "a.cfg:18: unknown layer [yolox]"),
-    (TINY.replace("filters=16\n", ""), "a.cfg:5: [convolutional] is missing the required key 'filters'"),
-    (TINY.replace("stride=2", "stride=two"), "a.cfg:9: [convolutional] key 'stride' has an invalid value 'two'"),
-    (TINY.replace("anchors=10,14, 23,27, 37,58\n", ""), "[yolo] is missing the required key 'anchors'"),
-    (TINY.replace("activation=leaky", "activation=wobbly"), "unknown activation 'wobbly'"),
-    (TINY.replace("mask=0,1,2", "mask=0,1,7"), "mask [7] refers to anchors that do not exist"),
-    (TINY.replace("classes=1\n", "classes=1\nclasses=2\n"), "a.cfg:22: key 'classes' is given twice"),
-    ("width=3\n[net]\n", "a.cfg:1: 'width=3' comes before any [section]"),
-    ("[convolutional]\nfilters=1\n", "a.cfg:1: the first section must be [net]"),
-    ("[net]\nwidth=8\n", "no layers"),
-    ("", "no sections"),
-    ("[net\n", "malformed section header"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (TINY.replace("[yolo]", "[yolox]"), "a.cfg:18: unknown layer [yolox]"),
+        (TINY.replace("filters=16\n", ""), "a.cfg:5: [convolutional] is missing the required key 'filters'"),
+        (TINY.replace("stride=2", "stride=two"), "a.cfg:9: [convolutional] key 'stride' has an invalid value 'two'"),
+        (TINY.replace("anchors=10,14, 23,27, 37,58\n", ""), "[yolo] is missing the required key 'anchors'"),
+        (TINY.replace("activation=leaky", "activation=wobbly"), "unknown activation 'wobbly'"),
+        (TINY.replace("mask=0,1,2", "mask=0,1,7"), "mask [7] refers to anchors that do not exist"),
+        (TINY.replace("classes=1\n", "classes=1\nclasses=2\n"), "a.cfg:22: key 'classes' is given twice"),
+        ("width=3\n[net]\n", "a.cfg:1: 'width=3' comes before any [section]"),
+        ("[convolutional]\nfilters=1\n", "a.cfg:1: the first section must be [net]"),
+        ("[net]\nwidth=8\n", "no layers"),
+        ("", "no sections"),
+        ("[net\n", "malformed section header"),
+    ],
+)
 def test_errors_name_file_line_and_key(text, message):
     with pytest.raises(CfgError) as e:
         dn.parse_cfg(text, "a.cfg")
     assert message in str(e.value)
 
 
-@pytest.mark.parametrize("extra,message", [
-    ("[route]\nlayers=-9\n", "a.cfg:23: [route] layers=-9 refers to layer -6, which does not exist"),
-    ("[route]\nlayers=5\n", "refers to layer 5, which does not exist before layer 3"),
-    ("[shortcut]\nfrom=-3\n", "[shortcut] from=-3 has shape (16, 32, 32) but the previous layer gives (18, 32, 32)"),
-    ("[convolutional]\nfilters=7\nsize=1\nactivation=linear\n[yolo]\nmask=0\nanchors=1,1\nclasses=1\nnum=1\n",
-     "[yolo] expects 6 channels (1 anchors x (5 + 1 classes)) but receives 7"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ("[route]\nlayers=-9\n", "a.cfg:23: [route] layers=-9 refers to layer -6, which does not exist"),
+        ("[route]\nlayers=5\n", "refers to layer 5, which does not exist before layer 3"),
+        (
+            "[shortcut]\nfrom=-3\n",
+            "[shortcut] from=-3 has shape (16, 32, 32) but the previous layer gives (18, 32, 32)",
+        ),
+        (
+            "[convolutional]\nfilters=7\nsize=1\nactivation=linear\n[yolo]\nmask=0\nanchors=1,1\nclasses=1\nnum=1\n",
+            "[yolo] expects 6 channels (1 anchors x (5 + 1 classes)) but receives 7",
+        ),
+    ],
+)
 def test_connection_errors(extra, message):
     spec = dn.parse_cfg(TINY + extra, "a.cfg")
     with pytest.raises(CfgError) as e:
@@ -118,14 +129,26 @@ def test_read_cfg_missing_file(tmp_path):
 
 
 def test_layer_dataclass_round_trip():
-    layer = YoloLayer(mask=[1], anchors=[(1.5, 2.0), (3.0, 4.0)], classes=2, num=2, scale_x_y=1.05,
-                      extra={"counters_per_class": "1,2"})
+    layer = YoloLayer(
+        mask=[1],
+        anchors=[(1.5, 2.0), (3.0, 4.0)],
+        classes=2,
+        num=2,
+        scale_x_y=1.05,
+        extra={"counters_per_class": "1,2"},
+    )
     again = YoloLayer.from_options(layer.to_options())
     assert again == layer
 
 
-_MUTATIONS = st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(
-    ["delete", "dup", "digit", "neg", "bracket", "equals", "garbage", "swap"])), min_size=1, max_size=6)
+_MUTATIONS = st.lists(
+    st.tuples(
+        st.integers(0, 10_000),
+        st.sampled_from(["delete", "dup", "digit", "neg", "bracket", "equals", "garbage", "swap"]),
+    ),
+    min_size=1,
+    max_size=6,
+)
 
 
 def _mutate(text: str, ops) -> str:

@@ -34,7 +34,7 @@ def batches(sizes: list[int], seed: int = 1) -> list[torch.Tensor]:
 def brute_force(m: CmBatchNorm2d, xs: list[torch.Tensor]) -> torch.Tensor:
     """Training-mode BatchNorm over cat(xs), rows of the last mini-batch: Tensor[B_k, C, H, W]."""
     y = F.batch_norm(torch.cat(xs), None, None, m.weight, m.bias, training=True, eps=m.eps)
-    return y[-len(xs[-1]):]
+    return y[-len(xs[-1]) :]
 
 
 def plain_bn(m: CmBatchNorm2d) -> nn.BatchNorm2d:
@@ -51,7 +51,7 @@ def test_minibatch_k_is_bn_over_minibatches_1_to_k(sizes):
     bn = plain_bn(m)
     assert torch.equal(m(xs[0]), bn(xs[0]))  # mini-batch 1: exactly BatchNorm2d
     for k in range(1, len(xs)):
-        torch.testing.assert_close(m(xs[k]), brute_force(m, xs[:k + 1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(m(xs[k]), brute_force(m, xs[: k + 1]), atol=1e-5, rtol=0)
 
 
 def test_reset_starts_a_new_step_with_plain_bn():

@@ -25,8 +25,12 @@ def randomize(model: dn.Darknet, seed: int = 0) -> None:
             w.copy_(torch.randn(w.shape, generator=g) / w[0].numel() ** 0.5)
             if isinstance(block.bn, torch.nn.BatchNorm2d):
                 bn = block.bn
-                for t, lo, hi in ((bn.weight, 0.5, 1.0), (bn.bias, -0.2, 0.2), (bn.running_mean, -0.1, 0.1),
-                                  (bn.running_var, 0.5, 2.0)):
+                for t, lo, hi in (
+                    (bn.weight, 0.5, 1.0),
+                    (bn.bias, -0.2, 0.2),
+                    (bn.running_mean, -0.1, 0.1),
+                    (bn.running_var, 0.5, 2.0),
+                ):
                     t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
             else:
                 block.conv.bias.copy_(torch.rand(block.conv.bias.shape, generator=g) * 0.4 - 0.2)
@@ -43,8 +47,9 @@ def opencv_heads(cfg_path, weights_path, model: dn.Darknet, x: np.ndarray) -> li
     return net.forward(names)
 
 
-@pytest.mark.parametrize("name,size", [("yolov4", 256), ("yolov4-tiny", 416), ("yolov4-csp", 256),
-                                       ("yolov3", 256), ("yolov3-tiny", 320)])
+@pytest.mark.parametrize(
+    "name,size", [("yolov4", 256), ("yolov4-tiny", 416), ("yolov4-csp", 256), ("yolov3", 256), ("yolov3-tiny", 320)]
+)
 def test_random_weights_match_opencv(reference, tmp_path, name, size):
     spec = dn.read_cfg(reference / "cfg" / f"{name}.cfg")
     spec.net.width = spec.net.height = size
@@ -107,7 +112,7 @@ def test_maxpool_matches_darknet_rule():
         for oy in range(n):
             for ox in range(n):
                 y0, x0 = oy * stride - pad // 2, ox * stride - pad // 2
-                win = x[..., max(y0, 0):y0 + size, max(x0, 0):x0 + size]
+                win = x[..., max(y0, 0) : y0 + size, max(x0, 0) : x0 + size]
                 assert torch.equal(out[..., oy, ox], win.amax(dim=(-1, -2)))
 
 
@@ -163,8 +168,15 @@ from=-3
 """
     spec = dn.parse_cfg(text)
     model = dn.Darknet(spec).eval()
-    assert [i.out_chw for i in model.infos] == [(8, 32, 32), (4, 32, 32), (8, 32, 32), (8, 32, 32), (8, 1, 1),
-                                                 (8, 1, 1), (8, 32, 32)]
+    assert [i.out_chw for i in model.infos] == [
+        (8, 32, 32),
+        (4, 32, 32),
+        (8, 32, 32),
+        (8, 32, 32),
+        (8, 1, 1),
+        (8, 1, 1),
+        (8, 32, 32),
+    ]
     x = torch.rand(1, 3, 32, 32)
     b = model.blocks
     with torch.no_grad():

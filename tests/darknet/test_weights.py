@@ -54,8 +54,8 @@ def test_file_layout_of_first_conv(tiny, tmp_path):
     floats = struct.unpack(f"<{4 * n + first.conv.weight.numel()}f", raw[: 4 * (4 * n + first.conv.weight.numel())])
     order = [first.bn.bias, first.bn.weight, first.bn.running_mean, first.bn.running_var]
     for k, t in enumerate(order):
-        assert torch.allclose(torch.tensor(floats[k * n:(k + 1) * n]), t.detach())
-    assert torch.allclose(torch.tensor(floats[4 * n:]), first.conv.weight.detach().flatten())
+        assert torch.allclose(torch.tensor(floats[k * n : (k + 1) * n]), t.detach())
+    assert torch.allclose(torch.tensor(floats[4 * n :]), first.conv.weight.detach().flatten())
 
 
 def test_truncated_and_oversized_files_name_both_sizes(tiny, tmp_path):

@@ -18,5 +18,6 @@ def _private_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def shapes_small(tmp_path_factory) -> Path:
     """A 40 + 20 image shapes dataset (YOLO txt); returns its data.yaml."""
-    return make_shapes(tmp_path_factory.mktemp("shapes") / "shapes", ShapesConfig(num_train=40, num_val=20),
-                       progress=False)
+    return make_shapes(
+        tmp_path_factory.mktemp("shapes") / "shapes", ShapesConfig(num_train=40, num_val=20), progress=False
+    )

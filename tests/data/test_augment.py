@@ -131,11 +131,19 @@ def test_hflip():
     assert (img == rect_image(HW, BOXES)).all()
 
 
-@pytest.mark.parametrize("scale_hw,offset_hw", [((1.7, 1.7), (-20.0, -35.5)), ((0.6, 0.8), (10.0, 3.0)),
-                                                ((1.0, 1.3), (-50.0, 0.0)), ((2.5, 2.5), (-100.0, -150.0))])
+@pytest.mark.parametrize(
+    "scale_hw,offset_hw",
+    [
+        ((1.7, 1.7), (-20.0, -35.5)),
+        ((0.6, 0.8), (10.0, 3.0)),
+        ((1.0, 1.3), (-50.0, 0.0)),
+        ((2.5, 2.5), (-100.0, -150.0)),
+    ],
+)
 def test_scale_translate(scale_hw, offset_hw):
-    out, b, c = scale_translate(rect_image(HW, BOXES), BOXES, CLS, scale_hw, offset_hw, (128, 128), min_size=0,
-                                min_visible=0)
+    out, b, c = scale_translate(
+        rect_image(HW, BOXES), BOXES, CLS, scale_hw, offset_hw, (128, 128), min_size=0, min_visible=0
+    )
     assert out.shape == (128, 128, 3) and len(b) == len(c)
     assert_same_pixels(out, b)
 
@@ -180,7 +188,7 @@ def test_subtract_rect_against_brute_force():
         rx1, ry1 = rng.integers(0, 50, 2)
         rect = (int(rx1), int(ry1), int(rx1 + rng.integers(1, 40)), int(ry1 + rng.integers(1, 40)))
         m = boxes_mask((80, 80), box)
-        m[rect[1]:rect[3], rect[0]:rect[2]] = False
+        m[rect[1] : rect[3], rect[0] : rect[2]] = False
         got, area = subtract_rect(box, rect)
         assert area[0] == m.sum()
         if m.any():
@@ -224,11 +232,18 @@ class RectDataset:
     def __init__(self, n: int = 6):
         rng = np.random.default_rng(5)
         self.items = []
-        for k in range(n):
+        for _k in range(n):
             hw = (int(rng.integers(80, 200)), int(rng.integers(80, 200)))
             gy, gx = hw[0] // 3, hw[1] // 3
-            boxes = np.array([[gx * (j % 3) + 3, gy * (j // 3) + 3, gx * (j % 3 + 1) - 3, gy * (j // 3 + 1) - 3]
-                              for j in range(9) if rng.random() < 0.6] or [[3, 3, gx - 3, gy - 3]], np.float32)
+            boxes = np.array(
+                [
+                    [gx * (j % 3) + 3, gy * (j // 3) + 3, gx * (j % 3 + 1) - 3, gy * (j // 3 + 1) - 3]
+                    for j in range(9)
+                    if rng.random() < 0.6
+                ]
+                or [[3, 3, gx - 3, gy - 3]],
+                np.float32,
+            )
             self.items.append((rect_image(hw, boxes), boxes, np.arange(len(boxes)) % 5))
         self.image_paths = [f"rect{k}.png" for k in range(n)]
         self.image_hw = np.array([it[0].shape[:2] for it in self.items])
@@ -244,12 +259,16 @@ class RectDataset:
 EXACT = dict(min_box_size=0.0, min_box_visible=0.0, hue=0.0, saturation=1.0, exposure=1.0)
 
 
-@pytest.mark.parametrize("cfg", [
-    AugmentConfig(mosaic=1.0, **EXACT),
-    AugmentConfig(mosaic=0.0, jitter=0.3, scale=(0.5, 1.5), letterbox=True, **EXACT),
-    AugmentConfig(mosaic=0.0, jitter=0.3, letterbox=False, **EXACT),
-    AugmentConfig(mosaic=0.0, jitter=0.0, scale=(1, 1), flip=1.0, **EXACT),
-], ids=["mosaic", "affine-letterbox", "affine-stretch", "flip"])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        AugmentConfig(mosaic=1.0, **EXACT),
+        AugmentConfig(mosaic=0.0, jitter=0.3, scale=(0.5, 1.5), letterbox=True, **EXACT),
+        AugmentConfig(mosaic=0.0, jitter=0.3, letterbox=False, **EXACT),
+        AugmentConfig(mosaic=0.0, jitter=0.0, scale=(1, 1), flip=1.0, **EXACT),
+    ],
+    ids=["mosaic", "affine-letterbox", "affine-stretch", "flip"],
+)
 def test_train_pipeline_keeps_boxes_exact(cfg):
     ds = RectDataset()
     for seed in range(12):
@@ -297,8 +316,18 @@ def test_eval_sample_maps_back_to_the_original():
 
 # ---------------------------------------------------------------- config, shapes, multi-scale
 def test_from_darknet_maps_the_knobs():
-    cfg = AugmentConfig.from_darknet({"mosaic": "1", "hue": ".1", "saturation": "1.5", "exposure": "1.5",
-                                      "jitter": ".3", "resize": "1.5", "letter_box": "1", "random": "1"})
+    cfg = AugmentConfig.from_darknet(
+        {
+            "mosaic": "1",
+            "hue": ".1",
+            "saturation": "1.5",
+            "exposure": "1.5",
+            "jitter": ".3",
+            "resize": "1.5",
+            "letter_box": "1",
+            "random": "1",
+        }
+    )
     assert (cfg.mosaic, cfg.hue, cfg.saturation, cfg.exposure, cfg.jitter) == (1.0, 0.1, 1.5, 1.5, 0.3)
     assert cfg.scale == pytest.approx((1 / 1.5, 1.5)) and cfg.letterbox and cfg.random_shapes and cfg.flip == 0.5
     bare = AugmentConfig.from_darknet({})  # darknet's own defaults: everything off but flip and jitter .2
@@ -325,8 +354,12 @@ def test_multiscale_batch():
     img = rect_image((96, 128), BOXES[:3])
     images = torch.from_numpy(np.stack([img, img[:, ::-1]])).permute(0, 3, 1, 2).float() / 255
     _, fb = hflip(img, BOXES[:3])
-    targets = torch.cat([torch.cat([torch.zeros(3, 1), torch.zeros(3, 1), torch.from_numpy(BOXES[:3])], 1),
-                         torch.cat([torch.ones(3, 1), torch.ones(3, 1), torch.from_numpy(fb)], 1)])
+    targets = torch.cat(
+        [
+            torch.cat([torch.zeros(3, 1), torch.zeros(3, 1), torch.from_numpy(BOXES[:3])], 1),
+            torch.cat([torch.ones(3, 1), torch.ones(3, 1), torch.from_numpy(fb)], 1),
+        ]
+    )
     before = targets.clone()
     out, t = multiscale_batch(images, targets, (160, 192))
     assert out.shape == (2, 3, 160, 192) and t.shape == targets.shape

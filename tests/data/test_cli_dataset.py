@@ -39,16 +39,49 @@ def test_show_draws_a_grid(tmp_path, shapes_small, capsys):
     plain = cv2.imread(str(out))
     assert plain is not None and plain.shape[0] > 300
     out2 = tmp_path / "aug.png"
-    assert main(["dataset", "show", str(shapes_small), "--augment", "--split", "val", "--out", str(out2),
-                 "--count", "4", "--img-size", "128"]) == 0
+    assert (
+        main(
+            [
+                "dataset",
+                "show",
+                str(shapes_small),
+                "--augment",
+                "--split",
+                "val",
+                "--out",
+                str(out2),
+                "--count",
+                "4",
+                "--img-size",
+                "128",
+            ]
+        )
+        == 0
+    )
     aug = cv2.imread(str(out2))
     assert aug.shape == plain.shape and not np.array_equal(aug, plain)
     assert str(out2) in capsys.readouterr().out
 
 
 def test_shapes_writes_the_dataset(tmp_path, capsys):
-    assert main(["dataset", "shapes", str(tmp_path / "s"), "--num-train", "6", "--num-val", "3",
-                 "--img-size", "128", "--seed", "2"]) == 0
+    assert (
+        main(
+            [
+                "dataset",
+                "shapes",
+                str(tmp_path / "s"),
+                "--num-train",
+                "6",
+                "--num-val",
+                "3",
+                "--img-size",
+                "128",
+                "--seed",
+                "2",
+            ]
+        )
+        == 0
+    )
     y = tmp_path / "s" / "data.yaml"
     assert str(y) in capsys.readouterr().out
     meta = yaml.safe_load(y.read_text())

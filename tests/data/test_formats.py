@@ -87,8 +87,9 @@ def test_yaml_source_relative_path_and_dict_names(tmp_path):
 
 def test_yaml_with_absolute_path_from_another_machine_falls_back_to_its_folder(tmp_path):
     _yolo_folder(tmp_path / "d")
-    (tmp_path / "d" / "data.yaml").write_text("path: /nonexistent/elsewhere\ntrain: images/train\nval: images/val\n"
-                                              "names: [cat, dog]\n")
+    (tmp_path / "d" / "data.yaml").write_text(
+        "path: /nonexistent/elsewhere\ntrain: images/train\nval: images/val\nnames: [cat, dog]\n"
+    )
     assert len(load_dataset(tmp_path / "d", "train")) == 4  # the folder's data.yaml is picked up
 
 
@@ -104,8 +105,9 @@ def test_darknet_data_file_and_image_lists(tmp_path):
     (tmp_path / "train.txt").write_text("".join(f"obj/images/{p.name}\n" for p in imgs[:4]))
     (tmp_path / "valid.txt").write_text("".join(f"{p}\n" for p in imgs[4:]))  # absolute paths
     (tmp_path / "obj.names").write_text("cat\ndog\n")
-    (tmp_path / "obj.data").write_text("classes = 2\ntrain = train.txt\nvalid = valid.txt\nnames = obj.names\n"
-                                       "backup = backup/\n")
+    (tmp_path / "obj.data").write_text(
+        "classes = 2\ntrain = train.txt\nvalid = valid.txt\nnames = obj.names\nbackup = backup/\n"
+    )
     tr, va = load_dataset(tmp_path / "obj.data", "train"), load_dataset(tmp_path / "obj.data", "val")
     assert (len(tr), len(va)) == (4, 2) and tr.names == ["cat", "dog"]
     (tmp_path / "bad.data").write_text("classes = 3\ntrain = train.txt\nnames = obj.names\n")
@@ -137,9 +139,16 @@ def test_broken_yolo_labels_are_listed_by_file_and_skipped(tmp_path, caplog):
     assert names == ["background.jpg", "im0.jpg", "im1.jpg", "im2.jpg", "tolerated.jpg"]
     assert ds.num_skipped == 7 and len(ds.problems) == 7
     text = "\n".join(ds.problems)
-    for needle in ["cls.txt:1: class id 7 out of range [0, 2)", "outside.txt:1:", "outside the 64x48 image",
-                   "degenerate.txt:1: degenerate box", "syntax.txt:1: expected 5 values", "nan.txt:1: not a number",
-                   "corrupt.jpg: corrupt or unreadable image", "unreadable.txt: unreadable label file"]:
+    for needle in [
+        "cls.txt:1: class id 7 out of range [0, 2)",
+        "outside.txt:1:",
+        "outside the 64x48 image",
+        "degenerate.txt:1: degenerate box",
+        "syntax.txt:1: expected 5 values",
+        "nan.txt:1: not a number",
+        "corrupt.jpg: corrupt or unreadable image",
+        "unreadable.txt: unreadable label file",
+    ]:
         assert needle in text, needle
     assert "7 image(s) skipped" in caplog.text  # never silently
     b, c = ds.labels(names.index("tolerated.jpg"))
@@ -150,8 +159,9 @@ def test_segmentation_lines_become_the_polygon_box(tmp_path):
     root = tmp_path / "d"
     _img(root / "images" / "a.jpg")
     x1, y1, x2, y2 = BOXES[1] / np.array([W, H, W, H])
-    _yolo_label(root / "labels" / "a.txt", [f"1 {x1} {y1} {x2} {(y1 + y2) / 2} {(x1 + x2) / 2} {y2}",
-                                            _yolo_line(0, BOXES[0])])
+    _yolo_label(
+        root / "labels" / "a.txt", [f"1 {x1} {y1} {x2} {(y1 + y2) / 2} {(x1 + x2) / 2} {y2}", _yolo_line(0, BOXES[0])]
+    )
     (root / "classes.txt").write_text("cat\ndog\n")
     ds = load_dataset(root, "all")
     b, c = ds.labels(0)
@@ -221,11 +231,18 @@ def _coco(tmp_path: Path, layout: str) -> Path:
         ims.append({"id": 100 + k, "file_name": f"{k:03d}.jpg", "width": W, "height": H})
         for c, b in zip([3, 17], BOXES):  # sparse COCO category ids
             x1, y1, x2, y2 = b.tolist()
-            anns.append({"id": len(anns), "image_id": 100 + k, "category_id": c, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                         "iscrowd": 0, "area": (x2 - x1) * (y2 - y1)})
+            anns.append(
+                {
+                    "id": len(anns),
+                    "image_id": 100 + k,
+                    "category_id": c,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "iscrowd": 0,
+                    "area": (x2 - x1) * (y2 - y1),
+                }
+            )
     anns.append({"id": 99, "image_id": 100, "category_id": 3, "bbox": [0, 0, 10, 10], "iscrowd": 1})
-    doc = {"images": ims, "annotations": anns,
-           "categories": [{"id": 17, "name": "dog"}, {"id": 3, "name": "cat"}]}
+    doc = {"images": ims, "annotations": anns, "categories": [{"id": 17, "name": "dog"}, {"id": 3, "name": "cat"}]}
     p = tmp_path / "instances_val2017.json"
     p.write_text(json.dumps(doc))
     return p
@@ -274,11 +291,16 @@ def test_coco_folder_with_train_and_val_jsons(tmp_path):
 
 # ---------------------------------------------------------------- VOC
 def _voc_xml(path: Path, fname: str, objects: list[tuple[str, list]], size=(W, H)) -> None:
-    objs = "".join(f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-                   f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
+    objs = "".join(
+        f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for n, b in objects
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"<annotation><filename>{fname}</filename><size><width>{size[0]}</width>"
-                    f"<height>{size[1]}</height><depth>3</depth></size>{objs}</annotation>")
+    path.write_text(
+        f"<annotation><filename>{fname}</filename><size><width>{size[0]}</width>"
+        f"<height>{size[1]}</height><depth>3</depth></size>{objs}</annotation>"
+    )
 
 
 def _voc_objects():

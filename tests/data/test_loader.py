@@ -31,7 +31,7 @@ def test_batch_contract_train(shapes_small):
     loader = build_loader(ds, 128, 4, AugmentConfig(mixup=0.5), shuffle=True, workers=0)
     images, targets, infos = next(iter(loader))
     assert images.shape == (4, 3, 128, 128) and images.dtype == torch.float32
-    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
     assert targets.dtype == torch.float32 and targets.shape[1] == 6 and len(targets) > 0
     assert set(targets[:, 0].long().tolist()) <= {0, 1, 2, 3}
     assert ((targets[:, 1] >= 0) & (targets[:, 1] < len(ds.names))).all()
@@ -108,8 +108,10 @@ def test_bad_image_mid_epoch_is_skipped_and_reported(tmp_path, shapes_small, cap
 
 def test_collate_handles_images_without_boxes():
     img = torch.zeros(3, 32, 32, dtype=torch.uint8)
-    batch = [(img, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), {"path": "a"}),
-             (img, torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([5]), {"path": "b"})]
+    batch = [
+        (img, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), {"path": "a"}),
+        (img, torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([5]), {"path": "b"}),
+    ]
     images, targets, infos = collate(batch)
     assert images.shape == (2, 3, 32, 32)
     assert targets.tolist() == [[1.0, 5.0, 1.0, 2.0, 3.0, 4.0]]

@@ -198,20 +198,36 @@ def test_trivial_baselines_stay_below_map50_0p2(val_labels):
     # 2. a 4x4 grid of mean-size boxes, every class, random scores
     g = (np.arange(4) + 0.5) * n / 4
     cx, cy = np.meshgrid(g, g)
-    grid = np.stack([cx.ravel() - mean_wh[0] / 2, cy.ravel() - mean_wh[1] / 2,
-                     cx.ravel() + mean_wh[0] / 2, cy.ravel() + mean_wh[1] / 2], 1)
+    grid = np.stack(
+        [
+            cx.ravel() - mean_wh[0] / 2,
+            cy.ravel() - mean_wh[1] / 2,
+            cx.ravel() + mean_wh[0] / 2,
+            cy.ravel() + mean_wh[1] / 2,
+        ],
+        1,
+    )
     grid_all = np.repeat(grid, k, 0)
     grid_pred = [(grid_all, rng.random(len(grid_all)), np.tile(np.arange(k), len(grid))) for _ in gts]
+
     # 3. 50 random boxes per image, random classes and scores
     def rand_boxes():
         xy = rng.uniform(0, n, (50, 2))
         wh = np.exp(rng.uniform(np.log(10), np.log(128), (50, 2)))
         return np.concatenate([xy, np.minimum(xy + wh, n)], 1)
+
     random_pred = [(rand_boxes(), rng.random(50), rng.integers(0, k, 50)) for _ in gts]
     # 4. perfect localisation, no idea of the class: every true box once per class, random scores
     where_not_what = [(np.repeat(b, k, 0), rng.random(len(b) * k), np.tile(np.arange(k), len(b))) for b, _ in gts]
-    scores = {name: _voc_ap50(p, gts, k) for name, p in
-              [("centre", one_box), ("grid", grid_pred), ("random", random_pred), ("boxes-only", where_not_what)]}
+    scores = {
+        name: _voc_ap50(p, gts, k)
+        for name, p in [
+            ("centre", one_box),
+            ("grid", grid_pred),
+            ("random", random_pred),
+            ("boxes-only", where_not_what),
+        ]
+    }
     assert all(v < 0.2 for v in scores.values()), scores
     print(scores)
     assert scores["boxes-only"] > 0.05  # the AP function is not simply returning 0

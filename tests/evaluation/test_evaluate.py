@@ -85,8 +85,7 @@ def test_oracle_detector_scores_one_and_writes_files(tmp_path):
 
     from yolo4.evaluation.metrics import coco_ground_truth
 
-    gt = coco_ground_truth([(b, c) for b, c in zip(ds.boxes, ds.class_ids)], ds.names,
-                           list(range(1, 6)), [1, 2, 3])
+    gt = coco_ground_truth([(b, c) for b, c in zip(ds.boxes, ds.class_ids)], ds.names, list(range(1, 6)), [1, 2, 3])
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(tmp_path / "gt.json"))
@@ -99,8 +98,12 @@ def test_oracle_detector_scores_one_and_writes_files(tmp_path):
 
 def test_blind_detector_scores_zero():
     ds = _toy_dataset(seed=1)
-    m = evaluate(lambda ims: [(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)) for _ in ims], ds,
-                 batch_size=16, progress=False)
+    m = evaluate(
+        lambda ims: [(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)) for _ in ims],
+        ds,
+        batch_size=16,
+        progress=False,
+    )
     assert m.map == 0 and m.map50 == 0 and m.num_predictions == 0
     assert m.confusion[:3, 3].sum() == m.num_gt.sum()  # every object missed
 
@@ -108,8 +111,12 @@ def test_blind_detector_scores_zero():
 def test_numeric_file_stems_become_coco_image_ids(tmp_path):
     ds = _toy_dataset(n=2)
     ds.image_paths = [Path("000000397133.jpg"), Path("000000000139.jpg")]
-    evaluate(lambda ims: [(np.array([[1.0, 1, 20, 20]]), np.array([0.5]), np.array([2])) for _ in ims], ds,
-             progress=False, save_json=tmp_path / "p.json")
+    evaluate(
+        lambda ims: [(np.array([[1.0, 1, 20, 20]]), np.array([0.5]), np.array([2])) for _ in ims],
+        ds,
+        progress=False,
+        save_json=tmp_path / "p.json",
+    )
     assert [r["image_id"] for r in json.loads((tmp_path / "p.json").read_text())] == [397133, 139]
 
 
@@ -185,8 +192,16 @@ def test_fidelity_yolo_fastest_matches_opencv(reference_model):
     from yolo4.inference.detector import Detector
 
     model, ds = reference_model
-    det = Detector(model / "yolo-fastest-1.1.cfg", model / "yolo-fastest-1.1.weights", names=ds.names,
-                   img_size=320, resize="stretch", conf=0.25, iou=0.45, labels="best")
+    det = Detector(
+        model / "yolo-fastest-1.1.cfg",
+        model / "yolo-fastest-1.1.weights",
+        names=ds.names,
+        img_size=320,
+        resize="stretch",
+        conf=0.25,
+        iou=0.45,
+        labels="best",
+    )
     m = evaluate(det, ds, batch_size=2, progress=False)
     assert m.map50 >= 0.99, m.summary()
     assert m.darknet_map50_101 >= 0.99
@@ -202,8 +217,15 @@ def test_predict_dataset_keeps_order_and_sizes(reference_model):
     from yolo4.inference.detector import Detector
 
     model, ds = reference_model
-    det = Detector(model / "yolo-fastest-1.1.cfg", model / "yolo-fastest-1.1.weights", img_size=320,
-                   resize="stretch", conf=0.25, iou=0.45, labels="best")
+    det = Detector(
+        model / "yolo-fastest-1.1.cfg",
+        model / "yolo-fastest-1.1.weights",
+        img_size=320,
+        resize="stretch",
+        conf=0.25,
+        iou=0.45,
+        labels="best",
+    )
     gts, preds, sizes, speed = predict_dataset(det, ds, batch_size=3, progress=False)
     assert sizes == [im.shape[:2] for im in ds.images]
     assert [len(p[1]) for p in preds] == [7, 5, 3]
@@ -223,7 +245,9 @@ def _write_yolo_dataset(ds: ListDataset, root: Path) -> Path:
         cxcywh = np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], 1) / [w, h, w, h]
         lines = [f"{c} " + " ".join(f"{v:.8f}" for v in b) for c, b in zip(classes, cxcywh)]
         (root / "labels" / "val" / f"{path.stem}.txt").write_text("\n".join(lines) + "\n")
-    (root / "data.yaml").write_text("path: .\ntrain: images/val\nval: images/val\nnames: " + json.dumps(ds.names) + "\n")
+    (root / "data.yaml").write_text(
+        "path: .\ntrain: images/val\nval: images/val\nnames: " + json.dumps(ds.names) + "\n"
+    )
     return root
 
 
@@ -235,16 +259,39 @@ def test_yolo4_val_cli_on_opencv_annotated_images(reference_model, tmp_path, cap
     model, ds = reference_model
     root = _write_yolo_dataset(ds, tmp_path / "data")
     out = tmp_path / "run"
-    rc = main(["val", "--data", str(root / "data.yaml"), "--cfg", str(model / "yolo-fastest-1.1.cfg"),
-               "--weights", str(model / "yolo-fastest-1.1.weights"), "--img-size", "320", "--resize", "stretch",
-               "--conf", "0.25", "--iou", "0.45", "--labels", "best", "--batch", "2",
-               "--save-dir", str(out), "--save-json", "preds.json"])
+    rc = main(
+        [
+            "val",
+            "--data",
+            str(root / "data.yaml"),
+            "--cfg",
+            str(model / "yolo-fastest-1.1.cfg"),
+            "--weights",
+            str(model / "yolo-fastest-1.1.weights"),
+            "--img-size",
+            "320",
+            "--resize",
+            "stretch",
+            "--conf",
+            "0.25",
+            "--iou",
+            "0.45",
+            "--labels",
+            "best",
+            "--batch",
+            "2",
+            "--save-dir",
+            str(out),
+            "--save-json",
+            "preds.json",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0
     line = next(ln for ln in text.splitlines() if "IoU=0.50      | area=   all" in ln)
     assert float(line.rsplit("=", 1)[1]) >= 0.99, text
     assert "darknet-style mAP@0.50" in text and "Speed:" in text and "FPS" in text
-    table = text[text.index("class  images"):].splitlines()
+    table = text[text.index("class  images") :].splitlines()
     assert table[1].split()[0] == "all"
     for png in ("pr_curves.png", "confusion_matrix.png"):
         assert (out / png).stat().st_size > 5_000
@@ -266,12 +313,31 @@ def test_yolo4_val_compares_darknet_weights_with_their_onnx_export(reference_mod
     onnx_path = tmp_path / "yolo-fastest-320.onnx"
     export_model(load(cfg, weights), ExportOptions(format="onnx", img_size=(320, 320)), onnx_path, ds.names)
     root = _write_yolo_dataset(ds, tmp_path / "data")
-    rc = main(["val", "--data", str(root / "data.yaml"), "--cfg", str(cfg), "--weights", str(weights), str(onnx_path),
-               "--img-size", "320", "--resize", "stretch", "--labels", "best", "--save-dir", str(tmp_path / "run"),
-               "--save-json", "preds.json"])
+    rc = main(
+        [
+            "val",
+            "--data",
+            str(root / "data.yaml"),
+            "--cfg",
+            str(cfg),
+            "--weights",
+            str(weights),
+            str(onnx_path),
+            "--img-size",
+            "320",
+            "--resize",
+            "stretch",
+            "--labels",
+            "best",
+            "--save-dir",
+            str(tmp_path / "run"),
+            "--save-json",
+            "preds.json",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0
-    rows = text[text.index("model "):].splitlines()
+    rows = text[text.index("model ") :].splitlines()
     assert len(rows) == 3 and rows[1].startswith(str(weights)) and rows[2].startswith(str(onnx_path))
     torch_row, onnx_row = rows[1].split()[1:5], rows[2].split()[1:5]  # AP AP50 AP75 dn-AP50
     assert torch_row == onnx_row, text
@@ -302,13 +368,28 @@ def test_coco_json_dataset_is_scored_against_the_annotation_file(tmp_path):
         for _ in range(3):
             x, y = int(rng.integers(0, 150)), int(rng.integers(0, 80))
             w, h = rng.integers(36, 120, 2).tolist()
-            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": 1000 + i,
-                                       "category_id": int(rng.choice([2, 7])), "bbox": [x, y, w, h],
-                                       "area": 0.3 * w * h, "iscrowd": 0,  # a thin object: "small" by its segment
-                                       "segmentation": [[x, y, x + w, y, x, y + h]]})
-    doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": 1000, "category_id": 2,
-                               "bbox": [150, 100, 140, 90], "area": 9000.0, "iscrowd": 1,
-                               "segmentation": [[150, 100, 290, 100, 290, 190, 150, 190]]})
+            doc["annotations"].append(
+                {
+                    "id": len(doc["annotations"]) + 1,
+                    "image_id": 1000 + i,
+                    "category_id": int(rng.choice([2, 7])),
+                    "bbox": [x, y, w, h],
+                    "area": 0.3 * w * h,
+                    "iscrowd": 0,  # a thin object: "small" by its segment
+                    "segmentation": [[x, y, x + w, y, x, y + h]],
+                }
+            )
+    doc["annotations"].append(
+        {
+            "id": len(doc["annotations"]) + 1,
+            "image_id": 1000,
+            "category_id": 2,
+            "bbox": [150, 100, 140, 90],
+            "area": 9000.0,
+            "iscrowd": 1,
+            "segmentation": [[150, 100, 290, 100, 290, 190, 150, 190]],
+        }
+    )
     ann_path = tmp_path / "instances_val.json"
     ann_path.write_text(json.dumps(doc))
     ds = load_dataset(ann_path, "all", cache=False, progress=False)
@@ -341,5 +422,5 @@ def test_coco_json_dataset_is_scored_against_the_annotation_file(tmp_path):
         ev.summarize()
     for name, theirs in zip(COCO_STATS, ev.stats):
         ours = getattr(m, name)
-        assert (math.isnan(ours) if theirs == -1 else ours == pytest.approx(theirs, abs=1e-12)), (name, ours, theirs)
+        assert math.isnan(ours) if theirs == -1 else ours == pytest.approx(theirs, abs=1e-12), (name, ours, theirs)
     assert not math.isnan(m.map_small)  # only the file's segment areas make these objects "small"

@@ -43,31 +43,55 @@ def _dataset(seed: int = 0):
             w, h = rng.uniform(lo, hi, 2).round() / 1
             x, y = rng.uniform(0, 640 - w) // 1, rng.uniform(0, 480 - h) // 1
             cls = int(rng.integers(0, 3))
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat_ids[cls],
-                         "bbox": [float(x), float(y), float(w), float(h)], "area": float(w * h),
-                         "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": cat_ids[cls],
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "area": float(w * h),
+                    "iscrowd": 0,
+                }
+            )
             if i == 5:  # the image without detections
                 continue
             if rng.random() < 0.85:  # a detection near the object, with location noise
                 jitter = rng.normal(0, 0.12, 4) * [w, h, w, h]
-                bx = (np.array([x, y, w, h]) + jitter)
+                bx = np.array([x, y, w, h]) + jitter
                 bx[2:] = np.maximum(bx[2:], 2)
                 bx = (bx * 2).round() / 2
                 pcls = cls if rng.random() < 0.85 else int(rng.integers(0, 4))
-                results.append({"image_id": image_id, "category_id": cat_ids[pcls],
-                                "bbox": [float(v) for v in bx], "score": float(rng.uniform(0.05, 1))})
+                results.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": cat_ids[pcls],
+                        "bbox": [float(v) for v in bx],
+                        "score": float(rng.uniform(0.05, 1)),
+                    }
+                )
                 if rng.random() < 0.2:  # a duplicate
-                    results.append({"image_id": image_id, "category_id": cat_ids[pcls],
-                                    "bbox": [float(v + 1.5) for v in bx], "score": float(rng.uniform(0, 0.5))})
+                    results.append(
+                        {
+                            "image_id": image_id,
+                            "category_id": cat_ids[pcls],
+                            "bbox": [float(v + 1.5) for v in bx],
+                            "score": float(rng.uniform(0, 0.5)),
+                        }
+                    )
         if i == 5:
             continue
         for _ in range(int(rng.integers(1, 4))):  # false positives
             w, h = (rng.uniform(5, 200, 2) * 2).round() / 2
             x, y = (rng.uniform(0, 400, 2) * 2).round() / 2
-            results.append({"image_id": image_id, "category_id": cat_ids[int(rng.integers(0, 4))],
-                            "bbox": [float(x), float(y), float(w), float(h)], "score": float(rng.uniform(0, 0.6))})
-    gt = {"images": images, "annotations": anns,
-          "categories": [{"id": c, "name": n} for c, n in zip(cat_ids, NAMES)]}
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": cat_ids[int(rng.integers(0, 4))],
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "score": float(rng.uniform(0, 0.6)),
+                }
+            )
+    gt = {"images": images, "annotations": anns, "categories": [{"id": c, "name": n} for c, n in zip(cat_ids, NAMES)]}
     return gt, results
 
 
@@ -83,12 +107,20 @@ def _to_lists(gt: dict, results: list[dict]):
     gts, preds = [], []
     for image_id in image_ids:
         a = [x for x in gt["annotations"] if x["image_id"] == image_id]
-        gts.append((np.array([xyxy(x["bbox"]) for x in a]).reshape(-1, 4),
-                    np.array([cls_of[x["category_id"]] for x in a], dtype=np.int64)))
+        gts.append(
+            (
+                np.array([xyxy(x["bbox"]) for x in a]).reshape(-1, 4),
+                np.array([cls_of[x["category_id"]] for x in a], dtype=np.int64),
+            )
+        )
         r = [x for x in results if x["image_id"] == image_id]
-        preds.append((np.array([xyxy(x["bbox"]) for x in r]).reshape(-1, 4),
-                      np.array([x["score"] for x in r]),
-                      np.array([cls_of[x["category_id"]] for x in r], dtype=np.int64)))
+        preds.append(
+            (
+                np.array([xyxy(x["bbox"]) for x in r]).reshape(-1, 4),
+                np.array([x["score"] for x in r]),
+                np.array([cls_of[x["category_id"]] for x in r], dtype=np.int64),
+            )
+        )
     sizes = [(im["height"], im["width"]) for im in gt["images"]]
     return gts, preds, image_ids, cat_ids, sizes
 
@@ -120,8 +152,7 @@ def test_every_coco_number_equals_pycocotools_on_files(tmp_path, seed):
     res_path.write_text(json.dumps(results))
     ev = _pycocotools_on_files(gt_path, res_path)
 
-    gts, preds, image_ids, cat_ids, sizes = _to_lists(json.loads(gt_path.read_text()),
-                                                      json.loads(res_path.read_text()))
+    gts, preds, image_ids, cat_ids, sizes = _to_lists(json.loads(gt_path.read_text()), json.loads(res_path.read_text()))
     m = coco_evaluate(gts, preds, NAMES, image_sizes=sizes, image_ids=image_ids, category_ids=cat_ids)
 
     assert len(ev.stats) == len(COCO_STATS) == 12
@@ -171,8 +202,10 @@ def _box(x1, y1, x2, y2):
 
 
 def test_perfect_predictions_score_one_and_absent_class_is_nan():
-    gts = [(np.array([_box(10, 10, 60, 60), _box(100, 100, 300, 260)]), np.array([0, 1])),
-           (np.array([_box(5, 5, 20, 25)]), np.array([0]))]
+    gts = [
+        (np.array([_box(10, 10, 60, 60), _box(100, 100, 300, 260)]), np.array([0, 1])),
+        (np.array([_box(5, 5, 20, 25)]), np.array([0])),
+    ]
     preds = [(g[0].copy(), np.array([0.9, 0.8][: len(g[1])]), g[1].copy()) for g in gts]
     m = coco_evaluate(gts, preds, ["a", "b", "c"])
     for name in ("map", "map50", "map75", "ar100", "darknet_map50_101", "darknet_map50_11"):
@@ -253,8 +286,7 @@ def _brute_force_voc_ap(gts, preds, num_classes, points):
         flagged = []  # (score, image index, detection index, is_tp)
         for i, (g, p) in enumerate(zip(gts, preds)):
             truths = [list(b) for b, k in zip(g[0], g[1]) if k == c]
-            dets = sorted([(float(s), j) for j, (s, k) in enumerate(zip(p[1], p[2])) if k == c],
-                          key=lambda t: -t[0])
+            dets = sorted([(float(s), j) for j, (s, k) in enumerate(zip(p[1], p[2])) if k == c], key=lambda t: -t[0])
             claimed = [False] * len(truths)
             for s, j in dets:
                 best, best_iou = -1, 0.0
@@ -289,8 +321,9 @@ def test_darknet_map_equals_brute_force(seed):
         ref = _brute_force_voc_ap(gts, preds, len(NAMES), points)
         np.testing.assert_allclose(ours, ref, atol=1e-12, equal_nan=True)
     m = coco_evaluate(gts, preds, NAMES)
-    np.testing.assert_allclose(m.darknet_ap50_per_class_101, _brute_force_voc_ap(gts, preds, 4, 101),
-                               atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(
+        m.darknet_ap50_per_class_101, _brute_force_voc_ap(gts, preds, 4, 101), atol=1e-12, equal_nan=True
+    )
     assert m.darknet_map50_101 == pytest.approx(np.nanmean(m.darknet_ap50_per_class_101))
     assert m.darknet_map50_11 == pytest.approx(np.nanmean(m.darknet_ap50_per_class_11))
 
@@ -301,7 +334,7 @@ def test_darknet_101_point_equals_coco_ap50_without_conflicts():
     rng = np.random.default_rng(0)
     gts, preds = [], []
     counts = {0: 0, 1: 0}
-    for i in range(9):
+    for _i in range(9):
         boxes, classes = [], []
         for r in range(2):
             for col in range(3):
@@ -326,15 +359,22 @@ def test_darknet_101_point_equals_coco_ap50_without_conflicts():
 # ---------------------------------------------------------------- confusion matrix
 def test_confusion_matrix_hand_computed():
     gts = [(np.array([_box(0, 0, 10, 10), _box(20, 20, 40, 40), _box(50, 50, 60, 60)]), np.array([0, 1, 1]))]
-    preds = [(np.array([_box(0, 0, 10, 11),  # class 0 right
-                        _box(20, 20, 40, 41),  # class 1 called class 0
-                        _box(80, 80, 90, 90),  # false positive class 1
-                        _box(50, 50, 60, 60)]),  # below the score threshold -> the gt is missed
-              np.array([0.9, 0.8, 0.7, 0.1]), np.array([0, 0, 1, 1]))]
+    preds = [
+        (
+            np.array(
+                [
+                    _box(0, 0, 10, 11),  # class 0 right
+                    _box(20, 20, 40, 41),  # class 1 called class 0
+                    _box(80, 80, 90, 90),  # false positive class 1
+                    _box(50, 50, 60, 60),
+                ]
+            ),  # below the score threshold -> the gt is missed
+            np.array([0.9, 0.8, 0.7, 0.1]),
+            np.array([0, 0, 1, 1]),
+        )
+    ]
     m = confusion_matrix(gts, preds, 2, conf=0.25, iou=0.5)
-    assert m.tolist() == [[1, 0, 0],
-                          [1, 0, 1],
-                          [0, 1, 0]]
+    assert m.tolist() == [[1, 0, 0], [1, 0, 1], [0, 1, 0]]
 
 
 def test_table_lists_worst_classes_first():
@@ -360,14 +400,26 @@ def test_more_than_100_detections_per_image_matches_pycocotools(tmp_path):
         gt["images"].append({"id": i + 1, "height": 600, "width": 800})
         for _ in range(int(rng.integers(20, 60))):
             x, y, w, h = rng.integers(0, 500, 2).tolist() + rng.integers(4, 250, 2).tolist()
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1,
-                                      "category_id": int(rng.integers(1, 6)), "bbox": [x, y, w, h],
-                                      "area": w * h, "iscrowd": 0})
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": i + 1,
+                    "category_id": int(rng.integers(1, 6)),
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
             for _ in range(3):
                 jit = (rng.normal(0, 0.1, 4) * [w, h, w, h] * 2).round() / 2
-                results.append({"image_id": i + 1, "category_id": int(rng.integers(1, 6)),
-                                "bbox": [x + jit[0], y + jit[1], max(w + jit[2], 1.0), max(h + jit[3], 1.0)],
-                                "score": float(rng.random())})
+                results.append(
+                    {
+                        "image_id": i + 1,
+                        "category_id": int(rng.integers(1, 6)),
+                        "bbox": [x + jit[0], y + jit[1], max(w + jit[2], 1.0), max(h + jit[3], 1.0)],
+                        "score": float(rng.random()),
+                    }
+                )
     gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
     gt_path.write_text(json.dumps(gt))
     res_path.write_text(json.dumps(results))
@@ -382,8 +434,13 @@ def test_more_than_100_detections_per_image_matches_pycocotools(tmp_path):
 
 def test_precision_and_recall_at_conf_come_from_the_confusion_matrix():
     gts = [(np.array([_box(0, 0, 10, 10), _box(20, 20, 40, 40), _box(50, 50, 70, 70)]), np.array([0, 0, 1]))]
-    preds = [(np.array([_box(0, 0, 10, 10), _box(20, 20, 40, 40), _box(80, 80, 99, 99), _box(50, 50, 70, 70)]),
-              np.array([0.9, 0.1, 0.6, 0.7]), np.array([0, 0, 0, 1]))]
+    preds = [
+        (
+            np.array([_box(0, 0, 10, 10), _box(20, 20, 40, 40), _box(80, 80, 99, 99), _box(50, 50, 70, 70)]),
+            np.array([0.9, 0.1, 0.6, 0.7]),
+            np.array([0, 0, 0, 1]),
+        )
+    ]
     m = coco_evaluate(gts, preds, ["a", "b"])
     # class a: 2 confident detections (one right, one background), 2 objects (one found)
     np.testing.assert_allclose(m.precision_at_conf, [0.5, 1.0])

@@ -11,24 +11,30 @@ from yolo4.export import ExportOptions, export_model
 
 
 def _mish_model():
-    spec = NetworkSpec(NetOptions(width=64, height=64), [
-        Convolutional(filters=8, size=3, stride=2, pad=1, batch_normalize=1, activation="mish"),
-        Convolutional(filters=12, size=1, stride=1, pad=1, activation="linear"),
-        YoloLayer(mask=[0, 1], anchors=[(10, 14), (23, 27)], classes=1, num=2),
-    ])
+    spec = NetworkSpec(
+        NetOptions(width=64, height=64),
+        [
+            Convolutional(filters=8, size=3, stride=2, pad=1, batch_normalize=1, activation="mish"),
+            Convolutional(filters=12, size=1, stride=1, pad=1, activation="linear"),
+            YoloLayer(mask=[0, 1], anchors=[(10, 14), (23, 27)], classes=1, num=2),
+        ],
+    )
     return load(spec)
 
 
-@pytest.mark.parametrize("options, message", [
-    (ExportOptions(format="pb"), "unknown export format 'pb'"),
-    (ExportOptions(format="tflite", nms=True), "--nms is ONNX only"),
-    (ExportOptions(format="tflite", dynamic_batch=True), "--dynamic-batch is ONNX only"),
-    (ExportOptions(format="darknet", int8=True, calib="x"), "cannot be expressed"),
-    (ExportOptions(int8=True), "--int8 needs calibration images"),
-    (ExportOptions(batch=0), "--batch must be >= 1"),
-    (ExportOptions(img_size=(100, 128)), "multiples of 32"),
-    (ExportOptions(opset=13), "opset 17 or newer"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (ExportOptions(format="pb"), "unknown export format 'pb'"),
+        (ExportOptions(format="tflite", nms=True), "--nms is ONNX only"),
+        (ExportOptions(format="tflite", dynamic_batch=True), "--dynamic-batch is ONNX only"),
+        (ExportOptions(format="darknet", int8=True, calib="x"), "cannot be expressed"),
+        (ExportOptions(int8=True), "--int8 needs calibration images"),
+        (ExportOptions(batch=0), "--batch must be >= 1"),
+        (ExportOptions(img_size=(100, 128)), "multiples of 32"),
+        (ExportOptions(opset=13), "opset 17 or newer"),
+    ],
+)
 def test_bad_options(tiny, tmp_path, options, message):
     out = tmp_path / "m.onnx"
     with pytest.raises(ExportError, match=message):

@@ -127,11 +127,14 @@ def test_mish_network_exports_at_opset_18(make_images, tmp_path):
     from yolo4.darknet import NetworkSpec, load
     from yolo4.darknet.layers import Convolutional, NetOptions, YoloLayer
 
-    spec = NetworkSpec(NetOptions(width=64, height=64), [
-        Convolutional(filters=8, size=3, stride=2, pad=1, batch_normalize=1, activation="mish"),
-        Convolutional(filters=2 * 6, size=1, stride=1, pad=1, activation="linear"),
-        YoloLayer(mask=[0, 1], anchors=[(10, 14), (23, 27)], classes=1, num=2),
-    ])
+    spec = NetworkSpec(
+        NetOptions(width=64, height=64),
+        [
+            Convolutional(filters=8, size=3, stride=2, pad=1, batch_normalize=1, activation="mish"),
+            Convolutional(filters=2 * 6, size=1, stride=1, pad=1, activation="linear"),
+            YoloLayer(mask=[0, 1], anchors=[(10, 14), (23, 27)], classes=1, num=2),
+        ],
+    )
     model = load(spec)
     out = tmp_path / "mish.onnx"
     r = export_model(model, ExportOptions(), out)

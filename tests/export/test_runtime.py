@@ -63,8 +63,21 @@ def test_onnx_int8_agrees_with_fp32_on_real_model(fastest, reference, tmp_path):
 def test_cli_export_onnx_and_darknet(tiny, make_images, tmp_path, capsys):
     weights = tmp_path / "tiny3.weights"
     save_weights(tiny, weights)
-    rc = main(["export", "--model", "yolov4-tiny", "--classes", "3", "--weights", str(weights), "--img-size", "128",
-               "--decode", "--dynamic-batch"])
+    rc = main(
+        [
+            "export",
+            "--model",
+            "yolov4-tiny",
+            "--classes",
+            "3",
+            "--weights",
+            str(weights),
+            "--img-size",
+            "128",
+            "--decode",
+            "--dynamic-batch",
+        ]
+    )
     assert rc == 0
     out = tmp_path / "tiny3-128x128-decoded.onnx"
     assert out.is_file() and "wrote" in capsys.readouterr().out
@@ -75,8 +88,21 @@ def test_cli_export_onnx_and_darknet(tiny, make_images, tmp_path, capsys):
     n = 3 * (4 * 4 + 8 * 8)  # 3 anchors on the stride-32 and stride-16 grids of a 128 input
     assert dec.boxes.shape == (2, n, 4) and dec.class_probs.shape == (2, n, 3)
     assert torch.all(dec.objectness == 1)
-    rc = main(["export", "--model", "yolov4-tiny", "--classes", "3", "--weights", str(weights), "--format", "darknet",
-               "--out", str(tmp_path / "d" / "m.cfg")])
+    rc = main(
+        [
+            "export",
+            "--model",
+            "yolov4-tiny",
+            "--classes",
+            "3",
+            "--weights",
+            str(weights),
+            "--format",
+            "darknet",
+            "--out",
+            str(tmp_path / "d" / "m.cfg"),
+        ]
+    )
     assert rc == 0 and (tmp_path / "d" / "m.weights").stat().st_size == weights.stat().st_size
 
 
@@ -111,13 +137,16 @@ def test_detect_and_val_take_model_file(tiny, tmp_path, capsys):
 
     classes = SHAPES_NAMES[:3]
     data = tmp_path / "shapes"
-    make_shapes(data, ShapesConfig(num_train=2, num_val=4, img_size=128, classes=classes,
-                                   size_range=(10.0, 64.0)), workers=1)
+    make_shapes(
+        data, ShapesConfig(num_train=2, num_val=4, img_size=128, classes=classes, size_range=(10.0, 64.0)), workers=1
+    )
     onnx_path = tmp_path / "tiny.onnx"
     export_model(tiny, ExportOptions(check=False), onnx_path, names=list(classes))
     image = next((data / "images" / "val").glob("*.jpg"))
-    assert main(["detect", str(image), "--model", str(onnx_path), "--conf", "0.1",
-                 "--save-dir", str(tmp_path / "det")]) == 0
+    assert (
+        main(["detect", str(image), "--model", str(onnx_path), "--conf", "0.1", "--save-dir", str(tmp_path / "det")])
+        == 0
+    )
     records = json.loads((tmp_path / "det" / "detections.json").read_text())
     assert records and all(d["class_name"] in classes for d in records[0]["detections"])
     [m_onnx] = run_val(data, model=str(onnx_path), save_dir=None, progress=False)

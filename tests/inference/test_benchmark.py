@@ -20,8 +20,13 @@ def test_fused_model_gives_the_same_heads(reference):
 
 
 def test_benchmark_reports_positive_times(reference):
-    r = benchmark(str(reference / "models" / "yolo-fastest-1.1.cfg"),
-                  reference / "models" / "yolo-fastest-1.1.weights", img_size=160, iters=2, warmup=1)
+    r = benchmark(
+        str(reference / "models" / "yolo-fastest-1.1.cfg"),
+        reference / "models" / "yolo-fastest-1.1.weights",
+        img_size=160,
+        iters=2,
+        warmup=1,
+    )
     assert r.network_ms > 0 and r.postprocess_ms > 0 and r.input_hw == (160, 160)
     assert r.fps_network > r.fps_total
     assert abs(r.rule_of_thumb_fps(14.0) - 0.4 * 14e3 / r.bflops) < 1e-9
@@ -29,7 +34,9 @@ def test_benchmark_reports_positive_times(reference):
 
 
 def test_benchmark_cli(capsys):
-    assert main(["benchmark", "yolov4-tiny", "--img-size", "96", "--iters", "1", "--warmup", "0",
-                 "--peak-tflops", "14"]) == 0
+    assert (
+        main(["benchmark", "yolov4-tiny", "--img-size", "96", "--iters", "1", "--warmup", "0", "--peak-tflops", "14"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "yolov4-tiny 96x96 batch 1" in out and "rule of thumb" in out

@@ -20,11 +20,12 @@ def _write(path: Path, rgb: np.ndarray) -> Path:
 
 # ------------------------------------------------------------------ the detect run
 def _tree(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*")}
+    return set(root.rglob("*"))
 
 
-def test_run_detect_images_bad_inputs_and_nothing_outside_save_dir(tiny_cfg, fake_runner, tmp_path, monkeypatch,
-                                                                    capsys):
+def test_run_detect_images_bad_inputs_and_nothing_outside_save_dir(
+    tiny_cfg, fake_runner, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     src = tmp_path / "in"
     src.mkdir()
@@ -38,9 +39,15 @@ def test_run_detect_images_bad_inputs_and_nothing_outside_save_dir(tiny_cfg, fak
     other.mkdir()
     _write(other / "one.jpg", np.zeros((10, 10, 3), np.uint8))  # same name as in/one.jpg
     before = _tree(tmp_path)
-    summary = run_detect([str(src), str(tmp_path / "empty"), "missing.jpg", str(tmp_path / "broken.avi"),
-                          str(other / "one.jpg")], model=tiny_cfg, names=["a", "b"], runner=fake_runner, batch=2,
-                         save_dir=tmp_path / "out", progress=False)
+    summary = run_detect(
+        [str(src), str(tmp_path / "empty"), "missing.jpg", str(tmp_path / "broken.avi"), str(other / "one.jpg")],
+        model=tiny_cfg,
+        names=["a", "b"],
+        runner=fake_runner,
+        batch=2,
+        save_dir=tmp_path / "out",
+        progress=False,
+    )
     assert summary.processed == 3
     err = capsys.readouterr()
     for name in ("corrupt.jpg", "readme.txt", "empty", "missing.jpg", "broken.avi"):
@@ -53,8 +60,9 @@ def test_run_detect_images_bad_inputs_and_nothing_outside_save_dir(tiny_cfg, fak
     records = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert [Path(r["image"]).name for r in records] == ["one.jpg", "two.png", "one.jpg"]
     assert records[0]["width"] == 200 and records[0]["height"] == 100
-    assert records[0]["detections"] == [{"class_id": 1, "class_name": "b", "score": pytest.approx(0.98670, abs=1e-4),
-                                         "box": [100.0, 12.5, 200.0, 37.5]}]
+    assert records[0]["detections"] == [
+        {"class_id": 1, "class_name": "b", "score": pytest.approx(0.98670, abs=1e-4), "box": [100.0, 12.5, 200.0, 37.5]}
+    ]
     drawn = cv2.imread(str(tmp_path / "out" / "one.jpg"))
     assert drawn.shape == (100, 200, 3) and drawn.max() > 100  # the box was drawn on the black image
 
@@ -65,8 +73,15 @@ def test_run_detect_video(tiny_cfg, fake_runner, tmp_path):
     for i in range(5):
         w.write(np.full((64, 128, 3), 20 * i, np.uint8))
     w.release()
-    summary = run_detect([video], model=tiny_cfg, runner=fake_runner, batch=2, save_dir=tmp_path / "out",
-                         json_path="frames.json", progress=False)
+    summary = run_detect(
+        [video],
+        model=tiny_cfg,
+        runner=fake_runner,
+        batch=2,
+        save_dir=tmp_path / "out",
+        json_path="frames.json",
+        progress=False,
+    )
     assert summary.processed == 5 and not summary.problems
     records = json.loads((tmp_path / "out" / "frames.json").read_text())
     assert [r["image"] for r in records] == [f"{video}#frame={i}" for i in range(5)]
@@ -79,8 +94,9 @@ def test_run_detect_video(tiny_cfg, fake_runner, tmp_path):
 
 
 def test_run_detect_nothing_processed(tiny_cfg, fake_runner, tmp_path):
-    summary = run_detect([tmp_path / "missing.png"], model=tiny_cfg, runner=fake_runner, save_dir=tmp_path / "out",
-                         progress=False)
+    summary = run_detect(
+        [tmp_path / "missing.png"], model=tiny_cfg, runner=fake_runner, save_dir=tmp_path / "out", progress=False
+    )
     assert summary.processed == 0 and len(summary.problems) == 1
 
 
@@ -104,13 +120,31 @@ def test_cli_detect_exit_codes(tiny_cfg, tiny_weights, tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert "AlexeyAB/darknet/releases" in err and "yolo4 train" in err
     assert not (tmp_path / "runs").exists()  # nothing written for a refused run
-    assert main(["detect", "nothing.jpg", "--cfg", str(tiny_cfg), "--weights", str(tiny_weights),
-                 "--save-dir", "out"]) == 1
-    assert main(["detect", str(img), "nothing.jpg", "--cfg", str(tiny_cfg), "--weights", str(tiny_weights),
-                 "--save-dir", "out", "--nms", "diou", "--resize", "letterbox"]) == 0
+    assert (
+        main(["detect", "nothing.jpg", "--cfg", str(tiny_cfg), "--weights", str(tiny_weights), "--save-dir", "out"])
+        == 1
+    )
+    assert (
+        main(
+            [
+                "detect",
+                str(img),
+                "nothing.jpg",
+                "--cfg",
+                str(tiny_cfg),
+                "--weights",
+                str(tiny_weights),
+                "--save-dir",
+                "out",
+                "--nms",
+                "diou",
+                "--resize",
+                "letterbox",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "out" / "x.jpg").is_file() and (tmp_path / "out" / "detections.json").is_file()
-
-
 
 
 def test_run_detect_with_an_exported_onnx_file(tiny_cfg, tmp_path):

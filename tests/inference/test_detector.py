@@ -34,8 +34,9 @@ def test_stretch_geometry_and_inverse():
     out, info = stretch(img, (64, 64))
     assert out.shape == (64, 64, 3)
     assert info.scale_xy == (0.32, 0.64) and info.pad_xy == (0.0, 0.0)
-    torch.testing.assert_close(info.to_original(torch.tensor([[32.0, 8.0, 64.0, 24.0]])),
-                               torch.tensor([[100.0, 12.5, 200.0, 37.5]]))
+    torch.testing.assert_close(
+        info.to_original(torch.tensor([[32.0, 8.0, 64.0, 24.0]])), torch.tensor([[100.0, 12.5, 200.0, 37.5]])
+    )
 
 
 def test_letterbox_geometry_padding_and_content():
@@ -51,8 +52,9 @@ def test_letterbox_geometry_padding_and_content():
     assert abs(xs.min() - expected[0]) <= 1 and abs(xs.max() + 1 - expected[2]) <= 1
     assert abs(ys.min() - expected[1]) <= 1 and abs(ys.max() + 1 - expected[3]) <= 1
     # the inverse clips to the image: a box reaching into the top padding
-    torch.testing.assert_close(info.to_original(torch.tensor([[32.0, 8.0, 64.0, 24.0]])),
-                               torch.tensor([[100.0, 0.0, 200.0, 25.0]]))
+    torch.testing.assert_close(
+        info.to_original(torch.tensor([[32.0, 8.0, 64.0, 24.0]])), torch.tensor([[100.0, 0.0, 200.0, 25.0]])
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -112,8 +114,9 @@ def test_load_image_reports_file_by_name(tmp_path):
 
 
 # ------------------------------------------------------------------ the detector
-@pytest.mark.parametrize("resize,expected", [("stretch", [100.0, 12.5, 200.0, 37.5]),
-                                             ("letterbox", [100.0, 0.0, 200.0, 25.0])])
+@pytest.mark.parametrize(
+    "resize,expected", [("stretch", [100.0, 12.5, 200.0, 37.5]), ("letterbox", [100.0, 0.0, 200.0, 25.0])]
+)
 def test_detector_maps_boxes_back_to_the_original(tiny_cfg, fake_runner, resize, expected):
     det = Detector(tiny_cfg, names=["a", "b"], resize=resize, runner=fake_runner)
     img = np.zeros((100, 200, 3), np.uint8)
@@ -145,8 +148,11 @@ def test_detector_decoded_runner_and_conf(tiny_cfg):
 
     def decoded(x):  # a back-end that decodes itself, returning numpy
         b = x.shape[0]
-        return DecodedHeads(np.tile(np.array([[[0, 0, 32, 32]]], np.float32), (b, 1, 1)),
-                            np.full((b, 1), 0.5, np.float32), np.tile(np.array([[[0.2, 0.6]]], np.float32), (b, 1, 1)))
+        return DecodedHeads(
+            np.tile(np.array([[[0, 0, 32, 32]]], np.float32), (b, 1, 1)),
+            np.full((b, 1), 0.5, np.float32),
+            np.tile(np.array([[[0.2, 0.6]]], np.float32), (b, 1, 1)),
+        )
 
     det = Detector(tiny_cfg, runner=decoded, conf=0.25)
     rs = det([np.zeros((64, 128, 3), np.uint8)] * 3, batch_size=2)
@@ -201,10 +207,16 @@ def test_resolve_sources(tmp_path):
     (folder / ".hidden").write_text("x")
     (folder / "clip.mp4").write_bytes(b"")
     (tmp_path / "empty").mkdir()
-    found, problems = resolve_sources([folder, tmp_path / "empty", tmp_path / "nope.jpg", str(folder / "*.png"),
-                                       str(tmp_path / "*.gif"), "0"])
-    assert found == [ImageSource(folder / "a.png"), ImageSource(folder / "b.jpg"),
-                     VideoSource(path=folder / "clip.mp4"), ImageSource(folder / "a.png"), VideoSource(camera=0)]
+    found, problems = resolve_sources(
+        [folder, tmp_path / "empty", tmp_path / "nope.jpg", str(folder / "*.png"), str(tmp_path / "*.gif"), "0"]
+    )
+    assert found == [
+        ImageSource(folder / "a.png"),
+        ImageSource(folder / "b.jpg"),
+        VideoSource(path=folder / "clip.mp4"),
+        ImageSource(folder / "a.png"),
+        VideoSource(camera=0),
+    ]
     assert len(problems) == 4
     assert any("notes.txt" in p and "not an image" in p for p in problems)
     assert any("empty" in p and "no images" in p for p in problems)
@@ -268,8 +280,9 @@ def test_pipeline_on_opencv_heads_matches_opencv_table(reference):
         pytest.skip("this OpenCV has no darknet reader (needs opencv<5)")
     cfg, weights, names, images = _fastest(reference)
     net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
-    head_convs = [n for n in net.getLayerNames() if n.startswith("conv_")
-                  and f"yolo_{int(n[5:]) + 1}" in net.getLayerNames()]
+    head_convs = [
+        n for n in net.getLayerNames() if n.startswith("conv_") and f"yolo_{int(n[5:]) + 1}" in net.getLayerNames()
+    ]
 
     def opencv_runner(x: torch.Tensor) -> list[np.ndarray]:
         net.setInput(x.numpy())

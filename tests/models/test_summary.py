@@ -17,8 +17,11 @@ def test_predicted_fps_is_darknets_rule_of_thumb():
 
 
 def test_model_info_counts_by_hand():
-    layers = [blocks.conv(8, 3, 1, "leaky"), blocks.maxpool(2, 2),
-              Convolutional(filters=4, size=1, stride=1, pad=1, batch_normalize=0, activation="linear")]  # bias
+    layers = [
+        blocks.conv(8, 3, 1, "leaky"),
+        blocks.maxpool(2, 2),
+        Convolutional(filters=4, size=1, stride=1, pad=1, batch_normalize=0, activation="linear"),
+    ]  # bias
     info = model_info(NetworkSpec(NetOptions(width=8, height=8), layers))
     conv1 = 2 * (3 * 8 * 3 * 3) * 8 * 8  # 2 x MACs
     pool = 2 * 2 * 8 * 4 * 4  # darknet counts k*k*C*H_out*W_out
@@ -39,21 +42,27 @@ def test_format_info_has_one_row_per_layer_and_the_totals():
     assert "0.075" in rows[0] and "208 x 208 x   32" in rows[0]
     assert "layers 2 (group 1 of 2)" in rows[3]
     assert rows[9].split()[1] == "max" and "mask 1,2,3, 80 classes, scale_x_y 1.05" in rows[37]
-    assert lines[-3:] == ["Total BFLOPS 6.910", "Trainable params 6,056,606 (6.057 M)",
-                          f"Predicted FPS {0.4 * 10e12 / (model_info(spec).bflops * 1e9):.1f} at 10 peak TFLOPS "
-                          "(darknet's rule of thumb: 40% of peak)"]
+    assert lines[-3:] == [
+        "Total BFLOPS 6.910",
+        "Trainable params 6,056,606 (6.057 M)",
+        f"Predicted FPS {0.4 * 10e12 / (model_info(spec).bflops * 1e9):.1f} at 10 peak TFLOPS "
+        "(darknet's rule of thumb: 40% of peak)",
+    ]
 
 
-@pytest.mark.parametrize("argv,bflops,params", [
-    (["yolov4"], "128.459", "64,363,101"),
-    (["yolov4", "--img-size", "416"], "60.137", "64,363,101"),
-    (["yolov4-tiny"], "6.910", "6,056,606"),
-    (["yolov4-csp"], "77.003", "52,921,437"),
-    (["yolov4-csp", "--img-size", "640"], "120.317", "52,921,437"),
-    (["yolov4x-mish"], "221.986", "99,751,053"),
-    (["yolov3"], "65.879", "61,949,149 (61.949 M)"),
-    (["yolov3-tiny"], "5.571", "8,852,366 (8.852 M)"),
-])
+@pytest.mark.parametrize(
+    "argv,bflops,params",
+    [
+        (["yolov4"], "128.459", "64,363,101"),
+        (["yolov4", "--img-size", "416"], "60.137", "64,363,101"),
+        (["yolov4-tiny"], "6.910", "6,056,606"),
+        (["yolov4-csp"], "77.003", "52,921,437"),
+        (["yolov4-csp", "--img-size", "640"], "120.317", "52,921,437"),
+        (["yolov4x-mish"], "221.986", "99,751,053"),
+        (["yolov3"], "65.879", "61,949,149 (61.949 M)"),
+        (["yolov3-tiny"], "5.571", "8,852,366 (8.852 M)"),
+    ],
+)
 def test_cli_info_prints_the_readme_figures(capsys, argv, bflops, params):
     assert main(["info", *argv]) == 0
     out = capsys.readouterr().out

@@ -129,12 +129,15 @@ def test_anchors_and_input_size_overrides():
     assert model_info(spec).layers[-1].out_chw == (255, 320 // 16, 640 // 16)
 
 
-@pytest.mark.parametrize("kw,message", [
-    (dict(anchors=[(10, 14)] * 5), "needs 6 anchors"),
-    (dict(anchors=[(10, 0)] * 6), "positive"),
-    (dict(img_size=300), "multiple of 32"),
-    (dict(activation="gelu"), "activation 'gelu'"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(anchors=[(10, 14)] * 5), "needs 6 anchors"),
+        (dict(anchors=[(10, 0)] * 6), "positive"),
+        (dict(img_size=300), "multiple of 32"),
+        (dict(activation="gelu"), "activation 'gelu'"),
+    ],
+)
 def test_bad_builder_arguments_raise_cfg_error(kw, message):
     with pytest.raises(CfgError, match=message):
         build("yolov4-tiny", **kw)

@@ -106,8 +106,9 @@ def test_diou_nms_matrix_against_loop_and_torchvision():
     p = torch.rand(12, 2, generator=g, dtype=torch.float64) * 50
     boxes = torch.cat([p, p + 1 + torch.rand(12, 2, generator=g, dtype=torch.float64) * 30], 1)
     m = diou_nms_matrix(boxes[:7], boxes[3:], beta=0.6)
-    ref = torch.tensor([[_diounms_ref(a.tolist(), b.tolist(), 0.6) for b in boxes[3:]] for a in boxes[:7]],
-                       dtype=torch.float64)
+    ref = torch.tensor(
+        [[_diounms_ref(a.tolist(), b.tolist(), 0.6) for b in boxes[3:]] for a in boxes[:7]], dtype=torch.float64
+    )
     torch.testing.assert_close(m, ref)
     # beta = 1 is plain DIoU
     torch.testing.assert_close(diou_nms_matrix(boxes, boxes, beta=1.0), torchvision.ops.distance_box_iou(boxes, boxes))
@@ -169,7 +170,7 @@ def _decode_loop(out: torch.Tensor, head: Head, input_hw) -> np.ndarray:
         for a, (aw, ah) in enumerate(head.head_anchors):
             for y in range(gh):
                 for x in range(gw):
-                    v = out[bi, a * (5 + nc):(a + 1) * (5 + nc), y, x].tolist()
+                    v = out[bi, a * (5 + nc) : (a + 1) * (5 + nc), y, x].tolist()
                     if head.new_coords:
                         tx, ty, w, h = v[0], v[1], (2 * v[2]) ** 2 * aw, (2 * v[3]) ** 2 * ah
                         rest = v[4:]
@@ -189,8 +190,10 @@ def test_decode_heads_matches_cell_loop(new_coords, scale, dtype):
     anchors = [(10.0, 14.0), (23.0, 27.0), (37.0, 58.0), (81.0, 82.0)]
     heads = [Head([2, 3], anchors, 3, scale, new_coords), Head([0, 1], anchors, 3, scale, new_coords)]
     lo = 0.0 if new_coords else -3.0
-    outs = [torch.rand(2, 16, 3, 5, generator=g, dtype=dtype) * 3 + lo,
-            torch.rand(2, 16, 6, 10, generator=g, dtype=dtype) * 3 + lo]
+    outs = [
+        torch.rand(2, 16, 3, 5, generator=g, dtype=dtype) * 3 + lo,
+        torch.rand(2, 16, 6, 10, generator=g, dtype=dtype) * 3 + lo,
+    ]
     copies = [o.clone() for o in outs]
     dec = decode_heads(outs, heads, (96, 160))
     assert isinstance(dec, DecodedHeads)
@@ -228,7 +231,7 @@ def test_decode_matches_opencv_yolo_layer(reference):
     net.setInput(blob)
     names = [f"conv_{i - 1}" for i in yolo_idx] + [f"yolo_{i}" for i in yolo_idx]
     outs = net.forward(names)
-    raw, region = outs[: len(heads)], outs[len(heads):]
+    raw, region = outs[: len(heads)], outs[len(heads) :]
     boxes, obj, cls = decode_heads([torch.from_numpy(r) for r in raw], heads, (320, 320))
     mine = torch.cat([xyxy_to_cxcywh(boxes[0]) / 320, obj[0, :, None], obj[0, :, None] * cls[0]], 1).numpy()
     # OpenCV orders rows (y, x, anchor); ours is darknet's (anchor, y, x)
@@ -236,7 +239,7 @@ def test_decode_matches_opencv_yolo_layer(reference):
     for r in raw:
         _, ch, gh, gw = r.shape
         na = len(heads[0].mask)
-        block = mine[start:start + na * gh * gw].reshape(na, gh, gw, -1).transpose(1, 2, 0, 3)
+        block = mine[start : start + na * gh * gw].reshape(na, gh, gw, -1).transpose(1, 2, 0, 3)
         reordered.append(block.reshape(gh * gw * na, -1))
         start += na * gh * gw
     mine = np.concatenate(reordered)
@@ -311,7 +314,7 @@ def _opencv_raw_and_region(net, n_heads_at: list[int]) -> tuple[list[np.ndarray]
     names = list(net.getLayerNames())
     feeds = [names[names.index(f"permute_{i}") - 1] for i in n_heads_at]
     outs = net.forward(feeds + [f"yolo_{i}" for i in n_heads_at])
-    return list(outs[: len(n_heads_at)]), list(outs[len(n_heads_at):])
+    return list(outs[: len(n_heads_at)]), list(outs[len(n_heads_at) :])
 
 
 def _opencv_order(decoded: DecodedHeads, raw: list[np.ndarray], input_hw, n_anchors: int) -> np.ndarray:
@@ -319,13 +322,14 @@ def _opencv_order(decoded: DecodedHeads, raw: list[np.ndarray], input_hw, n_anch
     objectness, obj * class."""
     h, w = input_hw
     boxes, obj, cls = (t[0] for t in decoded)
-    rows = torch.cat([xyxy_to_cxcywh(boxes) / torch.tensor([w, h, w, h], dtype=boxes.dtype), obj[:, None],
-                      obj[:, None] * cls], 1).numpy()
+    rows = torch.cat(
+        [xyxy_to_cxcywh(boxes) / torch.tensor([w, h, w, h], dtype=boxes.dtype), obj[:, None], obj[:, None] * cls], 1
+    ).numpy()
     start, out = 0, []
     for r in raw:
         gh, gw = r.shape[2:]
         n = n_anchors * gh * gw
-        out.append(rows[start:start + n].reshape(n_anchors, gh, gw, -1).transpose(1, 2, 0, 3).reshape(n, -1))
+        out.append(rows[start : start + n].reshape(n_anchors, gh, gw, -1).transpose(1, 2, 0, 3).reshape(n, -1))
         start += n
     return np.concatenate(out)
 
@@ -349,8 +353,8 @@ def test_decode_matches_opencv_new_coords_and_scale_x_y(tmp_path):
     raw, region = _opencv_raw_and_region(net, [4, 7])
     decoded = decode_heads([torch.from_numpy(r) for r in raw], heads, (64, 96))
     for b in range(2):
-        one = DecodedHeads(*(t[b:b + 1] for t in decoded))
-        mine = _opencv_order(one, [r[b:b + 1] for r in raw], (64, 96), 3)
+        one = DecodedHeads(*(t[b : b + 1] for t in decoded))
+        mine = _opencv_order(one, [r[b : b + 1] for r in raw], (64, 96), 3)
         ref = np.concatenate([r.reshape(2, -1, 8)[b] for r in region])
         np.testing.assert_allclose(mine[:, :5], ref[:, :5], atol=2e-6)
         shown = ref[:, 5:] > 0  # OpenCV zeroes class scores below its threshold

@@ -22,8 +22,19 @@ from yolo4.ops.losses import (
 
 
 def head(**kw) -> YoloLayer:
-    base = dict(mask=[0], anchors=[(16.0, 16.0)], classes=2, num=1, scale_x_y=1.0, iou_loss="ciou",
-                iou_normalizer=0.07, cls_normalizer=1.0, obj_normalizer=1.0, ignore_thresh=0.7, iou_thresh=1.0)
+    base = dict(
+        mask=[0],
+        anchors=[(16.0, 16.0)],
+        classes=2,
+        num=1,
+        scale_x_y=1.0,
+        iou_loss="ciou",
+        iou_normalizer=0.07,
+        cls_normalizer=1.0,
+        obj_normalizer=1.0,
+        ignore_thresh=0.7,
+        iou_thresh=1.0,
+    )
     base.update(kw)
     return YoloLayer(**base)
 
@@ -37,7 +48,7 @@ def ciou_by_hand(a, b) -> float:
     iou = inter / (wa * ha + wb * hb - inter)
     d2 = ((a[0] + a[2]) / 2 - (b[0] + b[2]) / 2) ** 2 + ((a[1] + a[3]) / 2 - (b[1] + b[3]) / 2) ** 2
     c2 = (max(a[2], b[2]) - min(a[0], b[0])) ** 2 + (max(a[3], b[3]) - min(a[1], b[1])) ** 2
-    v = 4 / math.pi ** 2 * (math.atan(wb / hb) - math.atan(wa / ha)) ** 2
+    v = 4 / math.pi**2 * (math.atan(wb / hb) - math.atan(wa / ha)) ** 2
     alpha = v / (1 - iou + v)
     return 1 - iou + d2 / c2 + alpha * v
 
@@ -99,14 +110,20 @@ def test_wh_iou_matches_box_iou():
 
 def _heads_tiny(iou_thresh=1.0):
     anchors = [(10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319)]
-    return [head(mask=[3, 4, 5], anchors=anchors, num=6, iou_thresh=iou_thresh),
-            head(mask=[1, 2, 3], anchors=anchors, num=6, iou_thresh=iou_thresh)]
+    return [
+        head(mask=[3, 4, 5], anchors=anchors, num=6, iou_thresh=iou_thresh),
+        head(mask=[1, 2, 3], anchors=anchors, num=6, iou_thresh=iou_thresh),
+    ]
 
 
 def test_assignment_best_anchor_and_cell():
     heads = _heads_tiny()
-    truth = torch.tensor([[0, 0, 100.0, 100.0, 180.0, 180.0],  # 80x80 -> anchor 3 (81,82), both heads use it
-                          [1, 1, 40.0, 200.0, 64.0, 228.0]])  # 24x28 -> anchor 1 (23,27), head 2 only
+    truth = torch.tensor(
+        [
+            [0, 0, 100.0, 100.0, 180.0, 180.0],  # 80x80 -> anchor 3 (81,82), both heads use it
+            [1, 1, 40.0, 200.0, 64.0, 228.0],
+        ]
+    )  # 24x28 -> anchor 1 (23,27), head 2 only
     a1, a2 = assign_targets(truth, heads, [(13, 13), (26, 26)], (416, 416))
     assert a1.truth.tolist() == [0] and a1.anchor.tolist() == [0]  # mask index of anchor 3 in [3,4,5]
     assert (a1.gx.item(), a1.gy.item()) == (140 // 32, 140 // 32)
@@ -136,7 +153,7 @@ def test_assignment_matches_loop():
     for hi, (h, (gh, gw)) in enumerate(zip(heads, grids)):
         expect = set()
         for t in range(m):
-            ious = wh_iou(wh[t:t + 1], anchors)[0]
+            ious = wh_iou(wh[t : t + 1], anchors)[0]
             best = max(used, key=lambda k: ious[k].item())
             for ai, k in enumerate(h.mask):
                 if k == best or ious[k] > h.iou_thresh:
@@ -152,8 +169,9 @@ def test_ignore_mask_matches_loop():
     p1 = torch.rand(b, n, 2) * 100
     preds = torch.cat([p1, p1 + torch.rand(b, n, 2) * 60 + 1], -1)
     t1 = torch.rand(7, 2) * 100
-    targets = torch.cat([torch.tensor([0, 0, 0, 2, 2, 2, 2.0])[:, None], torch.zeros(7, 1), t1,
-                         t1 + torch.rand(7, 2) * 60 + 1], 1)
+    targets = torch.cat(
+        [torch.tensor([0, 0, 0, 2, 2, 2, 2.0])[:, None], torch.zeros(7, 1), t1, t1 + torch.rand(7, 2) * 60 + 1], 1
+    )
     got = ignore_mask(preds, targets, b, 0.3)
     for i in range(b):
         g = targets[targets[:, 0] == i, 2:]
@@ -171,8 +189,8 @@ def _random_case(seed=0, **head_kw):
     return h, out, truth
 
 
-def _parts(h, out, truth, overrides=LossOverrides()):
-    return YoloLoss([h], overrides=overrides)([out], truth, (64, 64))[1]
+def _parts(h, out, truth, overrides=None):
+    return YoloLoss([h], overrides=overrides or LossOverrides())([out], truth, (64, 64))[1]
 
 
 def test_label_smoothing_changes_only_class_targets():
@@ -271,8 +289,7 @@ def test_neighbor_cells_add_the_two_nearest_cells():
     assert list(zip(one.gx.tolist(), one.gy.tolist())) == [(2, 1)]
     assert sorted(zip(three.gx.tolist(), three.gy.tolist())) == [(2, 0), (2, 1), (3, 1)]
     # at the image corner there is no neighbour outside the grid
-    (corner,) = assign_targets(torch.tensor([[0, 0, 0.0, 0.0, 6.0, 6.0]]), [h], [(4, 4)], (64, 64),
-                               neighbor_cells=True)
+    (corner,) = assign_targets(torch.tensor([[0, 0, 0.0, 0.0, 6.0, 6.0]]), [h], [(4, 4)], (64, 64), neighbor_cells=True)
     assert list(zip(corner.gx.tolist(), corner.gy.tolist())) == [(0, 0)]
     out = torch.randn(1, 7, 4, 4, generator=torch.Generator().manual_seed(0))
     a = YoloLoss([h])([out], truth, (64, 64))[1]

@@ -19,8 +19,13 @@ from yolo4.training.checkpoint import (
 
 
 def _state(epoch: int) -> dict:
-    return {"model": {"w": torch.full((3,), float(epoch))}, "epoch": epoch, "step": 10 * epoch,
-            "config": {"lr": 0.01, "steps": [0.8, 0.9], "weights": None}, "rng": rng_state()}
+    return {
+        "model": {"w": torch.full((3,), float(epoch))},
+        "epoch": epoch,
+        "step": 10 * epoch,
+        "config": {"lr": 0.01, "steps": [0.8, 0.9], "weights": None},
+        "rng": rng_state(),
+    }
 
 
 def test_save_load_roundtrip_weights_only(tmp_path):

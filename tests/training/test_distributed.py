@@ -12,8 +12,9 @@ import sys
 import pytest
 import torch.distributed as dist
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not available"
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +25,44 @@ def tiny_data(tmp_path_factory):
     return make_shapes(tmp_path_factory.mktemp("shapes") / "shapes", cfg, workers=0, progress=False)
 
 
-OPTIONS = ["burn_in=0", "lr=0.005", "mosaic=0", "flip=0", "hue=0", "saturation=1", "exposure=1", "jitter=0",
-           "scale_min=1", "scale_max=1", "ema=0", "progress=0", "export=0"]
+OPTIONS = [
+    "burn_in=0",
+    "lr=0.005",
+    "mosaic=0",
+    "flip=0",
+    "hue=0",
+    "saturation=1",
+    "exposure=1",
+    "jitter=0",
+    "scale_min=1",
+    "scale_max=1",
+    "ema=0",
+    "progress=0",
+    "export=0",
+]
 
 
 def _args(data, out, batch_split: list[str], amp: bool = False) -> list[str]:
-    args = ["train", "--data", str(data), "--model", "yolov4-tiny", "--img-size", "64", "--epochs", "2",
-            "--batch", "8", "--workers", "0", "--device", "cpu", "--out", str(out), *batch_split]
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        "yolov4-tiny",
+        "--img-size",
+        "64",
+        "--epochs",
+        "2",
+        "--batch",
+        "8",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        *batch_split,
+    ]
     for o in [*OPTIONS, f"amp={int(amp)}"]:
         args += ["--set", o]
     return args
@@ -52,14 +84,34 @@ def _losses(out) -> list[float]:
 @pytest.mark.parametrize("amp,rel", [(False, 0.03), (True, 0.06)])
 def test_two_process_gloo_matches_single_process(tiny_data, tmp_path, amp, rel):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "yolo4", *_args(tiny_data, tmp_path / "one",
-                                                                   ["--subdivisions", "2"], amp)],
-                            env=env, capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "yolo4", *_args(tiny_data, tmp_path / "one", ["--subdivisions", "2"], amp)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-                          "-m", "yolo4", *_args(tiny_data, tmp_path / "two", [], amp)],
-                         env=env, capture_output=True, text=True, timeout=300)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "yolo4",
+            *_args(tiny_data, tmp_path / "two", [], amp),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "batch 8 (2 x 1 x 4)" in ddp.stderr and "batch 8 (1 x 2 x 4)" in single.stderr
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")

@@ -34,19 +34,35 @@ def test_threads_leave_the_cores_other_jobs_use(monkeypatch):
 
 @pytest.mark.slow
 def test_demo_leaves_everything_in_its_folder(tmp_path, capsys):
-    demo = DemoConfig(num_train=32, epochs=2, batch=8, img_size=128, small_img_size=96, val_img_size=160,
-                      max_val_images=8, detect_images=2)
+    demo = DemoConfig(
+        num_train=32,
+        epochs=2,
+        batch=8,
+        img_size=128,
+        small_img_size=96,
+        val_img_size=160,
+        max_val_images=8,
+        detect_images=2,
+    )
     summary = run_demo(tmp_path / "demo", device="cpu", demo=demo, progress=False)
     out = tmp_path / "demo"
-    for p in ("train/results.csv", "train/results.png", "train/best.weights", "train/best.cfg",
-              "val/pr_curves.png", "val/confusion_matrix.png", "val/metrics.json", "summary.json",
-              "detect/detections.json"):
+    for p in (
+        "train/results.csv",
+        "train/results.png",
+        "train/best.weights",
+        "train/best.cfg",
+        "val/pr_curves.png",
+        "val/confusion_matrix.png",
+        "val/metrics.json",
+        "summary.json",
+        "detect/detections.json",
+    ):
         assert (out / p).is_file(), p
     assert len(list((out / "detect").glob("*.jpg"))) == 2
     assert 0 <= summary["mAP50"] <= 1 and json.loads((out / "summary.json").read_text())["epochs"] == 2
     import csv
 
-    rows = list(csv.DictReader(open(out / "train" / "results.csv")))
+    rows = list(csv.DictReader((out / "train" / "results.csv").open()))
     assert [r["img_size"] for r in rows] == ["96", "128"]  # progressive resizing: half the epochs small
     assert "width=160" in (out / "train" / "best.cfg").read_text()  # exported at the evaluation size
     assert "mAP50" in capsys.readouterr().out

@@ -30,11 +30,35 @@ def _cli(*args: str) -> list[str]:
 def test_kill9_then_resume_loses_no_epoch(tiny_data, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_cli("--data", str(tiny_data), "--model", "yolov4-tiny", "--img-size", "64",
-                                 "--epochs", "6",
-                                 "--batch", "8", "--workers", "0", "--device", "cpu", "--out", str(out),
-                                 "--set", "burn_in=2", "--set", "mosaic=0", "--set", "progress=0"),
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cli(
+            "--data",
+            str(tiny_data),
+            "--model",
+            "yolov4-tiny",
+            "--img-size",
+            "64",
+            "--epochs",
+            "6",
+            "--batch",
+            "8",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--set",
+            "burn_in=2",
+            "--set",
+            "mosaic=0",
+            "--set",
+            "progress=0",
+        ),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 240
     seen = 0
     while time.time() < deadline and proc.poll() is None:
@@ -54,8 +78,13 @@ def test_kill9_then_resume_loses_no_epoch(tiny_data, tmp_path):
     done = before["epoch"]
     assert 1 <= done < 6
 
-    res = subprocess.run(_cli("--resume", str(out), "--device", "cpu", "--workers", "0"), env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        _cli("--resume", str(out), "--device", "cpu", "--workers", "0"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"after epoch {done}" in res.stderr
     after = load_checkpoint(out / "last.pt")

@@ -13,8 +13,13 @@ def test_class_colors_are_stable_and_distinct():
 
 def test_draw_boxes_leaves_input_and_draws_edges():
     img = np.zeros((100, 120, 3), np.uint8)
-    out = draw_boxes(img, np.array([[10.0, 30.0, 60.0, 80.0], [100, 0, 119, 20]]), [0, 3], [0.9, 0.5],
-                     names=["a", "b", "c", "dddddddddddddddd"])
+    out = draw_boxes(
+        img,
+        np.array([[10.0, 30.0, 60.0, 80.0], [100, 0, 119, 20]]),
+        [0, 3],
+        [0.9, 0.5],
+        names=["a", "b", "c", "dddddddddddddddd"],
+    )
     assert img.sum() == 0  # input untouched
     edge = out[55, 9:12].max(axis=0).astype(int)  # left edge of the first box (anti-aliased)
     assert np.abs(edge - np.array(class_color(0))).max() < 40

@@ -55,7 +55,7 @@ def test_training_curves_png(tmp_path):
     rows = ["epoch,train/box_loss,train/obj_loss,lr,map50,map,note"]
     for e in range(12):
         m = "" if e % 3 else f"{0.1 + 0.05 * e:.3f}"  # evaluated every 3rd epoch only
-        rows.append(f"{e},{1 / (e + 1):.4f},{0.5 / (e + 1):.4f},{0.01 * 0.9 ** e:.5f},{m},{m},text")
+        rows.append(f"{e},{1 / (e + 1):.4f},{0.5 / (e + 1):.4f},{0.01 * 0.9**e:.5f},{m},{m},text")
     csv_path.write_text("\n".join(rows) + "\n")
     out = plot_training_curves(csv_path, tmp_path / "curves.png")
     _assert_png(out, min_hw=(300, 600))

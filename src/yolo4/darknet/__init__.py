@@ -1,7 +1,7 @@
 """Darknet compatibility: cfg text, the layer list, the PyTorch module and .weights I/O.
 
-    model = yolo4.darknet.load("yolov4.cfg", "yolov4.weights")
-    heads = model(images)  # [(B, A*(5+C), H_i, W_i)] per [yolo] layer
+model = yolo4.darknet.load("yolov4.cfg", "yolov4.weights")
+heads = model(images)  # [(B, A*(5+C), H_i, W_i)] per [yolo] layer
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from yolo4.darknet.network import Darknet, infer_shapes
 from yolo4.darknet.weights import load_weights, save_weights
 
 
-def load(cfg_path: str | os.PathLike | NetworkSpec, weights_path: str | os.PathLike | None = None,
-         upto: int | None = None) -> Darknet:
+def load(
+    cfg_path: str | os.PathLike | NetworkSpec, weights_path: str | os.PathLike | None = None, upto: int | None = None
+) -> Darknet:
     """Build the network of a .cfg file (or a NetworkSpec) and load darknet weights if given.
 
     The module is returned in eval mode. `upto=N` loads only layers 0..N-1 (backbone files).
@@ -28,5 +29,20 @@ def load(cfg_path: str | os.PathLike | NetworkSpec, weights_path: str | os.PathL
     return model.eval()
 
 
-__all__ = ["LAYERS", "CmBatchNorm2d", "Darknet", "NetOptions", "NetworkSpec", "YoloLayer", "format_cfg", "infer_shapes",
-           "load", "load_weights", "parse_cfg", "read_cfg", "reset_cmbn", "save_weights", "write_cfg"]
+__all__ = [
+    "LAYERS",
+    "CmBatchNorm2d",
+    "Darknet",
+    "NetOptions",
+    "NetworkSpec",
+    "YoloLayer",
+    "format_cfg",
+    "infer_shapes",
+    "load",
+    "load_weights",
+    "parse_cfg",
+    "read_cfg",
+    "reset_cmbn",
+    "save_weights",
+    "write_cfg",
+]

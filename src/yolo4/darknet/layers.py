@@ -17,8 +17,22 @@ from typing import Any, ClassVar
 
 from yolo4.errors import CfgError
 
-ACTIVATIONS = ("linear", "leaky", "mish", "swish", "logistic", "relu", "relu6", "tanh", "elu", "selu",
-               "gelu", "hard_mish", "relie", "ramp")
+ACTIVATIONS = (
+    "linear",
+    "leaky",
+    "mish",
+    "swish",
+    "logistic",
+    "relu",
+    "relu6",
+    "tanh",
+    "elu",
+    "selu",
+    "gelu",
+    "hard_mish",
+    "relie",
+    "ramp",
+)
 
 
 def _int_list(text: str) -> list[int]:
@@ -51,8 +65,9 @@ class Layer:
 
     # ---- cfg text <-> dataclass
     @classmethod
-    def parse_options(cls, options: dict[str, str], source: str = "<cfg>", line: int = 0,
-                      key_lines: dict[str, int] | None = None) -> dict[str, Any]:
+    def parse_options(
+        cls, options: dict[str, str], source: str = "<cfg>", line: int = 0, key_lines: dict[str, int] | None = None
+    ) -> dict[str, Any]:
         """Convert the typed keys from cfg strings; other keys go to `extra` verbatim.
         Errors name `source:line` of the offending key (of the header for a missing key)."""
         key_lines = key_lines or {}
@@ -71,14 +86,16 @@ class Layer:
             try:
                 kwargs[f.name] = conv(raw)
             except (ValueError, TypeError, OverflowError):
-                raise CfgError(f"{source}:{key_lines.get(key, line)}: [{cls.KIND}] key '{key}' has an invalid "
-                               f"value '{raw}'") from None
+                raise CfgError(
+                    f"{source}:{key_lines.get(key, line)}: [{cls.KIND}] key '{key}' has an invalid value '{raw}'"
+                ) from None
         kwargs["extra"] = extra
         return kwargs
 
     @classmethod
-    def from_options(cls, options: dict[str, str], source: str = "<cfg>", line: int = 0,
-                     key_lines: dict[str, int] | None = None) -> "Layer":
+    def from_options(
+        cls, options: dict[str, str], source: str = "<cfg>", line: int = 0, key_lines: dict[str, int] | None = None
+    ) -> Layer:
         """Build and validate a layer from a cfg section's options."""
         layer = cls(**cls.parse_options(options, source, line, key_lines))
         layer.line, layer.given = line, frozenset(options)
@@ -94,8 +111,11 @@ class Layer:
                 continue
             value = getattr(self, f.name)
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            default = (
+                f.default
+                if f.default is not dataclasses.MISSING
+                else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            )
             key = f.metadata.get("key", f.name)
             if required or value != default or f.metadata.get("always", False) or key in self.given:
                 out[key] = _fmt(value)
@@ -147,8 +167,9 @@ class Convolutional(Layer):
         if self.padding < 0:
             raise CfgError(f"{where}: [convolutional] key 'padding' must be >= 0, got {self.padding}")
         if self.activation not in ACTIVATIONS:
-            raise CfgError(f"{where}: [convolutional] unknown activation '{self.activation}' "
-                           f"(known: {', '.join(ACTIVATIONS)})")
+            raise CfgError(
+                f"{where}: [convolutional] unknown activation '{self.activation}' (known: {', '.join(ACTIVATIONS)})"
+            )
         for key in ("stride_x", "stride_y", "dilation"):
             if key in self.extra and int(self.extra[key]) != (self.stride if key != "dilation" else 1):
                 raise CfgError(f"{where}: [convolutional] key '{key}' is not supported")
@@ -238,7 +259,7 @@ class Dropout(Layer):
             raise CfgError(f"{where}: [dropout] probability must be in [0, 1), got {self.probability}")
 
 
-def _check_from(layer: "Sam | ScaleChannels", where: str) -> None:
+def _check_from(layer: Sam | ScaleChannels, where: str) -> None:
     if len(layer.from_) != 1:
         raise CfgError(f"{where}: [{layer.KIND}] needs exactly one 'from' layer, got {layer.from_ or 'none'}")
     if layer.activation not in ACTIVATIONS:
@@ -378,7 +399,7 @@ class NetOptions:
             raise CfgError(f"[net] key '{key}' has an invalid value '{self.options[key]}'") from None
 
     @classmethod
-    def from_options(cls, options: dict[str, str], source: str = "<cfg>", line: int = 0) -> "NetOptions":
+    def from_options(cls, options: dict[str, str], source: str = "<cfg>", line: int = 0) -> NetOptions:
         where = f"{source}:{line}"
         rest = dict(options)
         try:

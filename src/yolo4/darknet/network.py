@@ -57,8 +57,10 @@ def _resolve(spec: NetworkSpec, i: int, refs: list[int], key: str) -> tuple[int,
     for r in refs:
         j = i + r if r < 0 else r
         if not 0 <= j < i:
-            raise CfgError(f"{spec.where(i)}: [{spec.layers[i].KIND}] {key}={r} refers to layer {j}, "
-                           f"which does not exist before layer {i}")
+            raise CfgError(
+                f"{spec.where(i)}: [{spec.layers[i].KIND}] {key}={r} refers to layer {j}, "
+                f"which does not exist before layer {i}"
+            )
         out.append(j)
     return tuple(out)
 
@@ -81,8 +83,10 @@ def infer_shapes(spec: NetworkSpec, input_hw: tuple[int, int] | None = None) -> 
         bflops, params = 0.0, 0
         if isinstance(layer, Convolutional):
             if c % layer.groups or layer.filters % layer.groups:
-                raise CfgError(f"{where}: [convolutional] groups={layer.groups} does not divide "
-                               f"input channels {c} and filters {layer.filters}")
+                raise CfgError(
+                    f"{where}: [convolutional] groups={layer.groups} does not divide "
+                    f"input channels {c} and filters {layer.filters}"
+                )
             p, k, s = layer.pad_pixels, layer.size, layer.stride
             oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
             if oh <= 0 or ow <= 0:
@@ -95,8 +99,10 @@ def infer_shapes(spec: NetworkSpec, input_hw: tuple[int, int] | None = None) -> 
             sources = _resolve(spec, i, layer.layers, "layers")
             shapes = [infos[j].out_chw for j in sources]
             if len({s[1:] for s in shapes}) != 1:
-                raise CfgError(f"{where}: [route] layers={','.join(map(str, layer.layers))} joins outputs of "
-                               f"different sizes {[s[1:] for s in shapes]}")
+                raise CfgError(
+                    f"{where}: [route] layers={','.join(map(str, layer.layers))} joins outputs of "
+                    f"different sizes {[s[1:] for s in shapes]}"
+                )
             bad = [s[0] for s in shapes if s[0] % layer.groups]
             if bad:
                 raise CfgError(f"{where}: [route] groups={layer.groups} does not divide channels {bad}")
@@ -105,8 +111,10 @@ def infer_shapes(spec: NetworkSpec, input_hw: tuple[int, int] | None = None) -> 
             sources = _resolve(spec, i, layer.from_, "from")
             for j in sources:
                 if infos[j].out_chw != shape:
-                    raise CfgError(f"{where}: [shortcut] from={j - i} has shape {infos[j].out_chw} but the "
-                                   f"previous layer gives {shape} (channel mismatch)")
+                    raise CfgError(
+                        f"{where}: [shortcut] from={j - i} has shape {infos[j].out_chw} but the "
+                        f"previous layer gives {shape} (channel mismatch)"
+                    )
             out = shape
             bflops = c * h * w * len(sources) / 1e9
         elif isinstance(layer, MaxPool):
@@ -121,8 +129,10 @@ def infer_shapes(spec: NetworkSpec, input_hw: tuple[int, int] | None = None) -> 
         elif isinstance(layer, (Dropout, YoloLayer)):
             out = shape
             if isinstance(layer, YoloLayer) and c != layer.channels:
-                raise CfgError(f"{where}: [yolo] expects {layer.channels} channels "
-                               f"({len(layer.mask)} anchors x (5 + {layer.classes} classes)) but receives {c}")
+                raise CfgError(
+                    f"{where}: [yolo] expects {layer.channels} channels "
+                    f"({len(layer.mask)} anchors x (5 + {layer.classes} classes)) but receives {c}"
+                )
         elif isinstance(layer, Sam):
             sources = _resolve(spec, i, layer.from_, "from")
             if infos[sources[0]].out_chw != shape:
@@ -132,8 +142,9 @@ def infer_shapes(spec: NetworkSpec, input_hw: tuple[int, int] | None = None) -> 
             sources = _resolve(spec, i, layer.from_, "from")
             out = infos[sources[0]].out_chw
             if out[0] != c or (h, w) != (1, 1):
-                raise CfgError(f"{where}: [scale_channels] needs a (C,1,1) input and a (C,H,W) from layer; "
-                               f"got {shape} and {out}")
+                raise CfgError(
+                    f"{where}: [scale_channels] needs a (C,1,1) input and a (C,H,W) from layer; got {shape} and {out}"
+                )
         elif isinstance(layer, Reorg3d):
             s = layer.stride
             if h % s or w % s:
@@ -190,8 +201,9 @@ class Conv(nn.Module):
     def __init__(self, layer: Convolutional, in_channels: int, bn_eps: float = 1e-6, bn_momentum: float = 0.03):
         super().__init__()
         bn = bool(layer.batch_normalize)
-        self.conv = nn.Conv2d(in_channels, layer.filters, layer.size, layer.stride, layer.pad_pixels,
-                              groups=layer.groups, bias=not bn)
+        self.conv = nn.Conv2d(
+            in_channels, layer.filters, layer.size, layer.stride, layer.pad_pixels, groups=layer.groups, bias=not bn
+        )
         norm = CmBatchNorm2d if layer.batch_normalize == 2 else nn.BatchNorm2d
         self.bn = norm(layer.filters, eps=bn_eps, momentum=bn_momentum) if bn else nn.Identity()
         self.act = activation(layer.activation)
@@ -310,8 +322,16 @@ class Head(nn.Module):
 def _module(layer: Layer, info: LayerInfo) -> nn.Module:
     if isinstance(layer, Convolutional):
         return Conv(layer, info.in_chw[0])
-    table = {Route: Concat, Shortcut: Residual, MaxPool: MaxPoolDarknet, Upsample: UpsampleNearest,
-             Dropout: DropoutDarknet, Sam: Multiply, ScaleChannels: Multiply, Reorg3d: SpaceToDepth}
+    table = {
+        Route: Concat,
+        Shortcut: Residual,
+        MaxPool: MaxPoolDarknet,
+        Upsample: UpsampleNearest,
+        Dropout: DropoutDarknet,
+        Sam: Multiply,
+        ScaleChannels: Multiply,
+        Reorg3d: SpaceToDepth,
+    }
     if isinstance(layer, YoloLayer):
         return Head()
     return table[type(layer)](layer)

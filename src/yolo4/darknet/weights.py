@@ -46,7 +46,9 @@ class WeightsHeader:
 def _convs(model: Darknet, upto: int | None) -> list[tuple[int, Conv]]:
     n = len(model.blocks) if upto is None else upto
     if not 0 < n <= len(model.blocks):
-        raise WeightsError(f"upto={upto} is outside 1..{len(model.blocks)} (the network has {len(model.blocks)} layers)")
+        raise WeightsError(
+            f"upto={upto} is outside 1..{len(model.blocks)} (the network has {len(model.blocks)} layers)"
+        )
     return [(i, b) for i, b in enumerate(model.blocks) if i < n and isinstance(b, Conv)]
 
 
@@ -99,25 +101,30 @@ def load_weights(model: Darknet, path: str | os.PathLike, upto: int | None = Non
     if actual != expected:
         hint = ""
         if actual < expected and upto is None:
-            hint = (" (a backbone file such as yolov4.conv.137 holds only the first layers: "
-                    "pass upto=N / --weights-upto N to load those explicitly)")
-        raise WeightsError(f"{path}: size {actual} bytes does not match the network "
-                           f"{model.spec.source} ({expected} bytes expected"
-                           f"{'' if upto is None else f' for layers 0..{upto - 1}'}){hint}")
+            hint = (
+                " (a backbone file such as yolov4.conv.137 holds only the first layers: "
+                "pass upto=N / --weights-upto N to load those explicitly)"
+            )
+        raise WeightsError(
+            f"{path}: size {actual} bytes does not match the network "
+            f"{model.spec.source} ({expected} bytes expected"
+            f"{'' if upto is None else f' for layers 0..{upto - 1}'}){hint}"
+        )
     data = np.fromfile(path, dtype="<f4", offset=header.nbytes)
     pos = 0
     with torch.no_grad():
         for _, block in _convs(model, upto):
             for t in _conv_tensors(block):
                 n = t.numel()
-                t.copy_(torch.from_numpy(data[pos:pos + n].copy()).view_as(t))
+                t.copy_(torch.from_numpy(data[pos : pos + n].copy()).view_as(t))
                 pos += n
     assert pos == data.size, "size check above guarantees every value is used"
     return header
 
 
-def save_weights(model: Darknet, path: str | os.PathLike, upto: int | None = None,
-                 header: WeightsHeader = WeightsHeader()) -> Path:
+def save_weights(
+    model: Darknet, path: str | os.PathLike, upto: int | None = None, header: WeightsHeader = WeightsHeader()
+) -> Path:
     """Write `model` in darknet's layout (atomically: temp file, then rename)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")

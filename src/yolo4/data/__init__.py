@@ -21,8 +21,19 @@ from yolo4.data.dataset import DetectionDataset, load_dataset
 from yolo4.data.shapes import SHAPES_NAMES, ShapesConfig, make_shapes
 from yolo4.data.transforms import letterbox, letterbox_boxes, stretch, unletterbox_boxes
 
-__all__ = ["AugmentConfig", "DetectionDataset", "SHAPES_NAMES", "ShapesConfig", "build_loader", "letterbox",
-           "letterbox_boxes", "load_dataset", "make_shapes", "stretch", "unletterbox_boxes"]
+__all__ = [
+    "AugmentConfig",
+    "DetectionDataset",
+    "SHAPES_NAMES",
+    "ShapesConfig",
+    "build_loader",
+    "letterbox",
+    "letterbox_boxes",
+    "load_dataset",
+    "make_shapes",
+    "stretch",
+    "unletterbox_boxes",
+]
 
 
 def __getattr__(name: str):

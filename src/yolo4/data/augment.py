@@ -67,8 +67,17 @@ class AugmentConfig:
     @classmethod
     def off(cls) -> AugmentConfig:
         """No augmentation: only the letterbox resize."""
-        return cls(mosaic=0.0, mixup=0.0, cutmix=0.0, jitter=0.0, scale=(1.0, 1.0), hue=0.0, saturation=1.0,
-                   exposure=1.0, flip=0.0)
+        return cls(
+            mosaic=0.0,
+            mixup=0.0,
+            cutmix=0.0,
+            jitter=0.0,
+            scale=(1.0, 1.0),
+            hue=0.0,
+            saturation=1.0,
+            exposure=1.0,
+            flip=0.0,
+        )
 
     @classmethod
     def from_darknet(cls, net_options: dict[str, str]) -> AugmentConfig:
@@ -85,11 +94,19 @@ class AugmentConfig:
 
         resize = f("resize", 1.0)
         resize = max(resize, 1.0 / resize) if resize > 0 else 1.0
-        return cls(mosaic=1.0 if f("mosaic", 0) else 0.0, mixup=0.5 if f("mixup", 0) else 0.0,
-                   cutmix=0.5 if f("cutmix", 0) else 0.0, jitter=min(f("jitter", 0.2), 0.49),
-                   scale=(1.0 / resize, resize), hue=f("hue", 0.0), saturation=max(f("saturation", 1.0), 1.0),
-                   exposure=max(f("exposure", 1.0), 1.0), flip=0.5 if f("flip", 1) else 0.0,
-                   letterbox=bool(f("letter_box", 0)), random_shapes=bool(f("random", 0)))
+        return cls(
+            mosaic=1.0 if f("mosaic", 0) else 0.0,
+            mixup=0.5 if f("mixup", 0) else 0.0,
+            cutmix=0.5 if f("cutmix", 0) else 0.0,
+            jitter=min(f("jitter", 0.2), 0.49),
+            scale=(1.0 / resize, resize),
+            hue=f("hue", 0.0),
+            saturation=max(f("saturation", 1.0), 1.0),
+            exposure=max(f("exposure", 1.0), 1.0),
+            flip=0.5 if f("flip", 1) else 0.0,
+            letterbox=bool(f("letter_box", 0)),
+            random_shapes=bool(f("random", 0)),
+        )
 
     def replace(self, **changes) -> AugmentConfig:
         """A copy with some fields changed (unknown names raise DataError)."""
@@ -122,8 +139,14 @@ def resize_sample(img: np.ndarray, boxes: np.ndarray, new_hw: tuple[int, int]) -
     return out, scale_boxes(np.asarray(boxes, np.float32).reshape(-1, 4), (h / img.shape[0], w / img.shape[1]))
 
 
-def mosaic(parts: Sequence[Sample], out_hw, center_xy: tuple[int, int], fill: int = FILL, min_size: float = 2.0,
-           min_visible: float = 0.2) -> Sample:
+def mosaic(
+    parts: Sequence[Sample],
+    out_hw,
+    center_xy: tuple[int, int],
+    fill: int = FILL,
+    min_size: float = 2.0,
+    min_visible: float = 0.2,
+) -> Sample:
     """Tile four samples around `center_xy` (darknet / YOLOv4 Mosaic): part 0's bottom-right
     corner, part 1's bottom-left, part 2's top-right and part 3's top-left meet at the
     centre; what falls outside a part's quadrant is cut away.
@@ -155,7 +178,7 @@ def mosaic(parts: Sequence[Sample], out_hw, center_xy: tuple[int, int], fill: in
         x2, y2 = min(qx2, ox + w), min(qy2, oy + h)
         if x2 <= x1 or y2 <= y1:
             continue
-        canvas[y1:y2, x1:x2] = img[y1 - oy:y2 - oy, x1 - ox:x2 - ox]
+        canvas[y1:y2, x1:x2] = img[y1 - oy : y2 - oy, x1 - ox : x2 - ox]
         moved = scale_boxes(np.asarray(boxes, np.float32).reshape(-1, 4), (1.0, 1.0), (oy, ox))
         clipped = moved.copy()
         clipped[:, 0::2] = clipped[:, 0::2].clip(x1, x2)
@@ -173,8 +196,11 @@ def mixup(a: Sample, b: Sample, lam: float) -> Sample:
     if a[0].shape != b[0].shape:
         raise ValueError(f"mixup needs images of one shape, got {a[0].shape} and {b[0].shape}")
     img = cv2.addWeighted(a[0], float(lam), b[0], 1.0 - float(lam), 0.0)
-    return (img, np.concatenate([a[1], b[1]]).astype(np.float32).reshape(-1, 4),
-            np.concatenate([a[2], b[2]]).astype(np.int64))
+    return (
+        img,
+        np.concatenate([a[1], b[1]]).astype(np.float32).reshape(-1, 4),
+        np.concatenate([a[2], b[2]]).astype(np.int64),
+    )
 
 
 def subtract_rect(boxes: np.ndarray, rect: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -205,8 +231,9 @@ def subtract_rect(boxes: np.ndarray, rect: tuple[float, float, float, float]) ->
     return out.astype(np.float32), area.clip(0).astype(np.float32)
 
 
-def cutmix(a: Sample, b: Sample, rect: tuple[int, int, int, int], min_size: float = 2.0,
-           min_visible: float = 0.2) -> Sample:
+def cutmix(
+    a: Sample, b: Sample, rect: tuple[int, int, int, int], min_size: float = 2.0, min_visible: float = 0.2
+) -> Sample:
     """Paste the `rect` = (x1, y1, x2, y2) region of sample b into sample a (same size).
 
     a's boxes shrink to the tight box of their uncovered part (dropped if too little is
@@ -226,8 +253,11 @@ def cutmix(a: Sample, b: Sample, rect: tuple[int, int, int, int], min_size: floa
     inside[:, 0::2] = inside[:, 0::2].clip(x1, x2)
     inside[:, 1::2] = inside[:, 1::2].clip(y1, y2)
     kb, kc = filter_boxes(inside, b[2], bb, min_size, min_visible)
-    return (img, np.concatenate([shrunk[keep], kb]).astype(np.float32),
-            np.concatenate([np.asarray(a[2], np.int64)[keep], kc]).astype(np.int64))
+    return (
+        img,
+        np.concatenate([shrunk[keep], kb]).astype(np.float32),
+        np.concatenate([np.asarray(a[2], np.int64)[keep], kc]).astype(np.int64),
+    )
 
 
 # ---------------------------------------------------------------- random pipeline
@@ -248,12 +278,19 @@ def _random_affine(sample: Sample, out_hw: tuple[int, int], cfg: AugmentConfig, 
     free_x, free_y = W - cw * sx, H - ch * sy  # negative when the crop is larger than the canvas
     dx = rng.uniform(min(0.0, free_x), max(0.0, free_x)) if cfg.jitter or zoom != 1 else free_x / 2
     dy = rng.uniform(min(0.0, free_y), max(0.0, free_y)) if cfg.jitter or zoom != 1 else free_y / 2
-    return scale_translate(img, boxes, cls, (sy, sx), (dy - pt * sy, dx - pl * sx), (H, W), FILL,
-                           cfg.min_box_size, cfg.min_box_visible)
+    return scale_translate(
+        img, boxes, cls, (sy, sx), (dy - pt * sy, dx - pl * sx), (H, W), FILL, cfg.min_box_size, cfg.min_box_visible
+    )
 
 
-def _mosaic_part(sample: Sample, k: int, centre: tuple[int, int], out_hw: tuple[int, int], cfg: AugmentConfig,
-                 rng: np.random.Generator) -> Sample:
+def _mosaic_part(
+    sample: Sample,
+    k: int,
+    centre: tuple[int, int],
+    out_hw: tuple[int, int],
+    cfg: AugmentConfig,
+    rng: np.random.Generator,
+) -> Sample:
     """Part k of a mosaic: the sample zoomed (random scale and aspect jitter) and cut down to
     the piece that shows in quadrant k, so that only visible pixels are interpolated."""
     img, boxes, cls = sample
@@ -274,8 +311,9 @@ def _mosaic_part(sample: Sample, k: int, centre: tuple[int, int], out_hw: tuple[
     x0 = nw - qw if k in (0, 2) else 0
     if qh <= 0 or qw <= 0:
         return np.zeros((0, 0, 3), np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    return scale_translate(img, boxes, cls, (nh / h, nw / w), (-y0, -x0), (qh, qw), FILL, cfg.min_box_size,
-                           cfg.min_box_visible)
+    return scale_translate(
+        img, boxes, cls, (nh / h, nw / w), (-y0, -x0), (qh, qw), FILL, cfg.min_box_size, cfg.min_box_visible
+    )
 
 
 def _base_sample(dataset, index: int, out_hw: tuple[int, int], cfg: AugmentConfig, rng: np.random.Generator) -> Sample:
@@ -289,8 +327,9 @@ def _base_sample(dataset, index: int, out_hw: tuple[int, int], cfg: AugmentConfi
     return _random_affine(dataset.load(index), out_hw, cfg, rng)
 
 
-def train_sample(dataset, index: int, img_hw, cfg: AugmentConfig,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def train_sample(
+    dataset, index: int, img_hw, cfg: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """One augmented training sample from `dataset` (anything with `load(i)` and `len`).
 
     Returns:
@@ -308,8 +347,9 @@ def train_sample(dataset, index: int, img_hw, cfg: AugmentConfig,
         lam = rng.uniform(0.3, 0.7)  # fraction of the area kept from the first sample
         rw, rh = int(W * math.sqrt(1 - lam)), int(H * math.sqrt(1 - lam))
         x1, y1 = int(rng.integers(0, W - rw + 1)), int(rng.integers(0, H - rh + 1))
-        img, boxes, cls = cutmix((img, boxes, cls), other, (x1, y1, x1 + rw, y1 + rh), cfg.min_box_size,
-                                 cfg.min_box_visible)
+        img, boxes, cls = cutmix(
+            (img, boxes, cls), other, (x1, y1, x1 + rw, y1 + rh), cfg.min_box_size, cfg.min_box_visible
+        )
     if cfg.flip > 0 and rng.random() < cfg.flip:
         img, boxes = hflip(img, boxes)
     if cfg.hue or cfg.saturation != 1 or cfg.exposure != 1:
@@ -322,8 +362,9 @@ def train_sample(dataset, index: int, img_hw, cfg: AugmentConfig,
     return img, boxes.astype(np.float32).reshape(-1, 4), cls.astype(np.int64), info
 
 
-def eval_sample(dataset, index: int, img_hw,
-                letterbox_resize: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def eval_sample(
+    dataset, index: int, img_hw, letterbox_resize: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """One unaugmented sample, letterboxed (or stretched) to img_hw.
 
     Returns:
@@ -335,8 +376,13 @@ def eval_sample(dataset, index: int, img_hw,
     out, scale, pad = (letterbox if letterbox_resize else stretch)(img, _as_hw(img_hw))
     moved = scale_boxes(boxes, scale, pad)
     b, c = filter_boxes(clip_boxes(moved, out.shape[:2]), cls, moved, 0.0, 0.0)
-    info = {"path": str(dataset.image_paths[index]), "orig_hw": tuple(img.shape[:2]), "scale": scale,
-            "pad": pad, "augmented": False}
+    info = {
+        "path": str(dataset.image_paths[index]),
+        "orig_hw": tuple(img.shape[:2]),
+        "scale": scale,
+        "pad": pad,
+        "augmented": False,
+    }
     return out, b, c, info
 
 

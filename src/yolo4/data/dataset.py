@@ -28,6 +28,7 @@ Unusable images are skipped; each problem names its file; a summary is logged
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -75,8 +76,14 @@ class DetectionDataset:
     `load` calls, and loader worker processes forked after it, skip the disk and the decoder.
     """
 
-    def __init__(self, names: list[str], index: LabelIndex, source: Path | None = None, split: str = "all",
-                 category_ids: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        names: list[str],
+        index: LabelIndex,
+        source: Path | None = None,
+        split: str = "all",
+        category_ids: list[int] | None = None,
+    ) -> None:
         self.names = list(names)
         self.image_paths = list(index.image_paths)
         self.image_hw = np.asarray(index.image_hw, np.int64).reshape(-1, 2)
@@ -93,8 +100,10 @@ class DetectionDataset:
         return len(self.image_paths)
 
     def __repr__(self) -> str:
-        return (f"DetectionDataset({self.source}, split={self.split!r}, images={len(self)}, "
-                f"classes={len(self.names)}, skipped={self.num_skipped})")
+        return (
+            f"DetectionDataset({self.source}, split={self.split!r}, images={len(self)}, "
+            f"classes={len(self.names)}, skipped={self.num_skipped})"
+        )
 
     def labels(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Boxes float32 (N, 4) xyxy pixels and class ids int64 (N,) of item i (copies;
@@ -112,8 +121,10 @@ class DetectionDataset:
             return img.copy(), boxes, cls
         img = load_image(path)
         if tuple(img.shape[:2]) != tuple(self.image_hw[i]):
-            raise DataError(f"{path}: image is {img.shape[1]}x{img.shape[0]} but its labels were made "
-                            f"for {self.image_hw[i][1]}x{self.image_hw[i][0]}")
+            raise DataError(
+                f"{path}: image is {img.shape[1]}x{img.shape[0]} but its labels were made "
+                f"for {self.image_hw[i][1]}x{self.image_hw[i][0]}"
+            )
         boxes, cls = self.labels(i)
         return img, boxes, cls
 
@@ -137,25 +148,32 @@ class DetectionDataset:
             max_bytes = _physical_memory() // 4
         need = self.cache_bytes()
         if need > max_bytes:
-            log.info("not caching %d images in memory: %.1f GB needed, %.1f GB allowed", len(self),
-                     need / 1e9, max_bytes / 1e9)
+            log.info(
+                "not caching %d images in memory: %.1f GB needed, %.1f GB allowed",
+                len(self),
+                need / 1e9,
+                max_bytes / 1e9,
+            )
             return False
         from tqdm import tqdm
 
         for i in tqdm(range(len(self)), desc="caching images", unit="img", disable=not progress, leave=False):
             if self._images[i] is None:
-                try:
+                with contextlib.suppress(DataError):
                     self._images[i] = self.load(i)[0]
-                except DataError:
-                    pass
         return True
 
     def subset(self, indices: list[int] | np.ndarray) -> DetectionDataset:
         """A dataset of items `indices` (e.g. a quick subset for the demo)."""
         idx = [int(i) for i in indices]
-        sub = LabelIndex([self.image_paths[i] for i in idx], self.image_hw[idx].reshape(-1, 2),
-                         [self._boxes[i] for i in idx], [self._classes[i] for i in idx],
-                         list(self.problems), self.num_skipped)
+        sub = LabelIndex(
+            [self.image_paths[i] for i in idx],
+            self.image_hw[idx].reshape(-1, 2),
+            [self._boxes[i] for i in idx],
+            [self._classes[i] for i in idx],
+            list(self.problems),
+            self.num_skipped,
+        )
         out = DetectionDataset(self.names, sub, self.source, self.split, self.category_ids)
         out._images = [self._images[i] for i in idx]
         return out
@@ -320,8 +338,9 @@ def _is_dataset_yaml(path: Path) -> bool:
 
 
 def _from_folder(d: Path) -> _Source:
-    for y in dict.fromkeys(p for p in [d / "data.yaml", *sorted(d.glob("*.yaml")), *sorted(d.glob("*.yml"))]
-                           if p.is_file()):
+    for y in dict.fromkeys(
+        p for p in [d / "data.yaml", *sorted(d.glob("*.yaml")), *sorted(d.glob("*.yml"))] if p.is_file()
+    ):
         if _is_dataset_yaml(y):  # (a folder may also hold other YAML: hyper-parameters, ...)
             return _from_yaml(y)
     datas = sorted(d.glob("*.data"))
@@ -330,8 +349,10 @@ def _from_folder(d: Path) -> _Source:
     names = _folder_names(d)
     if (d / "images").is_dir() and (d / "labels").is_dir():
         img = d / "images"
-        split_dirs = {s: next((img / n for n in alias if (img / n).is_dir()), None)
-                      for s, alias in (("train", ("train",)), ("val", ("val", "valid", "validation")))}
+        split_dirs = {
+            s: next((img / n for n in alias if (img / n).is_dir()), None)
+            for s, alias in (("train", ("train",)), ("val", ("val", "valid", "validation")))
+        }
         if split_dirs["train"] and split_dirs["val"]:
             parts = {s: _Part("yolo", list_images(p)) for s, p in split_dirs.items()}
         else:
@@ -361,8 +382,10 @@ def _from_folder(d: Path) -> _Source:
         if len(jsons) == 1:
             return _from_coco(jsons[0])
         raise DataError(f"{d}: several COCO json files ({', '.join(j.name for j in jsons)}); name one")
-    raise DataError(f"{d}: unknown dataset layout: expected a data.yaml, a darknet .data, images/ + labels/ "
-                    f"(YOLO txt), images/ + annotations/*.xml (VOC) or a COCO .json")
+    raise DataError(
+        f"{d}: unknown dataset layout: expected a data.yaml, a darknet .data, images/ + labels/ "
+        f"(YOLO txt), images/ + annotations/*.xml (VOC) or a COCO .json"
+    )
 
 
 def _resolve(path: Path) -> _Source:
@@ -417,11 +440,20 @@ def _save_index(path: Path, key: str, idx: LabelIndex, names: list[str] | None, 
     boxes = np.concatenate(idx.boxes).reshape(-1, 4) if idx.boxes else np.zeros((0, 4), np.float32)
     classes = np.concatenate(idx.class_ids) if idx.class_ids else np.zeros(0, np.int64)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, key=np.array(key), files=np.array([str(p) for p in idx.image_paths], dtype=str),
-             hw=idx.image_hw, counts=counts, boxes=boxes.astype(np.float32), classes=classes.astype(np.int64),
-             problems=np.array(idx.problems, dtype=str), skipped=np.array(idx.num_skipped),
-             names=np.array(names if names is not None else [], dtype=str), has_names=np.array(names is not None),
-             cat_ids=np.array(cat_ids if cat_ids is not None else [], np.int64))
+    np.savez(
+        tmp,
+        key=np.array(key),
+        files=np.array([str(p) for p in idx.image_paths], dtype=str),
+        hw=idx.image_hw,
+        counts=counts,
+        boxes=boxes.astype(np.float32),
+        classes=classes.astype(np.int64),
+        problems=np.array(idx.problems, dtype=str),
+        skipped=np.array(idx.num_skipped),
+        names=np.array(names if names is not None else [], dtype=str),
+        has_names=np.array(names is not None),
+        cat_ids=np.array(cat_ids if cat_ids is not None else [], np.int64),
+    )
     os.replace(tmp, path)
 
 
@@ -432,10 +464,14 @@ def _load_index(path: Path, key: str) -> tuple[LabelIndex, list[str] | None, lis
                 return None
             counts = z["counts"]
             splits = np.cumsum(counts)[:-1]
-            idx = LabelIndex([Path(p) for p in z["files"].tolist()], z["hw"].reshape(-1, 2),
-                             list(np.split(z["boxes"], splits)) if len(counts) else [],
-                             list(np.split(z["classes"], splits)) if len(counts) else [],
-                             z["problems"].tolist(), int(z["skipped"]))
+            idx = LabelIndex(
+                [Path(p) for p in z["files"].tolist()],
+                z["hw"].reshape(-1, 2),
+                list(np.split(z["boxes"], splits)) if len(counts) else [],
+                list(np.split(z["classes"], splits)) if len(counts) else [],
+                z["problems"].tolist(),
+                int(z["skipped"]),
+            )
             names = z["names"].tolist() if bool(z["has_names"]) else None
             cat_ids = z["cat_ids"].tolist() or None
             return idx, names, cat_ids
@@ -443,8 +479,9 @@ def _load_index(path: Path, key: str) -> tuple[LabelIndex, list[str] | None, lis
         return None
 
 
-def _index_part(src: _Source, part_name: str, cache: bool,
-                progress: bool) -> tuple[LabelIndex, list[str] | None, list[int] | None]:
+def _index_part(
+    src: _Source, part_name: str, cache: bool, progress: bool
+) -> tuple[LabelIndex, list[str] | None, list[int] | None]:
     part = src.parts[part_name]
     names, cat_ids = src.names, None
     key = _stat_key(part.key_files(), f"{part.reader}|{part_name}|{names}|{part.image_dir}")
@@ -501,8 +538,9 @@ def _auto_split(idx: LabelIndex, src: _Source, seed: int) -> dict[str, LabelInde
     return out
 
 
-def load_dataset(data: str | Path, split: str = "train", *, seed: int = 0, cache: bool = True,
-                 progress: bool = True) -> DetectionDataset:
+def load_dataset(
+    data: str | Path, split: str = "train", *, seed: int = 0, cache: bool = True, progress: bool = True
+) -> DetectionDataset:
     """Read a dataset (see the module docstring for what `data` may be).
 
     Args:
@@ -526,20 +564,35 @@ def load_dataset(data: str | Path, split: str = "train", *, seed: int = 0, cache
         got = [_index_part(src, p, cache, progress) for p in wanted]
         idx = LabelIndex()
         for g, _, _ in got:
-            idx = LabelIndex(idx.image_paths + g.image_paths, np.concatenate([idx.image_hw, g.image_hw]),
-                             idx.boxes + g.boxes, idx.class_ids + g.class_ids, idx.problems + g.problems,
-                             idx.num_skipped + g.num_skipped)
+            idx = LabelIndex(
+                idx.image_paths + g.image_paths,
+                np.concatenate([idx.image_hw, g.image_hw]),
+                idx.boxes + g.boxes,
+                idx.class_ids + g.class_ids,
+                idx.problems + g.problems,
+                idx.num_skipped + g.num_skipped,
+            )
         names, cat_ids = got[0][1], got[0][2]
     if names is None:  # YOLO folder without a names file: number the classes
         top = max((int(c.max()) for c in idx.class_ids if len(c)), default=-1)
         names = [str(k) for k in range(top + 1)]
     ds = DetectionDataset(names, idx, src.path, split, cat_ids)
     if len(ds) == 0:
-        raise DataError(f"{src.path}: no usable images in split {split!r} (parts: {parts}); "
-                        f"{ds.num_skipped} skipped" + (f", first problem: {ds.problems[0]}" if ds.problems else ""))
+        raise DataError(
+            f"{src.path}: no usable images in split {split!r} (parts: {parts}); "
+            f"{ds.num_skipped} skipped" + (f", first problem: {ds.problems[0]}" if ds.problems else "")
+        )
     if ds.problems:
         shown = "\n  ".join(ds.problems[:5])
         more = f"\n  ... and {len(ds.problems) - 5} more" if len(ds.problems) > 5 else ""
-        log.warning("%s [%s]: %d image(s) skipped, %d problem(s) (`yolo4 dataset check %s` lists them all):\n  %s%s",
-                    src.path, split, ds.num_skipped, len(ds.problems), src.path, shown, more)
+        log.warning(
+            "%s [%s]: %d image(s) skipped, %d problem(s) (`yolo4 dataset check %s` lists them all):\n  %s%s",
+            src.path,
+            split,
+            ds.num_skipped,
+            len(ds.problems),
+            src.path,
+            shown,
+            more,
+        )
     return ds

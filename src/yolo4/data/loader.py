@@ -57,8 +57,9 @@ class TorchDetectionDataset(Dataset):
     once (logged and added to `dataset.problems` in that process) and replaced by the next
     one, so an epoch never dies on one bad file."""
 
-    def __init__(self, dataset, img_size, augment: AugmentConfig | None, seed: int = 0,
-                 letterbox_eval: bool = True) -> None:
+    def __init__(
+        self, dataset, img_size, augment: AugmentConfig | None, seed: int = 0, letterbox_eval: bool = True
+    ) -> None:
         self.dataset = dataset
         self.img_size = img_size
         self.augment = augment
@@ -89,8 +90,10 @@ class TorchDetectionDataset(Dataset):
                 continue
             image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))  # (3, H, W) uint8
             return image, torch.from_numpy(boxes), torch.from_numpy(cls), info
-        raise DataError(f"{getattr(self.dataset, 'source', 'dataset')}: 20 images in a row failed to load "
-                        f"(from index {index}); run `yolo4 dataset check`")
+        raise DataError(
+            f"{getattr(self.dataset, 'source', 'dataset')}: 20 images in a row failed to load "
+            f"(from index {index}); run `yolo4 dataset check`"
+        )
 
 
 def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
@@ -113,9 +116,18 @@ def _worker_init(worker_id: int) -> None:
     cv2.setNumThreads(0)  # the DataLoader already runs one process per core
 
 
-def build_loader(dataset, img_size, batch_size: int, augment: AugmentConfig | None, shuffle: bool, workers: int,
-                 sampler: Sampler | None = None, seed: int = 0, drop_last: bool = False,
-                 letterbox_eval: bool = True) -> DataLoader:
+def build_loader(
+    dataset,
+    img_size,
+    batch_size: int,
+    augment: AugmentConfig | None,
+    shuffle: bool,
+    workers: int,
+    sampler: Sampler | None = None,
+    seed: int = 0,
+    drop_last: bool = False,
+    letterbox_eval: bool = True,
+) -> DataLoader:
     """A DataLoader of (images Tensor[B, 3, H, W] float32 in [0, 1] RGB, targets Tensor[M, 6]
     (batch_index, class_id, x1, y1, x2, y2) input pixels, infos list of dicts {path,
     orig_hw, scale, pad, augmented}).
@@ -136,8 +148,15 @@ def build_loader(dataset, img_size, batch_size: int, augment: AugmentConfig | No
         sampler = RandomSampler(range(len(dataset)), generator=g) if shuffle else SequentialSampler(range(len(dataset)))
     g2 = torch.Generator()
     g2.manual_seed(int(seed) + 1)
-    return DataLoader(TorchDetectionDataset(dataset, img_size, augment, seed, letterbox_eval),
-                      batch_size=batch_size, sampler=_SeededSampler(sampler), num_workers=workers,
-                      collate_fn=collate, drop_last=drop_last, pin_memory=torch.cuda.is_available(),
-                      worker_init_fn=_worker_init if workers > 0 else None, generator=g2,
-                      persistent_workers=workers > 0)
+    return DataLoader(
+        TorchDetectionDataset(dataset, img_size, augment, seed, letterbox_eval),
+        batch_size=batch_size,
+        sampler=_SeededSampler(sampler),
+        num_workers=workers,
+        collate_fn=collate,
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available(),
+        worker_init_fn=_worker_init if workers > 0 else None,
+        generator=g2,
+        persistent_workers=workers > 0,
+    )

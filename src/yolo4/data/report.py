@@ -43,17 +43,25 @@ def dataset_report(ds: DetectionDataset) -> DatasetReport:
     cls = np.concatenate([c for _, c in labels]) if labels else np.zeros(0, np.int64)
     sizes = np.sqrt(np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 0, None))
     return DatasetReport(
-        source=str(ds.source), split=ds.split, names=list(ds.names), num_images=len(ds), num_boxes=len(cls),
+        source=str(ds.source),
+        split=ds.split,
+        names=list(ds.names),
+        num_images=len(ds),
+        num_boxes=len(cls),
         num_background=sum(1 for _, c in labels if len(c) == 0),
         class_counts=np.bincount(cls, minlength=len(ds.names)).astype(np.int64),
         size_counts=np.histogram(sizes, bins=np.array(SIZE_EDGES))[0].astype(np.int64),
-        num_skipped=ds.num_skipped, problems=list(ds.problems))
+        num_skipped=ds.num_skipped,
+        problems=list(ds.problems),
+    )
 
 
 def format_report(r: DatasetReport, max_problems: int = 50) -> str:
     """The report as text: counts per class, a box-size histogram, problems by file."""
-    lines = [f"dataset {r.source} [{r.split}]: {r.num_images} images ({r.num_background} without boxes), "
-             f"{r.num_boxes} boxes, {len(r.names)} classes, {r.num_skipped} images skipped"]
+    lines = [
+        f"dataset {r.source} [{r.split}]: {r.num_images} images ({r.num_background} without boxes), "
+        f"{r.num_boxes} boxes, {len(r.names)} classes, {r.num_skipped} images skipped"
+    ]
     lines.append("")
     lines.append("boxes per class:")
     top = max(int(r.class_counts.max()) if len(r.class_counts) else 0, 1)
@@ -89,8 +97,9 @@ def plot_report(r: DatasetReport, out: str | Path) -> Path:
     a.bar(range(len(r.names)), r.class_counts)
     a.set_xticks(range(len(r.names)), r.names, rotation=60 if len(r.names) > 8 else 0, fontsize=8)
     a.set_title("boxes per class")
-    labels = [f"{lo:g}-{hi:g}" if hi != float("inf") else f">={lo:g}"
-              for lo, hi in zip(SIZE_EDGES[:-1], SIZE_EDGES[1:])]
+    labels = [
+        f"{lo:g}-{hi:g}" if hi != float("inf") else f">={lo:g}" for lo, hi in zip(SIZE_EDGES[:-1], SIZE_EDGES[1:])
+    ]
     b.bar(range(len(labels)), r.size_counts)
     b.set_xticks(range(len(labels)), labels, rotation=45, fontsize=8)
     b.set_title("box size sqrt(w*h), pixels")
@@ -103,8 +112,9 @@ def plot_report(r: DatasetReport, out: str | Path) -> Path:
     return out
 
 
-def check_dataset(data: str | Path, split: str = "all", plot: str | Path | None = None,
-                  stream: TextIO | None = None) -> int:
+def check_dataset(
+    data: str | Path, split: str = "all", plot: str | Path | None = None, stream: TextIO | None = None
+) -> int:
     """Print the report of `data` (and draw it to `plot` if given). Returns 1 if problems
     were found, else 0 (an exit code)."""
     r = dataset_report(load_dataset(data, split))
@@ -114,8 +124,16 @@ def check_dataset(data: str | Path, split: str = "all", plot: str | Path | None 
     return 1 if r.problems else 0
 
 
-def show_dataset(data: str | Path, out: str | Path, split: str = "train", count: int = 16, augment: bool = False,
-                 img_size: int = 416, seed: int = 0, augment_config: AugmentConfig | None = None) -> Path:
+def show_dataset(
+    data: str | Path,
+    out: str | Path,
+    split: str = "train",
+    count: int = 16,
+    augment: bool = False,
+    img_size: int = 416,
+    seed: int = 0,
+    augment_config: AugmentConfig | None = None,
+) -> Path:
     """Draw `count` samples of `data` with their boxes into the image `out`: as stored
     (letterboxed to img_size) or, with `augment`, as the training pipeline makes them."""
     from yolo4.viz.grid import draw_grid

@@ -123,7 +123,7 @@ def _shape_mask(name: str, size: float, aspect: float, angle: float, patch: int,
     """Boolean mask (patch, patch) of one shape centred in a square patch (no anti-aliasing)."""
     c, s = math.cos(angle), math.sin(angle)
     rot = np.array([[c, -s], [s, c]])
-    scale = np.array([aspect ** 0.5, aspect ** -0.5]) * size / 2
+    scale = np.array([aspect**0.5, aspect**-0.5]) * size / 2
     m = np.zeros((patch, patch), np.uint8)
     for k, poly in enumerate(_POLYS[name]):
         pts = (poly * scale) @ rot.T + patch / 2  # (K, 2) in patch pixels
@@ -141,7 +141,7 @@ def _pixel_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     if bank is None:
         bank = _NOISE_BANKS[side] = np.random.default_rng(20201123).standard_normal((side, side, 3), np.float32)
     y, x = (int(v) for v in rng.integers(0, side - n + 1, 2))
-    win = bank[y:y + n, x:x + n]
+    win = bank[y : y + n, x : x + n]
     if rng.random() < 0.5:
         win = win[::-1]
     if rng.random() < 0.5:
@@ -208,11 +208,13 @@ def render_shapes_image(cfg: ShapesConfig, split: str, index: int, return_masks:
         if h > n or w > n:
             continue
         top, left = int(rng.integers(0, n - h + 1)), int(rng.integers(0, n - w + 1))
-        win = np.s_[top:top + h, left:left + w]
+        win = np.s_[top : top + h, left : left + w]
         # reject a placement that would hide too much of an object already drawn
-        if any(np.count_nonzero(m[win] & local) > 0 and
-               np.count_nonzero(m) - np.count_nonzero(m[win] & local) < (1 - cfg.max_occlusion) * a
-               for m, a in zip(masks, areas)):
+        if any(
+            np.count_nonzero(m[win] & local) > 0
+            and np.count_nonzero(m) - np.count_nonzero(m[win] & local) < (1 - cfg.max_occlusion) * a
+            for m, a in zip(masks, areas)
+        ):
             continue
         under = img[win][local].mean(0)  # mean colour under the new object
         for _ in range(12):
@@ -279,8 +281,9 @@ def _looks_like_shapes(root: Path) -> bool:
     return all(p.name in allowed for p in root.iterdir())
 
 
-def make_shapes(root: str | Path, cfg: ShapesConfig = ShapesConfig(), workers: int | None = None,
-                progress: bool = True) -> Path:
+def make_shapes(
+    root: str | Path, cfg: ShapesConfig = ShapesConfig(), workers: int | None = None, progress: bool = True
+) -> Path:
     """Write the `shapes` dataset under `root` (see the module docstring) and return its
     `data.yaml`. Returns at once if `root` already holds the same complete dataset.
 
@@ -291,9 +294,8 @@ def make_shapes(root: str | Path, cfg: ShapesConfig = ShapesConfig(), workers: i
     root = Path(root).expanduser().resolve()
     if _is_complete(root, cfg):
         return root / "data.yaml"
-    if root.exists():
-        if not root.is_dir() or (any(root.iterdir()) and not _looks_like_shapes(root)):
-            raise DataError(f"{root}: exists and is not a shapes dataset; choose another folder")
+    if root.exists() and (not root.is_dir() or (any(root.iterdir()) and not _looks_like_shapes(root))):
+        raise DataError(f"{root}: exists and is not a shapes dataset; choose another folder")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:

@@ -1,7 +1,7 @@
 """Where images come from: image files, folders, globs, videos and webcams, read as RGB.
 
-    found, problems = resolve_sources(["photos/", "clip.mp4", "imgs/*.jpg", "0"])
-    image = load_image("dog.jpg")   # uint8 (H, W, 3) RGB
+found, problems = resolve_sources(["photos/", "clip.mp4", "imgs/*.jpg", "0"])
+image = load_image("dog.jpg")   # uint8 (H, W, 3) RGB
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,7 +21,7 @@ from yolo4.errors import DataError
 
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts"})
 
-ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # Any: a PIL.Image.Image
+ImageLike = str | os.PathLike | np.ndarray | Any  # Any: a PIL.Image.Image
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
@@ -80,7 +80,7 @@ class VideoSource:
         return str(self.path) if self.path is not None else f"webcam {self.camera}"
 
 
-Source = Union[ImageSource, VideoSource]
+Source = ImageSource | VideoSource
 _GLOB_CHARS = set("*?[")
 
 

@@ -65,7 +65,7 @@ def letterbox(img: np.ndarray, new_hw, fill: int = FILL) -> tuple[np.ndarray, tu
     top, left = (H - nh) // 2, (W - nw) // 2
     out = np.full((H, W) + img.shape[2:], fill, img.dtype)
     resized = img if (nh, nw) == (h, w) else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    out[top:top + nh, left:left + nw] = resized.reshape(nh, nw, *img.shape[2:])
+    out[top : top + nh, left : left + nw] = resized.reshape(nh, nw, *img.shape[2:])
     return out, (nh / h, nw / w), (top, left)
 
 
@@ -75,7 +75,7 @@ def stretch(img: np.ndarray, new_hw) -> tuple[np.ndarray, tuple[float, float], t
     Returns (image uint8 (H, W, C), scale (sy, sx), pad (0, 0)), same contract as letterbox."""
     H, W = _as_hw(new_hw)
     h, w = img.shape[:2]
-    out = img.copy() if (H, W) == (h, w) else cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
+    out = img.copy() if (h, w) == (H, W) else cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
     return out.reshape(H, W, *img.shape[2:]), (H / h, W / w), (0, 0)
 
 
@@ -104,8 +104,9 @@ def hflip(img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, np.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1).astype(np.float32)
 
 
-def filter_boxes(boxes: np.ndarray, class_ids: np.ndarray, unclipped: np.ndarray, min_size: float = 2.0,
-                 min_visible: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+def filter_boxes(
+    boxes: np.ndarray, class_ids: np.ndarray, unclipped: np.ndarray, min_size: float = 2.0, min_visible: float = 0.2
+) -> tuple[np.ndarray, np.ndarray]:
     """Drop boxes that became too small or mostly cut away.
 
     Args:
@@ -124,9 +125,17 @@ def filter_boxes(boxes: np.ndarray, class_ids: np.ndarray, unclipped: np.ndarray
     return b[keep], np.asarray(class_ids, np.int64).reshape(-1)[keep]
 
 
-def scale_translate(img: np.ndarray, boxes: np.ndarray, class_ids: np.ndarray, scale_hw: tuple[float, float],
-                    offset_hw: tuple[float, float], out_hw, fill: int = FILL, min_size: float = 2.0,
-                    min_visible: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scale_translate(
+    img: np.ndarray,
+    boxes: np.ndarray,
+    class_ids: np.ndarray,
+    scale_hw: tuple[float, float],
+    offset_hw: tuple[float, float],
+    out_hw,
+    fill: int = FILL,
+    min_size: float = 2.0,
+    min_visible: float = 0.2,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Warp with x' = x * sx + ox, y' = y * sy + oy onto an `out_hw` canvas (uncovered
     pixels = fill); boxes follow exactly, are clipped to the canvas and filtered.
 
@@ -142,8 +151,9 @@ def scale_translate(img: np.ndarray, boxes: np.ndarray, class_ids: np.ndarray, s
     # OpenCV maps pixel centres: centre c = edge - 0.5, so c' = s * c + (o + 0.5 * s - 0.5)
     m = np.array([[sx, 0, ox + 0.5 * sx - 0.5], [0, sy, oy + 0.5 * sy - 0.5]], np.float64)
     c = img.shape[2] if img.ndim == 3 else 1
-    out = cv2.warpAffine(img, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=(fill,) * c)
+    out = cv2.warpAffine(
+        img, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * c
+    )
     out = out.reshape(H, W, *img.shape[2:])
     moved = scale_boxes(np.asarray(boxes, np.float32).reshape(-1, 4), (sy, sx), (oy, ox))
     b, cls = filter_boxes(clip_boxes(moved, (H, W)), class_ids, moved, min_size, min_visible)

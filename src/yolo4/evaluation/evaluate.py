@@ -66,14 +66,21 @@ def _np(x: Any, dtype) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def _detect_batch(detector: Any, images: list[np.ndarray]) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                                                                    dict[str, float]]:
+def _detect_batch(
+    detector: Any, images: list[np.ndarray]
+) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], dict[str, float]]:
     """Run one batch. Returns per image (boxes (M, 4), scores (M,), class_ids (M,)) and the
     batch's per-image stage times in ms."""
     if hasattr(detector, "predict_batch"):
         results = detector.predict_batch(images)
-        out = [(_np(r.boxes, np.float64).reshape(-1, 4), _np(r.scores, np.float64).reshape(-1),
-                _np(r.class_ids, np.int64).reshape(-1)) for r in results]
+        out = [
+            (
+                _np(r.boxes, np.float64).reshape(-1, 4),
+                _np(r.scores, np.float64).reshape(-1),
+                _np(r.class_ids, np.int64).reshape(-1),
+            )
+            for r in results
+        ]
         timings = dict(results[0].timings) if results and getattr(results[0], "timings", None) else {}
         for r in results:
             if getattr(r, "image", None) is not None:
@@ -82,8 +89,10 @@ def _detect_batch(detector: Any, images: list[np.ndarray]) -> tuple[list[tuple[n
     t0 = time.perf_counter()
     results = detector(images)
     ms = (time.perf_counter() - t0) * 1e3 / max(len(images), 1)
-    out = [(_np(b, np.float64).reshape(-1, 4), _np(s, np.float64).reshape(-1), _np(c, np.int64).reshape(-1))
-           for b, s, c in results]
+    out = [
+        (_np(b, np.float64).reshape(-1, 4), _np(s, np.float64).reshape(-1), _np(c, np.int64).reshape(-1))
+        for b, s, c in results
+    ]
     return out, {"network": ms}
 
 
@@ -96,7 +105,7 @@ def _image_ids(dataset: Any) -> list[int]:
     paths = getattr(dataset, "image_paths", None)
     if paths is not None and len(paths) == len(dataset):
         stems = [Path(p).stem for p in paths]
-        if all(s.isdigit() for s in stems) and len(set(int(s) for s in stems)) == len(stems):
+        if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
             return [int(s) for s in stems]
     return list(range(1, len(dataset) + 1))
 
@@ -214,8 +223,10 @@ def evaluate(
     names = list(dataset.names)
     num_classes = getattr(detector, "num_classes", None)
     if num_classes is not None and int(num_classes) != len(names):
-        raise DataError(f"the model has {num_classes} classes but the dataset has {len(names)} ({', '.join(names[:5])}"
-                        f"{', ...' if len(names) > 5 else ''})")
+        raise DataError(
+            f"the model has {num_classes} classes but the dataset has {len(names)} ({', '.join(names[:5])}"
+            f"{', ...' if len(names) > 5 else ''})"
+        )
     gts, preds, sizes, speed = predict_dataset(detector, dataset, batch_size=batch_size, progress=progress)
     input_hw = getattr(detector, "input_hw", None)
     if input_hw is not None:
@@ -225,8 +236,9 @@ def evaluate(
     coco_gt_json = None
     if official is not None and getattr(dataset, "category_ids", None) is not None:
         coco_gt_json, image_ids = official
-    metrics = coco_evaluate(gts, preds, names, image_sizes=sizes, image_ids=image_ids, category_ids=category_ids,
-                            coco_gt_json=coco_gt_json)
+    metrics = coco_evaluate(
+        gts, preds, names, image_sizes=sizes, image_ids=image_ids, category_ids=category_ids, coco_gt_json=coco_gt_json
+    )
     metrics.speed = speed
     if save_json is not None:
         write_coco_json(preds, image_ids, save_json, category_ids=category_ids)
@@ -286,8 +298,19 @@ def run_val(
     root = Path(save_dir) if save_dir is not None else None
     results: list[Metrics] = []
     for w in all_weights:
-        detector = build_detector(model, w, names, img_size, resize, conf=conf, iou=iou, nms=nms, device=device,
-                                   max_det=max_det, labels=labels)
+        detector = build_detector(
+            model,
+            w,
+            names,
+            img_size,
+            resize,
+            conf=conf,
+            iou=iou,
+            nms=nms,
+            device=device,
+            max_det=max_det,
+            labels=labels,
+        )
         out_dir = root / Path(w).name if (root is not None and several) else root
         json_path = None
         if save_json is not None:
@@ -295,11 +318,14 @@ def run_val(
             if out_dir is not None and (several or not json_path.is_absolute()):
                 json_path = out_dir / (json_path.name if several else json_path)
         h, wd = detector.input_hw
-        print(f"val: {w if w is not None else model} ({model if model is not None else 'exported'}) on {data} "
-              f"[{split}], {len(dataset)} images, {len(names)} classes; {wd}x{h} {detector.resize}, conf {conf:g}, "
-              f"NMS {nms} {iou:g}, labels {labels}, batch {batch}, {device}")
-        metrics = evaluate(detector, dataset, batch_size=batch, progress=progress, save_json=json_path,
-                           plots_dir=out_dir)
+        print(
+            f"val: {w if w is not None else model} ({model if model is not None else 'exported'}) on {data} "
+            f"[{split}], {len(dataset)} images, {len(names)} classes; {wd}x{h} {detector.resize}, conf {conf:g}, "
+            f"NMS {nms} {iou:g}, labels {labels}, batch {batch}, {device}"
+        )
+        metrics = evaluate(
+            detector, dataset, batch_size=batch, progress=progress, save_json=json_path, plots_dir=out_dir
+        )
         table = metrics.table()
         print(table)
         print(metrics.summary())

@@ -50,8 +50,18 @@ Prediction = tuple[Any, Any, Any]  # (boxes (M, 4) xyxy, scores (M,), class_ids 
 
 # COCOeval.stats order, as printed by COCOeval.summarize().
 COCO_STATS = (
-    "map", "map50", "map75", "map_small", "map_medium", "map_large",
-    "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large",
+    "map",
+    "map50",
+    "map75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "ar1",
+    "ar10",
+    "ar100",
+    "ar_small",
+    "ar_medium",
+    "ar_large",
 )
 _COCO_STAT_LINES = (
     "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]",
@@ -70,10 +80,86 @@ _COCO_STAT_LINES = (
 
 # The 80 training classes of COCO in darknet's order -> COCO's category ids (1..90).
 COCO80_TO_COCO91 = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,
-    28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
-    54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80,
-    81, 82, 84, 85, 86, 87, 88, 89, 90,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    25,
+    27,
+    28,
+    31,
+    32,
+    33,
+    34,
+    35,
+    36,
+    37,
+    38,
+    39,
+    40,
+    41,
+    42,
+    43,
+    44,
+    46,
+    47,
+    48,
+    49,
+    50,
+    51,
+    52,
+    53,
+    54,
+    55,
+    56,
+    57,
+    58,
+    59,
+    60,
+    61,
+    62,
+    63,
+    64,
+    65,
+    67,
+    70,
+    72,
+    73,
+    74,
+    75,
+    76,
+    77,
+    78,
+    79,
+    80,
+    81,
+    82,
+    84,
+    85,
+    86,
+    87,
+    88,
+    89,
+    90,
 )
 
 
@@ -168,20 +254,33 @@ class Metrics:
         names = list(names) if names is not None else self.names
         p, r = self.precision_at_conf, self.recall_at_conf
         width = max([len("class")] + [len(n) for n in names])
-        head = (f"{'class':>{width}} {'images':>7} {'instances':>9} {'P':>6} {'R':>6} "
-                f"{'AP50':>6} {'AP50-95':>7} {'dn-AP50':>7}")
+        head = (
+            f"{'class':>{width}} {'images':>7} {'instances':>9} {'P':>6} {'R':>6} "
+            f"{'AP50':>6} {'AP50-95':>7} {'dn-AP50':>7}"
+        )
 
         def row(name, images, inst, pk, rk, ap50, ap, dn) -> str:
-            return (f"{name:>{width}} {images:>7d} {inst:>9d} {_fmt(pk):>6} {_fmt(rk):>6} "
-                    f"{_fmt(ap50):>6} {_fmt(ap):>7} {_fmt(dn):>7}")
+            return (
+                f"{name:>{width}} {images:>7d} {inst:>9d} {_fmt(pk):>6} {_fmt(rk):>6} "
+                f"{_fmt(ap50):>6} {_fmt(ap):>7} {_fmt(dn):>7}"
+            )
 
         tp_all = float(np.diag(self.confusion)[: len(names)].sum())
         pred_all = float(self.confusion[:, : len(names)].sum())
         gt_all = float(self.num_gt.sum())
-        lines = [head, row("all", self.num_images, int(gt_all),
-                           tp_all / pred_all if pred_all else math.nan,
-                           tp_all / gt_all if gt_all else math.nan,
-                           self.map50, self.map, self.darknet_map50_101)]
+        lines = [
+            head,
+            row(
+                "all",
+                self.num_images,
+                int(gt_all),
+                tp_all / pred_all if pred_all else math.nan,
+                tp_all / gt_all if gt_all else math.nan,
+                self.map50,
+                self.map,
+                self.darknet_map50_101,
+            ),
+        ]
         key = np.where(np.isnan(self.ap_per_class), np.inf, self.ap_per_class)
         predicted = self.confusion[:, : len(names)].sum(axis=0)  # (C,) confident detections per class
         hidden = 0
@@ -189,12 +288,23 @@ class Metrics:
             if self.num_gt[k] == 0 and predicted[k] == 0:
                 hidden += 1  # nothing to say about a class neither labelled nor detected
                 continue
-            lines.append(row(names[k], int(self.num_images_per_class[k]), int(self.num_gt[k]), p[k], r[k],
-                             self.ap50_per_class[k], self.ap_per_class[k],
-                             self.darknet_ap50_per_class_101[k]))
+            lines.append(
+                row(
+                    names[k],
+                    int(self.num_images_per_class[k]),
+                    int(self.num_gt[k]),
+                    p[k],
+                    r[k],
+                    self.ap50_per_class[k],
+                    self.ap_per_class[k],
+                    self.darknet_ap50_per_class_101[k],
+                )
+            )
         if hidden:
-            lines.append(f"({hidden} classes with no ground truth and no detection scoring >= {self.confusion_conf:g} "
-                         "not listed)")
+            lines.append(
+                f"({hidden} classes with no ground truth and no detection scoring >= {self.confusion_conf:g} "
+                "not listed)"
+            )
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -202,7 +312,9 @@ class Metrics:
         lines = [f" {label} = {_fmt(getattr(self, k), 3)}" for k, label in zip(COCO_STATS, _COCO_STAT_LINES)]
         if self.coco_gt_source:
             lines.append(f" (COCO numbers against {self.coco_gt_source}: crowd regions ignored, sizes from its areas)")
-        lines.append(f" darknet-style mAP@0.50 (VOC matching, 101-point)            = {_fmt(self.darknet_map50_101, 3)}")
+        lines.append(
+            f" darknet-style mAP@0.50 (VOC matching, 101-point)            = {_fmt(self.darknet_map50_101, 3)}"
+        )
         lines.append(f" darknet-style mAP@0.50 (VOC matching, 11-point, VOC2007)    = {_fmt(self.darknet_map50_11, 3)}")
         if self.speed:
             lines.append(" " + speed_line(self.speed))
@@ -228,18 +340,22 @@ def comparison_table(labels: Sequence[str], metrics: Sequence[Metrics]) -> str:
     """One row per evaluated model (e.g. float vs int8 exports on the same images): COCO AP,
     AP50, AP75, darknet-style AP50 and the speed numbers."""
     width = max([len("model")] + [len(s) for s in labels])
-    lines = [f"{'model':<{width}} {'AP':>6} {'AP50':>6} {'AP75':>6} {'dn-AP50':>7} "
-             f"{'pre ms':>7} {'net ms':>7} {'NMS ms':>7} {'FPS':>7}"]
+    lines = [
+        f"{'model':<{width}} {'AP':>6} {'AP50':>6} {'AP75':>6} {'dn-AP50':>7} "
+        f"{'pre ms':>7} {'net ms':>7} {'NMS ms':>7} {'FPS':>7}"
+    ]
     for label, m in zip(labels, metrics):
         sp = m.speed
 
-        def ms(key: str) -> str:
+        def ms(key: str, sp: dict = sp) -> str:
             return f"{sp[key]:.2f}" if key in sp else "-"
 
         fps = f"{sp['fps']:.1f}" if "fps" in sp else "-"
-        lines.append(f"{label:<{width}} {_fmt(m.map):>6} {_fmt(m.map50):>6} {_fmt(m.map75):>6} "
-                     f"{_fmt(m.darknet_map50_101):>7} {ms('preprocess_ms'):>7} {ms('inference_ms'):>7} "
-                     f"{ms('nms_ms'):>7} {fps:>7}")
+        lines.append(
+            f"{label:<{width}} {_fmt(m.map):>6} {_fmt(m.map50):>6} {_fmt(m.map75):>6} "
+            f"{_fmt(m.darknet_map50_101):>7} {ms('preprocess_ms'):>7} {ms('inference_ms'):>7} "
+            f"{ms('nms_ms'):>7} {fps:>7}"
+        )
     return "\n".join(lines)
 
 
@@ -265,16 +381,21 @@ def _normalise(
     g_out, p_out = [], []
     for i, (g, p) in enumerate(zip(gts, preds)):
         gb, gc = _np(g[0], np.float64).reshape(-1, 4), _np(g[1], np.int64).reshape(-1)
-        pb, ps, pc = (_np(p[0], np.float64).reshape(-1, 4), _np(p[1], np.float64).reshape(-1),
-                      _np(p[2], np.int64).reshape(-1))
+        pb, ps, pc = (
+            _np(p[0], np.float64).reshape(-1, 4),
+            _np(p[1], np.float64).reshape(-1),
+            _np(p[2], np.int64).reshape(-1),
+        )
         if len(gb) != len(gc):
             raise ValueError(f"image {i}: {len(gb)} ground-truth boxes but {len(gc)} class ids")
         if not len(pb) == len(ps) == len(pc):
             raise ValueError(f"image {i}: {len(pb)} predicted boxes, {len(ps)} scores, {len(pc)} class ids")
         for what, c in (("ground-truth", gc), ("predicted", pc)):
             if len(c) and (c.min() < 0 or c.max() >= num_classes):
-                raise ValueError(f"image {i}: {what} class id {int(c.max() if c.max() >= num_classes else c.min())} "
-                                 f"outside 0..{num_classes - 1}")
+                raise ValueError(
+                    f"image {i}: {what} class id {int(c.max() if c.max() >= num_classes else c.min())} "
+                    f"outside 0..{num_classes - 1}"
+                )
         g_out.append((gb, gc))
         p_out.append((pb, ps, pc))
     return g_out, p_out
@@ -320,7 +441,9 @@ def coco_results(
 
 
 def write_coco_json(
-    preds: Sequence[Prediction], image_ids: Sequence[int], path: str | Path,
+    preds: Sequence[Prediction],
+    image_ids: Sequence[int],
+    path: str | Path,
     category_ids: Sequence[int] | None = None,
 ) -> Path:
     """Write `coco_results(preds, image_ids, category_ids)` to `path` (pycocotools' loadRes
@@ -332,8 +455,11 @@ def write_coco_json(
 
 
 def coco_ground_truth(
-    gts: Sequence[GroundTruth], names: Sequence[str], image_ids: Sequence[int],
-    category_ids: Sequence[int], image_sizes: Sequence[tuple[int, int]] | None = None,
+    gts: Sequence[GroundTruth],
+    names: Sequence[str],
+    image_ids: Sequence[int],
+    category_ids: Sequence[int],
+    image_sizes: Sequence[tuple[int, int]] | None = None,
 ) -> dict:
     """Ground truth as a COCO dataset dict (crowd-free, area = box area).
 
@@ -350,9 +476,16 @@ def coco_ground_truth(
         classes = _np(g[1], np.int64).reshape(-1)
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # (N, 4) COCO xywh
         for b, c in zip(xywh.tolist(), classes.tolist()):
-            annotations.append({"id": len(annotations) + 1, "image_id": int(image_id),
-                                "category_id": int(category_ids[c]), "bbox": b,
-                                "area": b[2] * b[3], "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": int(image_id),
+                    "category_id": int(category_ids[c]),
+                    "bbox": b,
+                    "area": b[2] * b[3],
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": int(cid), "name": str(n)} for cid, n in zip(category_ids, names)]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -372,18 +505,22 @@ def _run_cocoeval(gt: dict | str | Path, image_ids: list[int], category_ids: lis
             coco_gt = COCO(str(gt))
     missing = set(image_ids) - set(coco_gt.getImgIds())
     if missing:
-        raise ValueError(f"{gt if not isinstance(gt, dict) else 'ground truth'}: no image id(s) "
-                         f"{sorted(missing)[:5]}")
+        raise ValueError(f"{gt if not isinstance(gt, dict) else 'ground truth'}: no image id(s) {sorted(missing)[:5]}")
     unknown = set(category_ids) - set(coco_gt.getCatIds())
     if unknown:
-        raise ValueError(f"{gt if not isinstance(gt, dict) else 'ground truth'}: no category id(s) {sorted(unknown)[:5]}")
+        raise ValueError(
+            f"{gt if not isinstance(gt, dict) else 'ground truth'}: no category id(s) {sorted(unknown)[:5]}"
+        )
     with contextlib.redirect_stdout(io.StringIO()):
         if results:
             coco_dt = coco_gt.loadRes(results)
         else:  # loadRes rejects an empty list
             coco_dt = COCO()
-            coco_dt.dataset = {"images": list(coco_gt.dataset["images"]), "annotations": [],
-                               "categories": list(coco_gt.dataset["categories"])}
+            coco_dt.dataset = {
+                "images": list(coco_gt.dataset["images"]),
+                "annotations": [],
+                "categories": list(coco_gt.dataset["categories"]),
+            }
             coco_dt.createIndex()
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.params.imgIds = list(image_ids)
@@ -431,8 +568,11 @@ def coco_evaluate(
     if len(category_ids) != c or len(set(category_ids)) != c:
         raise ValueError(f"need {c} distinct category ids, got {len(category_ids)}")
 
-    gt = coco_gt_json if coco_gt_json is not None else coco_ground_truth(gts_n, names, image_ids, category_ids,
-                                                                          image_sizes)
+    gt = (
+        coco_gt_json
+        if coco_gt_json is not None
+        else coco_ground_truth(gts_n, names, image_ids, category_ids, image_sizes)
+    )
     ev = _run_cocoeval(gt, image_ids, category_ids, coco_results(preds_n, image_ids, category_ids))
     stats = {k: _nan_if_missing(v) for k, v in zip(COCO_STATS, ev.stats)}
 
@@ -508,8 +648,11 @@ def voc_match(
     num_gt = np.zeros(num_classes, dtype=np.int64)
     for g, p in zip(gts, preds):
         gb, gc = _np(g[0], np.float64).reshape(-1, 4), _np(g[1], np.int64).reshape(-1)
-        pb, ps, pc = (_np(p[0], np.float64).reshape(-1, 4), _np(p[1], np.float64).reshape(-1),
-                      _np(p[2], np.int64).reshape(-1))
+        pb, ps, pc = (
+            _np(p[0], np.float64).reshape(-1, 4),
+            _np(p[1], np.float64).reshape(-1),
+            _np(p[2], np.int64).reshape(-1),
+        )
         num_gt += np.bincount(gc, minlength=num_classes)[:num_classes]
         for c in np.unique(pc):
             keep = pc == c
@@ -563,8 +706,11 @@ def interpolated_ap(recall: np.ndarray, precision: np.ndarray, points: int) -> f
 
 
 def darknet_voc_ap(
-    gts: Sequence[GroundTruth], preds: Sequence[Prediction], num_classes: int,
-    iou_thresh: float = 0.5, points: int = 101,
+    gts: Sequence[GroundTruth],
+    preds: Sequence[Prediction],
+    num_classes: int,
+    iou_thresh: float = 0.5,
+    points: int = 101,
 ) -> np.ndarray:
     """Darknet-style VOC AP per class (see the module docstring for how it differs from COCO).
 
@@ -591,8 +737,11 @@ def _voc_ap_from_matches(matches: list[tuple[np.ndarray, np.ndarray, int]], poin
 
 # ---------------------------------------------------------------- confusion matrix
 def confusion_matrix(
-    gts: Sequence[GroundTruth], preds: Sequence[Prediction], num_classes: int,
-    conf: float = 0.25, iou: float = 0.5,
+    gts: Sequence[GroundTruth],
+    preds: Sequence[Prediction],
+    num_classes: int,
+    conf: float = 0.25,
+    iou: float = 0.5,
 ) -> np.ndarray:
     """Class confusion of confident detections.
 
@@ -608,8 +757,11 @@ def confusion_matrix(
     m = np.zeros((c + 1, c + 1), dtype=np.int64)
     for g, p in zip(gts, preds):
         gb, gc = _np(g[0], np.float64).reshape(-1, 4), _np(g[1], np.int64).reshape(-1)
-        pb, ps, pc = (_np(p[0], np.float64).reshape(-1, 4), _np(p[1], np.float64).reshape(-1),
-                      _np(p[2], np.int64).reshape(-1))
+        pb, ps, pc = (
+            _np(p[0], np.float64).reshape(-1, 4),
+            _np(p[1], np.float64).reshape(-1),
+            _np(p[2], np.int64).reshape(-1),
+        )
         keep = ps >= conf
         pb, pc = pb[keep], pc[keep]
         g_used = np.zeros(len(gb), dtype=bool)

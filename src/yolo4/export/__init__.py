@@ -16,5 +16,14 @@ from yolo4.export.common import FORMATS, OUTPUT_KINDS, ExportOptions
 from yolo4.export.run import ExportResult, export_model, run_export
 from yolo4.inference.runtime import ExportedModel, is_exported, load_exported
 
-__all__ = ["FORMATS", "OUTPUT_KINDS", "ExportOptions", "ExportResult", "ExportedModel", "export_model", "is_exported",
-           "load_exported", "run_export"]
+__all__ = [
+    "FORMATS",
+    "OUTPUT_KINDS",
+    "ExportOptions",
+    "ExportResult",
+    "ExportedModel",
+    "export_model",
+    "is_exported",
+    "load_exported",
+    "run_export",
+]

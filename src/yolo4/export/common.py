@@ -91,27 +91,44 @@ class ExportOptions:
         if self.labels not in LABEL_RULES:
             raise ExportError(f"unknown labels rule '{self.labels}' (choose from {', '.join(LABEL_RULES)})")
         if not 0.0 < self.conf < 1.0 or not 0.0 < self.iou <= 1.0 or self.max_det < 1:
-            raise ExportError(f"NMS settings out of range: conf={self.conf} (0..1, exclusive), "
-                              f"iou={self.iou} (0..1], max_det={self.max_det} (>= 1)")
+            raise ExportError(
+                f"NMS settings out of range: conf={self.conf} (0..1, exclusive), "
+                f"iou={self.iou} (0..1], max_det={self.max_det} (>= 1)"
+            )
         if self.int8 and self.calib_count < 1:
             raise ExportError(f"--calib-count must be >= 1, got {self.calib_count}")
         if self.calib_method not in CALIB_METHODS:
-            raise ExportError(f"unknown calibration method '{self.calib_method}' (choose from {', '.join(CALIB_METHODS)})")
+            raise ExportError(
+                f"unknown calibration method '{self.calib_method}' (choose from {', '.join(CALIB_METHODS)})"
+            )
         if self.int8 and not self.calib:
             raise ExportError("--int8 needs calibration images: --calib DATASET_OR_IMAGE_FOLDER")
         if self.format == "darknet":
-            bad = [flag for flag, on in (("--int8", self.int8), ("--decode", self.decode), ("--nms", self.nms),
-                                         ("--dynamic-batch", self.dynamic_batch)) if on]
+            bad = [
+                flag
+                for flag, on in (
+                    ("--int8", self.int8),
+                    ("--decode", self.decode),
+                    ("--nms", self.nms),
+                    ("--dynamic-batch", self.dynamic_batch),
+                )
+                if on
+            ]
             if bad:
-                raise ExportError(f"--format darknet writes the network as .cfg + .weights; {', '.join(bad)} "
-                                  "cannot be expressed there")
+                raise ExportError(
+                    f"--format darknet writes the network as .cfg + .weights; {', '.join(bad)} "
+                    "cannot be expressed there"
+                )
         if self.format == "tflite":
             if self.nms:
-                raise ExportError("--nms is ONNX only: TFLite has no NonMaxSuppression with per-class batched "
-                                  "output here; export with --decode (or raw heads) and run NMS outside")
+                raise ExportError(
+                    "--nms is ONNX only: TFLite has no NonMaxSuppression with per-class batched "
+                    "output here; export with --decode (or raw heads) and run NMS outside"
+                )
             if self.dynamic_batch:
-                raise ExportError("--dynamic-batch is ONNX only: TFLite models have a fixed input shape "
-                                  "(use --batch N)")
+                raise ExportError(
+                    "--dynamic-batch is ONNX only: TFLite models have a fixed input shape (use --batch N)"
+                )
         if self.format == "onnx" and self.opset is not None and self.opset < 17:
             raise ExportError(f"--opset {self.opset}: yolo4 exports ONNX opset 17 or newer")
 
@@ -143,8 +160,9 @@ def preprocess_record(spec: NetworkSpec, resize: str | None = None) -> dict[str,
     }
 
 
-def metadata(spec: NetworkSpec, names: list[str], options: ExportOptions,
-             quantization: dict[str, Any] | None = None) -> dict[str, str]:
+def metadata(
+    spec: NetworkSpec, names: list[str], options: ExportOptions, quantization: dict[str, Any] | None = None
+) -> dict[str, str]:
     """The string metadata written into exported models (see the module docstring)."""
     from yolo4 import __version__
 
@@ -157,8 +175,9 @@ def metadata(spec: NetworkSpec, names: list[str], options: ExportOptions,
         "yolo4.quantization": json.dumps(quantization or "none"),
     }
     if options.nms:
-        out["yolo4.nms"] = json.dumps({"conf": options.conf, "iou": options.iou, "max_det": options.max_det,
-                                       "labels": options.labels})
+        out["yolo4.nms"] = json.dumps(
+            {"conf": options.conf, "iou": options.iou, "max_det": options.max_det, "labels": options.labels}
+        )
     return out
 
 

@@ -31,8 +31,9 @@ def opencv_problems(model: Darknet) -> list[str]:
     for i, layer in enumerate(model.spec.layers):
         act = getattr(layer, "activation", None)
         if act is not None and act not in OPENCV_ACTIVATIONS and layer.KIND != "yolo":
-            problems.append(f"{model.spec.where(i)}: activation '{act}' (OpenCV DNN knows "
-                            f"{', '.join(sorted(OPENCV_ACTIVATIONS))})")
+            problems.append(
+                f"{model.spec.where(i)}: activation '{act}' (OpenCV DNN knows {', '.join(sorted(OPENCV_ACTIVATIONS))})"
+            )
     return problems
 
 
@@ -42,14 +43,18 @@ def bn_as_one(spec: NetworkSpec) -> NetworkSpec:
     OpenCV's reader takes BN only for `batch_normalize == 1`; at 2 (CmBN, training-only) it
     would read the weights as bias + conv and misalign every later layer.
     """
-    layers = [dataclasses.replace(layer, batch_normalize=1)
-              if isinstance(layer, Convolutional) and layer.batch_normalize not in (0, 1) else layer
-              for layer in spec.layers]
+    layers = [
+        dataclasses.replace(layer, batch_normalize=1)
+        if isinstance(layer, Convolutional) and layer.batch_normalize not in (0, 1)
+        else layer
+        for layer in spec.layers
+    ]
     return dataclasses.replace(spec, layers=layers)
 
 
-def export_darknet(model: Darknet, cfg_path: str | os.PathLike,
-                   img_size: tuple[int, int] | None = None) -> tuple[Path, Path]:
+def export_darknet(
+    model: Darknet, cfg_path: str | os.PathLike, img_size: tuple[int, int] | None = None
+) -> tuple[Path, Path]:
     """Write `<cfg_path>` and the matching `.weights` beside it (same stem).
 
     Args:

@@ -101,7 +101,7 @@ class MishDecomposed(nn.Module):
 def decompose_mish(model: nn.Module) -> nn.Module:
     """A deep copy of `model` with every nn.Mish replaced by MishDecomposed (the input is not modified)."""
     out = copy.deepcopy(model)
-    for name, module in list(out.named_modules()):
+    for _name, module in list(out.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.Mish):
                 setattr(module, child_name, MishDecomposed())
@@ -140,8 +140,10 @@ def replace_inf_padding(model: Darknet) -> Darknet:
     for i, block in enumerate(model.blocks):
         if isinstance(block, MaxPoolDarknet) and _pads_with_inf(block):
             if max(block.before, block.after) >= block.k:
-                raise ExportError(f"{model.spec.where(i)}: [maxpool] padding {block.before}+{block.after} is not "
-                                  f"smaller than size={block.k}; a window would hold only padding")
+                raise ExportError(
+                    f"{model.spec.where(i)}: [maxpool] padding {block.before}+{block.after} is not "
+                    f"smaller than size={block.k}; a window would hold only padding"
+                )
             model.blocks[i] = MaxPoolEdgePad(block)
     return model
 

@@ -51,8 +51,10 @@ def choose_opset(model: nn.Module, requested: int | None) -> int:
     if requested is None:
         return needed
     if requested < needed:
-        raise ExportError(f"opset {requested} cannot express this network: it uses Mish, which needs opset >= 18 "
-                          "(or retrain with leaky activations)")
+        raise ExportError(
+            f"opset {requested} cannot express this network: it uses Mish, which needs opset >= 18 "
+            "(or retrain with leaky activations)"
+        )
     return requested
 
 
@@ -69,15 +71,25 @@ def _trace_names(model: Darknet, outputs: str) -> list[str]:
     return ["boxes_all", "scores_all"] if outputs == "nms" else output_names(model, outputs)
 
 
-def _export_graph(graph: nn.Module, x: torch.Tensor, path: Path, names: list[str], opset: int,
-                  dynamic_batch: bool) -> None:
+def _export_graph(
+    graph: nn.Module, x: torch.Tensor, path: Path, names: list[str], opset: int, dynamic_batch: bool
+) -> None:
     dynamic_axes = None
     if dynamic_batch:
         dynamic_axes = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant-folding notes of the TorchScript exporter
-        torch.onnx.export(graph, (x,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                          output_names=names, dynamic_axes=dynamic_axes, do_constant_folding=True)
+        torch.onnx.export(
+            graph,
+            (x,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=names,
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
 
 
 def append_nms(model_proto: Any, conf: float, iou: float, max_det: int) -> Any:
@@ -98,22 +110,31 @@ def append_nms(model_proto: Any, conf: float, iou: float, max_det: int) -> Any:
         "nms_col02": helper.make_tensor("nms_col02", TensorProto.INT64, [2], [0, 2]),
     }
     g.initializer.extend(consts.values())
-    g.node.extend([
-        helper.make_node("NonMaxSuppression", ["boxes_all", "scores_all", "nms_max_per_class", "nms_iou", "nms_conf"],
-                         ["nms_selected"], name="/nms/NonMaxSuppression", center_point_box=0),  # (K, 3) b, c, n
-        helper.make_node("Gather", ["nms_selected", "nms_col0"], ["batch_index"], name="/nms/batch", axis=1),
-        helper.make_node("Gather", ["nms_selected", "nms_col1"], ["class_ids"], name="/nms/class", axis=1),
-        helper.make_node("Gather", ["nms_selected", "nms_col02"], ["nms_bn"], name="/nms/bn", axis=1),  # (K, 2)
-        helper.make_node("GatherND", ["boxes_all", "nms_bn"], ["boxes"], name="/nms/boxes"),  # (K, 4)
-        helper.make_node("GatherND", ["scores_all", "nms_selected"], ["scores"], name="/nms/scores"),  # (K,)
-    ])
+    g.node.extend(
+        [
+            helper.make_node(
+                "NonMaxSuppression",
+                ["boxes_all", "scores_all", "nms_max_per_class", "nms_iou", "nms_conf"],
+                ["nms_selected"],
+                name="/nms/NonMaxSuppression",
+                center_point_box=0,
+            ),  # (K, 3) b, c, n
+            helper.make_node("Gather", ["nms_selected", "nms_col0"], ["batch_index"], name="/nms/batch", axis=1),
+            helper.make_node("Gather", ["nms_selected", "nms_col1"], ["class_ids"], name="/nms/class", axis=1),
+            helper.make_node("Gather", ["nms_selected", "nms_col02"], ["nms_bn"], name="/nms/bn", axis=1),  # (K, 2)
+            helper.make_node("GatherND", ["boxes_all", "nms_bn"], ["boxes"], name="/nms/boxes"),  # (K, 4)
+            helper.make_node("GatherND", ["scores_all", "nms_selected"], ["scores"], name="/nms/scores"),  # (K,)
+        ]
+    )
     del g.output[:]
-    g.output.extend([
-        helper.make_tensor_value_info("batch_index", TensorProto.INT64, ["K"]),
-        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["K", 4]),
-        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["K"]),
-        helper.make_tensor_value_info("class_ids", TensorProto.INT64, ["K"]),
-    ])
+    g.output.extend(
+        [
+            helper.make_tensor_value_info("batch_index", TensorProto.INT64, ["K"]),
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["K", 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["K"]),
+            helper.make_tensor_value_info("class_ids", TensorProto.INT64, ["K"]),
+        ]
+    )
     onnx.checker.check_model(m)
     return m
 
@@ -176,8 +197,14 @@ def check_input(options: ExportOptions, hw: tuple[int, int]) -> torch.Tensor:
     return torch.rand(batch, 3, *hw, generator=gen)
 
 
-def export_onnx(model: Darknet, path: str | os.PathLike, options: ExportOptions, names: list[str],
-                calib: np.ndarray | None = None, calib_source: str = "") -> dict[str, Any]:
+def export_onnx(
+    model: Darknet,
+    path: str | os.PathLike,
+    options: ExportOptions,
+    names: list[str],
+    calib: np.ndarray | None = None,
+    calib_source: str = "",
+) -> dict[str, Any]:
     """Export `model` to ONNX at `path` (float32, or int8 QDQ when options.int8).
 
     Args:
@@ -213,8 +240,10 @@ def export_onnx(model: Darknet, path: str | os.PathLike, options: ExportOptions,
             diff = compare_with_torch(fp32, graph, check_input(options, hw))
             report["max_abs_diff"] = diff
             if diff > CHECK_ATOL:
-                raise ExportError(f"{path}: onnxruntime output differs from PyTorch by {diff:.3g} "
-                                  f"(relative to the output scale; allowed {CHECK_ATOL})")
+                raise ExportError(
+                    f"{path}: onnxruntime output differs from PyTorch by {diff:.3g} "
+                    f"(relative to the output scale; allowed {CHECK_ATOL})"
+                )
         proto = onnx.load(str(fp32))
         inline_shared_initializers(proto)
         if options.outputs == "nms":

@@ -82,8 +82,9 @@ def calibration_paths(source: str | os.PathLike, count: int, split: str = "train
     return paths, where
 
 
-def calibration_images(source: str | os.PathLike, count: int, input_hw: tuple[int, int], resize: str = "stretch",
-                       split: str = "train") -> tuple[np.ndarray, str]:
+def calibration_images(
+    source: str | os.PathLike, count: int, input_hw: tuple[int, int], resize: str = "stretch", split: str = "train"
+) -> tuple[np.ndarray, str]:
     """Calibration batch prepared as `yolo4 detect` prepares images.
 
     Returns:
@@ -105,8 +106,9 @@ def calibration_images(source: str | os.PathLike, count: int, input_hw: tuple[in
         x, _ = preprocess([img], input_hw, resize)
         arrays.append(x[0].numpy())
     if not arrays:
-        raise ExportError(f"{source}: none of its {len(paths)} image files can be read "
-                          f"(first: {bad[0] if bad else '?'})")
+        raise ExportError(
+            f"{source}: none of its {len(paths)} image files can be read (first: {bad[0] if bad else '?'})"
+        )
     note = f"{where}, {len(arrays)} used" + (f", {len(bad)} unreadable skipped" if bad else "")
     return np.stack(arrays).astype(np.float32), note
 
@@ -134,7 +136,7 @@ class _Reader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self.i + self.batch > len(self.images):
             return None
-        x = self.images[self.i:self.i + self.batch]
+        x = self.images[self.i : self.i + self.batch]
         self.i += self.batch
         return {self.input_name: x}
 
@@ -142,8 +144,14 @@ class _Reader:
         self.i = 0
 
 
-def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: np.ndarray,
-                  calib_source: str = "", input_name: str = "images", method: str = "percentile") -> dict[str, Any]:
+def quantize_onnx(
+    fp32_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calib: np.ndarray,
+    calib_source: str = "",
+    input_name: str = "images",
+    method: str = "percentile",
+) -> dict[str, Any]:
     """Static int8 quantisation (QDQ, per-channel int8 weights, int8 activations) of an
     exported yolo4 ONNX file; decoding/NMS nodes are excluded (stay float32).
 
@@ -161,8 +169,11 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
         quantize_static,
     )
 
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     if method not in methods:
         raise ExportError(f"unknown calibration method '{method}' (choose from {', '.join(methods)})")
     m = onnx.load(str(fp32_path))
@@ -180,10 +191,18 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # 0/0 scales of constant tensors outside the network
-            quantize_static(str(fp32_path), str(out_path), _Reader(calib, input_name, batch),
-                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                            calibrate_method=methods[method], extra_options=extra)
+            quantize_static(
+                str(fp32_path),
+                str(out_path),
+                _Reader(calib, input_name, batch),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude,
+                calibrate_method=methods[method],
+                extra_options=extra,
+            )
     finally:
         root.setLevel(level)
     return {

@@ -39,15 +39,22 @@ class ExportResult:
         """One line per file plus the check result."""
         lines = [f"wrote {p} ({p.stat().st_size / 1e6:.2f} MB)" for p in self.paths]
         o = self.options
-        what = f"{o.format}, outputs={o.outputs}, " + ("int8" if o.int8 else "float32") + (
-            ", dynamic batch" if o.dynamic_batch else f", batch {o.batch}")
+        what = (
+            f"{o.format}, outputs={o.outputs}, "
+            + ("int8" if o.int8 else "float32")
+            + (", dynamic batch" if o.dynamic_batch else f", batch {o.batch}")
+        )
         lines.append(what)
         if "max_abs_diff" in self.report:
-            lines.append(f"float32 check vs PyTorch on a fresh input: max difference {self.report['max_abs_diff']:.3g} "
-                         "(relative to the output scale)")
+            lines.append(
+                f"float32 check vs PyTorch on a fresh input: max difference {self.report['max_abs_diff']:.3g} "
+                "(relative to the output scale)"
+            )
         if "int8_max_abs_diff" in self.report:
-            lines.append(f"int8 vs PyTorch float32 on random input: max difference "
-                         f"{self.report['int8_max_abs_diff']:.3g} (informative; accuracy: benchmarks/bench_export.py)")
+            lines.append(
+                f"int8 vs PyTorch float32 on random input: max difference "
+                f"{self.report['int8_max_abs_diff']:.3g} (informative; accuracy: benchmarks/bench_export.py)"
+            )
         if isinstance(self.report.get("quantization"), dict):
             q = self.report["quantization"]
             lines.append(f"calibrated on {q.get('calibration_images')} images from {q.get('calibration_source')}")
@@ -56,13 +63,19 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def _load(model: str | os.PathLike, weights: str | os.PathLike | None, img_size: tuple[int, int] | None,
-          num_classes: int | None):
+def _load(
+    model: str | os.PathLike,
+    weights: str | os.PathLike | None,
+    img_size: tuple[int, int] | None,
+    num_classes: int | None,
+):
     from yolo4.models import load_model
 
     if weights is None:
-        raise ExportError("no --weights given: exporting an untrained network is pointless (train one with "
-                          "`yolo4 train`, or pass official darknet weights)")
+        raise ExportError(
+            "no --weights given: exporting an untrained network is pointless (train one with "
+            "`yolo4 train`, or pass official darknet weights)"
+        )
     return load_model(model, weights, num_classes=num_classes, img_size=img_size)
 
 
@@ -77,13 +90,14 @@ def _names(names: str | os.PathLike | list[str] | None, spec) -> list[str]:
         table = [str(n) for n in names]
     classes = int(spec.yolo_layers[0].classes)
     if len(table) != classes:
-        raise ExportError(f"{names if isinstance(names, (str, os.PathLike)) else 'names'}: {len(table)} class names "
-                          f"but the model has {classes} classes")
+        raise ExportError(
+            f"{names if isinstance(names, (str, os.PathLike)) else 'names'}: {len(table)} class names "
+            f"but the model has {classes} classes"
+        )
     return table
 
 
-def export_model(model, options: ExportOptions, out: str | os.PathLike,
-                 names: list[str] | None = None) -> ExportResult:
+def export_model(model, options: ExportOptions, out: str | os.PathLike, names: list[str] | None = None) -> ExportResult:
     """Export an already-built Darknet module (the library entry point; `run_export` loads one).
 
     Args:
@@ -123,8 +137,9 @@ def export_model(model, options: ExportOptions, out: str | os.PathLike,
 
         spec = exported_spec(model, options.img_size)
         pre = preprocess_record(spec)
-        calib, calib_source = calibration_images(options.calib, options.calib_count, tuple(pre["input_hw"]),
-                                                 pre["resize"], options.calib_split)
+        calib, calib_source = calibration_images(
+            options.calib, options.calib_count, tuple(pre["input_hw"]), pre["resize"], options.calib_split
+        )
     if exporter_name == "onnx":
         from yolo4.export.onnx import export_onnx
 
@@ -138,15 +153,22 @@ def export_model(model, options: ExportOptions, out: str | os.PathLike,
         from yolo4.export.graph import uses_mish
 
         if uses_mish(model):
-            notes.append("this network uses Mish, three int8 rounding points per activation (Softplus, Tanh, Mul) "
-                         "and no native NPU op; for int8 deployment train a leaky variant (e.g. yolov4-csp-leaky)")
+            notes.append(
+                "this network uses Mish, three int8 rounding points per activation (Softplus, Tanh, Mul) "
+                "and no native NPU op; for int8 deployment train a leaky variant (e.g. yolov4-csp-leaky)"
+            )
     report["notes"] = notes
     return ExportResult([Path(report["path"])], options, report)
 
 
-def run_export(model: str | os.PathLike, weights: str | os.PathLike | None, options: ExportOptions,
-               names: str | os.PathLike | list[str] | None = None, num_classes: int | None = None,
-               verbose: bool = True) -> ExportResult:
+def run_export(
+    model: str | os.PathLike,
+    weights: str | os.PathLike | None,
+    options: ExportOptions,
+    names: str | os.PathLike | list[str] | None = None,
+    num_classes: int | None = None,
+    verbose: bool = True,
+) -> ExportResult:
     """`yolo4 export`: load `model` (zoo name or .cfg; `num_classes` overrides the cfg's) with
     `weights`, export it, print a summary.
 

@@ -83,8 +83,9 @@ def _network_only_quantizer():
 
     def inside(node) -> bool:
         stack = node.meta.get("nn_module_stack")
-        return stack is None or any(str(t) == darknet or getattr(t, "__qualname__", None) == "Darknet"
-                                    for _, t in stack.values())
+        return stack is None or any(
+            str(t) == darknet or getattr(t, "__qualname__", None) == "Darknet" for _, t in stack.values()
+        )
 
     class NetworkOnly(pt2e_quantizer.PT2EQuantizer):
         def _annotate_for_static_quantization_config(self, model):
@@ -109,7 +110,7 @@ def _convert_int8(graph: nn.Module, x: torch.Tensor, calib: np.ndarray, network_
             raise ExportError("the int8 quantiser found no layer to quantise in this network")
         with torch.no_grad():
             for i in range(0, len(calib) - batch + 1, batch):
-                prepared(torch.from_numpy(calib[i:i + batch]))
+                prepared(torch.from_numpy(calib[i : i + batch]))
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
         # QuantConfig only tells the converter the QDQ mode (static); it reads it from a global config
         mode = pt2e_quantizer.PT2EQuantizer().set_global(config)
@@ -198,8 +199,14 @@ def _compare(content: bytes, graph: nn.Module, x: torch.Tensor, path: Path) -> f
     return worst
 
 
-def export_tflite(model: Darknet, path: str | os.PathLike, options: ExportOptions, names: list[str],
-                  calib: np.ndarray | None = None, calib_source: str = "") -> dict[str, Any]:
+def export_tflite(
+    model: Darknet,
+    path: str | os.PathLike,
+    options: ExportOptions,
+    names: list[str],
+    calib: np.ndarray | None = None,
+    calib_source: str = "",
+) -> dict[str, Any]:
     """Export `model` to a .tflite file (float32, or full int8 with options.int8).
 
     Args:
@@ -247,8 +254,10 @@ def export_tflite(model: Darknet, path: str | os.PathLike, options: ExportOption
     except ExportError:
         raise
     except Exception as e:  # the converter's own errors: name the model and the stage
-        raise ExportError(f"{spec.source}: litert-torch could not convert the network to TFLite "
-                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+        raise ExportError(
+            f"{spec.source}: litert-torch could not convert the network to TFLite "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
     content = finish_flatbuffer(content, metadata(spec, names, options, quant))
     report: dict[str, Any] = {"path": path, "outputs": options.outputs, "quantization": quant or "none"}
     if options.check:
@@ -256,8 +265,10 @@ def export_tflite(model: Darknet, path: str | os.PathLike, options: ExportOption
         diff = _compare(content, graph, torch.rand(options.batch, 3, *hw, generator=gen), path)
         report["max_abs_diff"] = diff
         if not options.int8 and diff > CHECK_ATOL:
-            raise ExportError(f"{path}: the TFLite interpreter differs from PyTorch by {diff:.3g} "
-                              f"(relative to the output scale; allowed {CHECK_ATOL})")
+            raise ExportError(
+                f"{path}: the TFLite interpreter differs from PyTorch by {diff:.3g} "
+                f"(relative to the output scale; allowed {CHECK_ATOL})"
+            )
     part = path.with_name(path.name + ".part")
     part.write_bytes(content)
     os.replace(part, path)

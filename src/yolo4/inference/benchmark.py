@@ -47,10 +47,12 @@ class BenchResult:
 
     def summary(self) -> str:
         h, w = self.input_hw
-        return (f"{self.model} {w}x{h} batch {self.batch} {self.dtype} on {self.device}: "
-                f"network {self.network_ms:.2f} ms/img ({self.fps_network:.1f} FPS), "
-                f"+ decode/NMS {self.postprocess_ms:.2f} ms/img ({self.fps_total:.1f} FPS with post-processing), "
-                f"{self.bflops:.3f} BFLOPs/img")
+        return (
+            f"{self.model} {w}x{h} batch {self.batch} {self.dtype} on {self.device}: "
+            f"network {self.network_ms:.2f} ms/img ({self.fps_network:.1f} FPS), "
+            f"+ decode/NMS {self.postprocess_ms:.2f} ms/img ({self.fps_total:.1f} FPS with post-processing), "
+            f"{self.bflops:.3f} BFLOPs/img"
+        )
 
 
 def fuse_conv_bn(model: Darknet) -> Darknet:
@@ -65,8 +67,15 @@ def fuse_conv_bn(model: Darknet) -> Darknet:
             if isinstance(block, Conv) and isinstance(block.bn, nn.BatchNorm2d):
                 conv, bn = block.conv, block.bn
                 scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (F,)
-                fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                                  groups=conv.groups, bias=True).to(conv.weight.device, conv.weight.dtype)
+                fused = nn.Conv2d(
+                    conv.in_channels,
+                    conv.out_channels,
+                    conv.kernel_size,
+                    conv.stride,
+                    conv.padding,
+                    groups=conv.groups,
+                    bias=True,
+                ).to(conv.weight.device, conv.weight.dtype)
                 fused.weight.copy_(conv.weight * scale[:, None, None, None])
                 fused.bias.copy_(bn.bias - bn.running_mean * scale)
                 block.conv, block.bn = fused, nn.Identity()
@@ -78,10 +87,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def benchmark(model: str | os.PathLike | Darknet, weights: str | os.PathLike | None = None,
-              img_size: int | None = None, batch: int = 1, device: str = "cpu",
-              iters: int = 20, warmup: int = 3, half: bool = False, fuse: bool = True, compile: bool = False,
-              conf: float = 0.25, iou: float = 0.45) -> BenchResult:
+def benchmark(
+    model: str | os.PathLike | Darknet,
+    weights: str | os.PathLike | None = None,
+    img_size: int | None = None,
+    batch: int = 1,
+    device: str = "cpu",
+    iters: int = 20,
+    warmup: int = 3,
+    half: bool = False,
+    fuse: bool = True,
+    compile: bool = False,
+    conf: float = 0.25,
+    iou: float = 0.45,
+) -> BenchResult:
     """Time the network and its post-processing.
 
     Args:
@@ -131,5 +150,14 @@ def benchmark(model: str | os.PathLike | Darknet, weights: str | os.PathLike | N
                 times.append(t1 - t0)
                 post.append(t2 - t1)
     med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
-    return BenchResult(name, str(dev), batch, (h, w), str(dtype).replace("torch.", ""), bflops,
-                       med(times) * 1000 / batch, med(post) * 1000 / batch, iters)
+    return BenchResult(
+        name,
+        str(dev),
+        batch,
+        (h, w),
+        str(dtype).replace("torch.", ""),
+        bflops,
+        med(times) * 1000 / batch,
+        med(post) * 1000 / batch,
+        iters,
+    )

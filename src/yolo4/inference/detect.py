@@ -205,8 +205,19 @@ def run_detect(
     """
     if batch < 1:
         raise Yolo4Error(f"--batch must be >= 1, got {batch}")
-    detector = build_detector(model, weights, names=names, img_size=img_size, resize=resize, conf=conf, iou=iou,
-                              nms=nms, device=device, labels=labels, runner=runner)
+    detector = build_detector(
+        model,
+        weights,
+        names=names,
+        img_size=img_size,
+        resize=resize,
+        conf=conf,
+        iou=iou,
+        nms=nms,
+        device=device,
+        labels=labels,
+        runner=runner,
+    )
     save = Path(save_dir)
     try:
         save.mkdir(parents=True, exist_ok=True)
@@ -228,7 +239,9 @@ def run_detect(
         summary = run.finish()
     t = summary.timings
     h, w = detector.input_hw
-    print(f"{summary.processed} images/frames at {w}x{h} ({detector.resize}), {len(summary.problems)} problems. "
-          f"Per image: pre-process {t['preprocess']:.1f} ms, network {t['network']:.1f} ms, "
-          f"post-process {t['postprocess']:.1f} ms. Results in {save}")
+    print(
+        f"{summary.processed} images/frames at {w}x{h} ({detector.resize}), {len(summary.problems)} problems. "
+        f"Per image: pre-process {t['preprocess']:.1f} ms, network {t['network']:.1f} ms, "
+        f"post-process {t['postprocess']:.1f} ms. Results in {save}"
+    )
     return summary

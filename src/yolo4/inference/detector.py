@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ NO_WEIGHTS_MESSAGE = (
     "    with --cfg and --weights (and --names for your classes)."
 )
 
-Runner = Callable[[Tensor], Union[Sequence[Tensor], Sequence[np.ndarray], DecodedHeads]]
+Runner = Callable[[Tensor], Sequence[Tensor] | Sequence[np.ndarray] | DecodedHeads]
 STAGES = ("preprocess", "network", "postprocess")
 
 
@@ -97,8 +97,12 @@ class Detections:
             "width": int(self.image_hw[1]),
             "height": int(self.image_hw[0]),
             "detections": [
-                {"class_id": int(c), "class_name": name, "score": round(float(s), 5),
-                 "box": [round(float(v), 2) for v in box]}
+                {
+                    "class_id": int(c),
+                    "class_name": name,
+                    "score": round(float(s), 5),
+                    "box": [round(float(v), 2) for v in box],
+                }
                 for c, name, s, box in zip(self.class_ids.tolist(), self.labels, self.scores, self.boxes)
             ],
         }
@@ -165,8 +169,10 @@ class Detector:
         self.model: nn.Module | None = None
         if isinstance(model_or_cfg, nn.Module):
             if not hasattr(model_or_cfg, "spec"):
-                raise Yolo4Error(f"a {type(model_or_cfg).__name__} has no `spec`: Detector needs a "
-                                 "yolo4.darknet.Darknet (or a module with its `spec` and forward contract)")
+                raise Yolo4Error(
+                    f"a {type(model_or_cfg).__name__} has no `spec`: Detector needs a "
+                    "yolo4.darknet.Darknet (or a module with its `spec` and forward contract)"
+                )
             self.model = model_or_cfg
             spec = model_or_cfg.spec
         else:
@@ -239,17 +245,29 @@ class Detector:
         t2 = time.perf_counter()
         with torch.inference_mode():
             dec = self._decode(raw)
-            kept = postprocess(*dec, conf=self.conf, iou=self.iou, nms=self.nms, max_det=self.max_det,
-                               labels=self.labels, beta=self.beta_nms)
+            kept = postprocess(
+                *dec,
+                conf=self.conf,
+                iou=self.iou,
+                nms=self.nms,
+                max_det=self.max_det,
+                labels=self.labels,
+                beta=self.beta_nms,
+            )
             results = []
             for img, path, info, k in zip(images, paths, infos, kept):
                 boxes = info.to_original(k.boxes.float())
-                results.append(Detections(
-                    boxes=boxes.cpu().numpy().astype(np.float32),
-                    scores=k.scores.float().cpu().numpy(),
-                    class_ids=k.class_ids.cpu().numpy().astype(np.int64),
-                    names=self.names, image_hw=info.orig_hw, path=path, image=img,
-                ))
+                results.append(
+                    Detections(
+                        boxes=boxes.cpu().numpy().astype(np.float32),
+                        scores=k.scores.float().cpu().numpy(),
+                        class_ids=k.class_ids.cpu().numpy().astype(np.int64),
+                        names=self.names,
+                        image_hw=info.orig_hw,
+                        path=path,
+                        image=img,
+                    )
+                )
         self._sync()
         t3 = time.perf_counter()
         n = len(images)
@@ -269,7 +287,7 @@ class Detector:
         items = list(images)
         out: list[Detections] = []
         for i in range(0, len(items), batch_size):
-            chunk = items[i:i + batch_size]
+            chunk = items[i : i + batch_size]
             arrays = [as_rgb_array(im) for im in chunk]
             paths = [str(im) if isinstance(im, (str, os.PathLike)) else None for im in chunk]
             out.extend(self.predict_batch(arrays, paths))
@@ -292,16 +310,16 @@ def build_detector(
 
     if weights is None and is_exported(model):  # `--model FILE.onnx|.tflite` names the exported file itself
         model, weights = None, model
-    if weights is not None:
-        if is_exported(weights):
-            net = load_exported(weights)
-            if img_size is not None and (img_size, img_size) != tuple(net.input_hw):
-                raise Yolo4Error(f"{weights}: exported at {net.input_hw[1]}x{net.input_hw[0]}, "
-                                 f"not --img-size {img_size}")
-            return Detector(net, names=names if names is not None else net.names, resize=resize or net.resize, **kw)
+    if weights is not None and is_exported(weights):
+        net = load_exported(weights)
+        if img_size is not None and (img_size, img_size) != tuple(net.input_hw):
+            raise Yolo4Error(f"{weights}: exported at {net.input_hw[1]}x{net.input_hw[0]}, not --img-size {img_size}")
+        return Detector(net, names=names if names is not None else net.names, resize=resize or net.resize, **kw)
     if model is None:
-        raise Yolo4Error("no model: give --cfg CFG (a darknet .cfg file) or --model NAME "
-                         "(only exported .onnx / .tflite files carry their own)")
+        raise Yolo4Error(
+            "no model: give --cfg CFG (a darknet .cfg file) or --model NAME "
+            "(only exported .onnx / .tflite files carry their own)"
+        )
     if weights is None and kw.get("runner") is None and not isinstance(model, nn.Module):
         raise WeightsError(NO_WEIGHTS_MESSAGE)
     return Detector(model, weights, names=names, img_size=img_size, resize=resize, **kw)

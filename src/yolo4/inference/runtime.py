@@ -45,7 +45,9 @@ class ExportedModel(nn.Module):
         self.path = Path(path)
         self.meta = dict(meta)
         if "yolo4.cfg" not in meta:
-            raise ExportError(f"{self.path}: not a yolo4 export (no 'yolo4.cfg' metadata); export it with `yolo4 export`")
+            raise ExportError(
+                f"{self.path}: not a yolo4 export (no 'yolo4.cfg' metadata); export it with `yolo4 export`"
+            )
         self.spec: NetworkSpec = parse_cfg(meta["yolo4.cfg"], f"{self.path}[yolo4.cfg]")
         self.outputs = meta.get("yolo4.outputs", "heads")
         self.names: list[str] = json.loads(meta.get("yolo4.names", "[]")) or None  # type: ignore[assignment]
@@ -73,14 +75,15 @@ class ExportedModel(nn.Module):
     def run_numpy(self, x: np.ndarray) -> list[np.ndarray]:
         """Raw outputs of the file for float32 (B, 3, H, W), chunked to its static batch."""
         if x.shape[1:] != (3, *self.input_hw):
-            raise ExportError(f"{self.path}: input must be (B, 3, {self.input_hw[0]}, {self.input_hw[1]}), "
-                              f"got {tuple(x.shape)}")
+            raise ExportError(
+                f"{self.path}: input must be (B, 3, {self.input_hw[0]}, {self.input_hw[1]}), got {tuple(x.shape)}"
+            )
         b = self.static_batch
         if b is None or len(x) == b:
             return self._run(x)
         parts: list[list[np.ndarray]] = []
         for i in range(0, len(x), b):
-            chunk = x[i:i + b]
+            chunk = x[i : i + b]
             n = len(chunk)
             if n < b:
                 chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), chunk.dtype)])
@@ -90,8 +93,10 @@ class ExportedModel(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor] | DecodedHeads:
         """x: (B, 3, H, W) float in [0, 1]. Returns raw heads or DecodedHeads (see the module docstring)."""
         if self.outputs == "nms":
-            raise ExportError(f"{self.path}: this model has NMS inside its graph and returns final detections; "
-                              "use ExportedModel.detections(), or export without --nms for detect/val")
+            raise ExportError(
+                f"{self.path}: this model has NMS inside its graph and returns final detections; "
+                "use ExportedModel.detections(), or export without --nms for detect/val"
+            )
         outs = [torch.from_numpy(np.ascontiguousarray(o)) for o in self.run_numpy(x.detach().cpu().float().numpy())]
         if self.outputs == "decoded":
             boxes, scores = outs
@@ -108,8 +113,13 @@ class ExportedModel(nn.Module):
         for i in range(x.shape[0]):
             sel = np.nonzero(batch_index == i)[0]
             order = sel[np.argsort(-scores[sel], kind="stable")]
-            out.append((torch.from_numpy(boxes[order]), torch.from_numpy(scores[order]),
-                        torch.from_numpy(class_ids[order].astype(np.int64))))
+            out.append(
+                (
+                    torch.from_numpy(boxes[order]),
+                    torch.from_numpy(scores[order]),
+                    torch.from_numpy(class_ids[order].astype(np.int64)),
+                )
+            )
         return out
 
     def latency_ms(self, repeats: int = 20, warmup: int = 3) -> float:
@@ -161,7 +171,9 @@ def tflite_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError as e:
-        raise ExportError(f"reading .tflite files needs the 'tflite' extra: pip install 'yolo4[tflite]' ({e})") from None
+        raise ExportError(
+            f"reading .tflite files needs the 'tflite' extra: pip install 'yolo4[tflite]' ({e})"
+        ) from None
     data = Path(path).read_bytes()
     model = schema.Model.GetRootAs(data, 0)
     out = {}
@@ -175,9 +187,8 @@ def tflite_metadata(path: str | os.PathLike) -> dict[str, str]:
         if isinstance(raw, np.ndarray):
             out[name] = raw.tobytes().decode("utf-8")
         elif buf.Offset():
-            out[name] = data[buf.Offset():buf.Offset() + buf.Size()].decode("utf-8")
+            out[name] = data[buf.Offset() : buf.Offset() + buf.Size()].decode("utf-8")
     return out
-
 
 
 class OnnxModel(ExportedModel):
@@ -200,7 +211,9 @@ def _require_litert():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as e:
-        raise ExportError(f"running .tflite files needs the 'tflite' extra: pip install 'yolo4[tflite]' ({e})") from None
+        raise ExportError(
+            f"running .tflite files needs the 'tflite' extra: pip install 'yolo4[tflite]' ({e})"
+        ) from None
     return Interpreter
 
 

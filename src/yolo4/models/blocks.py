@@ -39,8 +39,9 @@ def conv(filters: int, size: int = 1, stride: int = 1, activation: str = "leaky"
 
 def head_conv(num_anchors: int, num_classes: int, activation: str = "linear") -> Convolutional:
     """The 1x1 prediction conv (bias, no BN) feeding a `[yolo]` layer: A*(5+C) filters."""
-    return Convolutional(filters=num_anchors * (5 + num_classes), size=1, stride=1, pad=1, batch_normalize=0,
-                         activation=activation)
+    return Convolutional(
+        filters=num_anchors * (5 + num_classes), size=1, stride=1, pad=1, batch_normalize=0, activation=activation
+    )
 
 
 def route(*layers: int, groups: int = 1, group_id: int = 0) -> Route:
@@ -66,8 +67,13 @@ def upsample(stride: int = 2) -> Upsample:
 def yolo(mask: Sequence[int], anchors: Sequence[tuple[float, float]], num_classes: int, **settings) -> YoloLayer:
     """A `[yolo]` layer using `anchors[mask]`; `settings` are its other typed keys
     (scale_x_y, new_coords, iou_loss, ...) and `extra` (keys only darknet's trainer reads)."""
-    return YoloLayer(mask=list(mask), anchors=[(float(w), float(h)) for w, h in anchors], classes=num_classes,
-                     num=len(anchors), **settings)
+    return YoloLayer(
+        mask=list(mask),
+        anchors=[(float(w), float(h)) for w, h in anchors],
+        classes=num_classes,
+        num=len(anchors),
+        **settings,
+    )
 
 
 def _at(ref: int, offset: int) -> int:
@@ -93,8 +99,9 @@ def darknet_stage(filters: int, n: int, activation: str) -> list[Layer]:
     return layers
 
 
-def csp_stage(filters: int, n: int, activation: str, split: int | None = None,
-              hidden: int | None = None) -> list[Layer]:
+def csp_stage(
+    filters: int, n: int, activation: str, split: int | None = None, hidden: int | None = None
+) -> list[Layer]:
     """CSPDarknet53 stage (Cross Stage Partial): downsample, then split into a 1x1 bypass and
     a 1x1 + `n` residual units path, concatenate both, and a 1x1 transition.
 
@@ -142,8 +149,7 @@ def csp_tiny_stage(filters: int, activation: str) -> list[Layer]:
 def conv_stack(filters: int, n: int, activation: str) -> list[Layer]:
     """`n` convs alternating 1x1 (`filters`) and 3x3 (2*filters), starting and (for odd n)
     ending with 1x1: YOLOv3's 5-conv detection block. (C, H, W) -> (filters or 2*filters, H, W)."""
-    return [conv(filters, 1, 1, activation) if i % 2 == 0 else conv(2 * filters, 3, 1, activation)
-            for i in range(n)]
+    return [conv(filters, 1, 1, activation) if i % 2 == 0 else conv(2 * filters, 3, 1, activation) for i in range(n)]
 
 
 def spp(sizes: Sequence[int] = (5, 9, 13)) -> list[Layer]:
@@ -193,8 +199,13 @@ def upsample_concat(filters: int, source: int, lateral: int, activation: str) ->
 def pan_upsample(filters: int, lateral: int, activation: str) -> list[Layer]:
     """PAN top-down step (YOLOv4): 1x1 conv + 2x upsample of the previous output, 1x1 conv
     of `lateral`, concat [lateral, upsampled]. (C, H, W) -> (2*filters, 2H, 2W); 5 layers."""
-    return [conv(filters, 1, 1, activation), upsample(2), route(_at(lateral, 2)), conv(filters, 1, 1, activation),
-            route(-1, -3)]
+    return [
+        conv(filters, 1, 1, activation),
+        upsample(2),
+        route(_at(lateral, 2)),
+        conv(filters, 1, 1, activation),
+        route(-1, -3),
+    ]
 
 
 def pan_downsample(filters: int, source: int, skip: int, activation: str) -> list[Layer]:

@@ -24,8 +24,11 @@ def diff_layers(a: Layer, b: Layer) -> list[str]:
     if type(a) is not type(b):
         return [f"[{a.KIND}] != [{b.KIND}]"]
     fa, fb = _fields(a), _fields(b)
-    return [f"{k} {fa.get(k, '<absent>')} != {fb.get(k, '<absent>')}"
-            for k in sorted(set(fa) | set(fb)) if fa.get(k, "<absent>") != fb.get(k, "<absent>")]
+    return [
+        f"{k} {fa.get(k, '<absent>')} != {fb.get(k, '<absent>')}"
+        for k in sorted(set(fa) | set(fb))
+        if fa.get(k, "<absent>") != fb.get(k, "<absent>")
+    ]
 
 
 def diff_specs(a: NetworkSpec, b: NetworkSpec, limit: int = 20) -> list[str]:

@@ -55,8 +55,12 @@ def model_info(spec: NetworkSpec, input_hw: tuple[int, int] | None = None) -> Mo
     """Shapes and costs of `spec` at `input_hw` (height, width; default: the [net] size)."""
     hw = input_hw or (spec.net.height, spec.net.width)
     heads = spec.yolo_layers
-    return ModelInfo(name=spec.source, input_chw=(spec.net.channels, *hw), layers=tuple(infer_shapes(spec, hw)),
-                     num_classes=heads[0].classes if heads else 0)
+    return ModelInfo(
+        name=spec.source,
+        input_chw=(spec.net.channels, *hw),
+        layers=tuple(infer_shapes(spec, hw)),
+        num_classes=heads[0].classes if heads else 0,
+    )
 
 
 def predicted_fps(bflops: float, peak_tflops: float, efficiency: float = DARKNET_EFFICIENCY) -> float:
@@ -90,11 +94,15 @@ def _row(layer, info: LayerInfo) -> str:
         if layer.groups > 1:
             notes += f" (group {layer.group_id} of {layer.groups})"
     elif isinstance(layer, Shortcut):
-        notes = "from " + ", ".join(map(str, info.sources)) + (
-            f", {layer.activation}" if layer.activation != "linear" else "")
+        notes = (
+            "from "
+            + ", ".join(map(str, info.sources))
+            + (f", {layer.activation}" if layer.activation != "linear" else "")
+        )
     elif isinstance(layer, YoloLayer):
-        notes = (f"mask {','.join(map(str, layer.mask))}, {layer.classes} classes, scale_x_y {layer.scale_x_y:g}"
-                 + (", new_coords" if layer.new_coords else ""))
+        notes = f"mask {','.join(map(str, layer.mask))}, {layer.classes} classes, scale_x_y {layer.scale_x_y:g}" + (
+            ", new_coords" if layer.new_coords else ""
+        )
     bf = f"{info.bflops:8.3f}" if info.bflops else ""
     return f"{info.index:5d}  {kind:<9s}{filters:>7s}  {size:<11s}{shapes} {bf:>8s}  {notes}".rstrip()
 
@@ -122,15 +130,19 @@ def format_info(spec: NetworkSpec, input_hw: tuple[int, int] | None = None, peak
     return "\n".join(lines)
 
 
-def print_info(model: str | os.PathLike | NetworkSpec, img_size: int | None = None, num_classes: int | None = None,
-               peak_tflops: float = 14.0, file: TextIO | None = None) -> ModelInfo:
+def print_info(
+    model: str | os.PathLike | NetworkSpec,
+    img_size: int | None = None,
+    num_classes: int | None = None,
+    peak_tflops: float = 14.0,
+    file: TextIO | None = None,
+) -> ModelInfo:
     """`yolo4 info`: print the layer table and totals of a zoo model or .cfg (a user-facing
     report). `img_size` overrides the [net] size; `num_classes` the classes (zoo default 80,
     a cfg keeps its own). Returns the figures printed."""
     from yolo4.models.zoo import resolve_spec
 
-    spec = model if isinstance(model, NetworkSpec) else resolve_spec(model, num_classes=num_classes,
-                                                                     img_size=img_size)
+    spec = model if isinstance(model, NetworkSpec) else resolve_spec(model, num_classes=num_classes, img_size=img_size)
     hw = (img_size, img_size) if img_size else None
     print(format_info(spec, hw, peak_tflops), file=file or sys.stdout)
     return model_info(spec, hw)

@@ -101,10 +101,22 @@ def _input_hw(img_size: ImgSize, official: int, model: str, stride: int = 32) ->
 
 def _net(input_hw: tuple[int, int], letter_box: bool = False, **recipe: str) -> NetOptions:
     """[net]: input geometry, darknet's default augmentation and the given training recipe."""
-    options = {"batch": "64", "subdivisions": "8", "momentum": "0.949", "decay": "0.0005",
-               "angle": "0", "saturation": "1.5", "exposure": "1.5", "hue": ".1",
-               "learning_rate": "0.001", "burn_in": "1000", "max_batches": "500500", "policy": "steps",
-               "steps": "400000,450000", "scales": ".1,.1"}
+    options = {
+        "batch": "64",
+        "subdivisions": "8",
+        "momentum": "0.949",
+        "decay": "0.0005",
+        "angle": "0",
+        "saturation": "1.5",
+        "exposure": "1.5",
+        "hue": ".1",
+        "learning_rate": "0.001",
+        "burn_in": "1000",
+        "max_batches": "500500",
+        "policy": "steps",
+        "steps": "400000,450000",
+        "scales": ".1,.1",
+    }
     options.update(recipe)
     return NetOptions(width=input_hw[1], height=input_hw[0], channels=3, letter_box=letter_box, options=options)
 
@@ -118,8 +130,9 @@ def _check(spec: NetworkSpec) -> NetworkSpec:
 # ---------------------------------------------------------------- YOLOv3
 
 
-def yolov3(num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None,
-           img_size: ImgSize = None) -> NetworkSpec:
+def yolov3(
+    num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None, img_size: ImgSize = None
+) -> NetworkSpec:
     """YOLOv3 (Darknet-53 backbone, 3-scale FPN), = darknet's yolov3.cfg for 80 classes."""
     act = _activation(activation, "leaky")
     all_anchors = _anchors(anchors, YOLOV3_ANCHORS, "yolov3")
@@ -147,13 +160,13 @@ def yolov3(num_classes: int = 80, anchors: Anchors | None = None, activation: st
     layers += conv_stack(128, 5, act)
     layers += yolo_head(256, head([0, 1, 2]), act)
     # the official cfg ships its testing batch (training: batch=64, subdivisions=16)
-    net = _net(_input_hw(img_size, 416, "yolov3"), batch="1", subdivisions="1", momentum="0.9",
-               max_batches="500200")
+    net = _net(_input_hw(img_size, 416, "yolov3"), batch="1", subdivisions="1", momentum="0.9", max_batches="500200")
     return _check(NetworkSpec(net, layers, source="zoo:yolov3"))
 
 
-def yolov3_tiny(num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None,
-                img_size: ImgSize = None) -> NetworkSpec:
+def yolov3_tiny(
+    num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None, img_size: ImgSize = None
+) -> NetworkSpec:
     """YOLOv3-tiny (7 convs + max-pools, 2 scales), = darknet's yolov3-tiny.cfg for 80 classes."""
     act = _activation(activation, "leaky")
     all_anchors = _anchors(anchors, TINY_ANCHORS, "yolov3-tiny")
@@ -168,22 +181,34 @@ def yolov3_tiny(num_classes: int = 80, anchors: Anchors | None = None, activatio
     layers += yolo_head(512, yolo([3, 4, 5], all_anchors, num_classes, **settings), act)
     layers += upsample_concat(128, p5 - len(layers), c4, act)
     layers += yolo_head(256, yolo([0, 1, 2], all_anchors, num_classes, **settings), act)
-    net = _net(_input_hw(img_size, 416, "yolov3-tiny"), batch="1", subdivisions="1", momentum="0.9",
-               max_batches="500200")
+    net = _net(
+        _input_hw(img_size, 416, "yolov3-tiny"), batch="1", subdivisions="1", momentum="0.9", max_batches="500200"
+    )
     return _check(NetworkSpec(net, layers, source="zoo:yolov3-tiny"))
 
 
 # ---------------------------------------------------------------- YOLOv4
 
 
-def yolov4(num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None,
-           img_size: ImgSize = None) -> NetworkSpec:
+def yolov4(
+    num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None, img_size: ImgSize = None
+) -> NetworkSpec:
     """YOLOv4 (CSPDarknet53 with mish, SPP, PAN with leaky), = darknet's yolov4.cfg."""
     act = _activation(activation, "mish")  # backbone
     neck = _activation(activation, "leaky")
     all_anchors = _anchors(anchors, YOLOV4_ANCHORS, "yolov4")
-    settings = dict(jitter=0.3, ignore_thresh=0.7, truth_thresh=1.0, iou_thresh=0.213, cls_normalizer=1.0,
-                    iou_normalizer=0.07, iou_loss="ciou", nms_kind="greedynms", beta_nms=0.6, max_delta=5.0)
+    settings = dict(
+        jitter=0.3,
+        ignore_thresh=0.7,
+        truth_thresh=1.0,
+        iou_thresh=0.213,
+        cls_normalizer=1.0,
+        iou_normalizer=0.07,
+        iou_loss="ciou",
+        nms_kind="greedynms",
+        beta_nms=0.6,
+        max_delta=5.0,
+    )
 
     def head(mask, scale_x_y, random=0.0):
         return yolo(mask, all_anchors, num_classes, scale_x_y=scale_x_y, random=random, **settings)
@@ -212,14 +237,25 @@ def yolov4(num_classes: int = 80, anchors: Anchors | None = None, activation: st
     return _check(NetworkSpec(net, layers, source="zoo:yolov4"))
 
 
-def yolov4_tiny(num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None,
-                img_size: ImgSize = None) -> NetworkSpec:
+def yolov4_tiny(
+    num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None, img_size: ImgSize = None
+) -> NetworkSpec:
     """YOLOv4-tiny (3 CSP-tiny blocks, 2 scales), = darknet's yolov4-tiny.cfg."""
     act = _activation(activation, "leaky")
     all_anchors = _anchors(anchors, TINY_ANCHORS, "yolov4-tiny")
-    settings = dict(jitter=0.3, scale_x_y=1.05, cls_normalizer=1.0, iou_normalizer=0.07, iou_loss="ciou",
-                    ignore_thresh=0.7, truth_thresh=1.0, random=0.0, resize=1.5, nms_kind="greedynms",
-                    beta_nms=0.6)
+    settings = dict(
+        jitter=0.3,
+        scale_x_y=1.05,
+        cls_normalizer=1.0,
+        iou_normalizer=0.07,
+        iou_loss="ciou",
+        ignore_thresh=0.7,
+        truth_thresh=1.0,
+        random=0.0,
+        resize=1.5,
+        nms_kind="greedynms",
+        beta_nms=0.6,
+    )
 
     layers: list[Layer] = [conv(32, 3, 2, act), conv(64, 3, 2, act)]
     layers += csp_tiny_stage(64, act)
@@ -232,24 +268,58 @@ def yolov4_tiny(num_classes: int = 80, anchors: Anchors | None = None, activatio
     layers += upsample_concat(128, p5 - len(layers), c4, act)
     # mask 1,2,3 (not 0,1,2) is the official file's choice; the weights were trained with it
     layers += yolo_head(256, yolo([1, 2, 3], all_anchors, num_classes, **settings), act)
-    net = _net(_input_hw(img_size, 416, "yolov4-tiny"), subdivisions="1", momentum="0.9",
-               learning_rate="0.00261", max_batches="2000200", steps="1600000,1800000")
+    net = _net(
+        _input_hw(img_size, 416, "yolov4-tiny"),
+        subdivisions="1",
+        momentum="0.9",
+        learning_rate="0.00261",
+        max_batches="2000200",
+        steps="1600000,1800000",
+    )
     return _check(NetworkSpec(net, layers, source="zoo:yolov4-tiny"))
 
 
-def _scaled_yolov4(name: str, width: Sequence[int], stage_depths: Sequence[int], spp_pairs: int, pan_pairs: int,
-                   num_classes: int, anchors: Anchors | None, act: str, input_hw: tuple[int, int],
-                   p3_extra: dict[str, str], **recipe: str) -> NetworkSpec:
+def _scaled_yolov4(
+    name: str,
+    width: Sequence[int],
+    stage_depths: Sequence[int],
+    spp_pairs: int,
+    pan_pairs: int,
+    num_classes: int,
+    anchors: Anchors | None,
+    act: str,
+    input_hw: tuple[int, int],
+    p3_extra: dict[str, str],
+    **recipe: str,
+) -> NetworkSpec:
     """Scaled-YOLOv4 (CSP everywhere: CSPDarknet backbone, CSP-SPP, CSP-PAN, logistic heads
     with new_coords). `width` = filters of the stem's stride-2 conv and the five stages."""
     all_anchors = _anchors(anchors, YOLOV4_ANCHORS, name)
-    settings = dict(jitter=0.1, scale_x_y=2.0, ignore_thresh=0.7, truth_thresh=1.0, resize=1.5, iou_thresh=0.2,
-                    iou_normalizer=0.05, cls_normalizer=0.5, iou_loss="ciou", nms_kind="diounms", beta_nms=0.6,
-                    new_coords=1)
+    settings = dict(
+        jitter=0.1,
+        scale_x_y=2.0,
+        ignore_thresh=0.7,
+        truth_thresh=1.0,
+        resize=1.5,
+        iou_thresh=0.2,
+        iou_normalizer=0.05,
+        cls_normalizer=0.5,
+        iou_loss="ciou",
+        nms_kind="diounms",
+        beta_nms=0.6,
+        new_coords=1,
+    )
 
     def head(mask, obj_normalizer, max_delta, objectness_smooth):
-        return yolo(mask, all_anchors, num_classes, obj_normalizer=obj_normalizer, max_delta=max_delta,
-                    extra={"objectness_smooth": objectness_smooth}, **settings)
+        return yolo(
+            mask,
+            all_anchors,
+            num_classes,
+            obj_normalizer=obj_normalizer,
+            max_delta=max_delta,
+            extra={"objectness_smooth": objectness_smooth},
+            **settings,
+        )
 
     stem, *stages = width
     layers: list[Layer] = [conv(32, 3, 1, act)]
@@ -278,16 +348,28 @@ def _scaled_yolov4(name: str, width: Sequence[int], stage_depths: Sequence[int],
     return _check(NetworkSpec(net, layers, source=f"zoo:{name}"))
 
 
-def yolov4_csp(num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None,
-               img_size: ImgSize = None) -> NetworkSpec:
+def yolov4_csp(
+    num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None, img_size: ImgSize = None
+) -> NetworkSpec:
     """YOLOv4-CSP (Scaled-YOLOv4, mish everywhere), = darknet's yolov4-csp.cfg."""
-    return _scaled_yolov4("yolov4-csp", (64, 128, 256, 512, 1024), (2, 8, 8, 4), spp_pairs=1, pan_pairs=2,
-                          num_classes=num_classes, anchors=anchors, act=_activation(activation, "mish"),
-                          input_hw=_input_hw(img_size, 512, "yolov4-csp"), p3_extra={}, ema_alpha="0.9998")
+    return _scaled_yolov4(
+        "yolov4-csp",
+        (64, 128, 256, 512, 1024),
+        (2, 8, 8, 4),
+        spp_pairs=1,
+        pan_pairs=2,
+        num_classes=num_classes,
+        anchors=anchors,
+        act=_activation(activation, "mish"),
+        input_hw=_input_hw(img_size, 512, "yolov4-csp"),
+        p3_extra={},
+        ema_alpha="0.9998",
+    )
 
 
-def yolov4_csp_leaky(num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None,
-                     img_size: ImgSize = None) -> NetworkSpec:
+def yolov4_csp_leaky(
+    num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None, img_size: ImgSize = None
+) -> NetworkSpec:
     """YOLOv4-CSP with every mish replaced by leaky at 448x448: the int8-friendly model
     (leaky quantises well, mish does not). No official weights; train it here."""
     spec = yolov4_csp(num_classes, anchors, activation or "leaky", img_size or 448)
@@ -295,12 +377,22 @@ def yolov4_csp_leaky(num_classes: int = 80, anchors: Anchors | None = None, acti
     return spec
 
 
-def yolov4x_mish(num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None,
-                 img_size: ImgSize = None) -> NetworkSpec:
+def yolov4x_mish(
+    num_classes: int = 80, anchors: Anchors | None = None, activation: str | None = None, img_size: ImgSize = None
+) -> NetworkSpec:
     """YOLOv4x-mish (Scaled-YOLOv4, 1.25x wider and deeper than CSP), = darknet's yolov4x-mish.cfg."""
-    return _scaled_yolov4("yolov4x-mish", (80, 160, 320, 640, 1280), (3, 10, 10, 5), spp_pairs=2, pan_pairs=3,
-                          num_classes=num_classes, anchors=anchors, act=_activation(activation, "mish"),
-                          input_hw=_input_hw(img_size, 640, "yolov4x-mish"), p3_extra={"stopbackward": "800"})
+    return _scaled_yolov4(
+        "yolov4x-mish",
+        (80, 160, 320, 640, 1280),
+        (3, 10, 10, 5),
+        spp_pairs=2,
+        pan_pairs=3,
+        num_classes=num_classes,
+        anchors=anchors,
+        act=_activation(activation, "mish"),
+        input_hw=_input_hw(img_size, 640, "yolov4x-mish"),
+        p3_extra={"stopbackward": "800"},
+    )
 
 
 # ---------------------------------------------------------------- registry
@@ -374,8 +466,13 @@ def resolve_spec(model: str | os.PathLike, num_classes: int | None = None, img_s
     raise CfgError(f"'{text}' is neither a zoo model ({', '.join(ZOO)}) nor a .cfg file")
 
 
-def load_model(model: str | os.PathLike, weights: str | os.PathLike | None = None, num_classes: int | None = None,
-               img_size: ImgSize = None, upto: int | None = None) -> Darknet:
+def load_model(
+    model: str | os.PathLike,
+    weights: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+    img_size: ImgSize = None,
+    upto: int | None = None,
+) -> Darknet:
     """`--model NAME|--cfg CFG [--weights W]` -> a `Darknet` module in eval mode.
 
     Args:

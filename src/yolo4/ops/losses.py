@@ -30,9 +30,9 @@ size. Heads are balanced by stride (8: 4.0, 16: 1.0, 32: 0.4, 64: 0.1) unless to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,26 @@ from torchvision.ops import (
     generalized_box_iou_loss,
 )
 
-from yolo4.darknet.layers import YoloLayer
+from yolo4.ops.boxes import HeadSpec
+
+
+class LossHeadSpec(HeadSpec, Protocol):
+    """What the loss needs from a `[yolo]` layer (`yolo4.darknet.layers.YoloLayer`, a dataclass,
+    has it): the decoding keys plus darknet's training keys."""
+
+    anchors: list[tuple[float, float]]
+    mask: list[int]
+    iou_loss: str
+    iou_thresh: float
+    ignore_thresh: float
+    label_smooth_eps: float
+    iou_normalizer: float
+    cls_normalizer: float
+    obj_normalizer: float
+
+
+H = TypeVar("H", bound=Any)  # a LossHeadSpec dataclass (dataclasses.replace copies it)
+
 
 STRIDE_BALANCE = {8: 4.0, 16: 1.0, 32: 0.4, 64: 0.1}
 
@@ -69,8 +88,13 @@ def wh_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
     return inter / (wh1.prod(-1)[:, None] + wh2.prod(-1)[None] - inter).clamp_min(1e-12)
 
 
-def assign_targets(targets: Tensor, heads: Sequence[YoloLayer], grids_hw: Sequence[tuple[int, int]],
-                   input_hw: tuple[int, int], neighbor_cells: bool = False) -> list[Assignment]:
+def assign_targets(
+    targets: Tensor,
+    heads: Sequence[LossHeadSpec],
+    grids_hw: Sequence[tuple[int, int]],
+    input_hw: tuple[int, int],
+    neighbor_cells: bool = False,
+) -> list[Assignment]:
     """Darknet's truth -> (head, anchor, cell) assignment, for every head at once.
 
     Args:
@@ -109,18 +133,24 @@ def assign_targets(targets: Tensor, heads: Sequence[YoloLayer], grids_hw: Sequen
         gx, gy = cell[:, 0].clamp(0, gw - 1), cell[:, 1].clamp(0, gh - 1)
         if neighbor_cells:
             frac = c - c.floor()
-            moves = [((frac[:, 0] < 0.5) & (gx > 0), -1, 0), ((frac[:, 0] >= 0.5) & (gx < gw - 1), 1, 0),
-                     ((frac[:, 1] < 0.5) & (gy > 0), 0, -1), ((frac[:, 1] >= 0.5) & (gy < gh - 1), 0, 1)]
+            moves = [
+                ((frac[:, 0] < 0.5) & (gx > 0), -1, 0),
+                ((frac[:, 0] >= 0.5) & (gx < gw - 1), 1, 0),
+                ((frac[:, 1] < 0.5) & (gy > 0), 0, -1),
+                ((frac[:, 1] >= 0.5) & (gy < gh - 1), 0, 1),
+            ]
             truth = torch.cat([truth] + [truth[m] for m, _, _ in moves])
             anchor = torch.cat([anchor] + [anchor[m] for m, _, _ in moves])
-            gx, gy = (torch.cat([gx] + [gx[m] + dx for m, dx, _ in moves]),
-                      torch.cat([gy] + [gy[m] + dy for m, _, dy in moves]))
+            gx, gy = (
+                torch.cat([gx] + [gx[m] + dx for m, dx, _ in moves]),
+                torch.cat([gy] + [gy[m] + dy for m, _, dy in moves]),
+            )
         out.append(Assignment(truth, targets[truth, 0].long(), anchor, gy, gx))
     return out
 
 
 # ------------------------------------------------------------------ decoding (differentiable)
-def decode_xy_wh(raw: Tensor, anchor_wh: Tensor, head: YoloLayer) -> tuple[Tensor, Tensor]:
+def decode_xy_wh(raw: Tensor, anchor_wh: Tensor, head: LossHeadSpec) -> tuple[Tensor, Tensor]:
     """Cell-relative centre and size of predictions.
 
     Args:
@@ -141,8 +171,9 @@ def decode_xy_wh(raw: Tensor, anchor_wh: Tensor, head: YoloLayer) -> tuple[Tenso
 
 
 # ------------------------------------------------------------------ box losses, one per variant
-def mse_box_loss(pred_xy: Tensor, pred_wh: Tensor, true_xy: Tensor, true_wh: Tensor, anchor_wh: Tensor,
-                 input_hw: tuple[int, int]) -> Tensor:
+def mse_box_loss(
+    pred_xy: Tensor, pred_wh: Tensor, true_xy: Tensor, true_wh: Tensor, anchor_wh: Tensor, input_hw: tuple[int, int]
+) -> Tensor:
     """darknet's MSE on (x, y) cell offsets and log(w/anchor), scaled by (2 - w*h/area).
     All Tensor[P, 2]; xy in cells, wh in pixels. Returns Tensor[P]."""
     scale = 2 - true_wh.prod(-1) / (input_hw[0] * input_hw[1])
@@ -216,7 +247,7 @@ class LossOverrides:
     cls_normalizer: float | None = None
     obj_normalizer: float | None = None
 
-    def apply(self, head: YoloLayer) -> YoloLayer:
+    def apply(self, head: H) -> H:
         """A copy of `head` with the overrides set."""
         changes = {k: v for k, v in self.__dict__.items() if v is not None}
         if changes.get("iou_loss", "ciou") not in BOX_LOSS_NAMES:
@@ -234,8 +265,13 @@ class YoloLoss:
         neighbor_cells: 3 cells per (truth, anchor) instead of darknet's 1 (see `assign_targets`).
     """
 
-    def __init__(self, heads: Sequence[YoloLayer], balance: Sequence[float] | None = None,
-                 overrides: LossOverrides = LossOverrides(), neighbor_cells: bool = False):
+    def __init__(
+        self,
+        heads: Sequence[LossHeadSpec],
+        balance: Sequence[float] | None = None,
+        overrides: LossOverrides = LossOverrides(),
+        neighbor_cells: bool = False,
+    ):
         self.heads = [overrides.apply(h) for h in heads]
         self.neighbor_cells = neighbor_cells
         for h in self.heads:
@@ -250,8 +286,9 @@ class YoloLoss:
             return self.balance[i]
         return STRIDE_BALANCE.get(int(round(stride)), 1.0)
 
-    def __call__(self, outputs: Sequence[Tensor], targets: Tensor,
-                 input_hw: tuple[int, int]) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(
+        self, outputs: Sequence[Tensor], targets: Tensor, input_hw: tuple[int, int]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Loss of one batch.
 
         Args:
@@ -281,8 +318,9 @@ class YoloLoss:
 
             # objectness targets and the ignore mask over all predictions
             with torch.no_grad():
-                gy, gx = torch.meshgrid(torch.arange(gh, device=out.device), torch.arange(gw, device=out.device),
-                                        indexing="ij")
+                gy, gx = torch.meshgrid(
+                    torch.arange(gh, device=out.device), torch.arange(gw, device=out.device), indexing="ij"
+                )
                 grid = torch.stack([gx, gy], -1).float()  # (H, W, 2)
                 xy, wh = decode_xy_wh(p[..., :4], anchors.view(1, na, 1, 1, 2), head)
                 centre = (xy + grid) * stride  # (B, A, H, W, 2)

@@ -113,10 +113,10 @@ def _cluster_diou_nms(boxes: Tensor, iou_threshold: float, beta: float, block: i
     keep = torch.zeros(n, dtype=torch.bool, device=boxes.device)
     kept = boxes[:0]
     for start in range(0, n, block):
-        blk = boxes[start:start + block]  # (k, 4)
+        blk = boxes[start : start + block]  # (k, 4)
         alive = torch.ones(blk.shape[0], dtype=torch.bool, device=boxes.device)
         for i in range(0, kept.shape[0], block):
-            alive &= ~(diou_nms_matrix(kept[i:i + block], blk, beta) > iou_threshold).any(dim=0)
+            alive &= ~(diou_nms_matrix(kept[i : i + block], blk, beta) > iou_threshold).any(dim=0)
         rank = torch.arange(blk.shape[0], device=boxes.device)
         outranks = rank[:, None] < rank[None, :]  # (k, k); cheaper than a bool triu on CPU
         suppresses = (diou_nms_matrix(blk, blk, beta) > iou_threshold) & outranks  # i outranks and suppresses j
@@ -126,7 +126,7 @@ def _cluster_diou_nms(boxes: Tensor, iou_threshold: float, beta: float, block: i
             if torch.equal(new_keep, k_keep):
                 break
             k_keep = new_keep
-        keep[start:start + blk.shape[0]] = k_keep
+        keep[start : start + blk.shape[0]] = k_keep
         kept = torch.cat([kept, blk[k_keep]])
     return keep
 

@@ -97,11 +97,20 @@ def make_loss(cfg: TrainConfig, model: nn.Module):
     """The YoloLoss of `model`'s [yolo] heads with the config's overrides of their cfg keys."""
     from yolo4.ops.losses import LossOverrides, YoloLoss
 
-    return YoloLoss(unwrap(model).yolo_layers, overrides=LossOverrides(
-        iou_loss=cfg.iou_loss, iou_thresh=cfg.iou_thresh, ignore_thresh=cfg.ignore_thresh,
-        label_smooth_eps=cfg.label_smoothing, iou_normalizer=cfg.iou_normalizer,
-        cls_normalizer=cfg.cls_normalizer, obj_normalizer=cfg.obj_normalizer, scale_x_y=cfg.scale_x_y),
-        neighbor_cells=cfg.neighbor_cells)
+    return YoloLoss(
+        unwrap(model).yolo_layers,
+        overrides=LossOverrides(
+            iou_loss=cfg.iou_loss,
+            iou_thresh=cfg.iou_thresh,
+            ignore_thresh=cfg.ignore_thresh,
+            label_smooth_eps=cfg.label_smoothing,
+            iou_normalizer=cfg.iou_normalizer,
+            cls_normalizer=cfg.cls_normalizer,
+            obj_normalizer=cfg.obj_normalizer,
+            scale_x_y=cfg.scale_x_y,
+        ),
+        neighbor_cells=cfg.neighbor_cells,
+    )
 
 
 def build_model(cfg: TrainConfig, names: Sequence[str], train_wh: np.ndarray | None = None) -> tuple[nn.Module, bool]:
@@ -215,13 +224,21 @@ def augment_config(cfg: TrainConfig, final_epochs: bool = False):
     from yolo4.data.augment import AugmentConfig
 
     mix = 0.0 if final_epochs else None
-    return AugmentConfig(mosaic=cfg.mosaic if mix is None else 0.0, mixup=cfg.mixup if mix is None else 0.0,
-                         cutmix=cfg.cutmix if mix is None else 0.0, jitter=cfg.jitter,
-                         scale=(cfg.scale_min, cfg.scale_max), hue=cfg.hue, saturation=cfg.saturation,
-                         exposure=cfg.exposure, flip=cfg.flip, letterbox=False)
+    return AugmentConfig(
+        mosaic=cfg.mosaic if mix is None else 0.0,
+        mixup=cfg.mixup if mix is None else 0.0,
+        cutmix=cfg.cutmix if mix is None else 0.0,
+        jitter=cfg.jitter,
+        scale=(cfg.scale_min, cfg.scale_max),
+        hue=cfg.hue,
+        saturation=cfg.saturation,
+        exposure=cfg.exposure,
+        flip=cfg.flip,
+        letterbox=False,
+    )
 
 
-def autocast_dtype(cfg: "TrainConfig", device: torch.device) -> torch.dtype | None:
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """Mixed precision for the forward pass: float16 on CUDA (with a GradScaler), bfloat16 on
     CPUs whose oneDNN has native bf16 kernels (about 2x faster there; no scaler needed), else None."""
     if not cfg.amp:
@@ -231,4 +248,3 @@ def autocast_dtype(cfg: "TrainConfig", device: torch.device) -> torch.dtype | No
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.bfloat16
     return None
-

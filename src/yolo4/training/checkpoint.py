@@ -75,8 +75,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def load_latest(run_dir: str | os.PathLike, name: str = "last.pt",
-                map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path]:
+def load_latest(
+    run_dir: str | os.PathLike, name: str = "last.pt", map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], Path]:
     """The newest usable checkpoint of a run: `name`, else its `.prev` copy.
 
     Returns:
@@ -104,8 +105,12 @@ def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {
         "python": _to_lists(random.getstate()),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():

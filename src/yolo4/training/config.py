@@ -82,7 +82,9 @@ class TrainConfig:
     saturation: float = 1.5
     exposure: float = 1.5
     close_mosaic: int = 0  # turn mosaic/mixup/cutmix off for the last N epochs
-    time_budget_min: float | None = None  # after every epoch, re-plan `epochs` (at most the given) to fit this many minutes
+    time_budget_min: float | None = (
+        None  # after every epoch, re-plan `epochs` (at most the given) to fit this many minutes
+    )
     # validation
     val_every: int = 1
     val_img_size: int | None = None  # input size of validation, precise BN and best.cfg (None: img_size);

@@ -68,22 +68,43 @@ class DemoConfig:
     gpu_epochs: int = 30  # with a GPU there is no time budget: this many epochs
     seed: int = 0
 
-    def train_config(self, data: str | os.PathLike, out: str | os.PathLike, device: torch.device,
-                     progress: bool = True) -> TrainConfig:
+    def train_config(
+        self, data: str | os.PathLike, out: str | os.PathLike, device: torch.device, progress: bool = True
+    ) -> TrainConfig:
         """The TrainConfig of the demo's training run."""
         cpu = device.type == "cpu"
         return TrainConfig(
-            data=str(data), model="yolov4-tiny", out=str(out), device=str(device), progress=progress,
-            seed=self.seed, img_size=self.img_size, small_img_size=self.small_img_size,
-            small_img_epochs=self.small_img_epochs, cache_images=self.cache_images, batch=self.batch, optimizer=self.optimizer, lr=self.lr,
+            data=str(data),
+            model="yolov4-tiny",
+            out=str(out),
+            device=str(device),
+            progress=progress,
+            seed=self.seed,
+            img_size=self.img_size,
+            small_img_size=self.small_img_size,
+            small_img_epochs=self.small_img_epochs,
+            cache_images=self.cache_images,
+            batch=self.batch,
+            optimizer=self.optimizer,
+            lr=self.lr,
             burn_in=self.burn_in,
-            epochs=self.epochs if cpu else self.gpu_epochs, time_budget_min=self.train_minutes if cpu else None,
+            epochs=self.epochs if cpu else self.gpu_epochs,
+            time_budget_min=self.train_minutes if cpu else None,
             workers=self.workers if cpu else min(8, os.cpu_count() or 1),
-            mosaic=self.mosaic, close_mosaic=self.close_mosaic, scale_min=self.scale_min, scale_max=self.scale_max,
-            jitter=self.jitter, ema_tau=self.ema_tau, max_val_images=self.max_val_images, val_every=self.val_every,
+            mosaic=self.mosaic,
+            close_mosaic=self.close_mosaic,
+            scale_min=self.scale_min,
+            scale_max=self.scale_max,
+            jitter=self.jitter,
+            ema_tau=self.ema_tau,
+            max_val_images=self.max_val_images,
+            val_every=self.val_every,
             val_img_size=self.val_img_size,
-            neighbor_cells=self.neighbor_cells, scale_x_y=self.scale_x_y,
-            anchors="kmeans", iou_thresh=0.213)  # anchors fitted to the data; several anchors per truth
+            neighbor_cells=self.neighbor_cells,
+            scale_x_y=self.scale_x_y,
+            anchors="kmeans",
+            iou_thresh=0.213,
+        )  # anchors fitted to the data; several anchors per truth
 
 
 def cpu_threads(sample_s: float = 0.5) -> int:
@@ -107,6 +128,7 @@ def cpu_threads(sample_s: float = 0.5) -> int:
 def _busy_cores(sample_s: float) -> float | None:
     """Cores' worth of CPU time used by everything on the machine during `sample_s` seconds
     (from the aggregate line of /proc/stat), or None where that file does not exist."""
+
     def read() -> tuple[int, int] | None:
         try:
             with open("/proc/stat") as f:
@@ -127,8 +149,9 @@ def _busy_cores(sample_s: float) -> float | None:
     return (os.cpu_count() or 1) * (total - idle) / total
 
 
-def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", demo: DemoConfig = DemoConfig(),
-             progress: bool = True) -> dict:
+def run_demo(
+    out: str | os.PathLike = "runs/demo", device: str = "auto", demo: DemoConfig = DemoConfig(), progress: bool = True
+) -> dict:
     """Make data, train, evaluate, detect; print and return the summary (see module docstring)."""
     from yolo4.data.dataset import load_dataset
     from yolo4.data.shapes import ShapesConfig, make_shapes
@@ -164,22 +187,40 @@ def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", demo: D
 
     # detection on held-out val images (never seen in training)
     sources = [str(p) for p in val_set.image_paths[: demo.detect_images]]
-    run_detect(sources, model=model, names=names, img_size=demo.val_img_size, device=str(dev),
-               save_dir=out / "detect", progress=progress)
+    run_detect(
+        sources,
+        model=model,
+        names=names,
+        img_size=demo.val_img_size,
+        device=str(dev),
+        save_dir=out / "detect",
+        progress=progress,
+    )
     t_end = time.time()
 
     summary = {
-        "mAP50": float(metrics.map50), "mAP50-95": float(metrics.map),
-        "best_epoch_val_mAP50": result.best_map50, "epochs": result.epochs,
+        "mAP50": float(metrics.map50),
+        "mAP50-95": float(metrics.map),
+        "best_epoch_val_mAP50": result.best_map50,
+        "epochs": result.epochs,
         "curve_mAP50": [r.get("val/mAP50") for r in result.history],
-        "seconds": {"data": t_data - t_start, "train": t_train - t_data, "eval": t_eval - t_train,
-                    "detect": t_end - t_eval, "total": t_end - t_start},
-        "device": str(dev), "threads": torch.get_num_threads(), "demo": asdict(demo),
+        "seconds": {
+            "data": t_data - t_start,
+            "train": t_train - t_data,
+            "eval": t_eval - t_train,
+            "detect": t_end - t_eval,
+            "total": t_end - t_start,
+        },
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "demo": asdict(demo),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(metrics.summary())
-    print(f"demo: {out}: mAP50 {summary['mAP50']:.3f}, mAP50-95 {summary['mAP50-95']:.3f} on {len(val_set)} val "
-          f"images; {summary['seconds']['total'] / 60:.1f} min on {dev} "
-          f"(data {summary['seconds']['data']:.0f}s, train {summary['seconds']['train']:.0f}s, "
-          f"eval {summary['seconds']['eval']:.0f}s, detect {summary['seconds']['detect']:.0f}s)")
+    print(
+        f"demo: {out}: mAP50 {summary['mAP50']:.3f}, mAP50-95 {summary['mAP50-95']:.3f} on {len(val_set)} val "
+        f"images; {summary['seconds']['total'] / 60:.1f} min on {dev} "
+        f"(data {summary['seconds']['data']:.0f}s, train {summary['seconds']['train']:.0f}s, "
+        f"eval {summary['seconds']['eval']:.0f}s, detect {summary['seconds']['detect']:.0f}s)"
+    )
     return summary

@@ -248,8 +248,9 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)
     if cfg.batch % (cfg.subdivisions * info.world_size):
-        raise Yolo4Error(f"batch {cfg.batch} is not divisible by subdivisions {cfg.subdivisions} x "
-                         f"{info.world_size} processes")
+        raise Yolo4Error(
+            f"batch {cfg.batch} is not divisible by subdivisions {cfg.subdivisions} x {info.world_size} processes"
+        )
     mini = cfg.batch // cfg.subdivisions // info.world_size  # images per forward on each process
     out_dir = Path(cfg.out)
     if info.is_main:
@@ -267,16 +268,26 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
         train_set.cache_images(progress=cfg.progress and info.is_main)
     epoch_val_set = val_set.subset(range(min(cfg.max_val_images, len(val_set)))) if cfg.max_val_images else val_set
     names = list(train_set.names)
-    sampler = torch.utils.data.DistributedSampler(range(len(train_set)), num_replicas=info.world_size,
-                                                  rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    sampler = torch.utils.data.DistributedSampler(
+        range(len(train_set)), num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
     steps_per_epoch = len(sampler) // (mini * cfg.subdivisions)
     if steps_per_epoch < 1:
         raise Yolo4Error(f"{len(train_set)} training images are fewer than one batch of {cfg.batch}")
 
     def loader_for(epoch: int):
         final = cfg.close_mosaic > 0 and epoch >= cfg.epochs - cfg.close_mosaic
-        return build_loader(train_set, epoch_img_size(cfg, epoch), mini, augment_config(cfg, final), shuffle=False,
-                            workers=cfg.workers, sampler=sampler, seed=cfg.seed + info.rank, drop_last=True)
+        return build_loader(
+            train_set,
+            epoch_img_size(cfg, epoch),
+            mini,
+            augment_config(cfg, final),
+            shuffle=False,
+            workers=cfg.workers,
+            sampler=sampler,
+            seed=cfg.seed + info.rank,
+            drop_last=True,
+        )
 
     def bn_batches():
         from itertools import islice
@@ -304,14 +315,32 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if use_amp else None
     ema = ModelEMA(net, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
-    schedule = ScheduleConfig(policy=cfg.policy, burn_in=cfg.burn_in, steps=cfg.steps, scales=cfg.scales,
-                              final_ratio=cfg.final_lr_ratio,
-                              sgdr_cycle=max(1, int(cfg.sgdr_cycle_epochs * steps_per_epoch)),
-                              sgdr_mult=cfg.sgdr_mult)
+    schedule = ScheduleConfig(
+        policy=cfg.policy,
+        burn_in=cfg.burn_in,
+        steps=cfg.steps,
+        scales=cfg.scales,
+        final_ratio=cfg.final_lr_ratio,
+        sgdr_cycle=max(1, int(cfg.sgdr_cycle_epochs * steps_per_epoch)),
+        sgdr_mult=cfg.sgdr_mult,
+    )
     base_lr = cfg.lr * cfg.batch / cfg.lr_batch
-    state = TrainState(cfg, out_dir, ddp_model, ema, optimizer, scaler, device, info, names,
-                       total_steps=cfg.epochs * steps_per_epoch, loss_fn=loss_fn, schedule=schedule, base_lr=base_lr,
-                       bn_batches=bn_batches)
+    state = TrainState(
+        cfg,
+        out_dir,
+        ddp_model,
+        ema,
+        optimizer,
+        scaler,
+        device,
+        info,
+        names,
+        total_steps=cfg.epochs * steps_per_epoch,
+        loss_fn=loss_fn,
+        schedule=schedule,
+        base_lr=base_lr,
+        bn_batches=bn_batches,
+    )
     if resumed is not None:
         net.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
@@ -328,9 +357,12 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
     logger = _Logger(out_dir, info.is_main)
     for h in hooks:
         getattr(h, "on_start", lambda s: None)(state)
-    _say(f"train: {cfg.model} on {cfg.data}: {len(train_set)} train / {len(val_set)} val images, {len(names)} "
-         f"classes, {cfg.img_size}px, batch {cfg.batch} ({info.world_size} x {cfg.subdivisions} x {mini}), "
-         f"lr {base_lr:g}, {cfg.epochs} epochs x {steps_per_epoch} steps, {device}", info)
+    _say(
+        f"train: {cfg.model} on {cfg.data}: {len(train_set)} train / {len(val_set)} val images, {len(names)} "
+        f"classes, {cfg.img_size}px, batch {cfg.batch} ({info.world_size} x {cfg.subdivisions} x {mini}), "
+        f"lr {base_lr:g}, {cfg.epochs} epochs x {steps_per_epoch} steps, {device}",
+        info,
+    )
 
     epoch_times: list[tuple[float, bool]] = []  # (seconds start to start, small size) of the epochs run here
     t_run, max_epochs = time.time(), cfg.epochs
@@ -348,8 +380,14 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
             freeze_layers(net, cfg.freeze)
         sums = torch.zeros(4, device=device)  # box, obj, cls, total (per image)
         counted = 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", unit="step",
-                   disable=not (cfg.progress and info.is_main), file=sys.stderr, leave=False)
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+            unit="step",
+            disable=not (cfg.progress and info.is_main),
+            file=sys.stderr,
+            leave=False,
+        )
         it = iter(loader)
         for _ in range(steps_per_epoch):
             parts = _train_step(state, it)
@@ -377,8 +415,9 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
         for h in hooks:
             getattr(h, "after_epoch", lambda s: None)(state)
 
-    result = TrainResult(out_dir, _best(state.history, "val/mAP50"), _best(state.history, "val/mAP50-95"),
-                         state.epoch, state.history)
+    result = TrainResult(
+        out_dir, _best(state.history, "val/mAP50"), _best(state.history, "val/mAP50-95"), state.epoch, state.history
+    )
     if info.is_main and cfg.export and (out_dir / "best.pt").exists():
         from yolo4.training.checkpoint import load_checkpoint
 
@@ -441,8 +480,11 @@ def _train_step(state: TrainState, batches) -> torch.Tensor | None:
     if skip:
         state.optimizer.zero_grad(set_to_none=True)
         state.nan_skipped += 1
-        _say(f"warning: non-finite loss at epoch {state.epoch + 1} step {state.step}: step skipped "
-             f"({state.nan_skipped} so far)", info)
+        _say(
+            f"warning: non-finite loss at epoch {state.epoch + 1} step {state.step}: step skipped "
+            f"({state.nan_skipped} so far)",
+            info,
+        )
         return None
     if use_amp:
         state.scaler.unscale_(state.optimizer)
@@ -462,8 +504,9 @@ def _train_step(state: TrainState, batches) -> torch.Tensor | None:
     return acc
 
 
-def adversarial_images(model: nn.Module, loss_fn: YoloLoss, images: torch.Tensor, targets: torch.Tensor,
-                       eps: float) -> torch.Tensor:
+def adversarial_images(
+    model: nn.Module, loss_fn: YoloLoss, images: torch.Tensor, targets: torch.Tensor, eps: float
+) -> torch.Tensor:
     """Self-adversarial training's first pass: one FGSM step that raises the loss.
     images Tensor[B, 3, H, W] in [0, 1]. Returns a new Tensor[B, 3, H, W] in [0, 1]."""
     x = images.detach().clone().requires_grad_(True)
@@ -475,9 +518,16 @@ def adversarial_images(model: nn.Module, loss_fn: YoloLoss, images: torch.Tensor
 def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger: _Logger, img_size: int) -> None:
     """Validation of the EMA model, results.csv/TensorBoard/plots, last.pt (+ best.pt); rank 0."""
     cfg = state.cfg
-    row: dict[str, float] = {"epoch": state.epoch, "train/box": mean[0], "train/obj": mean[1], "train/cls": mean[2],
-                             "train/loss": mean[3], "lr": state.optimizer.param_groups[0]["lr"],
-                             "nan_skipped": state.nan_skipped, "img_size": img_size}
+    row: dict[str, float] = {
+        "epoch": state.epoch,
+        "train/box": mean[0],
+        "train/obj": mean[1],
+        "train/cls": mean[2],
+        "train/loss": mean[3],
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "nan_skipped": state.nan_skipped,
+        "img_size": img_size,
+    }
     if not state.dist.is_main:
         state.history.append(row)
         return
@@ -486,8 +536,9 @@ def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger:
         net = state.ema.module if state.ema is not None else unwrap(state.model)
         if cfg.precise_bn_batches > 0 and state.bn_batches is not None:
             recompute_bn_stats(net, state.bn_batches(), autocast_dtype(cfg, state.device))
-        m = validate(net, val_set, state.names, val_size(cfg), state.device, cfg.val_conf, cfg.val_iou,
-                     progress=cfg.progress)
+        m = validate(
+            net, val_set, state.names, val_size(cfg), state.device, cfg.val_conf, cfg.val_iou, progress=cfg.progress
+        )
         row["val/mAP50"], row["val/mAP50-95"] = float(m.map50), float(m.map)
         state.model.train()
     row["time_s"] = seconds = time.time() - t0
@@ -500,9 +551,13 @@ def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger:
     if improved:
         save_checkpoint(ckpt, state.out_dir / "best.pt", keep_previous=False)
     logger.write(state.history)
-    _say(f"epoch {state.epoch}/{cfg.epochs}: loss {mean[3]:.4f} (box {mean[0]:.4f} obj {mean[1]:.4f} "
-         f"cls {mean[2]:.4f})" + (f", mAP50 {row['val/mAP50']:.4f}, mAP50-95 {row['val/mAP50-95']:.4f}"
-                                  if do_val else "") + f", {seconds:.0f}s", state)
+    _say(
+        f"epoch {state.epoch}/{cfg.epochs}: loss {mean[3]:.4f} (box {mean[0]:.4f} obj {mean[1]:.4f} "
+        f"cls {mean[2]:.4f})"
+        + (f", mAP50 {row['val/mAP50']:.4f}, mAP50-95 {row['val/mAP50-95']:.4f}" if do_val else "")
+        + f", {seconds:.0f}s",
+        state,
+    )
 
 
 # ------------------------------------------------------------------ epoch plan and best
@@ -520,8 +575,7 @@ def epoch_img_size(cfg: TrainConfig, epoch: int, epochs: int | None = None) -> i
     return cfg.img_size
 
 
-def plan_epochs(cfg: TrainConfig, epoch_times: Sequence[tuple[float, bool]], spent_s: float,
-                max_epochs: int) -> int:
+def plan_epochs(cfg: TrainConfig, epoch_times: Sequence[tuple[float, bool]], spent_s: float, max_epochs: int) -> int:
     """The most epochs in all (at least those done, at most `max_epochs`) whose predicted time fits
     `cfg.time_budget_min`, when `spent_s` seconds have gone.
 

@@ -46,13 +46,21 @@ def recompute_bn_stats(model: nn.Module, batches, amp_dtype: torch.dtype | None 
     return n
 
 
-def validate(model: nn.Module, dataset, names: Sequence[str], img_size: int, device: torch.device,
-             conf: float = 0.001, iou: float = 0.6, batch_size: int = 32, progress: bool = False,
-             plots_dir: str | os.PathLike | None = None):
+def validate(
+    model: nn.Module,
+    dataset,
+    names: Sequence[str],
+    img_size: int,
+    device: torch.device,
+    conf: float = 0.001,
+    iou: float = 0.6,
+    batch_size: int = 32,
+    progress: bool = False,
+    plots_dir: str | os.PathLike | None = None,
+):
     """COCO metrics of `model` (a Darknet, left in eval mode) on `dataset`."""
     from yolo4.evaluation.evaluate import evaluate
     from yolo4.inference.detector import Detector
 
     det = Detector(model, names=list(names), img_size=img_size, conf=conf, iou=iou, device=device, labels="all")
     return evaluate(det, dataset, batch_size=batch_size, progress=progress, plots_dir=plots_dir)
-

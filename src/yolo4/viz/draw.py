@@ -53,6 +53,14 @@ def draw_boxes(
         ty = p1[1] - 2 if p1[1] - th - base - 2 >= 0 else p1[1] + th + base + 2
         tx = max(0, min(p1[0], w - tw - 3))  # keep the label inside the image
         cv2.rectangle(out, (tx, ty - th - base), (tx + tw + 2, ty + 2), color, -1)
-        cv2.putText(out, label, (tx + 1, ty - base + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                    (255, 255, 255), max(1, t - 1), cv2.LINE_AA)
+        cv2.putText(
+            out,
+            label,
+            (tx + 1, ty - base + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            (255, 255, 255),
+            max(1, t - 1),
+            cv2.LINE_AA,
+        )
     return out

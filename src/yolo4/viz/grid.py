@@ -11,9 +11,14 @@ import numpy as np
 from yolo4.viz.draw import draw_boxes
 
 
-def draw_grid(samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], names: Sequence[str] | None = None,
-              cols: int | None = None, cell: int = 320, titles: Sequence[str] | None = None,
-              gap: int = 4) -> np.ndarray:
+def draw_grid(
+    samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    names: Sequence[str] | None = None,
+    cols: int | None = None,
+    cell: int = 320,
+    titles: Sequence[str] | None = None,
+    gap: int = 4,
+) -> np.ndarray:
     """Draw samples (with their labelled boxes) side by side.
 
     Args:
@@ -39,7 +44,7 @@ def draw_grid(samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], name
         drawn = draw_boxes(small, b, np.asarray(cls).reshape(-1), names=names, thickness=1)
         y0 = gap + (k // cols) * (cell + gap) + (cell - nh) // 2
         x0 = gap + (k % cols) * (cell + gap) + (cell - nw) // 2
-        out[y0:y0 + nh, x0:x0 + nw] = drawn
+        out[y0 : y0 + nh, x0 : x0 + nw] = drawn
         if titles is not None and k < len(titles):
             ty = gap + (k // cols) * (cell + gap) + cell - 6
             tx = gap + (k % cols) * (cell + gap) + 4

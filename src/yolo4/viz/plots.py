@@ -6,7 +6,7 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import matplotlib
 
@@ -14,8 +14,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-if TYPE_CHECKING:
-    from yolo4.evaluation.metrics import Metrics
+
+class Metrics(Protocol):
+    """What the plots read from `yolo4.evaluation.metrics.Metrics`."""
+
+    names: list[str]
+    map50: float
+    recall_thresholds: np.ndarray  # (101,)
+    precision_curves: np.ndarray  # (C, 101)
+    ap50_per_class: np.ndarray  # (C,)
+    confusion: np.ndarray  # (C+1, C+1)
+    confusion_conf: float
+    confusion_iou: float
+
 
 _MAX_LEGEND = 20  # classes named in a legend / annotated in a matrix at most
 
@@ -46,11 +57,22 @@ def plot_pr_curves(metrics: Metrics, names: Sequence[str] | None, out_png: str |
     labelled = len(valid) <= _MAX_LEGEND
     for k in valid:
         label = f"{names[k]} {metrics.ap50_per_class[k]:.3f}" if labelled else None
-        ax.plot(recall, curves[k], linewidth=1, alpha=0.8 if labelled else 0.35,
-                color=None if labelled else "grey", label=label)
+        ax.plot(
+            recall,
+            curves[k],
+            linewidth=1,
+            alpha=0.8 if labelled else 0.35,
+            color=None if labelled else "grey",
+            label=label,
+        )
     if valid:
-        ax.plot(recall, np.nanmean(curves[valid], axis=0), linewidth=3, color="tab:blue",
-                label=f"all classes mAP@0.5 {metrics.map50:.3f}")
+        ax.plot(
+            recall,
+            np.nanmean(curves[valid], axis=0),
+            linewidth=3,
+            color="tab:blue",
+            label=f"all classes mAP@0.5 {metrics.map50:.3f}",
+        )
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
@@ -82,8 +104,7 @@ def plot_confusion_matrix(
     size = min(4 + 0.35 * n, 14)
     fig, ax = plt.subplots(figsize=(size, size * 0.85), layout="constrained")
     im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
-                 label="fraction of the true class" if normalize else "count")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class" if normalize else "count")
     tick_fs = 8 if n <= 40 else 5
     ax.set_xticks(range(n), labels, rotation=90, fontsize=tick_fs)
     ax.set_yticks(range(n), labels, fontsize=tick_fs)
@@ -94,8 +115,15 @@ def plot_confusion_matrix(
         for i in range(n):
             for j in range(n):
                 if m[i, j]:
-                    ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7,
-                            color="white" if shown[i, j] > 0.5 * shown.max() else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(m[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if shown[i, j] > 0.5 * shown.max() else "black",
+                    )
     return _save(fig, out_png)
 
 
@@ -104,7 +132,7 @@ def _read_numeric_csv(csv_path: str | Path) -> dict[str, list[float]]:
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     columns: dict[str, list[float]] = {}
-    for key in (rows[0].keys() if rows else []):
+    for key in rows[0].keys() if rows else []:
         values = []
         for r in rows:
             cell = (r.get(key) or "").strip()
@@ -132,8 +160,7 @@ def plot_training_curves(csv_path: str | Path, out_png: str | Path) -> Path:
     keys = list(columns)
     ncols = min(5, max(1, len(keys)))
     nrows = max(1, math.ceil(len(keys) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), layout="constrained", squeeze=False)
     for ax, key in zip(axes.flat, keys):
         xs, ys = np.asarray(x, dtype=np.float64), np.asarray(columns[key], dtype=np.float64)
         ok = ~np.isnan(ys)  # columns filled only on some epochs (e.g. evaluation) stay connected
@@ -142,7 +169,7 @@ def plot_training_curves(csv_path: str | Path, out_png: str | Path) -> Path:
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     if not keys:
         axes.flat[0].text(0.5, 0.5, f"no numeric columns in {Path(csv_path).name}", ha="center")

@@ -38,9 +38,14 @@ class LabelIndex:
     def select(self, indices: list[int] | np.ndarray) -> LabelIndex:
         """A new index holding entries `indices` (problems are carried over)."""
         idx = [int(i) for i in indices]
-        return LabelIndex([self.image_paths[i] for i in idx], self.image_hw[idx].reshape(-1, 2),
-                          [self.boxes[i] for i in idx], [self.class_ids[i] for i in idx],
-                          list(self.problems), self.num_skipped)
+        return LabelIndex(
+            [self.image_paths[i] for i in idx],
+            self.image_hw[idx].reshape(-1, 2),
+            [self.boxes[i] for i in idx],
+            [self.class_ids[i] for i in idx],
+            list(self.problems),
+            self.num_skipped,
+        )
 
 
 class IndexBuilder:
@@ -60,14 +65,27 @@ class IndexBuilder:
         self.boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
         self.classes.append(np.asarray(class_ids, np.int64).reshape(-1))
 
-    def add_checked(self, path: Path, hw: tuple[int, int], boxes, class_ids, num_classes: int | None,
-                    where: list[str], problems: list[str], name: str | None = None) -> None:
+    def add_checked(
+        self,
+        path: Path,
+        hw: tuple[int, int],
+        boxes,
+        class_ids,
+        num_classes: int | None,
+        where: list[str],
+        problems: list[str],
+        name: str | None = None,
+    ) -> None:
         """Add one image after `check_boxes`, or skip it listing every problem (the reader's
         own `problems` first). boxes: (N, 4) xyxy pixels; class_ids: (N,); name: for messages."""
         if not problems:
-            boxes, class_ids, problems = check_boxes(np.asarray(boxes, np.float64).reshape(-1, 4),
-                                                     np.asarray(class_ids, np.int64).reshape(-1), hw,
-                                                     num_classes, where)
+            boxes, class_ids, problems = check_boxes(
+                np.asarray(boxes, np.float64).reshape(-1, 4),
+                np.asarray(class_ids, np.int64).reshape(-1),
+                hw,
+                num_classes,
+                where,
+            )
         if problems:
             self.skip("; ".join(problems) + f" -> skipped {name or path.name}")
         else:
@@ -112,8 +130,9 @@ def image_hw(path: Path) -> tuple[int, int] | str:
     return h, w
 
 
-def check_boxes(boxes: np.ndarray, class_ids: np.ndarray, hw: tuple[int, int], num_classes: int | None,
-                where: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def check_boxes(
+    boxes: np.ndarray, class_ids: np.ndarray, hw: tuple[int, int], num_classes: int | None, where: list[str]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Validate boxes of one image; clip the ones that overshoot within EDGE_TOLERANCE.
 
     Args:
@@ -138,8 +157,7 @@ def check_boxes(boxes: np.ndarray, class_ids: np.ndarray, hw: tuple[int, int], n
         elif x2 <= x1 or y2 <= y1:
             problems.append(f"{where[k]}: degenerate box xyxy=({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f})")
         elif x1 < -tol_x or y1 < -tol_y or x2 > w + tol_x or y2 > h + tol_y:
-            problems.append(f"{where[k]}: box xyxy=({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}) "
-                            f"outside the {w}x{h} image")
+            problems.append(f"{where[k]}: box xyxy=({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}) outside the {w}x{h} image")
     out = boxes.copy()
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)

@@ -21,7 +21,7 @@ def label_path_candidates(image: Path) -> list[Path]:
     for folder in ("images", "JPEGImages"):
         if folder in parts:
             k = len(parts) - 1 - parts[::-1].index(folder)  # the last such folder
-            out.append(Path(*parts[:k], "labels", *parts[k + 1:]).with_suffix(".txt"))
+            out.append(Path(*parts[:k], "labels", *parts[k + 1 :]).with_suffix(".txt"))
     out.append(image.with_suffix(".txt"))
     return out
 
@@ -75,8 +75,9 @@ def read_yolo(images: list[Path], num_classes: int | None, progress: bool = True
     An image without a label file is a background image (no boxes), as in darknet.
     """
     b = IndexBuilder()
-    for img in tqdm(images, desc="indexing labels", unit="img", disable=not progress or len(images) < 2000,
-                    leave=False):
+    for img in tqdm(
+        images, desc="indexing labels", unit="img", disable=not progress or len(images) < 2000, leave=False
+    ):
         hw = image_hw(img)
         if isinstance(hw, str):
             b.skip(hw)
