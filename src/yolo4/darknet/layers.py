@@ -22,6 +22,7 @@ else that depends on its kind, so that a new kind is one class here (and one ent
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -59,7 +60,7 @@ class HardMish(nn.Module):
         return torch.where(x > 0, x, torch.where(x > -2, x * x / 2 + x, torch.zeros_like(x)))
 
 
-ACTIVATION_MODULES = {
+ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
     "linear": nn.Identity,
     "leaky": lambda: nn.LeakyReLU(0.1),
     "mish": nn.Mish,
@@ -225,7 +226,7 @@ class Layer:
 
 _META = ("extra", "line", "given")
 
-_CONVERTERS = {
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "int": int,
     "float": float,
     "str": str,

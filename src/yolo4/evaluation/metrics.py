@@ -465,7 +465,7 @@ def coco_ground_truth(
         image_sizes: per image (height, width); 0 when unknown (COCOeval does not use them).
     """
     images = []
-    annotations = []
+    annotations: list[dict[str, Any]] = []
     for i, (image_id, g) in enumerate(zip(image_ids, gts)):
         h, w = image_sizes[i] if image_sizes is not None else (0, 0)
         images.append({"id": int(image_id), "height": int(h), "width": int(w)})
@@ -571,7 +571,7 @@ def coco_evaluate(
         else coco_ground_truth(gts_n, names, image_ids, category_ids, image_sizes)
     )
     ev = _run_cocoeval(gt, image_ids, category_ids, coco_results(preds_n, image_ids, category_ids))
-    stats = {k: _nan_if_missing(v) for k, v in zip(COCO_STATS, ev.stats)}
+    stats: dict[str, Any] = {k: _nan_if_missing(v) for k, v in zip(COCO_STATS, ev.stats)}
 
     # precision: [T iou thresholds, R recall points, K categories (sorted ids), A areas, M maxDets]
     precision = ev.eval["precision"]
@@ -771,6 +771,6 @@ def confusion_matrix(
                 if not g_used[a] and not p_used[b]:
                     g_used[a] = p_used[b] = True
                     m[gc[a], pc[b]] += 1
-        np.add.at(m, (gc[~g_used], c), 1)
-        np.add.at(m, (c, pc[~p_used]), 1)
+        m[:, c] += np.bincount(gc[~g_used], minlength=c + 1)  # missed truths: predicted background
+        m[c, :] += np.bincount(pc[~p_used], minlength=c + 1)  # unmatched predictions: true background
     return m

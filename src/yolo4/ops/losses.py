@@ -305,7 +305,7 @@ class YoloLoss:
         outputs = [o.float() for o in outputs]  # the loss is computed in float32 (AMP safe)
         targets = targets.to(outputs[0].device).float()
         bsz = outputs[0].shape[0]
-        grids = [tuple(o.shape[-2:]) for o in outputs]
+        grids = [(int(o.shape[-2]), int(o.shape[-1])) for o in outputs]
         assigned = assign_targets(targets, self.heads, grids, input_hw, self.neighbor_cells)
         zero = outputs[0].new_zeros(())
         box_l, obj_l, cls_l = zero.clone(), zero.clone(), zero.clone()

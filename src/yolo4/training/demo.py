@@ -27,6 +27,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import torch
@@ -175,7 +176,7 @@ def run_demo(
     )
     t_end = time.time()
 
-    summary = {
+    summary: dict[str, Any] = {
         "mAP50": float(metrics.map50),
         "mAP50-95": float(metrics.map),
         "best_epoch_val_mAP50": result.best_map50,

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -16,6 +16,9 @@ from yolo4.ops.losses import YoloLoss
 from yolo4.training.config import TrainConfig
 from yolo4.training.distributed import DistInfo
 from yolo4.training.ema import ModelEMA, unwrap
+
+if TYPE_CHECKING:
+    from yolo4.darknet import Darknet
 
 
 @dataclass
@@ -51,9 +54,9 @@ class TrainState:
     best_files: tuple[Path, Path] | None = None  # (cfg, weights) exported at the end
 
     @property
-    def net(self) -> nn.Module:
+    def net(self) -> Darknet:
         """The Darknet being trained (inside the DDP wrapper, if any)."""
-        return unwrap(self.model)
+        return cast("Darknet", unwrap(self.model))
 
     @property
     def eval_model(self) -> nn.Module:

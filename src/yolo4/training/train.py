@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from yolo4.darknet.cmbn import reset_cmbn
 from yolo4.errors import Yolo4Error
@@ -89,7 +90,7 @@ class _Data:
     """The run's datasets and how it batches them."""
 
     train_set: Any
-    sampler: torch.utils.data.DistributedSampler
+    sampler: DistributedSampler[int]
     mini: int  # images per forward on each process
 
     def loader(self, state: TrainState):
@@ -228,13 +229,20 @@ def _setup(cfg: TrainConfig) -> tuple[TrainState, _Data]:
     train_set = load_dataset(cfg.data, "train", progress=False)
     val_set = load_dataset(cfg.data, "val", progress=False)
     if cfg.max_train_images:
-        train_set = train_set.subset(range(min(cfg.max_train_images, len(train_set))))
+        train_set = train_set.subset(list(range(min(cfg.max_train_images, len(train_set)))))
     if cfg.cache_images:
         train_set.cache_images(progress=cfg.progress and info.is_main)
-    epoch_val_set = val_set.subset(range(min(cfg.max_val_images, len(val_set)))) if cfg.max_val_images else val_set
+    epoch_val_set = (
+        val_set.subset(list(range(min(cfg.max_val_images, len(val_set))))) if cfg.max_val_images else val_set
+    )
     names = list(train_set.names)
-    sampler = torch.utils.data.DistributedSampler(
-        range(len(train_set)), num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(len(train_set)),  # type: ignore[arg-type]  # it reads only len(): indices 0..n-1
+        num_replicas=info.world_size,
+        rank=info.rank,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=True,
     )
     steps_per_epoch = len(sampler) // (mini * cfg.subdivisions)
     if steps_per_epoch < 1:
@@ -349,7 +357,7 @@ def train_step(state: TrainState, batches: Iterator) -> torch.Tensor | None:
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             outputs = state.model(images)
         outputs = [o.float() for o in outputs]  # the loss runs in float32
-        loss, parts = state.loss_fn(outputs, targets, tuple(images.shape[-2:]))
+        loss, parts = state.loss_fn(outputs, targets, (int(images.shape[-2]), int(images.shape[-1])))
         bad = any_true(not bool(torch.isfinite(loss)), device, info)
         if bad:  # still run backward (zeroed) so that DDP's gradient sync stays in step
             skip = True
@@ -390,6 +398,6 @@ def adversarial_images(
     """Self-adversarial training's first pass: one FGSM step that raises the loss.
     images Tensor[B, 3, H, W] in [0, 1]. Returns a new Tensor[B, 3, H, W] in [0, 1]."""
     x = images.detach().clone().requires_grad_(True)
-    loss, _ = loss_fn(unwrap(model)(x), targets, tuple(images.shape[-2:]))
+    loss, _ = loss_fn(unwrap(model)(x), targets, (int(images.shape[-2]), int(images.shape[-1])))
     (grad,) = torch.autograd.grad(loss, x)
     return (x + eps * grad.sign()).clamp(0, 1).detach()
