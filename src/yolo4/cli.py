@@ -90,6 +90,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 
 def _run_detect(a: argparse.Namespace) -> int:
     from yolo4.inference.detect import run_detect
+    from yolo4.ops.nms import PostprocessConfig
 
     summary = run_detect(
         a.sources,
@@ -98,14 +99,11 @@ def _run_detect(a: argparse.Namespace) -> int:
         names=a.names,
         img_size=a.img_size,
         resize=a.resize,
-        conf=a.conf,
-        iou=a.iou,
-        nms=a.nms,
-        labels=a.labels,
+        postprocess=PostprocessConfig(conf=a.conf, iou=a.iou, nms=a.nms, labels=a.labels),
         device=a.device,
         batch=a.batch,
         json_path=a.json,
-        save_dir=a.save_dir,
+        out=a.save_dir,
     )
     return 0 if summary.processed else 1
 
@@ -220,6 +218,7 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
 
 def _run_val(a: argparse.Namespace) -> int:
     from yolo4.evaluation.evaluate import run_val
+    from yolo4.ops.nms import PostprocessConfig
 
     run_val(
         a.data,
@@ -229,14 +228,10 @@ def _run_val(a: argparse.Namespace) -> int:
         img_size=a.img_size,
         batch=a.batch,
         resize=a.resize,
-        conf=a.conf,
-        iou=a.iou,
-        nms=a.nms,
-        labels=a.labels,
-        max_det=a.max_det,
+        postprocess=PostprocessConfig(conf=a.conf, iou=a.iou, nms=a.nms, labels=a.labels, max_det=a.max_det),
         device=a.device,
-        save_json=a.save_json,
-        save_dir=a.save_dir,
+        json_path=a.save_json,
+        out=a.save_dir,
     )
     return 0
 
@@ -297,6 +292,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _run_export(a: argparse.Namespace) -> int:
     from yolo4.export import ExportOptions, run_export
+    from yolo4.ops.nms import PostprocessConfig
 
     size = None if a.img_size is None else (a.img_size[0], a.img_size[-1])
     options = ExportOptions(
@@ -304,18 +300,14 @@ def _run_export(a: argparse.Namespace) -> int:
         img_size=size,
         batch=a.batch,
         dynamic_batch=a.dynamic_batch,
-        decode=a.decode,
-        nms=a.nms,
+        outputs="nms" if a.nms else "decoded" if a.decode else "heads",
+        postprocess=PostprocessConfig(conf=a.conf, iou=a.iou, labels=a.labels, max_det=a.max_det),
         int8=a.int8,
         calib=a.calib,
         calib_count=a.calib_count,
         calib_split=a.calib_split,
         calib_method=a.calib_method,
         opset=a.opset,
-        conf=a.conf,
-        iou=a.iou,
-        max_det=a.max_det,
-        labels=a.labels,
         out=a.out,
         check=not a.no_check,
     )

@@ -5,7 +5,15 @@ Two steps, each with one function per variant, chosen through a small dict:
     candidates:  CANDIDATES = {"best": select_best_class, "all": select_all_classes}
     suppression: get_nms(name, beta) from {"greedy", "agnostic", "diou"}
 
-`postprocess` chains them per image. Everything runs on the input tensors' device.
+`postprocess` chains them per image, with its settings in one frozen `PostprocessConfig`
+(conf, iou, NMS kind, labels rule, max_det) that every caller builds once and passes down:
+`yolo4 detect`, `yolo4 val`, `yolo4 benchmark`, validation during training and the NMS
+inside exported ONNX graphs. Two presets carry darknet's defaults for the two jobs:
+
+    DETECT_POSTPROCESS  conf 0.25,  iou 0.45, greedy, labels "best", max_det 300 (drawing boxes)
+    VAL_POSTPROCESS     conf 0.001, iou 0.6,  greedy, labels "all",  max_det 300 (scoring mAP)
+
+Everything runs on the input tensors' device.
 
 "best" is OpenCV's darknet post-processing (its `object_detection` sample, which the
 reference table in shared/reference/README.md follows): one label per box, the class with
@@ -21,7 +29,9 @@ actually runs `diounms_sort` with plain DIoU, i.e. `get_nms("diou", beta=1.0)`; 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
@@ -29,6 +39,7 @@ import torch
 import torchvision
 from torch import Tensor
 
+from yolo4.errors import Yolo4Error
 from yolo4.ops.boxes import diou_nms_matrix
 
 NmsFn = Callable[[Tensor, Tensor, Tensor, float], Tensor]
@@ -177,41 +188,84 @@ NMS_NAMES = ("greedy", "agnostic", "diou")
 
 
 # ------------------------------------------------------------------ both steps
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """How decoded boxes become detections: one object, built once (from the command line or
+    by hand) and passed down unchanged; invalid values raise Yolo4Error when it is made.
+
+    conf: keep scores obj * cls > conf, in [0, 1).
+    iou: NMS overlap threshold, in (0, 1].
+    nms: "greedy" (class-aware), "agnostic" (across classes) or "diou" (class-aware DIoU-NMS
+        with the cfg's `beta_nms`); see `get_nms`.
+    labels: "best" (one class per box, as OpenCV) or "all" (every class > conf, as darknet).
+    max_det: at most this many detections per image, the highest scores (inside an exported
+        ONNX graph: per class, ONNX NonMaxSuppression's `max_output_boxes_per_class`).
+    max_nms: only this many of the highest-scoring candidates enter NMS (a guard for very low
+        conf; darknet has none, and at conf 0.25 it never binds).
+
+    `DETECT_POSTPROCESS` and `VAL_POSTPROCESS` are the two presets; change one field with
+    `VAL_POSTPROCESS.replace(conf=0.01)`.
+    """
+
+    conf: float = 0.25
+    iou: float = 0.45
+    nms: str = "greedy"
+    labels: str = "best"
+    max_det: int = 300
+    max_nms: int = 30000
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0.0 <= self.conf < 1.0:
+            problems.append(f"conf {self.conf} must be in [0, 1)")
+        if not 0.0 < self.iou <= 1.0:
+            problems.append(f"iou {self.iou} must be in (0, 1]")
+        if self.nms not in NMS_NAMES:
+            problems.append(f"unknown NMS '{self.nms}' (choose from {', '.join(NMS_NAMES)})")
+        if self.labels not in CANDIDATES:
+            problems.append(f"unknown labels rule '{self.labels}' (choose from {', '.join(CANDIDATES)})")
+        if self.max_det < 1 or self.max_nms < 1:
+            problems.append(f"max_det {self.max_det} and max_nms {self.max_nms} must be >= 1")
+        if problems:
+            raise Yolo4Error("post-processing settings: " + "; ".join(problems))
+
+    def replace(self, **changes: float | int | str) -> PostprocessConfig:
+        """A copy with `changes` applied (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        """One line for logs: `conf 0.25, NMS greedy 0.45, labels best, max_det 300`."""
+        return f"conf {self.conf:g}, NMS {self.nms} {self.iou:g}, labels {self.labels}, max_det {self.max_det}"
+
+
+DETECT_POSTPROCESS = PostprocessConfig()  # yolo4 detect: OpenCV's darknet sample (conf 0.25, NMS 0.45, best class)
+VAL_POSTPROCESS = PostprocessConfig(conf=0.001, iou=0.6, labels="all")  # yolo4 val / mAP: darknet's `map`
+
+
 def postprocess(
     boxes: Tensor,
     objectness: Tensor,
     class_probs: Tensor,
-    conf: float = 0.25,
-    iou: float = 0.45,
-    nms: str = "greedy",
-    max_det: int = 300,
-    labels: str = "best",
+    config: PostprocessConfig = DETECT_POSTPROCESS,
     beta: float = 0.6,
-    max_nms: int = 30000,
 ) -> list[Candidates]:
     """Confidence filter + NMS + max-detections cap, image by image.
 
     Args:
         boxes: Tensor[B, N, 4] xyxy. objectness: Tensor[B, N]. class_probs: Tensor[B, N, C]
             (the output of `yolo4.ops.boxes.decode_heads`).
-        conf: keep scores obj * cls > conf. iou: NMS threshold.
-        nms: "greedy" (class-aware), "agnostic" or "diou" (class-aware DIoU-NMS with `beta`).
-        max_det: at most this many detections per image (the highest scores).
-        labels: "best" (one class per box, OpenCV) or "all" (every class > conf, darknet).
-        max_nms: only the max_nms highest-scoring candidates enter NMS (a guard for very low
-            conf; darknet has none, and at conf 0.25 it never binds).
+        config: thresholds, NMS kind, labels rule and caps (see `PostprocessConfig`).
+        beta: DIoU-NMS exponent (the cfg's `beta_nms`; used only by nms="diou").
     Returns:
-        B Candidates, each with M <= max_det rows sorted by decreasing score.
+        B Candidates, each with M <= config.max_det rows sorted by decreasing score.
     """
-    if labels not in CANDIDATES:
-        raise ValueError(f"unknown labels rule '{labels}' (choose from {', '.join(CANDIDATES)})")
-    select, suppress = CANDIDATES[labels], get_nms(nms, beta)
+    select, suppress = CANDIDATES[config.labels], get_nms(config.nms, beta)
     out = []
     for i in range(boxes.shape[0]):
-        cand = select(boxes[i], objectness[i], class_probs[i], conf)
-        if cand.scores.shape[0] > max_nms:
-            top = cand.scores.topk(max_nms).indices
+        cand = select(boxes[i], objectness[i], class_probs[i], config.conf)
+        if cand.scores.shape[0] > config.max_nms:
+            top = cand.scores.topk(config.max_nms).indices
             cand = Candidates(cand.boxes[top], cand.scores[top], cand.class_ids[top])
-        keep = suppress(cand.boxes, cand.scores, cand.class_ids, iou)[:max_det]
+        keep = suppress(cand.boxes, cand.scores, cand.class_ids, config.iou)[: config.max_det]
         out.append(Candidates(cand.boxes[keep], cand.scores[keep], cand.class_ids[keep]))
     return out
