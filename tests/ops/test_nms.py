@@ -162,6 +162,17 @@ def test_nms_runs_on_cuda():
         assert gpu.device.type == "cuda" and gpu.cpu().tolist() == cpu.tolist()
 
 
+def test_settings_name_the_functions_that_exist():
+    """nms_config (torch-free, read by the command line) lists exactly what nms.py implements."""
+    from yolo4.ops.nms import LABEL_RULES, NMS_KINDS
+
+    assert tuple(CANDIDATES) == LABEL_RULES
+    for kind in NMS_KINDS:
+        assert callable(get_nms(kind))
+    with pytest.raises(ValueError, match="unknown NMS"):
+        get_nms("soft")
+
+
 def test_postprocess_presets_keep_darknet_defaults():
     """detect draws boxes as OpenCV's darknet sample; val scores mAP as darknet's `map`."""
     assert (DETECT_POSTPROCESS.conf, DETECT_POSTPROCESS.iou, DETECT_POSTPROCESS.labels) == (0.25, 0.45, "best")
