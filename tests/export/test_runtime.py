@@ -75,7 +75,8 @@ def test_cli_export_onnx_and_darknet(tiny, make_images, tmp_path, capsys):
             str(weights),
             "--img-size",
             "128",
-            "--decode",
+            "--outputs",
+            "decoded",
             "--dynamic-batch",
         ]
     )
@@ -110,9 +111,11 @@ def test_cli_export_onnx_and_darknet(tiny, make_images, tmp_path, capsys):
 def test_cli_bad_format_is_a_clear_error(tiny, tmp_path, capsys):
     weights = tmp_path / "tiny3.weights"
     save_weights(tiny, weights)
-    rc = main(["export", "--model", "yolov4-tiny", "--classes", "3", "--weights", str(weights), "--format", "coreml"])
-    assert rc == 2
-    assert "unknown export format 'coreml'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["export", "--model", "yolov4-tiny", "--classes", "3", "--weights", str(weights), "--format", "coreml"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'coreml'" in err and "tflite" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny3.weights"]
 
 
@@ -150,10 +153,7 @@ def test_detect_and_val_take_model_file(tiny, tmp_path, capsys):
     onnx_path = tmp_path / "tiny.onnx"
     export_model(tiny, ExportOptions(check=False), onnx_path, names=list(classes))
     image = next((data / "images" / "val").glob("*.jpg"))
-    assert (
-        main(["detect", str(image), "--model", str(onnx_path), "--conf", "0.1", "--save-dir", str(tmp_path / "det")])
-        == 0
-    )
+    assert main(["detect", str(image), "--model", str(onnx_path), "--conf", "0.1", "--out", str(tmp_path / "det")]) == 0
     records = json.loads((tmp_path / "det" / "detections.json").read_text())
     assert records and all(d["class_name"] in classes for d in records[0]["detections"])
     [m_onnx] = run_val(data, model=str(onnx_path), out=None, progress=False)

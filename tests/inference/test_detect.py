@@ -119,13 +119,12 @@ def test_cli_detect_exit_codes(tiny_cfg, tiny_weights, tmp_path, monkeypatch, ca
 
     monkeypatch.chdir(tmp_path)
     img = _write(tmp_path / "x.jpg", np.zeros((40, 50, 3), np.uint8))
-    assert main(["detect", str(img), "--cfg", str(tiny_cfg)]) == 2
+    assert main(["detect", str(img), "--model", str(tiny_cfg)]) == 2
     err = capsys.readouterr().err
     assert "AlexeyAB/darknet/releases" in err and "yolo4 train" in err
     assert not (tmp_path / "runs").exists()  # nothing written for a refused run
     assert (
-        main(["detect", "nothing.jpg", "--cfg", str(tiny_cfg), "--weights", str(tiny_weights), "--save-dir", "out"])
-        == 1
+        main(["detect", "nothing.jpg", "--model", str(tiny_cfg), "--weights", str(tiny_weights), "--out", "out"]) == 1
     )
     assert (
         main(
@@ -133,11 +132,11 @@ def test_cli_detect_exit_codes(tiny_cfg, tiny_weights, tmp_path, monkeypatch, ca
                 "detect",
                 str(img),
                 "nothing.jpg",
-                "--cfg",
+                "--model",
                 str(tiny_cfg),
                 "--weights",
                 str(tiny_weights),
-                "--save-dir",
+                "--out",
                 "out",
                 "--nms",
                 "diou",
