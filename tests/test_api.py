@@ -51,7 +51,7 @@ def test_public_names_are_the_library_objects():
     assert yolo4.Detector is Detector and yolo4.Detections is Detections
     assert yolo4.PostprocessConfig is PostprocessConfig and yolo4.TrainConfig is TrainConfig
     assert yolo4.DETECT_POSTPROCESS is DETECT_POSTPROCESS and yolo4.VAL_POSTPROCESS is VAL_POSTPROCESS
-    assert yolo4.detect is run_detect
+    assert yolo4.detect is run_detect and yolo4.api.load is yolo4.load
     for name in yolo4.__all__:
         assert getattr(yolo4, name) is not None, name
     assert set(yolo4.__all__) <= set(dir(yolo4))

@@ -47,8 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
 def __getattr__(name: str) -> Any:
     if name in _API:
         return getattr(importlib.import_module("yolo4.api"), name)
-    if name == "export":  # the yolo4.export package, which is callable: yolo4.export(...) runs the export
-        return importlib.import_module("yolo4.export")
+    if name in ("api", "export"):  # modules; yolo4.export is callable: yolo4.export(...) runs the export
+        return importlib.import_module(f"yolo4.{name}")
     raise AttributeError(f"module 'yolo4' has no attribute '{name}'")
 
 
