@@ -220,14 +220,7 @@ class EvalHook(Hook):
         if cfg.precise_bn_batches > 0 and state.bn_batches is not None:
             recompute_bn_stats(net, state.bn_batches(), autocast_dtype(cfg, state.device))
         m = validate(
-            net,
-            state.val_set,
-            state.names,
-            val_size(cfg),
-            state.device,
-            cfg.val_conf,
-            cfg.val_iou,
-            progress=cfg.progress,
+            net, state.val_set, state.names, val_size(cfg), state.device, cfg.val_postprocess, progress=cfg.progress
         )
         state.row["val/mAP50"], state.row["val/mAP50-95"] = float(m.map50), float(m.map)
         state.model.train()
