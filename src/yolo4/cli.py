@@ -177,7 +177,13 @@ def _run_train(a: argparse.Namespace) -> int:
 def _add_val(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("val", help="COCO mAP of a model on a dataset")
     p.add_argument("--data", required=True, help="dataset: a data.yaml, a COCO json, ... (as `yolo4 train`)")
-    p.add_argument("--split", default="val", help="which split to evaluate on (default val)")
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=("train", "val", "all"),
+        help="default: val of a source with a split (or whose 90/10 split a training wrote down), "
+        "else all: every image",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", metavar="NAME", help="zoo model name (yolov4, yolov4-tiny, ...)")
     which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file (not needed for .onnx / .tflite files)")
@@ -374,6 +380,10 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     c.add_argument("data", help=data_help)
     c.add_argument("--split", default="all", choices=("train", "val", "all"))
     c.add_argument("--plot", default=None, help="also draw the counts to this PNG")
+    c.add_argument(
+        "--fast", action="store_true", help="read image headers only (very large sets); default: decode every image"
+    )
+    c.add_argument("--workers", type=int, default=None, help="decoding threads (default: the CPU count, at most 8)")
     c.set_defaults(func=_run_dataset_check)
     s = dsub.add_parser("show", help="draw a grid of samples with their boxes")
     s.add_argument("data", help=data_help)
@@ -396,7 +406,7 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 def _run_dataset_check(a: argparse.Namespace) -> int:
     from yolo4.data.report import check_dataset
 
-    return check_dataset(a.data, a.split, plot=a.plot)
+    return check_dataset(a.data, a.split, plot=a.plot, fast=a.fast, workers=a.workers)
 
 
 def _run_dataset_show(a: argparse.Namespace) -> int:

@@ -146,7 +146,7 @@ def test_broken_yolo_labels_are_listed_by_file_and_skipped(tmp_path, caplog):
         "degenerate.txt:1: degenerate box",
         "syntax.txt:1: expected 5 values",
         "nan.txt:1: not a number",
-        "corrupt.jpg: corrupt or unreadable image",
+        "corrupt.jpg: not an image",
         "unreadable.txt: unreadable label file",
     ]:
         assert needle in text, needle
@@ -348,14 +348,18 @@ def test_auto_split_is_deterministic_written_down_and_seeded(tmp_path):
     root = _yolo_folder(tmp_path / "d", n=30, split=False)
     a = load_dataset(root, "val")
     assert len(a) == 3 and len(load_dataset(root, "train")) == 27
-    assert [str(p) for p in a.image_paths] == [str(p) for p in load_dataset(root, "val").image_paths]
+    assert not (root / "autosplit_val.txt").exists()  # only training writes the split down
+    assert [str(p) for p in a.image_paths] == [str(p) for p in load_dataset(root, "val", write_split=True).image_paths]
     listed = (root / "autosplit_val.txt").read_text().split()
     assert listed == [str(p) for p in a.image_paths]
     assert len((root / "autosplit_train.txt").read_text().split()) == 27
-    b = load_dataset(root, "val", seed=1)
+    b = load_dataset(root, "val", seed=1, write_split=True)
     assert set(map(str, b.image_paths)) != set(map(str, a.image_paths))
     tr = load_dataset(root, "train")
-    assert set(tr.image_paths).isdisjoint(a.image_paths)
+    assert set(tr.image_paths).isdisjoint(b.image_paths)
+    # readers after training take the written list, whatever their seed
+    assert set(load_dataset(root, "val", seed=5).image_paths) == set(b.image_paths)
+    assert "training wrote" in load_dataset(root, "val").split_origin
 
 
 def test_label_cache_is_used_and_invalidated(tmp_path, monkeypatch):
@@ -378,14 +382,15 @@ def test_cache_and_split_fall_back_to_the_cache_dir_when_the_data_are_read_only(
     root = _yolo_folder(tmp_path / "d", split=False)
     real = dsmod._can_write
     monkeypatch.setattr(dsmod, "_can_write", lambda d: not Path(d).is_relative_to(root) and real(d))
-    ds = load_dataset(root, "val")
+    ds = load_dataset(root, "val", write_split=True)
     assert len(ds) == 1
     assert not list(root.rglob("autosplit_*")) and not (root / ".yolo4-cache").exists()
     cache = tmp_path / "yolo4-cache"  # $YOLO4_CACHE_DIR, set by conftest
     listed = next(cache.rglob("autosplit_val.txt")).read_text().split()
     assert listed == [str(p) for p in ds.image_paths]
     assert list(cache.rglob("*.npz"))
-    assert len(load_dataset(root, "val")) == 1  # and reads back from there
+    again = load_dataset(root, "val")  # reads the written split back from there
+    assert again.image_paths == ds.image_paths and "training wrote" in again.split_origin
 
 
 def test_images_cached_in_memory_are_what_the_files_hold(shapes_small):

@@ -50,7 +50,7 @@ def test_failed_write_keeps_old_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="disk full.*the previous last.pt is kept"):
         save_checkpoint(_state(2), tmp_path / "last.pt")
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind

@@ -122,7 +122,10 @@ def _coco_annotations(dataset: Any) -> tuple[Path, list[int]] | None:
         by_name: dict[str, list[int]] = {}
         for im in doc["images"]:
             by_name.setdefault(Path(im["file_name"]).name, []).append(int(im["id"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        # what pycocotools reads from every annotation; a file without them is scored by its boxes
+        if not all({"id", "image_id", "category_id", "bbox", "area"} <= a.keys() for a in doc.get("annotations", [])):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
     ids = []
     for p in paths:
@@ -259,7 +262,7 @@ def _weights_list(weights: str | os.PathLike | Sequence[str | os.PathLike] | Non
 def run_val(
     data: str | os.PathLike,
     *,
-    split: str = "val",
+    split: str | None = None,
     model: str | os.PathLike | None = None,
     weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     img_size: int | None = None,
@@ -276,7 +279,8 @@ def run_val(
     progress: bool = True,
 ) -> list[Metrics]:
     """`yolo4 val`: build the Detector (the same pre/post-processing as `yolo4 detect`),
-    evaluate it on `split` of `data`, print the per-class table (worst first), the COCO
+    evaluate it on `split` of `data` (default: `val` of a source with a split, or whose 90/10
+    split a training wrote down; else every image), print the per-class table (worst first), the COCO
     numbers, the darknet-style mAPs and the speed line; write the plots (and the report as
     `per_class.txt`) to `save_dir`, COCO results to `save_json` (a relative path is taken
     inside save_dir).
@@ -288,9 +292,10 @@ def run_val(
     Returns:
         one Metrics per weights file, in order.
     """
-    from yolo4.data.dataset import load_dataset
+    from yolo4.data.dataset import evaluation_split, load_dataset
     from yolo4.inference.detector import build_detector
 
+    split = split or evaluation_split(data)
     dataset = load_dataset(data, split)
     names = list(dataset.names)
     all_weights = _weights_list(weights)
@@ -320,7 +325,7 @@ def run_val(
         h, wd = detector.input_hw
         print(
             f"val: {w if w is not None else model} ({model if model is not None else 'exported'}) on {data} "
-            f"[{split}], {len(dataset)} images, {len(names)} classes; {wd}x{h} {detector.resize}, conf {conf:g}, "
+            f"[{split}: {dataset.split_origin}], {len(dataset)} images, {len(names)} classes; {wd}x{h} {detector.resize}, conf {conf:g}, "
             f"NMS {nms} {iou:g}, labels {labels}, batch {batch}, {device}"
         )
         metrics = evaluate(
