@@ -93,6 +93,32 @@ def test_run_detect_video(tiny_cfg, fake_runner, tmp_path):
     cap.release()
 
 
+def test_damaged_videos_are_named(tiny_cfg, fake_runner, tmp_path):
+    """A truncated video: the frames it holds are processed and the shortfall is named; a
+    video that cannot be opened (its index cut off, or not a video) is named and skipped."""
+    avi = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(30):
+        w.write(np.full((48, 64, 3), 8 * i, np.uint8))
+    w.release()
+    data = avi.read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    mp4 = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(5):
+        w.write(np.full((48, 64, 3), 8 * i, np.uint8))
+    w.release()
+    (tmp_path / "cut.mp4").write_bytes(mp4.read_bytes()[:200])
+    (tmp_path / "text.mp4").write_text("not a video\n" * 20)
+    sources = [tmp_path / n for n in ("clip.avi", "cut.avi", "cut.mp4", "text.mp4")]
+    summary = run_detect(sources, model=tiny_cfg, runner=fake_runner, save_dir=tmp_path / "out", progress=False)
+    text = "\n".join(summary.problems)
+    assert len(summary.problems) == 3, text
+    assert "cut.avi: ended after" in text and "of the 30 frames its header announces" in text
+    assert "cut.mp4: cannot open video" in text and "text.mp4: cannot open video" in text
+    assert 30 < summary.processed < 60  # the whole clip, and what the cut copy holds
+
+
 def test_run_detect_nothing_processed(tiny_cfg, fake_runner, tmp_path):
     summary = run_detect(
         [tmp_path / "missing.png"], model=tiny_cfg, runner=fake_runner, save_dir=tmp_path / "out", progress=False

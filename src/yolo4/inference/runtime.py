@@ -383,6 +383,8 @@ def load_exported(path: str | os.PathLike, threads: int | None = None) -> Export
         ExportError naming the file when it is missing, has another suffix, or lacks yolo4 metadata.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ExportError(f"{p}: is a folder, not an exported model")
     if not p.is_file():
         raise ExportError(f"{p}: no such file")
     table = {".onnx": OnnxModel, ".tflite": TfliteModel}

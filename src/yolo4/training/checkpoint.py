@@ -72,14 +72,27 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previou
         if keep_previous and path.exists():
             os.replace(path, _prev_path(path))
         os.replace(tmp, path)
-    except OSError as e:
-        why = _DISK_FULL.get(e.errno, e.strerror or str(e))
+    except (OSError, RuntimeError) as e:  # torch's zip writer turns a failed write into a RuntimeError
+        os_error = _os_error(e)
+        if os_error is None:
+            raise
+        why = _DISK_FULL.get(os_error.errno, os_error.strerror or str(os_error))
         kept = f"the previous {path.name} is kept as it was" if path.exists() else f"no {path.name} was written yet"
         raise CheckpointError(f"{path}: cannot write the checkpoint ({why}); {kept}") from e
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _os_error(e: BaseException | None) -> OSError | None:
+    """The OSError behind `e` (itself, or one it was raised from or while handling)."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
