@@ -40,7 +40,7 @@ def test_truncated_jpeg_is_named(tmp_path, cut):
     n = {"first 300 bytes": 300, "half": len(data) // 2, "all but 10 bytes": len(data) - 10}[cut]
     p = tmp_path / "cut.jpg"
     p.write_bytes(data[:n])
-    with pytest.raises(DataError, match=r"cut.jpg: (not a readable image: a truncated or corrupt JPEG|corrupt image)"):
+    with pytest.raises(DataError, match=r"cut.jpg: (not a readable image: a )?truncated or corrupt"):
         load_image(p)
 
 

@@ -195,7 +195,7 @@ def read_image_header(source: Path | bytes, name: str | os.PathLike | None = Non
             f"{where}: not an image, or a format yolo4 does not read (JPEG, PNG, BMP, TIFF, WebP)"
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:  # PIL's plugins raise all of these on bad headers
-        raise DataError(f"{where}: corrupt image header ({type(e).__name__}: {e})") from None
+        raise DataError(f"{where}: truncated or corrupt image header ({type(e).__name__}: {e})") from None
     if w <= 0 or h <= 0:
         raise DataError(f"{where}: image has size {w}x{h}")
     if w * h > MAX_IMAGE_PIXELS:
