@@ -14,6 +14,7 @@ import pytest
 
 from yolo4.errors import DataError
 from yolo4.evaluation.evaluate import evaluate, predict_dataset
+from yolo4.ops.nms import DETECT_POSTPROCESS
 
 REF = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
 REF_IMAGES = ("dog", "horses", "person")
@@ -198,9 +199,7 @@ def test_fidelity_yolo_fastest_matches_opencv(reference_model):
         names=ds.names,
         img_size=320,
         resize="stretch",
-        conf=0.25,
-        iou=0.45,
-        labels="best",
+        postprocess=DETECT_POSTPROCESS,
     )
     m = evaluate(det, ds, batch_size=2, progress=False)
     assert m.map50 >= 0.99, m.summary()
@@ -222,9 +221,7 @@ def test_predict_dataset_keeps_order_and_sizes(reference_model):
         model / "yolo-fastest-1.1.weights",
         img_size=320,
         resize="stretch",
-        conf=0.25,
-        iou=0.45,
-        labels="best",
+        postprocess=DETECT_POSTPROCESS,
     )
     gts, preds, sizes, speed = predict_dataset(det, ds, batch_size=3, progress=False)
     assert sizes == [im.shape[:2] for im in ds.images]
@@ -264,7 +261,7 @@ def test_yolo4_val_cli_on_opencv_annotated_images(reference_model, tmp_path, cap
             "val",
             "--data",
             str(root / "data.yaml"),
-            "--cfg",
+            "--model",
             str(model / "yolo-fastest-1.1.cfg"),
             "--weights",
             str(model / "yolo-fastest-1.1.weights"),
@@ -280,9 +277,9 @@ def test_yolo4_val_cli_on_opencv_annotated_images(reference_model, tmp_path, cap
             "best",
             "--batch",
             "2",
-            "--save-dir",
+            "--out",
             str(out),
-            "--save-json",
+            "--json",
             "preds.json",
         ]
     )
@@ -318,20 +315,20 @@ def test_yolo4_val_compares_darknet_weights_with_their_onnx_export(reference_mod
             "val",
             "--data",
             str(root / "data.yaml"),
-            "--cfg",
+            "--model",
             str(cfg),
+            str(onnx_path),
             "--weights",
             str(weights),
-            str(onnx_path),
             "--img-size",
             "320",
             "--resize",
             "stretch",
             "--labels",
             "best",
-            "--save-dir",
+            "--out",
             str(tmp_path / "run"),
-            "--save-json",
+            "--json",
             "preds.json",
         ]
     )
@@ -463,6 +460,7 @@ def test_yolo4_val_scores_every_image_of_a_coco_json_without_a_split(tmp_path, c
     from yolo4.evaluation.evaluate import run_val
     from yolo4.evaluation.metrics import COCO_STATS
     from yolo4.inference.detector import Detector
+    from yolo4.ops.nms_config import VAL_POSTPROCESS
 
     torch.manual_seed(0)
     (tmp_path / "small.cfg").write_text(SMALL_CFG)
@@ -476,7 +474,7 @@ def test_yolo4_val_scores_every_image_of_a_coco_json_without_a_split(tmp_path, c
         cv2.imwrite(str(tmp_path / "images" / f"im{i}.png"), im[..., ::-1])
         images.append(im)
     # ground truth: the network's own three best boxes per image, so that the scores are far from 0
-    det = Detector(tmp_path / "small.cfg", tmp_path / "small.weights", conf=0.001, labels="all")
+    det = Detector(tmp_path / "small.cfg", tmp_path / "small.weights", postprocess=VAL_POSTPROCESS)
     doc = {"images": [], "annotations": [], "categories": [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}]}
     for i, r in enumerate(det(images)):
         doc["images"].append({"id": 100 + i, "file_name": f"im{i}.png", "width": 96, "height": 72})
@@ -489,8 +487,8 @@ def test_yolo4_val_scores_every_image_of_a_coco_json_without_a_split(tmp_path, c
     gt = tmp_path / "instances_test.json"
     gt.write_text(json.dumps(doc))
 
-    [m] = run_val(gt, model=tmp_path / "small.cfg", weights=tmp_path / "small.weights", save_json="preds.json",
-                  save_dir=tmp_path / "val", progress=False)  # fmt: skip
+    [m] = run_val(gt, model=tmp_path / "small.cfg", weights=tmp_path / "small.weights", json_path="preds.json",
+                  out=tmp_path / "val", progress=False)  # fmt: skip
     out = capsys.readouterr().out
     assert "[all: every image (the source defines no split)], 12 images" in out
     assert m.num_images == 12 and m.map50 > 0.5
@@ -506,7 +504,7 @@ def test_yolo4_val_scores_every_image_of_a_coco_json_without_a_split(tmp_path, c
         assert math.isnan(ours) if theirs == -1 else ours == pytest.approx(theirs, abs=1e-12), (name, ours, theirs)
 
     [part] = run_val(gt, split="val", model=tmp_path / "small.cfg", weights=tmp_path / "small.weights",
-                     save_dir=None, progress=False)  # fmt: skip
+                     out=None, progress=False)  # fmt: skip
     assert (
         part.num_images == 1
         and "[val: a seeded 90/10 split of a source without one], 1 images" in capsys.readouterr().out
