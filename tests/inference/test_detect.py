@@ -175,6 +175,36 @@ def test_cli_detect_exit_codes(tiny_cfg, tiny_weights, tmp_path, monkeypatch, ca
     assert (tmp_path / "out" / "x.jpg").is_file() and (tmp_path / "out" / "detections.json").is_file()
 
 
+def test_cli_names_a_checkpoint_a_folder_or_a_bad_names_file_given_for_weights(
+    tiny_cfg, tiny_weights, tmp_path, capsys
+):
+    """What a new user passes by mistake: best.pt or the run folder as --weights, a binary file
+    as --names. Exit code 2 and one line naming the file, never a traceback."""
+    import torch
+
+    from yolo4.cli import main
+
+    img = _write(tmp_path / "x.jpg", np.zeros((40, 50, 3), np.uint8))
+    torch.save({"model": {}}, tmp_path / "best.pt")
+    (tmp_path / "run").mkdir()
+    for weights, message in [
+        (tmp_path / "best.pt", "best.pt: not darknet weights but a zip archive, as PyTorch writes .pt checkpoints"),
+        (tmp_path / "run", "run: is a folder; --weights wants a darknet .weights file"),
+    ]:
+        assert (
+            main(
+                ["detect", str(img), "--model", str(tiny_cfg), "--weights", str(weights), "--out", str(tmp_path / "o")]
+            )
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    code = main(
+        ["detect", str(img), "--model", str(tiny_cfg), "--weights", str(tiny_weights), "--names", str(tiny_weights)]
+    )
+    assert code == 2 and "not a text file of class names" in capsys.readouterr().err
+
+
 def test_run_detect_with_an_exported_onnx_file(tiny_cfg, tmp_path):
     """`--weights model.onnx` needs no --cfg: the same detections as the PyTorch module."""
     pytest.importorskip("onnxruntime")
