@@ -58,7 +58,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previou
     With keep_previous, the file already at `path` is first renamed to `<stem>.prev<suffix>`,
     so a reader always finds at least one complete checkpoint.
     """
-    from yolo4 import __version__
+    from yolo4._version import __version__
 
     path = Path(path)
     state = {**state, "format": CHECKPOINT_FORMAT, "yolo4_version": str(__version__)}
