@@ -10,6 +10,7 @@ of passes over the loader.
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterator
 
 import cv2
@@ -114,6 +115,12 @@ def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
 
 def _worker_init(worker_id: int) -> None:
     cv2.setNumThreads(0)  # the DataLoader already runs one process per core
+    # Ctrl-C and a scheduler's SIGTERM reach the whole process group; the training process
+    # decides when to stop (at the next step, after a checkpoint). A worker killed by them
+    # first would end the epoch with "DataLoader worker exited unexpectedly" instead. Workers
+    # exit on their own when the training process is gone.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def build_loader(
