@@ -300,7 +300,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(a: argparse.Namespace) -> int:
     from yolo4.api import train
 
-    train(
+    result = train(
         a.data,
         demo=a.demo,
         options=a.options,
@@ -317,7 +317,8 @@ def _run_train(a: argparse.Namespace) -> int:
         out=a.out,
         resume=a.resume,
     )
-    return 0
+    signum = getattr(result, "signal", None)
+    return 128 + signum if signum else 0  # stopped by SIGTERM/SIGINT (checkpointed): the shell's convention
 
 
 # ---------------------------------------------------------------- val

@@ -639,8 +639,10 @@ def _auto_split(idx: LabelIndex, src: _Source, seed: int, write: bool) -> tuple[
             f = folder / f"{_split_prefix(src)}_{s}.txt"
             text = "".join(f"{p}\n" for p in sub.image_paths)
             try:
-                if not f.is_file() or f.read_text() != text:
-                    f.write_text(text)
+                if not f.is_file() or f.read_text() != text:  # (atomically: other processes may read it)
+                    tmp = f.with_name(f"{f.name}.tmp{os.getpid()}")
+                    tmp.write_text(text)
+                    os.replace(tmp, f)
             except OSError as e:
                 log.warning("could not write the split list %s (%s)", f, e)
     return out, f"a seeded {round(100 * (1 - VAL_FRACTION))}/{round(100 * VAL_FRACTION)} split of a source without one"

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("model", "epoch", "step", "config")
 CHECKPOINT_FORMAT = 1  # the layout written here; raise it when older readers could not follow a change
-_DISK_FULL = {
+DISK_FULL = {
     errno.ENOSPC: "the disk is full",
     errno.EDQUOT: "the disk quota is exceeded",
     errno.EFBIG: "file too large",
@@ -76,7 +76,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previou
         os_error = _os_error(e)
         if os_error is None:
             raise
-        why = _DISK_FULL.get(os_error.errno, os_error.strerror or str(os_error))
+        why = DISK_FULL.get(os_error.errno, os_error.strerror or str(os_error))
         kept = f"the previous {path.name} is kept as it was" if path.exists() else f"no {path.name} was written yet"
         raise CheckpointError(f"{path}: cannot write the checkpoint ({why}); {kept}") from e
     finally:
