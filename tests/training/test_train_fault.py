@@ -169,8 +169,8 @@ def test_a_checkpoint_the_disk_refuses_stops_the_run_and_keeps_the_previous_one(
     after = load_checkpoint(tmp_path / "run" / "last.pt")
     assert after["epoch"] == 1 and after["step"] == before["step"]
     assert not [p.name for p in (tmp_path / "run").iterdir() if ".tmp" in p.name]
-    done = train(TrainConfig(resume=str(tmp_path / "run"), device="cpu", workers=0, progress=False))
-    assert done.epochs == 2  # with space again, the run finishes from the kept checkpoint
+    done = train(TrainConfig(resume=str(tmp_path / "run" / "last.pt"), device="cpu", workers=0, progress=False))
+    assert done.epochs == 2  # with space again, the run finishes from the kept checkpoint (named by file here)
 
 
 def test_resume_names_a_checkpoint_of_another_network(tiny_data, tmp_path):

@@ -439,6 +439,10 @@ class StopOnSignal(Hook):
             state.signal = self.received
             state.stop = f"{signal.Signals(self.received).name} received"
 
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch < state.epochs:  # (a signal during validation: stop after the epoch's checkpoint)
+            self.on_step_end(state)
+
     def restore(self) -> None:
         """Put the handlers back as they were before the run (the loop calls it however the run ends)."""
         import signal

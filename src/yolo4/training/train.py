@@ -232,9 +232,11 @@ def _setup(cfg: TrainConfig) -> tuple[TrainState, _Data]:
     resumed: dict[str, Any] | None = None
     resumed_from: Path | None = None
     if cfg.resume:
-        resumed, resumed_from = load_latest(cfg.resume)
+        run = Path(cfg.resume)
+        run = run.parent if run.is_file() else run  # (`--resume runs/x/last.pt` names the run too)
+        resumed, resumed_from = load_latest(run)
         keep = {k: getattr(cfg, k) for k in ("device", "workers", "progress", "threads")}
-        cfg = TrainConfig.from_dict({**resumed["config"], **keep, "resume": None, "out": str(cfg.resume)})
+        cfg = TrainConfig.from_dict({**resumed["config"], **keep, "resume": None, "out": str(run)})
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     _check_config(cfg)
