@@ -300,7 +300,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(a: argparse.Namespace) -> int:
     from yolo4.api import train
 
-    train(
+    result = train(
         a.data,
         demo=a.demo,
         options=a.options,
@@ -317,14 +317,21 @@ def _run_train(a: argparse.Namespace) -> int:
         out=a.out,
         resume=a.resume,
     )
-    return 0
+    signum = getattr(result, "signal", None)
+    return 128 + signum if signum else 0  # stopped by SIGTERM/SIGINT (checkpointed): the shell's convention
 
 
 # ---------------------------------------------------------------- val
 def _add_val(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("val", help="COCO mAP (and darknet's mAP@0.5) of one or more models on a dataset")
     p.add_argument("--data", metavar="DATA", required=True, help=DATA_HELP)
-    p.add_argument("--split", default="val", metavar="SPLIT", help="which split to evaluate on (default val)")
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=("train", "val", "all"),
+        help="default: val of a source with a split (or whose 90/10 split a training wrote down), "
+        "else all: every image",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--model",
@@ -519,6 +526,12 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     _add_data(c, "dataset check", required=True)
     c.add_argument("--split", default="all", choices=("train", "val", "all"), help="which split (default all)")
     _add_out(c, None, "also draw the counts to this PNG", "--plot")
+    c.add_argument(
+        "--fast", action="store_true", help="read image headers only (very large sets); default: decode every image"
+    )
+    c.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="decoding threads (default: the CPU count, at most 8)"
+    )
     c.set_defaults(func=_run_dataset_check, parser=c)
     s = dsub.add_parser("show", help="draw a grid of samples with their boxes")
     _add_data(s, "dataset show", required=True)
@@ -543,7 +556,7 @@ def _run_dataset_check(a: argparse.Namespace) -> int:
     from yolo4.data.report import check_dataset
 
     _data(a)
-    return check_dataset(a.data, a.split, plot=a.out)
+    return check_dataset(a.data, a.split, plot=a.out, fast=a.fast, workers=a.workers)
 
 
 def _run_dataset_show(a: argparse.Namespace) -> int:

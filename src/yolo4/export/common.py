@@ -27,10 +27,10 @@ from typing import Any
 
 from yolo4.darknet import Darknet, NetworkSpec, format_cfg
 from yolo4.errors import ExportError
+from yolo4.inference.runtime import OUTPUT_KINDS as OUTPUT_KINDS  # what the runtime reads
 from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig
 
 FORMATS = ("onnx", "tflite", "darknet")
-OUTPUT_KINDS = ("heads", "decoded", "nms")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "darknet": ".cfg"}
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 

@@ -139,7 +139,7 @@ class _DetectRun:
             return
         out = self.out_path(src.path.stem if src.path is not None else f"webcam{src.camera}", ".mp4")
         writer: cv2.VideoWriter | None = None
-        done = 0
+        done, interrupted = 0, False
         bar = tqdm(total=count or None, desc=src.name, unit="frame", disable=not self.progress, file=sys.stderr)
         try:
             for chunk in _batched(iter_frames(cap), self.batch):
@@ -157,6 +157,7 @@ class _DetectRun:
                 done += len(chunk)
                 bar.update(len(chunk))
         except KeyboardInterrupt:
+            interrupted = True
             tqdm.write(f"{src.name}: stopped after {done} frames", file=sys.stderr)
         finally:
             bar.close()
@@ -166,6 +167,11 @@ class _DetectRun:
                 self.summary.written.append(out)
         if done == 0:
             self.report(f"{src.name}: no frame could be read")
+        elif not interrupted and done + 1 < count:  # (containers may count one frame more than they hold)
+            self.report(
+                f"{src.name}: ended after {done} of the {count} frames its header announces (a truncated or "
+                f"damaged file); the {done} frames read were processed"
+            )
 
     def finish(self) -> DetectSummary:
         """Write the JSON list and fill in the mean per-image stage timings."""
