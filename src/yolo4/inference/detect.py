@@ -34,7 +34,7 @@ from yolo4.inference.detector import (
     Runner,
     build_detector,
 )
-from yolo4.inference.pipeline import Pipeline
+from yolo4.inference.pipeline import Pipeline, batched
 from yolo4.inference.tiles import TileConfig, TiledDetector
 
 
@@ -58,17 +58,6 @@ def _write_image(path: Path, rgb: np.ndarray) -> None:
     if not ok:
         raise DataError(f"{path}: cannot encode image")
     buf.tofile(str(path))
-
-
-def _batched(items: Iterator[Any], n: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 class _DetectRun:
@@ -139,7 +128,7 @@ class _DetectRun:
                         self.report(str(e))
                         bar.update(1)
 
-            for chunk in _batched(readable(), self.batch):
+            for chunk in batched(readable(), self.batch):
                 yield [c[0] for c in chunk], [str(c[1].path) for c in chunk]
 
         for results, drawn in self._pipeline().run(batches()):
@@ -170,7 +159,7 @@ class _DetectRun:
 
         def batches() -> Iterator[tuple[list[np.ndarray], list[str]]]:  # the pipeline's source: decoding
             first = 0
-            for chunk in _batched(iter_frames(cap), self.batch):
+            for chunk in batched(iter_frames(cap), self.batch):
                 yield chunk, [f"{src.name}#frame={first + i}" for i in range(len(chunk))]
                 first += len(chunk)
 

@@ -25,6 +25,18 @@ Stage = Callable[[Any], Any]
 _END = object()
 
 
+def batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    """Lists of `n` consecutive items (the last one shorter)."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 class _Failed:
     def __init__(self, error: BaseException):
         self.error = error
