@@ -42,6 +42,7 @@ from yolo4.evaluation.metrics import (
     comparison_table,
     write_coco_json,
 )
+from yolo4.inference.tiles import TileConfig, TiledDetector
 
 
 class EvalDataset(Protocol):
@@ -274,6 +275,7 @@ def run_val(
     save_json: str | os.PathLike | None = None,
     save_dir: str | os.PathLike | None = "runs/val",
     progress: bool = True,
+    tile: TileConfig | None = None,
 ) -> list[Metrics]:
     """`yolo4 val`: build the Detector (the same pre/post-processing as `yolo4 detect`),
     evaluate it on `split` of `data`, print the per-class table (worst first), the COCO
@@ -283,7 +285,8 @@ def run_val(
 
     `weights` may list several files (darknet .weights with `model`, exported .onnx /
     .tflite on their own): each is evaluated on the same images, its files go to
-    `save_dir/<file name>/`, and a comparison table ends the report.
+    `save_dir/<file name>/`, and a comparison table ends the report. `tile` evaluates tiled
+    inference (`yolo4.inference.tiles`), to measure what it gains on small objects.
 
     Returns:
         one Metrics per weights file, in order.
@@ -311,6 +314,8 @@ def run_val(
             max_det=max_det,
             labels=labels,
         )
+        if tile is not None:
+            detector = TiledDetector(detector, tile)
         out_dir = root / Path(w).name if (root is not None and several) else root
         json_path = None
         if save_json is not None:
@@ -322,6 +327,7 @@ def run_val(
             f"val: {w if w is not None else model} ({model if model is not None else 'exported'}) on {data} "
             f"[{split}], {len(dataset)} images, {len(names)} classes; {wd}x{h} {detector.resize}, conf {conf:g}, "
             f"NMS {nms} {iou:g}, labels {labels}, batch {batch}, {device}"
+            + (f"; {tile.describe()}" if tile is not None else "")
         )
         metrics = evaluate(
             detector, dataset, batch_size=batch, progress=progress, save_json=json_path, plots_dir=out_dir
