@@ -32,10 +32,10 @@ from yolo4.data.shapes import SHAPES_NAMES, ShapesConfig, render_shapes_image
 from yolo4.evaluation.evaluate import evaluate
 from yolo4.inference.detector import Detector
 from yolo4.inference.tiles import TileConfig, TiledDetector
+from yolo4.ops.nms_config import VAL_POSTPROCESS
 from yolo4.viz.draw import draw_boxes
 
 REPO = Path(__file__).resolve().parents[1]
-EVAL = {"conf": 0.001, "iou": 0.6, "labels": "all", "max_det": 300}
 
 
 class Canvas:
@@ -78,8 +78,8 @@ def main() -> None:
         f"{len(data)} images {args.size}x{args.size}, {len(boxes)} objects, median side {np.median(sides):.0f} px "
         f"({np.median(sides) * args.input / args.size:.1f} px at the {args.input} input when the image is resized)"
     )
-    base = Detector(cfg, weights, names=data.names, img_size=args.input, **EVAL)
-    big = Detector(cfg, weights, names=data.names, img_size=args.size, **EVAL)
+    base = Detector(cfg, weights, names=data.names, img_size=args.input, postprocess=VAL_POSTPROCESS)
+    big = Detector(cfg, weights, names=data.names, img_size=args.size, postprocess=VAL_POSTPROCESS)
     tile = TileConfig(size=args.tile, overlap=args.overlap, full_image=False)
     variants = [
         ("full image", base, 1),

@@ -28,7 +28,7 @@ import torch
 from yolo4.data.shapes import SHAPES_NAMES, ShapesVideoConfig, render_shapes_video
 from yolo4.evaluation.tracking import clear_mot
 from yolo4.inference.detector import Detector
-from yolo4.inference.track import ByteTracker, TrackConfig
+from yolo4.inference.track import TRACK_POSTPROCESS, ByteTracker, TrackConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def main() -> None:
     print(f"{len(video)} frames 320x320, {args.objects} objects, {sum(len(g[0]) for g in gt)} ground-truth boxes")
 
     truth = [(boxes, np.full(len(boxes), 0.9, np.float32), classes) for _, boxes, classes, _ in video]
-    det = Detector(cfg, weights, names=list(SHAPES_NAMES), img_size=args.input, conf=0.1, labels="best")
+    det = Detector(cfg, weights, names=list(SHAPES_NAMES), img_size=args.input, postprocess=TRACK_POSTPROCESS)
     model = []
     for i in range(0, len(video), 8):
         for r in det.predict_batch([v[0] for v in video[i : i + 8]]):

@@ -18,6 +18,7 @@ pytest.importorskip("pyarrow")
 
 from yolo4.inference.detect import run_detect  # noqa: E402
 from yolo4.inference.distributed import RayConfig, detect_dataset, read_results  # noqa: E402
+from yolo4.ops.nms_config import PostprocessConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,13 @@ def image_folder(tmp_path):
 def test_ray_matches_single_process_and_records_a_corrupt_image(local_ray, tiny_model, image_folder, tmp_path):
     cfg, weights = tiny_model
     images = image_folder
-    settings = {"model": cfg, "weights": weights, "names": ["a", "b"], "conf": 0.2, "progress": False}
+    settings = {
+        "model": cfg,
+        "weights": weights,
+        "names": ["a", "b"],
+        "postprocess": PostprocessConfig(conf=0.2),
+        "progress": False,
+    }
     run = RayConfig(workers=2, cpus_per_worker=1, shard_size=3, batch=2)
 
     first = detect_dataset([images], out=tmp_path / "results", ray_config=run, **settings)
@@ -66,7 +73,7 @@ def test_ray_matches_single_process_and_records_a_corrupt_image(local_ray, tiny_
     bad = [r for r in table if r["path"].endswith("bad.jpg")]
     assert len(bad) == 1 and "bad.jpg" in bad[0]["error"] and bad[0]["boxes"] == []
 
-    run_detect([images], save_dir=tmp_path / "single", batch=3, **settings)
+    run_detect([images], out=tmp_path / "single", batch=3, **settings)
     expected = {r["image"]: r for r in json.loads((tmp_path / "single" / "detections.json").read_text())}
     assert len(expected) == 7 and sum(len(r["detections"]) for r in expected.values()) > 0
     for row in table:
@@ -85,7 +92,13 @@ def test_ray_matches_single_process_and_records_a_corrupt_image(local_ray, tiny_
 def test_ray_rerun_recomputes_only_a_deleted_shard(local_ray, tiny_model, image_folder, tmp_path):
     cfg, weights = tiny_model
     images = image_folder
-    settings = {"model": cfg, "weights": weights, "names": ["a", "b"], "conf": 0.2, "progress": False}
+    settings = {
+        "model": cfg,
+        "weights": weights,
+        "names": ["a", "b"],
+        "postprocess": PostprocessConfig(conf=0.2),
+        "progress": False,
+    }
     run = RayConfig(workers=2, cpus_per_worker=1, shard_size=3, batch=2)
     first = detect_dataset([images], out=tmp_path / "results", ray_config=run, **settings)
     assert sorted(first.shards_written) == [0, 1, 2]
@@ -103,4 +116,9 @@ def test_ray_rerun_recomputes_only_a_deleted_shard(local_ray, tiny_model, image_
 
     # other settings must not mix into the same folder
     with pytest.raises(Yolo4Error, match="other settings"):
-        detect_dataset([images], out=tmp_path / "results", ray_config=run, **{**settings, "conf": 0.3})
+        detect_dataset(
+            [images],
+            out=tmp_path / "results",
+            ray_config=run,
+            **{**settings, "postprocess": PostprocessConfig(conf=0.3)},
+        )

@@ -92,7 +92,7 @@ def test_run_detect_video_same_detections_with_and_without_pipeline(tiny_cfg, fa
     for threaded in (True, False):
         out = tmp_path / f"out-{threaded}"
         summary = run_detect(
-            [video], model=tiny_cfg, runner=fake_runner, batch=3, save_dir=out, progress=False, pipeline=threaded
+            [video], model=tiny_cfg, runner=fake_runner, batch=3, out=out, progress=False, pipeline=threaded
         )
         assert summary.processed == 7
         records.append(json.loads((out / "detections.json").read_text()))

@@ -10,6 +10,7 @@ import torch
 from yolo4.errors import Yolo4Error
 from yolo4.inference.detector import Batch, Detections, Detector
 from yolo4.inference.tiles import TileConfig, TiledDetector, box_ios, merge_nmm, merge_nms, tile_windows
+from yolo4.ops.nms_config import DETECT_POSTPROCESS
 
 
 # ------------------------------------------------------------------ windows
@@ -78,7 +79,8 @@ def test_merge_nmm_joins_a_part_with_its_whole_and_keeps_the_rest():
 class _ComponentDetector:
     """Stands in for a Detector: finds every white blob of a tile, at any size, exactly."""
 
-    names, num_classes, input_hw, resize, device, max_det = ["blob"], 1, (64, 64), "stretch", "cpu", 300
+    names, num_classes, input_hw, resize, device = ["blob"], 1, (64, 64), "stretch", "cpu"
+    postprocess = DETECT_POSTPROCESS
 
     def prepare(self, images, paths=None):
         return Batch(list(images), [None] * len(images), torch.zeros(0), [])

@@ -128,7 +128,7 @@ def test_run_track_writes_video_mot_rows_and_json_lines(tiny_cfg, fake_runner, t
         w.write(np.full((64, 64, 3), 20 * i, np.uint8))
     w.release()
     summary = run_track(
-        video, model=tiny_cfg, runner=fake_runner, names=["a", "b"], save_dir=tmp_path / "out", progress=False
+        video, model=tiny_cfg, runner=fake_runner, names=["a", "b"], out=tmp_path / "out", progress=False
     )
     assert summary.frames == 6 and summary.ids == 1
     rows = summary.mot.read_text().splitlines()

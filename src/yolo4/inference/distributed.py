@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 
 from yolo4.errors import Yolo4Error
+from yolo4.inference.tiles import TileConfig, TiledDetector
+from yolo4.ops.nms_config import DETECT_POSTPROCESS, PostprocessConfig
 
 SUMMARY_FILE = "summary.json"
 _SETTINGS_KEY = b"yolo4.settings"
@@ -153,12 +155,12 @@ class ModelFiles:
 
 def _build(files: ModelFiles, options: dict[str, Any], folder: Path):
     from yolo4.inference.detector import build_detector
-    from yolo4.inference.tiles import TileConfig, TiledDetector
 
     model, weights, names = files.unpack(folder)
     opts = dict(options)
     tile = opts.pop("tile", None)
-    detector = build_detector(model, weights, names=names, **opts)
+    post = PostprocessConfig(**opts.pop("postprocess"))
+    detector = build_detector(model, weights, names=names, postprocess=post, **opts)
     return TiledDetector(detector, TileConfig(**tile)) if tile else detector
 
 
@@ -314,19 +316,18 @@ def detect_dataset(
     names: str | os.PathLike | Sequence[str] | None = None,
     img_size: int | None = None,
     resize: str | None = None,
-    conf: float = 0.25,
-    iou: float = 0.45,
-    nms: str = "greedy",
-    labels: str = "best",
-    device: str = "cpu",
-    tile: Any = None,
+    postprocess: PostprocessConfig = DETECT_POSTPROCESS,
+    device: str = "auto",
+    tile: TileConfig | None = None,
     out: str | os.PathLike = "results",
     ray_config: RayConfig = RayConfig(),
     progress: bool = True,
 ) -> DatasetSummary:
     """Detect on every image of `sources` (files, folders, globs, as `yolo4 detect`) with a
     pool of Ray actors and write Parquet shards plus `summary.json` into `out` (see the module
-    docstring). `model`/`weights`/`names`/... as `build_detector`; `tile` a TileConfig.
+    docstring). `model`/`weights`/`names`/`img_size`/`resize`/`postprocess` as `build_detector`;
+    `tile` runs every image as tiles (`yolo4.inference.tiles`); `device` "auto" uses a GPU per
+    actor where the cluster has GPUs.
 
     Returns:
         DatasetSummary. Raises Yolo4Error when nothing can be detected (no images, bad model).
@@ -351,10 +352,7 @@ def detect_dataset(
     options: dict[str, Any] = {
         "img_size": img_size,
         "resize": resize,
-        "conf": conf,
-        "iou": iou,
-        "nms": nms,
-        "labels": labels,
+        "postprocess": asdict(postprocess),
         "tile": asdict(tile) if tile is not None else None,
     }
     with tempfile.TemporaryDirectory(prefix="yolo4-driver-") as tmp:  # fail here, not in every actor

@@ -218,7 +218,8 @@ class TiledDetector:
         self.detector, self.config = detector, config
         self.names, self.num_classes = detector.names, detector.num_classes
         self.input_hw, self.resize, self.device = detector.input_hw, detector.resize, detector.device
-        self.max_det = int(getattr(detector, "max_det", 300))
+        self.postprocess = detector.postprocess
+        self.max_det = detector.postprocess.max_det
         self._merge = MERGERS[config.merge]
 
     def windows(self, image_hw: tuple[int, int]) -> np.ndarray:

@@ -35,6 +35,9 @@ import torchvision
 from torch import nn
 
 from yolo4.errors import DataError, Yolo4Error
+from yolo4.ops.nms_config import PostprocessConfig
+
+TRACK_POSTPROCESS = PostprocessConfig(conf=0.1)  # ByteTrack's second association needs the low-score boxes
 
 # ================================================================== Kalman filter
 _STD_POSITION, _STD_VELOCITY = 1.0 / 20, 1.0 / 160  # ByteTrack's noise weights, relative to box height
@@ -346,21 +349,20 @@ def run_track(
     names: str | os.PathLike | Sequence[str] | None = None,
     img_size: int | None = None,
     resize: str | None = None,
-    conf: float = 0.1,
-    iou: float = 0.45,
-    nms: str = "greedy",
-    device: str = "cpu",
+    postprocess: PostprocessConfig = TRACK_POSTPROCESS,
+    device: str = "auto",
     config: TrackConfig = TrackConfig(),
     batch: int = 1,
-    save_dir: str | os.PathLike = "runs/track",
+    out: str | os.PathLike = "runs/track",
     progress: bool = True,
     runner=None,
     pipeline: bool = True,
 ) -> TrackSummary:
     """`yolo4 track`: detect on every frame of a video file or camera, track with ByteTrack, and
     write `<stem>.mp4` (ids and trails drawn), `<stem>.txt` (MOTChallenge rows) and
-    `<stem>.jsonl` (one `frame_record` per frame) into save_dir. `conf` is the detector's
-    threshold: keep it at or below `config.low_thresh` so that ByteTrack sees the low-score boxes.
+    `<stem>.jsonl` (one `frame_record` per frame) into the folder `out`. `postprocess` is the
+    detector's (default `TRACK_POSTPROCESS`: conf 0.1, so that ByteTrack sees the low-score
+    boxes; keep conf at or below `config.low_thresh`).
     Decoding, the detector's three stages and tracking + drawing run in a `Pipeline`.
     """
     import cv2
@@ -382,13 +384,11 @@ def run_track(
         names=names,
         img_size=img_size,
         resize=resize,
-        conf=conf,
-        iou=iou,
-        nms=nms,
+        postprocess=postprocess,
         device=device,
         runner=runner,
     )
-    out_dir = Path(save_dir)
+    out_dir = Path(out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
