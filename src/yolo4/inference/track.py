@@ -35,9 +35,7 @@ import torchvision
 from torch import nn
 
 from yolo4.errors import DataError, Yolo4Error
-from yolo4.ops.nms_config import PostprocessConfig
-
-TRACK_POSTPROCESS = PostprocessConfig(conf=0.1)  # ByteTrack's second association needs the low-score boxes
+from yolo4.ops.nms_config import TRACK_POSTPROCESS, PostprocessConfig
 
 # ================================================================== Kalman filter
 _STD_POSITION, _STD_VELOCITY = 1.0 / 20, 1.0 / 160  # ByteTrack's noise weights, relative to box height
