@@ -296,7 +296,7 @@ def test_tiles_reach_detect_and_val_as_one_tile_config(api, capsys):
 
 
 def test_ray_flag_runs_detect_dataset_with_its_settings(api, capsys):
-    from yolo4.inference.distributed import RayConfig
+    from yolo4.inference.cluster import RayConfig
 
     argv = ["detect", "imgs/", "--model", "m.onnx", "--ray", "--ray-address", "auto", "--ray-workers", "4"]
     args, kw, _ = _call(api, "detect_dataset", argv + ["--shard-size", "500", "--out", "results"], capsys)

@@ -298,7 +298,7 @@ def _run_detect(a: argparse.Namespace) -> int:
 
     _old_exported_weights(a, many=False)
     if a.ray:
-        from yolo4.inference.distributed import RayConfig
+        from yolo4.inference.cluster import RayConfig
 
         ray_config = RayConfig(
             address=a.ray_address,

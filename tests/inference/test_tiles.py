@@ -77,7 +77,8 @@ def test_merge_nmm_joins_a_part_with_its_whole_and_keeps_the_rest():
 
 # ------------------------------------------------------------------ seams
 class _ComponentDetector:
-    """Stands in for a Detector: finds every white blob of a tile, at any size, exactly."""
+    """Stands in for a Detector: finds every white blob of a tile, at any size, exactly; a larger
+    (whole) view scores higher than a smaller one (a part)."""
 
     names, num_classes, input_hw, resize, device = ["blob"], 1, (64, 64), "stretch", "cpu"
     postprocess = DETECT_POSTPROCESS
@@ -93,10 +94,10 @@ class _ComponentDetector:
         for img in batch.images:
             n, _, stats, _ = cv2.connectedComponentsWithStats((img[..., 0] > 128).astype(np.uint8))
             boxes = np.array([[x, y, x + w, y + h] for x, y, w, h, _ in stats[1:n]], np.float32).reshape(-1, 4)
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            scores = 0.5 + 0.4 * area / (area + 1e4)
             out.append(
-                Detections(
-                    boxes, np.full(len(boxes), 0.9, np.float32), np.zeros(len(boxes), np.int64), ["blob"], img.shape[:2]
-                )
+                Detections(boxes, scores.astype(np.float32), np.zeros(len(boxes), np.int64), ["blob"], img.shape[:2])
             )
         return out
 

@@ -154,41 +154,40 @@ def merge_nms(boxes: Tensor, scores: Tensor, class_ids: Tensor, threshold: float
 
 def merge_nmm(boxes: Tensor, scores: Tensor, class_ids: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
     """Greedy non-maximum merging, class by class: in order of decreasing score, each box not
-    yet taken starts a group, which takes every untaken box of its class whose intersection
-    with the group's union box covers more than `threshold` of the smaller of the two (IoS),
-    growing the union until nothing more joins; the group becomes its union box at the
-    leader's (the group's best) score. Growing the union lets the parts of an object that
-    several tiles cut join the whole-image box that contains them all.
+    yet taken leads a group of every untaken box of its class whose intersection with the
+    leader covers more than `threshold` of the smaller of the two (IoS); the group becomes the
+    union of its boxes at the leader's (the group's best) score.
+
+    A whole object's box (from the tile that holds it, or the whole-image pass) takes the
+    parts that other tiles see of it when it scores highest, as whole views usually do.
 
     Args:
         boxes: Tensor[K, 4] xyxy. scores: Tensor[K]. class_ids: Tensor[K] int. threshold: IoS.
     Returns:
         (boxes Tensor[M, 4], scores Tensor[M], class_ids Tensor[M]) by decreasing score.
     """
+    device = boxes.device
     order = scores.argsort(descending=True, stable=True)
-    boxes, scores, class_ids = boxes[order].float().cpu(), scores[order], class_ids[order]
-    same_class = class_ids.cpu()[:, None] == class_ids.cpu()[None, :]  # (K, K)
-    taken = torch.zeros(boxes.shape[0], dtype=torch.bool)
+    boxes, scores, class_ids = boxes[order].float().cpu(), scores[order].cpu(), class_ids[order].cpu()
     out_boxes, keep = [], []
-    for i in range(boxes.shape[0]):
-        if taken[i]:
-            continue
-        union, group = boxes[i], torch.zeros_like(taken)
-        group[i] = True
-        while True:
-            joins = (box_ios(union[None], boxes)[0] > threshold) & same_class[i] & ~taken & ~group  # (K,)
-            if not joins.any():
-                break
-            group |= joins
-            members = boxes[group]  # (G, 4)
-            union = torch.cat([members[:, :2].min(0).values, members[:, 2:].max(0).values])
-        taken |= group
-        out_boxes.append(union)
-        keep.append(i)
+    for c in torch.unique(class_ids).tolist():
+        members = torch.nonzero(class_ids == c).squeeze(1)  # ranks of class c, best first
+        cls_boxes = boxes[members]  # (Kc, 4)
+        taken = torch.zeros(len(members), dtype=torch.bool)
+        for i in range(len(members)):
+            if taken[i]:
+                continue
+            group = (box_ios(cls_boxes[i : i + 1], cls_boxes)[0] > threshold) & ~taken  # (Kc,)
+            group[i] = True
+            taken |= group
+            g = cls_boxes[group]  # (G, 4)
+            out_boxes.append(torch.cat([g[:, :2].min(0).values, g[:, 2:].max(0).values]))
+            keep.append(int(members[i]))
     if not keep:
-        return boxes[:0], scores[:0], class_ids[:0]
-    idx = torch.as_tensor(keep, device=scores.device)
-    return torch.stack(out_boxes).to(scores.device), scores[idx], class_ids[idx]
+        return boxes[:0].to(device), scores[:0].to(device), class_ids[:0].to(device)
+    rank = torch.as_tensor(keep).argsort()  # back to decreasing score over all classes
+    idx = torch.as_tensor(keep)[rank]
+    return torch.stack(out_boxes)[rank].to(device), scores[idx].to(device), class_ids[idx].to(device)
 
 
 MERGERS: dict[str, MergeFn] = {"nmm": merge_nmm, "nms": merge_nms}

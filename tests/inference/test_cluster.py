@@ -1,4 +1,4 @@
-"""yolo4.inference.distributed: Ray Data batch detection on a local 2-CPU Ray instance gives the
+"""yolo4.inference.cluster: Ray Data batch detection on a local 2-CPU Ray instance gives the
 detections of `yolo4 detect`, records a corrupt image, and a rerun recomputes only a deleted shard."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("pyarrow")
 
 from yolo4.inference.detect import run_detect  # noqa: E402
-from yolo4.inference.distributed import RayConfig, detect_dataset, read_results  # noqa: E402
+from yolo4.inference.cluster import RayConfig, detect_dataset, read_results  # noqa: E402
 from yolo4.ops.nms_config import PostprocessConfig  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def test_ray_matches_single_process_and_records_a_corrupt_image(local_ray, tiny_
         "postprocess": PostprocessConfig(conf=0.2),
         "progress": False,
     }
-    run = RayConfig(workers=2, cpus_per_worker=1, shard_size=3, batch=2)
+    run = RayConfig(workers=1, cpus_per_worker=1, shard_size=3, batch=2)  # one actor: the fast test
 
     first = detect_dataset([images], out=tmp_path / "results", ray_config=run, **settings)
     assert (first.images, first.failed, first.shards) == (8, 1, 3)
