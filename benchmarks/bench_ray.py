@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from yolo4.data.shapes import SHAPES_NAMES
-from yolo4.inference.detect import run_detect
 from yolo4.inference.cluster import RayConfig, detect_dataset
+from yolo4.inference.detect import run_detect
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -41,11 +41,11 @@ from yolo4.export.run import ExportResult
 from yolo4.export.run import run_export as export
 from yolo4.inference.benchmark import BenchResult
 from yolo4.inference.benchmark import benchmark as benchmark
+from yolo4.inference.cluster import DatasetSummary, RayConfig
+from yolo4.inference.cluster import detect_dataset as detect_dataset
 from yolo4.inference.detect import DetectSummary
 from yolo4.inference.detect import run_detect as detect
 from yolo4.inference.detector import Detections, Detector, build_detector
-from yolo4.inference.cluster import DatasetSummary, RayConfig
-from yolo4.inference.cluster import detect_dataset as detect_dataset
 from yolo4.inference.tiles import TileConfig
 from yolo4.inference.track import TrackConfig, TrackSummary
 from yolo4.inference.track import run_track as track

@@ -16,8 +16,8 @@ from yolo4.errors import Yolo4Error
 ray = pytest.importorskip("ray")
 pytest.importorskip("pyarrow")
 
-from yolo4.inference.detect import run_detect  # noqa: E402
 from yolo4.inference.cluster import RayConfig, detect_dataset, read_results  # noqa: E402
+from yolo4.inference.detect import run_detect  # noqa: E402
 from yolo4.ops.nms_config import PostprocessConfig  # noqa: E402
 
 
