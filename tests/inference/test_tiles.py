@@ -69,6 +69,11 @@ def test_merge_nmm_joins_a_part_with_its_whole_and_keeps_the_rest():
     b, s, c = merge_nmm(boxes, scores, classes, 0.5)
     assert b.tolist() == [[90.0, 10, 115, 30], [90.0, 10, 115, 30], [200.0, 10, 220, 30]]
     assert s.tolist() == pytest.approx([0.9, 0.7, 0.6]) and c.tolist() == [0, 1, 0]
+    # a far weaker box around a confident one is suppressed without widening it
+    b, s, c = merge_nmm(
+        torch.tensor([[10.0, 10, 20, 20], [0, 0, 100, 100]]), torch.tensor([0.9, 0.01]), classes[:2], 0.5
+    )
+    assert b.tolist() == [[10.0, 10, 20, 20]] and s.tolist() == pytest.approx([0.9])
     # IoU-NMS keeps the part: IoU 0.4 < 0.5
     assert len(merge_nms(boxes, scores, classes, 0.5)[0]) == 4
     empty = merge_nmm(boxes[:0], scores[:0], classes[:0], 0.5)

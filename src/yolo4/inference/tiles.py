@@ -137,6 +137,7 @@ def box_ios(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return torch.where(smaller > 0, inter / smaller.clamp(min=1e-12), torch.zeros_like(inter))
 
 
+WIDEN_RATIO = 0.5  # merge_nmm: members scoring at least this fraction of the leader's widen the merged box
 MergeFn = Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor, Tensor]]
 
 
@@ -156,7 +157,10 @@ def merge_nmm(boxes: Tensor, scores: Tensor, class_ids: Tensor, threshold: float
     """Greedy non-maximum merging, class by class: in order of decreasing score, each box not
     yet taken leads a group of every untaken box of its class whose intersection with the
     leader covers more than `threshold` of the smaller of the two (IoS); the group becomes the
-    union of its boxes at the leader's (the group's best) score.
+    union of the boxes that score at least `WIDEN_RATIO` of the leader's, at the leader's (the
+    group's best) score. Weaker members are suppressed without widening the box: at the low
+    thresholds of mAP evaluation (conf 0.001) a large, barely confident box around a small
+    object would otherwise swallow it.
 
     A whole object's box (from the tile that holds it, or the whole-image pass) takes the
     parts that other tiles see of it when it scores highest, as whole views usually do.
@@ -172,7 +176,7 @@ def merge_nmm(boxes: Tensor, scores: Tensor, class_ids: Tensor, threshold: float
     out_boxes, keep = [], []
     for c in torch.unique(class_ids).tolist():
         members = torch.nonzero(class_ids == c).squeeze(1)  # ranks of class c, best first
-        cls_boxes = boxes[members]  # (Kc, 4)
+        cls_boxes, cls_scores = boxes[members], scores[members]  # (Kc, 4), (Kc,)
         taken = torch.zeros(len(members), dtype=torch.bool)
         for i in range(len(members)):
             if taken[i]:
@@ -180,7 +184,7 @@ def merge_nmm(boxes: Tensor, scores: Tensor, class_ids: Tensor, threshold: float
             group = (box_ios(cls_boxes[i : i + 1], cls_boxes)[0] > threshold) & ~taken  # (Kc,)
             group[i] = True
             taken |= group
-            g = cls_boxes[group]  # (G, 4)
+            g = cls_boxes[group & (cls_scores >= WIDEN_RATIO * cls_scores[i])]  # (G', 4), the leader included
             out_boxes.append(torch.cat([g[:, :2].min(0).values, g[:, 2:].max(0).values]))
             keep.append(int(members[i]))
     if not keep:
