@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 
 import cv2
 import numpy as np
@@ -26,6 +27,20 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def time_limit():
+    """A Ray job that cannot be scheduled waits forever: fail the test after 15 minutes instead."""
+
+    def stop(signum, frame):
+        raise TimeoutError("the Ray test ran for 15 minutes")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(900)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture

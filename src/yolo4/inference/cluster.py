@@ -332,8 +332,6 @@ def detect_dataset(
     Returns:
         DatasetSummary. Raises Yolo4Error when nothing can be detected (no images, bad model).
     """
-    from tqdm import tqdm
-
     from yolo4.data.sources import ImageSource, resolve_sources
 
     ray = require_ray()
@@ -379,21 +377,8 @@ def detect_dataset(
             kw = _local_ray_options(ray_config) if ray_config.address is None else {"logging_level": logging.WARNING}
             ray.init(address=ray_config.address, **kw)
         try:
-            _run_shards(
-                ray,
-                shards,
-                todo,
-                files,
-                options,
-                device,
-                ray_config,
-                out_dir,
-                settings,
-                class_names,
-                summary,
-                progress,
-                tqdm,
-            )
+            job = _Job(shards, todo, files, options, device, ray_config, out_dir, settings, class_names)
+            _run_shards(ray, job, summary, progress)
         finally:
             if own_ray:
                 ray.shutdown()
@@ -409,10 +394,28 @@ def detect_dataset(
     return summary
 
 
-def _run_shards(
-    ray, shards, todo, files, options, device, cfg: RayConfig, out_dir, settings, names, summary, progress, tqdm
-):
+@dataclass(frozen=True)
+class _Job:
+    """What the Ray part of `detect_dataset` needs: every shard's paths, the shards to compute,
+    the model files and detector options, where and how to run, and the stamp for the files."""
+
+    shards: list[list[str]]
+    todo: list[int]
+    files: ModelFiles
+    options: dict[str, Any]
+    device: str
+    config: RayConfig
+    out_dir: Path
+    settings: str
+    names: list[str]
+
+
+def _run_shards(ray, job: _Job, summary: DatasetSummary, progress: bool) -> None:
+    """Run the shards of `job.todo` on Ray and write each as soon as it is complete."""
     import ray.data
+    from tqdm import tqdm
+
+    cfg, device, shards = job.config, job.device, job.shards
 
     resources = ray.cluster_resources()
     gpus = cfg.gpus_per_worker
@@ -433,27 +436,27 @@ def _run_shards(
     ctx.enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
-    rows = [{"path": p, "shard": k, "index": i} for k in todo for i, p in enumerate(shards[k])]
-    worker_options = {**options, "device": "cuda" if gpus else "cpu"}
+    rows = [{"path": p, "shard": k, "index": i} for k in job.todo for i, p in enumerate(shards[k])]
+    worker_options = {**job.options, "device": "cuda" if gpus else "cpu"}
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // cfg.batch, 4 * workers * 8)))
     ds = ds.map_batches(_read_files, batch_size=cfg.batch, num_cpus=0)
     ds = ds.map_batches(
         _DetectWorker,
         batch_size=cfg.batch,
         compute=ray.data.ActorPoolStrategy(size=workers),
-        fn_constructor_kwargs={"files": files, "options": worker_options, "threads": cpus, "batch": cfg.batch},
+        fn_constructor_kwargs={"files": job.files, "options": worker_options, "threads": cpus, "batch": cfg.batch},
         num_cpus=cpus,
         num_gpus=gpus,
         batch_format="numpy",
     )
-    pending: dict[int, list[dict[str, Any]]] = {k: [] for k in todo}
+    pending: dict[int, list[dict[str, Any]]] = {k: [] for k in job.todo}
     bar = tqdm(total=len(rows), desc="ray detect", unit="img", disable=not progress, file=sys.stderr)
     for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in table.to_pylist():
             k = int(row["shard"])
             pending[k].append(row)
             if len(pending[k]) == len(shards[k]):
-                _write_shard(shard_path(out_dir, k), pending.pop(k), settings, names)
+                _write_shard(shard_path(job.out_dir, k), pending.pop(k), job.settings, job.names)
                 summary.shards_written.append(k)
         bar.update(table.num_rows)
     bar.close()
