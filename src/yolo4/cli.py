@@ -13,7 +13,14 @@ import sys
 from collections.abc import Callable
 
 from yolo4.errors import Yolo4Error
-from yolo4.ops.nms_config import DETECT_POSTPROCESS, LABEL_RULES, NMS_KINDS, VAL_POSTPROCESS, PostprocessConfig
+from yolo4.ops.nms_config import (
+    DETECT_POSTPROCESS,
+    LABEL_RULES,
+    NMS_KINDS,
+    TRACK_POSTPROCESS,
+    VAL_POSTPROCESS,
+    PostprocessConfig,
+)
 
 # What the choices are (no heavy imports here: tests check them against yolo4.export.common and
 # yolo4.inference.preprocess).
@@ -21,6 +28,7 @@ FORMATS = ("onnx", "tflite", "darknet")
 OUTPUT_KINDS = ("heads", "decoded", "nms")
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 RESIZE_RULES = ("stretch", "letterbox")
+TILE_MERGES = ("nmm", "nms")
 
 DESCRIPTION = "The YOLOv4 family of object detectors, darknet-compatible, in PyTorch. See `yolo4 COMMAND --help`."
 VOCABULARY = """\
@@ -150,6 +158,34 @@ def _postprocess(a: argparse.Namespace) -> PostprocessConfig:
     return PostprocessConfig(conf=a.conf, iou=a.iou, nms=a.nms, labels=a.labels, max_det=a.max_det)
 
 
+def _add_tiles(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tiles", "large images with small objects: detect on overlapping tiles, then merge")
+    g.add_argument("--tile", type=int, default=None, metavar="N", help="tile side in image pixels (off by default)")
+    g.add_argument("--tile-overlap", type=float, default=0.2, metavar="F", help="overlap of neighbouring tiles (0.2)")
+    g.add_argument(
+        "--tile-merge",
+        choices=TILE_MERGES,
+        default="nmm",
+        help="nmm: merge boxes covering each other (intersection over smaller; default); nms: IoU-NMS",
+    )
+    g.add_argument("--tile-merge-thresh", type=float, default=0.5, metavar="T", help="IoS (nmm) or IoU (nms)")
+    g.add_argument("--no-full-image", action="store_true", help="tiles only, without the whole-image pass")
+
+
+def _tile(a: argparse.Namespace):
+    if a.tile is None:
+        return None
+    from yolo4.inference.tiles import TileConfig
+
+    return TileConfig(
+        size=a.tile,
+        overlap=a.tile_overlap,
+        full_image=not a.no_full_image,
+        merge=a.tile_merge,
+        merge_threshold=a.tile_merge_thresh,
+    )
+
+
 def _add_out(p: argparse.ArgumentParser, default: str | None, what: str, old: str | None = None) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--out", default=default, metavar="PATH", help=what)
@@ -234,13 +270,57 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
         help="detections file (default detections.json; a relative path is inside --out)",
     )
     _add_postprocess(p, DETECT_POSTPROCESS, "darknet's detector test and OpenCV's sample")
+    _add_tiles(p)
+    p.add_argument(
+        "--no-pipeline",
+        action="store_true",
+        help="decode, pre-process, run the network and draw one after another instead of in parallel threads",
+    )
+    r = p.add_argument_group(
+        "many machines (Ray Data; pip install 'yolo4[ray]')",
+        "--ray writes Parquet shards (path, width, height, boxes, scores, class_ids, error) and summary.json "
+        "into --out; a rerun skips the shards already written",
+    )
+    r.add_argument("--ray", action="store_true", help="run on Ray: a local instance, or the cluster of --ray-address")
+    r.add_argument(
+        "--ray-address", default=None, metavar="A", help="'auto' (this machine's cluster) or ray://HOST:PORT"
+    )
+    r.add_argument("--ray-workers", type=int, default=None, metavar="N", help="detector actors (default: one per GPU)")
+    r.add_argument(
+        "--ray-cpus-per-worker", type=int, default=None, metavar="N", help="cores per actor without GPU (default 2)"
+    )
+    r.add_argument("--shard-size", type=int, default=1000, metavar="N", help="images per Parquet shard (default 1000)")
     p.set_defaults(func=_run_detect, parser=p)
 
 
 def _run_detect(a: argparse.Namespace) -> int:
-    from yolo4.api import detect
+    from yolo4.api import detect, detect_dataset
 
     _old_exported_weights(a, many=False)
+    if a.ray:
+        from yolo4.inference.cluster import RayConfig
+
+        ray_config = RayConfig(
+            address=a.ray_address,
+            workers=a.ray_workers,
+            cpus_per_worker=a.ray_cpus_per_worker,
+            shard_size=a.shard_size,
+            batch=max(a.batch, 1),
+        )
+        summary = detect_dataset(
+            a.sources,
+            model=a.model,
+            weights=a.weights,
+            names=a.names,
+            img_size=a.img_size,
+            resize=a.resize,
+            postprocess=_postprocess(a),
+            device=a.device,
+            tile=_tile(a),
+            out=a.out,
+            ray_config=ray_config,
+        )
+        return 0 if summary.detected else 1
     summary = detect(
         a.sources,
         model=a.model,
@@ -253,6 +333,8 @@ def _run_detect(a: argparse.Namespace) -> int:
         batch=a.batch,
         json_path=a.json,
         out=a.out,
+        tile=_tile(a),
+        pipeline=not a.no_pipeline,
     )
     return 0 if summary.processed else 1
 
@@ -359,6 +441,7 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     )
     _old_option(json_group, "--save-json", "json", "--json", metavar="FILE")
     _add_postprocess(p, VAL_POSTPROCESS, "darknet's map: a low threshold and every class, as mAP needs")
+    _add_tiles(p)
     p.set_defaults(func=_run_val, parser=p)
 
 
@@ -378,6 +461,64 @@ def _run_val(a: argparse.Namespace) -> int:
         device=a.device,
         json_path=a.json,
         out=a.out,
+        tile=_tile(a),
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- track
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "track",
+        help="track objects through a video or camera with ByteTrack: ids, trails, MOT text and JSON",
+        description="Detect on every frame and give each object a persistent id (ByteTrack). Writes into "
+        "--out: <name>.mp4 with ids and trails drawn, <name>.txt in MOTChallenge format "
+        "(frame,id,left,top,width,height,score,-1,-1,-1) and <name>.jsonl (one JSON record per frame).",
+    )
+    p.add_argument("source", metavar="SOURCE", help="a video file or a webcam index (0)")
+    _add_model(p)
+    p.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
+    p.add_argument("--names", metavar="FILE", help="class names, one a line (default: the model's; COCO's for 80)")
+    p.add_argument("--img-size", type=int, default=None, metavar="N", help="network input size (default: the cfg's)")
+    p.add_argument("--resize", choices=RESIZE_RULES, default=None, help=RESIZE_HELP)
+    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="frames per forward pass (default 1)")
+    _add_out(p, "runs/track", "folder for the video, MOT text and JSON lines (default runs/track)")
+    _add_postprocess(p, TRACK_POSTPROCESS, "low, so that ByteTrack's second association sees weak boxes")
+    t = p.add_argument_group("ByteTrack", "defaults: the paper's")
+    t.add_argument("--track-high", type=float, default=0.5, metavar="S", help="first-association score (0.5)")
+    t.add_argument("--track-low", type=float, default=0.1, metavar="S", help="second-association score (0.1)")
+    t.add_argument("--track-new", type=float, default=0.6, metavar="S", help="score that starts a track (0.6)")
+    t.add_argument("--track-match", type=float, default=0.8, metavar="D", help="largest 1 - IoU matched first (0.8)")
+    t.add_argument("--track-buffer", type=int, default=30, metavar="N", help="frames a lost track is kept (30)")
+    p.add_argument("--no-pipeline", action="store_true", help="run the stages one after another (no threads)")
+    p.set_defaults(func=_run_track, parser=p)
+
+
+def _run_track(a: argparse.Namespace) -> int:
+    from yolo4.api import track
+    from yolo4.inference.track import TrackConfig
+
+    config = TrackConfig(
+        high_thresh=a.track_high,
+        low_thresh=a.track_low,
+        new_track_thresh=a.track_new,
+        match_thresh=a.track_match,
+        track_buffer=a.track_buffer,
+    )
+    track(
+        a.source,
+        model=a.model,
+        weights=a.weights,
+        names=a.names,
+        img_size=a.img_size,
+        resize=a.resize,
+        postprocess=_postprocess(a),
+        device=a.device,
+        config=config,
+        batch=a.batch,
+        out=a.out,
+        pipeline=not a.no_pipeline,
     )
     return 0
 
@@ -580,6 +721,7 @@ def _run_dataset_shapes(a: argparse.Namespace) -> int:
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_info,
     _add_detect,
+    _add_track,
     _add_train,
     _add_val,
     _add_export,
