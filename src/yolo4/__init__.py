@@ -5,7 +5,7 @@
     for dets in detector(["dog.jpg", "horses.jpg"]):
         print(dets.boxes, dets.scores, dets.labels)      # boxes (N, 4) xyxy in the image's pixels
 
-The public API (`yolo4.load`, `detect`, `train`, `val`, `export`, `benchmark`, `info`, `Detector`,
+The public API (`yolo4.load`, `detect`, `train`, `tune`, `val`, `export`, `benchmark`, `info`, `Detector`,
 `Detections`, `PostprocessConfig`, `TrainConfig`, `ExportOptions`, ...) lives in `yolo4.api` and
 is imported on first use, so `import yolo4` and `import yolo4.darknet` stay light.
 """
@@ -30,11 +30,14 @@ _API = (
     "PostprocessConfig",
     "TrainConfig",
     "TrainResult",
+    "TuneResult",
+    "TuneSettings",
     "benchmark",
     "detect",
     "info",
     "load",
     "train",
+    "tune",
     "val",
 )
 __all__ = ["__version__", "export", *_API]

@@ -6,6 +6,7 @@
     [dets] = detector("dog.jpg")                              # yolo4.Detections, boxes in the image's pixels
     yolo4.detect(["photos/"], model="model.onnx", out="runs/detect")
     result = yolo4.train("data.yaml", model="yolov4-tiny", epochs=100, lr=0.02)
+    search = yolo4.tune("data.yaml", model="yolov4-tiny", trials=30, epochs_per_trial=10)  # -> best.yaml
     [metrics] = yolo4.val("data.yaml", model=result.best_cfg, weights=result.best_weights)
     yolo4.export(result.best_cfg, result.best_weights, format="onnx", outputs="decoded")
     print(yolo4.benchmark("yolov4-tiny", img_size=416).summary())
@@ -46,6 +47,8 @@ from yolo4.ops.nms_config import DETECT_POSTPROCESS, VAL_POSTPROCESS, Postproces
 from yolo4.training.config import TrainConfig
 from yolo4.training.run import run_train as train
 from yolo4.training.train import TrainResult
+from yolo4.tuning.run import TuneResult, TuneSettings
+from yolo4.tuning.run import run_tune as tune
 
 __all__ = [
     "DETECT_POSTPROCESS",
@@ -60,12 +63,15 @@ __all__ = [
     "PostprocessConfig",
     "TrainConfig",
     "TrainResult",
+    "TuneResult",
+    "TuneSettings",
     "benchmark",
     "detect",
     "export",
     "info",
     "load",
     "train",
+    "tune",
     "val",
 ]
 

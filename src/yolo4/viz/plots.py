@@ -174,3 +174,59 @@ def plot_training_curves(csv_path: str | Path, out_png: str | Path) -> Path:
     if not keys:
         axes.flat[0].text(0.5, 0.5, f"no numeric columns in {Path(csv_path).name}", ha="center")
     return _save(fig, out_png)
+
+
+def plot_search(trials: Sequence[dict], keys: Sequence[str], out_png: str | Path, log_keys: Sequence[str] = ()) -> Path:
+    """A hyper-parameter search at a glance: fitness per trial (the best so far as a line), then
+    one panel per parameter with each trial's value against its fitness (the best trial starred,
+    trial 0, the defaults, ringed).
+
+    Args:
+        trials: one dict per finished trial: "trial" (int), "status" ("done", "pruned" or
+            "failed"), "fitness" (float, NaN when none), and each key of `keys` (a number, or any
+            value for categorical parameters).
+        keys: the parameters, one panel each; `log_keys` of them get a log x axis.
+    Returns:
+        the PNG path.
+    """
+    style = {"done": dict(marker="o", color="tab:blue"), "pruned": dict(marker="x", color="tab:orange")}
+    scored = [t for t in trials if math.isfinite(t["fitness"]) and t["status"] in style]
+    best = max((t for t in scored if t["status"] == "done"), key=lambda t: t["fitness"], default=None)
+    n = 1 + len(keys)
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.7 * nrows), layout="constrained", squeeze=False)
+    ax = axes.flat[0]
+    for status, st in style.items():
+        pts = [(t["trial"], t["fitness"]) for t in scored if t["status"] == status]
+        if pts:
+            ax.scatter(*zip(*pts), s=22, label=status, **st)
+    done = sorted((t["trial"], t["fitness"]) for t in scored if t["status"] == "done")
+    if done:
+        ax.plot([d[0] for d in done], np.maximum.accumulate([d[1] for d in done]), color="tab:green", label="best")
+    ax.set_title("fitness per trial (0.1 mAP50 + 0.9 mAP50-95)", fontsize=9)
+    ax.set_xlabel("trial", fontsize=8)
+    ax.legend(fontsize=7)
+    for ax, key in zip(list(axes.flat)[1:], keys):
+        values = [t[key] for t in scored]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        cats = [] if numeric else sorted({str(v) for v in values})
+        x = (lambda v: v) if numeric else (lambda v, cats=cats: cats.index(str(v)))
+        for status, st in style.items():
+            pts = [(x(t[key]), t["fitness"]) for t in scored if t["status"] == status]
+            if pts:
+                ax.scatter(*zip(*pts), s=18, alpha=0.8, **st)
+        for t, mark in ((next((t for t in scored if t["trial"] == 0), None), "defaults"), (best, "best")):
+            if t is not None:
+                kw = dict(s=160, marker="*", color="tab:red") if mark == "best" else dict(s=120, facecolors="none")
+                ax.scatter([x(t[key])], [t["fitness"]], edgecolors="black", zorder=3, **kw)
+        if not numeric:
+            ax.set_xticks(range(len(cats)), cats, fontsize=7)
+        elif key in log_keys:
+            ax.set_xscale("log")
+        ax.set_title(key, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return _save(fig, out_png)
