@@ -352,7 +352,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", metavar="FILE", help="YAML of fields and ranges to evolve (default: the built-in space)")
     p.add_argument("--img-size", type=int, metavar="N", help="training input size of the trials")
     p.add_argument("--batch", type=int, metavar="N", help="images per optimizer step")
-    p.add_argument("--device", metavar="D", help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
     p.add_argument("--out", metavar="PATH", help="search folder (default runs/tune)")
     p.add_argument(
         "--backend", choices=("auto", "ray", "local"), help="auto (default: Ray Tune when installed), ray, or local"

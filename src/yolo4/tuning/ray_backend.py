@@ -41,13 +41,13 @@ class GeneticSearcher(Searcher):
         self.running: dict[str, Trial] = {}  # Ray trial id -> our trial
         self.stopped: str | None = None
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict | None:  # or Searcher.FINISHED, a str Ray's annotation omits
         if self.search.budget_spent():
             self.stopped = f"time budget of {self.search.settings.budget_min:g} min spent"
-            return Searcher.FINISHED
+            return Searcher.FINISHED  # type: ignore[return-value]
         trial = self.search.next_trial(list(self.running.values()))
         if trial is None:
-            return Searcher.FINISHED
+            return Searcher.FINISHED  # type: ignore[return-value]
         self.running[trial_id] = trial
         self.search_describe(trial)
         return {"index": trial.index, "params": trial.params, "parents": list(trial.parents)}

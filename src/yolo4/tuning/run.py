@@ -355,20 +355,15 @@ _SAME_SEARCH_IGNORES = (*RUN_FIELDS, "progress")
 def _check_resume(path: Path, base: TrainConfig, space: SearchSpace, settings: TuneSettings) -> None:
     """Write what the search is to search.json, or, when it is there, check that this is the same
     search (same trial config except how it runs, same space, same epochs per trial)."""
-    current = {
-        "base": {k: v for k, v in base.to_dict().items() if k not in _SAME_SEARCH_IGNORES},
-        "space": space.to_dict(),
-        "epochs_per_trial": settings.epochs_per_trial,
-    }
+    base_now = {k: v for k, v in base.to_dict().items() if k not in _SAME_SEARCH_IGNORES}
+    current = {"base": base_now, "space": space.to_dict(), "epochs_per_trial": settings.epochs_per_trial}
     if path.exists():
         try:
             before = json.loads(path.read_text())
         except ValueError as e:
             raise Yolo4Error(f"{path}: not readable JSON ({e}); remove it or give another --out") from None
         before_base = before.get("base", {})
-        diff = sorted(
-            k for k in set(current["base"]) | set(before_base) if current["base"].get(k) != before_base.get(k)
-        )
+        diff = sorted(k for k in set(base_now) | set(before_base) if base_now.get(k) != before_base.get(k))
         if before.get("space") != current["space"]:
             diff.append("the search space")
         if before.get("epochs_per_trial") != settings.epochs_per_trial:

@@ -211,7 +211,10 @@ def plot_search(trials: Sequence[dict], keys: Sequence[str], out_png: str | Path
         values = [t[key] for t in scored]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         cats = [] if numeric else sorted({str(v) for v in values})
-        x = (lambda v: v) if numeric else (lambda v, cats=cats: cats.index(str(v)))
+
+        def x(v, numeric=numeric, cats=cats) -> float:
+            return float(v) if numeric else float(cats.index(str(v)))
+
         for status, st in style.items():
             pts = [(x(t[key]), t["fitness"]) for t in scored if t["status"] == status]
             if pts:
