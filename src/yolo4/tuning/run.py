@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,8 @@ class TuneSettings:
     gpus_per_trial: float | None = None  # Ray: GPUs per trial (None: 1 when this machine has CUDA, else 0)
     concurrency: int | None = None  # Ray: trials at once (None: the cluster's CPUs / cpus_per_trial)
     prune: bool = True  # ASHA early stopping
-    grace_epochs: int | None = None  # ASHA's first rung (None: a third of epochs_per_trial, at least 1)
+    grace_epochs: int | None = None  # ASHA's first rung (None: half of epochs_per_trial, at least 1: the
+    # first epochs of a short trial are mostly warm-up and say little about where it ends)
     reduction_factor: float = 3.0  # ASHA keeps the best 1/reduction_factor at each rung
     top_k: int = 5  # parents come from this many best trials
     mutation_prob: float = 0.5  # chance that a gene mutates
@@ -83,7 +84,7 @@ class TuneSettings:
     def asha(self) -> Asha | None:
         if not self.prune:
             return None
-        grace = self.grace_epochs or max(1, self.epochs_per_trial // 3)
+        grace = self.grace_epochs or max(1, self.epochs_per_trial // 2)
         return Asha(grace, self.reduction_factor, self.epochs_per_trial)
 
 
@@ -98,8 +99,8 @@ class TuneResult:
     png: Path | None
     best_yaml: Path | None
     backend: str
+    base: TrainConfig  # what every trial trains, before its parameters (the defaults with the options)
     stopped: str | None = None  # why it ended before `trials` (the time budget, an interrupted trial)
-    notes: list[str] = field(default_factory=list)
 
 
 class Search:
@@ -314,7 +315,7 @@ def _summary(search: Search, backend: str, stopped: str | None) -> TuneResult:
     best = best_trial(search.finished)
     result = TuneResult(
         search.out, sorted(search.finished, key=lambda t: t.index), best, search.csv, search.png,
-        search.best_yaml, backend, stopped,
+        search.best_yaml, backend, search.base, stopped,
     )  # fmt: skip
     default = next((t for t in search.finished if t.index == 0 and t.ranked), None)
     lines = [f"{len(search.finished)} trials in {search.out}" + (f" (stopped: {stopped})" if stopped else "")]
