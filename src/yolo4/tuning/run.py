@@ -175,8 +175,8 @@ class Search:
             from yolo4.viz.plots import plot_search
 
             rows = [{"trial": t.index, "status": t.status, "fitness": t.fitness, **t.params} for t in self.finished]
-            log_keys = [p.key for p in self.space.params if p.log]
-            self.png = plot_search(rows, self.space.keys, self.out / "tune.png", log_keys)
+            ranges = {p.key: (p.low, p.high, p.log) for p in self.space.params if p.kind != "choice"}
+            self.png = plot_search(rows, self.space.keys, self.out / "tune.png", ranges)
         except Exception as e:  # a plot must never end the search
             _say(f"warning: could not draw tune.png: {e}")
 
@@ -292,7 +292,9 @@ def run_local(search: Search) -> str | None:
                 search.settings.epochs_per_trial,
                 _asha_report(asha, list(search.finished)),
             )
-        except (Yolo4Error, TrialInterrupted):
+        except TrialInterrupted as e:  # a signal or a hook stopped the training: resume later
+            return f"{e}; run the same command again to resume"
+        except Yolo4Error:
             raise
         except Exception as e:  # a diverging or crashing configuration: recorded, the search goes on
             if trial.index == 0:
@@ -324,7 +326,8 @@ def _summary(search: Search, backend: str, stopped: str | None) -> TuneResult:
         lines.append(f"best: trial {best.index}, fitness {best.fitness:.4f} (mAP50 {best.map50:.4f}, "
                      f"mAP50-95 {best.map:.4f}){vs}")  # fmt: skip
         lines.append(f"train with it: yolo4 train --config {search.best_yaml} --epochs N")
-        lines.append("  or: yolo4 train --data ... " + " ".join(set_options(best, search.start)))
+        changed = set_options(best, search.start)
+        lines.append("  or: yolo4 train --data ... " + " ".join(changed) if changed else "  (the defaults scored best)")
     lines.append(f"table: {search.csv}  plots: {search.png}")
     print("\n".join(lines))
     return result
