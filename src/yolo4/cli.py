@@ -368,6 +368,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="data loader processes per training process (default 2)")
     p.add_argument("--out", metavar="PATH", help="run folder (default runs/train; runs/demo with --demo)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its last.pt")
+    _add_config_and_set(p)
+    p.set_defaults(func=_run_train, parser=p)
+
+
+def _add_config_and_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a YAML of TrainConfig fields (e.g. the best.yaml of yolo4 tune); --set and the options override it",
+    )
     p.add_argument(
         "--set",
         dest="options",
@@ -376,7 +386,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="any TrainConfig field, e.g. --set lr=0.02 --set mosaic=0 --set policy=steps",
     )
-    p.set_defaults(func=_run_train, parser=p)
 
 
 def _run_train(a: argparse.Namespace) -> int:
@@ -385,6 +394,7 @@ def _run_train(a: argparse.Namespace) -> int:
     result = train(
         a.data,
         demo=a.demo,
+        config=a.config,
         options=a.options,
         model=a.model,
         weights=a.weights,
@@ -401,6 +411,66 @@ def _run_train(a: argparse.Namespace) -> int:
     )
     signum = getattr(result, "signal", None)
     return 128 + signum if signum else 0  # stopped by SIGTERM/SIGINT (checkpointed): the shell's convention
+
+
+# ---------------------------------------------------------------- tune
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="evolve the training hyper-parameters on a dataset (genetic search; Ray Tune when installed)",
+        description="A genetic search over TrainConfig fields (lr, momentum, warm-up, loss weights, "
+        "thresholds, augmentation): each trial a short training scored by 0.1 mAP50 + 0.9 mAP50-95, "
+        "bad trials stopped early (ASHA). Writes tune.csv, tune.png and best.yaml (for yolo4 train "
+        "--config) in --out; the same command again resumes the search.",
+    )
+    p.add_argument("--data", metavar="DATA", required=True, help=DATA_HELP)
+    _add_model(p, darknet_only=True)
+    p.add_argument("--weights", metavar="W", help="darknet .weights every trial starts from")
+    p.add_argument("--weights-upto", type=int, metavar="N", help="load only layers 0..N-1 of --weights")
+    p.add_argument("--trials", type=int, metavar="N", help="trials in all, counting finished ones (default 30)")
+    p.add_argument("--epochs-per-trial", type=int, metavar="E", help="epochs of each trial (default 10)")
+    p.add_argument(
+        "--time-budget", type=float, metavar="MIN", help="minutes of this session: no trial starts after them"
+    )
+    p.add_argument("--space", metavar="FILE", help="YAML of fields and ranges to evolve (default: the built-in space)")
+    p.add_argument("--img-size", type=int, metavar="N", help="training input size of the trials")
+    p.add_argument("--batch", type=int, metavar="N", help="images per optimizer step")
+    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+    p.add_argument("--out", metavar="PATH", help="search folder (default runs/tune)")
+    p.add_argument(
+        "--backend", choices=("auto", "ray", "local"), help="auto (default: Ray Tune when installed), ray, or local"
+    )
+    p.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (default: a local Ray instance)")
+    p.add_argument("--cpus-per-trial", type=int, metavar="N", help="Ray: cores (torch threads) per trial (1)")
+    p.add_argument("--no-prune", action="store_true", help="run every trial to the end (no ASHA early stopping)")
+    _add_config_and_set(p)
+    p.set_defaults(func=_run_tune, parser=p)
+
+
+def _run_tune(a: argparse.Namespace) -> int:
+    from yolo4.api import tune
+
+    tune(
+        a.data,
+        config=a.config,
+        options=a.options,
+        model=a.model,
+        weights=a.weights,
+        weights_upto=a.weights_upto,
+        trials=a.trials,
+        epochs_per_trial=a.epochs_per_trial,
+        budget_min=a.time_budget,
+        space=a.space,
+        img_size=a.img_size,
+        batch=a.batch,
+        device=a.device,
+        out=a.out,
+        backend=a.backend,
+        ray_address=a.ray_address,
+        cpus_per_trial=a.cpus_per_trial,
+        prune=False if a.no_prune else None,
+    )
+    return 0
 
 
 # ---------------------------------------------------------------- val
@@ -723,6 +793,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_detect,
     _add_track,
     _add_train,
+    _add_tune,
     _add_val,
     _add_export,
     _add_benchmark,
