@@ -249,7 +249,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file")
     p.add_argument("--weights", metavar="W", required=True, help="darknet .weights to export")
     p.add_argument("--classes", type=int, default=None, help="number of classes (default: the cfg's; zoo models 80)")
-    p.add_argument("--format", default="onnx", help="onnx (default), tflite or darknet (.cfg + .weights)")
+    p.add_argument(
+        "--format", default="onnx", help="onnx (default), tflite, openvino (.xml + .bin) or darknet (.cfg + .weights)"
+    )
     p.add_argument(
         "--img-size",
         type=int,
@@ -284,7 +286,36 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--calib-method",
         choices=("minmax", "percentile", "entropy"),
         default="percentile",
-        help="ONNX int8 activation ranges (default percentile, the 99.999th)",
+        help="onnxruntime int8 activation ranges (default percentile, the 99.999th)",
+    )
+    p.add_argument(
+        "--int8-tool",
+        choices=("auto", "nncf", "onnxruntime"),
+        default="auto",
+        help="ONNX/OpenVINO int8 quantiser: nncf (bias correction, asymmetric activations), onnxruntime, "
+        "or auto (nncf when installed; default)",
+    )
+    p.add_argument(
+        "--int8-keep-float",
+        type=int,
+        nargs="+",
+        default=(),
+        metavar="LAYER",
+        help="cfg layer indices kept in float (mixed precision; see --analyse for the ranking)",
+    )
+    p.add_argument(
+        "--int8-min-agreement",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="keep the most int8-sensitive layers float until simulated int8 keeps this share of float32's "
+        "detections on the calibration images (e.g. 0.95)",
+    )
+    p.add_argument("--int8-max-float", type=int, default=8, help="at most this many float layers (default 8)")
+    p.add_argument(
+        "--analyse",
+        action="store_true",
+        help="print the per-layer int8 sensitivity ranking and plot it beside the output",
     )
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, 18 with Mish)")
     p.add_argument(
@@ -311,6 +342,11 @@ def _run_export(a: argparse.Namespace) -> int:
         calib_count=a.calib_count,
         calib_split=a.calib_split,
         calib_method=a.calib_method,
+        int8_tool=a.int8_tool,
+        int8_keep_float=tuple(a.int8_keep_float),
+        int8_min_agreement=a.int8_min_agreement,
+        int8_max_float=a.int8_max_float,
+        analyse=a.analyse,
         opset=a.opset,
         conf=a.conf,
         iou=a.iou,

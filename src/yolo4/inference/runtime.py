@@ -1,4 +1,4 @@
-"""Run exported models (ONNX in onnxruntime, TFLite in ai-edge-litert) behind the same
+"""Run exported models (ONNX in onnxruntime, TFLite in ai-edge-litert, OpenVINO IR) behind the same
 interface as the PyTorch network, so `Detector`, `yolo4 detect` and `yolo4 val` use them
 with the same pre- and post-processing.
 
@@ -32,7 +32,7 @@ from yolo4.darknet import NetworkSpec, parse_cfg
 from yolo4.errors import ExportError
 from yolo4.ops.boxes import DecodedHeads
 
-EXPORTED_SUFFIXES = (".onnx", ".tflite")
+EXPORTED_SUFFIXES = (".onnx", ".tflite", ".xml")
 
 
 class ExportedModel(nn.Module):
@@ -260,8 +260,52 @@ def _output_order(name: str) -> tuple[int, str]:
     return (int(m.group(1)) if m else 1 << 30, name)
 
 
+def require_openvino():
+    try:
+        import openvino
+    except ImportError as e:
+        raise ExportError(f"OpenVINO needs the 'openvino' extra: pip install 'yolo4[openvino]' ({e})") from None
+    return openvino
+
+
+def openvino_metadata(model: Any) -> dict[str, str]:
+    """The `yolo4.*` metadata of an OpenVINO model (rt_info entries under yolo4/<key>)."""
+    if not model.has_rt_info(["yolo4"]):
+        return {}
+    info = model.get_rt_info(["yolo4"]).astype(dict)
+    return {f"yolo4.{k}": str(v.astype(str) if hasattr(v, "astype") else v) for k, v in info.items()}
+
+
+class OpenVinoModel(ExportedModel):
+    """An exported OpenVINO IR (.xml + .bin) run by OpenVINO's CPU plugin, f32 precision hint
+    (int8 layers of a quantised IR still run in int8)."""
+
+    runtime = "openvino"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        ov = require_openvino()
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as e:
+            raise ExportError(f"{path}: OpenVINO cannot read it ({str(e).splitlines()[0]})") from None
+        super().__init__(path, openvino_metadata(model))
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(model, "CPU", config)
+        shape = self.compiled.inputs[0].get_partial_shape()
+        self.static_batch = shape[0].get_length() if shape[0].is_static else None
+        self.request = self.compiled.create_infer_request()
+
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        res = self.request.infer([np.ascontiguousarray(x, dtype=np.float32)])
+        return [np.array(res[o]) for o in self.compiled.outputs]
+
+
 def load_exported(path: str | os.PathLike, threads: int | None = None) -> ExportedModel:
-    """An exported .onnx or .tflite file as an nn.Module for `Detector` (see the module docstring).
+    """An exported .onnx, .tflite or OpenVINO .xml file as an nn.Module for `Detector` (see the
+    module docstring).
 
     Raises:
         ExportError naming the file when it is missing, has another suffix, or lacks yolo4 metadata.
@@ -269,12 +313,12 @@ def load_exported(path: str | os.PathLike, threads: int | None = None) -> Export
     p = Path(path)
     if not p.is_file():
         raise ExportError(f"{p}: no such file")
-    table = {".onnx": OnnxModel, ".tflite": TfliteModel}
+    table = {".onnx": OnnxModel, ".tflite": TfliteModel, ".xml": OpenVinoModel}
     if p.suffix.lower() not in table:
         raise ExportError(f"{p}: not an exported model (expected {', '.join(EXPORTED_SUFFIXES)})")
     return table[p.suffix.lower()](p, threads)
 
 
 def is_exported(path: Any) -> bool:
-    """Whether `path` names a .onnx or .tflite file (what `load_exported` takes)."""
+    """Whether `path` names a .onnx, .tflite or .xml file (what `load_exported` takes)."""
     return isinstance(path, (str, os.PathLike)) and Path(path).suffix.lower() in EXPORTED_SUFFIXES
