@@ -377,10 +377,31 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--peak-tflops", type=float, default=None, help="print darknet's rule-of-thumb FPS for a device of this peak"
     )
+    p.add_argument(
+        "--backends",
+        default=None,
+        metavar="LIST",
+        help="compare CPU back-ends side by side instead: 'all' or a comma list of pytorch, onnxruntime, "
+        "onnxruntime-int8, openvino, openvino-int8, tflite, tflite-int8, opencv-darknet",
+    )
+    p.add_argument(
+        "--threads", type=int, nargs="+", default=None, help="--backends: thread counts (default 1 and all cores)"
+    )
+    p.add_argument("--calib", metavar="DATA", help="--backends: int8 calibration images (default: random, timing only)")
     p.set_defaults(func=_run_benchmark)
 
 
 def _run_benchmark(a: argparse.Namespace) -> int:
+    if a.backends:
+        from yolo4.export.backends import BACKENDS, backends_table, compare_backends, cpu_description
+
+        names = BACKENDS if a.backends == "all" else tuple(b.strip() for b in a.backends.split(",") if b.strip())
+        rows = compare_backends(
+            a.model, a.weights, a.img_size, a.batch, names, a.threads, a.calib, repeats=a.iters, warmup=a.warmup
+        )
+        print(f"{a.model}, batch {a.batch}, CPU: {cpu_description()}")
+        print(backends_table(rows))
+        return 0
     from yolo4.inference.benchmark import benchmark
 
     r = benchmark(

@@ -17,9 +17,8 @@ sum) or a [route] that concatenates several tensors: the places where an int8 gr
 a new scale. Max-pool, upsample and dropout pass scales through unchanged.
 
 `analyse_layers` quantises one unit at a time, everything else float, and measures the SQNR
-(signal-to-quantisation-noise ratio, dB) of the network's outputs against float32, in the
-sigmoid domain (where objectness, classes and box offsets live; a raw logit of -12 against -9
-on a background cell does not matter). Low SQNR = sensitive. It also reports each unit's
+(signal-to-quantisation-noise ratio, dB) of the network's raw head outputs against float32.
+Low SQNR = sensitive. It also reports each unit's
 activation range and weight outlier ratio, which usually say why.
 
 `choose_float_layers` keeps the most sensitive units in float, in ranked order, until the
@@ -254,9 +253,9 @@ class _Simulator:
 
     @torch.no_grad()
     def heads(self, x: Tensor) -> list[Tensor]:
-        """Sigmoid of every head output for x (B, 3, H, W), computed in batches."""
+        """Every head output (B, A*(5+C), H_i, W_i) for x (B, 3, H, W), computed in batches."""
         parts = [self.net(chunk) for chunk in x.split(self.batch)]
-        return [torch.cat([p[k] for p in parts]).sigmoid() for k in range(len(parts[0]))]
+        return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
 
     @torch.no_grad()
     def detections(self, x: Tensor, conf: float = 0.25, iou: float = 0.45) -> list[tuple[Tensor, Tensor]]:
