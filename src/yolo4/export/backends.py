@@ -7,9 +7,11 @@ Back-ends (each skipped with a note when its package is missing or it cannot run
 PyTorch eager (BatchNorm folded), onnxruntime float32 / int8, OpenVINO float32 / int8,
 TFLite (ai-edge-litert, XNNPACK) float32 / int8, and OpenCV DNN reading the darknet
 `.cfg` + `.weights` (the outside reference: what a darknet user runs on a CPU today).
-Every exported file is written by `yolo4 export` itself (int8: the default recipe), into a
-temporary folder. Timing: median over `repeats` calls on one random batch after `warmup`
-calls; ms per image.
+Every exported file is written by `yolo4 export` itself into a temporary folder; int8 by
+each runtime's own vendor's quantiser (onnxruntime's `quantize_static` for onnxruntime, whose
+kernels fuse its QDQ layout; NNCF for OpenVINO; PT2E for TFLite). Timing: `warmup` calls each, then `repeats` rounds in which every back-end
+runs once on the same random batch (round-robin, so that the machine's load changes hit all
+alike); the median per back-end, in ms per image.
 """
 
 from __future__ import annotations
@@ -39,13 +41,13 @@ BACKENDS = (
     "tflite-int8",
     "opencv-darknet",
 )
-EXPORTS = {  # backend -> (format, int8, suffix)
-    "onnxruntime": ("onnx", False, ".onnx"),
-    "onnxruntime-int8": ("onnx", True, ".onnx"),
-    "openvino": ("openvino", False, ".xml"),
-    "openvino-int8": ("openvino", True, ".xml"),
-    "tflite": ("tflite", False, ".tflite"),
-    "tflite-int8": ("tflite", True, ".tflite"),
+EXPORTS = {  # backend -> (format, int8 tool or None for float32, suffix); each runtime gets its own vendor's quantiser
+    "onnxruntime": ("onnx", None, ".onnx"),
+    "onnxruntime-int8": ("onnx", "onnxruntime", ".onnx"),
+    "openvino": ("openvino", None, ".xml"),
+    "openvino-int8": ("openvino", "nncf", ".xml"),
+    "tflite": ("tflite", None, ".tflite"),
+    "tflite-int8": ("tflite", "auto", ".tflite"),
 }
 
 
@@ -76,15 +78,31 @@ def cpu_description() -> str:
     return f"{name} ({os.cpu_count()} logical cores; {', '.join(isa) or 'no AVX2'})"
 
 
-def _median_ms(run: Callable[[], object], batch: int, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
+def _time_interleaved(
+    makers: dict[str, Callable], x: np.ndarray, threads: int, batch: int, repeats: int, warmup: int
+) -> list[BackendTiming]:
+    """Median ms/img of every back-end at `threads` threads, timed round-robin (one call of each
+    back-end per round), so that a change in the machine's load hits them all alike."""
+    runners: dict[str, Callable[[], object]] = {}
+    rows = []
+    for backend, make in makers.items():
+        try:
+            runners[backend] = make(x, threads)
+            for _ in range(warmup):
+                runners[backend]()
+        except Exception as e:  # a runtime failing on this model is a result to report, not a crash
+            runners.pop(backend, None)
+            rows.append(BackendTiming(backend, threads, float("nan"), f"{type(e).__name__}: {e}"[:160]))
+    times: dict[str, list[float]] = {b: [] for b in runners}
     for _ in range(repeats):
-        t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1000.0 / batch
+        for backend, run in runners.items():
+            if backend == "pytorch":
+                torch.set_num_threads(threads)
+            t = time.perf_counter()
+            run()
+            times[backend].append(time.perf_counter() - t)
+    rows += [BackendTiming(b, threads, float(np.median(v)) * 1000.0 / batch) for b, v in times.items()]
+    return rows
 
 
 def _pytorch_runner(model, x: np.ndarray, threads: int) -> Callable[[], object]:
@@ -157,7 +175,7 @@ def compare_backends(
     with tempfile.TemporaryDirectory(prefix="yolo4-backends-") as tmp:
         folder = Path(tmp)
         calib_source = calib
-        if calib is None and any(EXPORTS.get(b, ("", False))[1] for b in backends):
+        if calib is None and any(EXPORTS.get(b, ("", None, ""))[1] for b in backends):
             import cv2
 
             calib_source = str(folder / "random-calib")
@@ -170,18 +188,17 @@ def compare_backends(
             from tqdm import tqdm
 
             steps = tqdm(steps, desc="back-ends", unit="backend", leave=False)
+        makers = {}
         for backend in steps:
             try:
-                make = _prepare(backend, net, folder, (h, w), batch, calib_source, calib_count)
+                makers[backend] = _prepare(backend, net, folder, (h, w), batch, calib_source, calib_count)
             except (Yolo4Error, ImportError, RuntimeError) as e:
                 note = str(e).splitlines()[0][:160]
                 rows.extend(BackendTiming(backend, t, float("nan"), note) for t in threads)
-                continue
-            for t in threads:
-                try:
-                    rows.append(BackendTiming(backend, t, _median_ms(make(x, t), batch, repeats, warmup)))
-                except Exception as e:  # a runtime failing on this model is a result to report, not a crash
-                    rows.append(BackendTiming(backend, t, float("nan"), f"{type(e).__name__}: {e}"[:160]))
+        for t in threads:
+            rows.extend(_time_interleaved(makers, x, t, batch, repeats, warmup))
+    order = {b: k for k, b in enumerate(backends)}
+    rows.sort(key=lambda r: (order[r.backend], r.threads))
     torch.set_num_threads(saved_threads)
     return rows
 
@@ -201,10 +218,17 @@ def _prepare(backend: str, net, folder: Path, hw: tuple[int, int], batch: int, c
         cfg = folder / "model.cfg"
         export_model(net, ExportOptions(format="darknet", img_size=hw), cfg)
         return lambda x, t: _opencv_runner(cfg, cfg.with_suffix(".weights"), x, t)
-    fmt, int8, suffix = EXPORTS[backend]
+    fmt, tool, suffix = EXPORTS[backend]
     out = folder / f"{backend}{suffix}"
+    int8 = tool is not None
     options = ExportOptions(
-        format=fmt, img_size=hw, batch=batch, int8=int8, calib=calib if int8 else None, calib_count=calib_count
+        format=fmt,
+        img_size=hw,
+        batch=batch,
+        int8=int8,
+        int8_tool=tool or "auto",
+        calib=calib if int8 else None,
+        calib_count=calib_count,
     )
     export_model(net, options, out)
 
