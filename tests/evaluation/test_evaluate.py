@@ -14,6 +14,7 @@ import pytest
 
 from yolo4.errors import DataError
 from yolo4.evaluation.evaluate import evaluate, predict_dataset
+from yolo4.ops.nms import DETECT_POSTPROCESS
 
 REF = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
 REF_IMAGES = ("dog", "horses", "person")
@@ -198,9 +199,7 @@ def test_fidelity_yolo_fastest_matches_opencv(reference_model):
         names=ds.names,
         img_size=320,
         resize="stretch",
-        conf=0.25,
-        iou=0.45,
-        labels="best",
+        postprocess=DETECT_POSTPROCESS,
     )
     m = evaluate(det, ds, batch_size=2, progress=False)
     assert m.map50 >= 0.99, m.summary()
@@ -222,9 +221,7 @@ def test_predict_dataset_keeps_order_and_sizes(reference_model):
         model / "yolo-fastest-1.1.weights",
         img_size=320,
         resize="stretch",
-        conf=0.25,
-        iou=0.45,
-        labels="best",
+        postprocess=DETECT_POSTPROCESS,
     )
     gts, preds, sizes, speed = predict_dataset(det, ds, batch_size=3, progress=False)
     assert sizes == [im.shape[:2] for im in ds.images]
@@ -264,7 +261,7 @@ def test_yolo4_val_cli_on_opencv_annotated_images(reference_model, tmp_path, cap
             "val",
             "--data",
             str(root / "data.yaml"),
-            "--cfg",
+            "--model",
             str(model / "yolo-fastest-1.1.cfg"),
             "--weights",
             str(model / "yolo-fastest-1.1.weights"),
@@ -280,9 +277,9 @@ def test_yolo4_val_cli_on_opencv_annotated_images(reference_model, tmp_path, cap
             "best",
             "--batch",
             "2",
-            "--save-dir",
+            "--out",
             str(out),
-            "--save-json",
+            "--json",
             "preds.json",
         ]
     )
@@ -318,20 +315,20 @@ def test_yolo4_val_compares_darknet_weights_with_their_onnx_export(reference_mod
             "val",
             "--data",
             str(root / "data.yaml"),
-            "--cfg",
+            "--model",
             str(cfg),
+            str(onnx_path),
             "--weights",
             str(weights),
-            str(onnx_path),
             "--img-size",
             "320",
             "--resize",
             "stretch",
             "--labels",
             "best",
-            "--save-dir",
+            "--out",
             str(tmp_path / "run"),
-            "--save-json",
+            "--json",
             "preds.json",
         ]
     )
@@ -424,3 +421,21 @@ def test_coco_json_dataset_is_scored_against_the_annotation_file(tmp_path):
         ours = getattr(m, name)
         assert math.isnan(ours) if theirs == -1 else ours == pytest.approx(theirs, abs=1e-12), (name, ours, theirs)
     assert not math.isnan(m.map_small)  # only the file's segment areas make these objects "small"
+
+
+def test_model_pairs_pairs_darknet_models_with_weights_and_exports_alone():
+    from yolo4.errors import Yolo4Error
+    from yolo4.evaluation.evaluate import model_pairs
+
+    assert model_pairs("a.cfg", "w.weights") == [("a.cfg", "w.weights")]
+    assert model_pairs("a.cfg", ["w1", "w2"]) == [("a.cfg", "w1"), ("a.cfg", "w2")]
+    assert model_pairs(["a.cfg", "m.onnx", "t.tflite"], "w") == [("a.cfg", "w"), ("m.onnx", None), ("t.tflite", None)]
+    assert model_pairs("m.onnx", None) == [("m.onnx", None)]
+    assert model_pairs("a.cfg", ["w", "m.onnx"]) == [("a.cfg", "w"), ("m.onnx", None)]  # the old spelling
+    assert model_pairs(["a.cfg", "b.cfg"], "w") == [("a.cfg", "w"), ("b.cfg", "w")]
+    with pytest.raises(Yolo4Error, match="2 darknet models and 2 weights files"):
+        model_pairs(["a.cfg", "b.cfg"], ["w1", "w2"])
+    with pytest.raises(Yolo4Error, match="darknet weights need --model"):
+        model_pairs("m.onnx", "w.weights")
+    with pytest.raises(Yolo4Error, match="no model"):
+        model_pairs(None, None)

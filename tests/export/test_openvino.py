@@ -10,6 +10,7 @@ import torch
 from yolo4.errors import ExportError
 from yolo4.export import ExportOptions, export_model, load_exported
 from yolo4.inference.detector import Detector
+from yolo4.ops.nms import DETECT_POSTPROCESS
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -29,7 +30,7 @@ def _calib_folder(tmp_path, make_images, hw=(128, 128), n=8):
 
 def test_openvino_float_matches_pytorch_and_reads_back(tiny, make_images, tmp_path):
     out = tmp_path / "tiny.xml"
-    r = export_model(tiny, ExportOptions(format="openvino", decode=True), out, names=["a", "b", "c"])
+    r = export_model(tiny, ExportOptions(format="openvino", outputs="decoded"), out, names=["a", "b", "c"])
     assert out.is_file() and out.with_suffix(".bin").is_file()
     assert r.report["max_abs_diff"] <= 1e-4
     net = load_exported(out)
@@ -43,7 +44,9 @@ def test_openvino_float_matches_pytorch_and_reads_back(tiny, make_images, tmp_pa
         boxes, scores = build_graph(tiny, "decoded", (128, 128))(x)
     assert torch.allclose(got.boxes, boxes, atol=1e-3)
     assert torch.allclose(got.class_probs, scores, atol=1e-4)
-    dets = Detector(net, conf=0.01)(np.zeros((100, 140, 3), np.uint8))
+    dets = Detector(net, postprocess=DETECT_POSTPROCESS.replace(conf=0.01), device="cpu")(
+        np.zeros((100, 140, 3), np.uint8)
+    )
     assert dets[0].image_hw == (100, 140)
 
 
@@ -89,4 +92,4 @@ def test_keep_float_out_of_range_is_refused(tiny, make_images, tmp_path):
     with pytest.raises(ExportError, match="need --int8"):
         ExportOptions(int8_keep_float=(1,)).validate()
     with pytest.raises(ExportError, match="openvino"):
-        ExportOptions(format="openvino", nms=True).validate()
+        ExportOptions(format="openvino", outputs="nms").validate()

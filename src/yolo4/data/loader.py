@@ -10,7 +10,7 @@ of passes over the loader.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 
 import cv2
 import numpy as np
@@ -32,7 +32,7 @@ log = logging.getLogger("yolo4.data")
 class _SeededSampler(Sampler):
     """Wraps a sampler of indices; yields (index, epoch) pairs."""
 
-    def __init__(self, inner: Sampler) -> None:
+    def __init__(self, inner: Sized) -> None:  # a sampler or sequence of indices
         self.inner = inner
         self._passes = 0
 

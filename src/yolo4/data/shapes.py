@@ -230,7 +230,7 @@ def render_shapes_image(cfg: ShapesConfig, split: str, index: int, return_masks:
         areas.append(int(local.sum()))
         classes.append(cls)
     img = cv2.GaussianBlur(img, (5, 5), float(rng.uniform(0.3, 0.9)))
-    img += _pixel_noise(rng, n) * np.float32(rng.uniform(*cfg.noise_range))
+    img = img + _pixel_noise(rng, n) * np.float32(rng.uniform(*cfg.noise_range))
     image = np.clip(img + 0.5, 0, 255).astype(np.uint8)  # rounds: values are >= 0 after the clip
     boxes = np.zeros((len(masks), 4), np.float32)
     for k, m in enumerate(masks):

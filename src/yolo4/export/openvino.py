@@ -69,7 +69,7 @@ def export_openvino(
     report["path"] = path
     if options.check:
         hw = input_hw(model, options)
-        graph = build_graph(model, options.outputs, hw, options.labels)
+        graph = build_graph(model, options.outputs, hw, options.postprocess.labels)
         x = torch.rand(options.batch, 3, *hw, generator=torch.Generator().manual_seed(1))
         got = OpenVinoModel(path).run_numpy(x.numpy())
         with torch.no_grad():

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from yolo4.darknet import Darknet
-from yolo4.darknet.network import Concat, Conv, Residual
+from yolo4.darknet.layers import Concat, Conv, Residual
 from yolo4.errors import ExportError
 from yolo4.export.graph import replace_inf_padding
 from yolo4.inference.benchmark import fuse_conv_bn
@@ -261,12 +261,13 @@ class _Simulator:
     def detections(self, x: Tensor, conf: float = 0.25, iou: float = 0.45) -> list[tuple[Tensor, Tensor]]:
         """(boxes (N, 4) xyxy, class_ids (N,)) per image, one label per box, as `yolo4 detect`."""
         from yolo4.ops.boxes import decode_heads
-        from yolo4.ops.nms import postprocess
+        from yolo4.ops.nms import DETECT_POSTPROCESS, postprocess
 
+        config = DETECT_POSTPROCESS.replace(conf=conf, iou=iou)
         out = []
         for chunk in x.split(self.batch):
             dec = decode_heads(self.net(chunk), self.net.yolo_layers, tuple(x.shape[-2:]))
-            for c in postprocess(dec.boxes, dec.objectness, dec.class_probs, conf=conf, iou=iou):
+            for c in postprocess(dec.boxes, dec.objectness, dec.class_probs, config):
                 out.append((c.boxes, c.class_ids))
         return out
 

@@ -2,23 +2,29 @@
 
     result = benchmark("yolov4-tiny", img_size=416, batch=1, device="cpu")
     print(result.summary())
+    benchmark("model_int8.onnx")       # an exported file, in its runtime (onnxruntime / LiteRT, CPU)
 
 The network is timed on random input after a warm-up (the seeds report FPS "without
-post-processing"); decoding + NMS are timed separately on the real head outputs, so both
-figures come from one run. Darknet's rule of thumb (40% of the device's peak TFLOPS spent
+post-processing"); decoding + NMS are timed separately on the head outputs, so both figures
+come from one run. Timing is `torch.utils.benchmark.Timer` (CUDA synchronisation, the
+process's thread count), one measurement per iteration, the median reported. Darknet's rule of thumb (40% of the device's peak TFLOPS spent
 on the model's BFLOPs) is printed beside the measurement.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.utils.benchmark import Measurement, Timer
 
 from yolo4.darknet.network import Conv, Darknet, infer_shapes
+from yolo4.errors import Yolo4Error
+from yolo4.inference.device import select_device
+from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig
 
 
 @dataclass(frozen=True)
@@ -58,33 +64,22 @@ class BenchResult:
 def fuse_conv_bn(model: Darknet) -> Darknet:
     """Fold every BatchNorm into its convolution (in place, eval mode only); returns `model`.
 
-    y = gamma * (W x - mean) / sqrt(var + eps) + beta  ==  W' x + b'.
+    y = gamma * (W x - mean) / sqrt(var + eps) + beta  ==  W' x + b'  (torch's fuse_conv_bn_eval).
     """
     if model.training:
         raise ValueError("fuse_conv_bn needs an eval-mode model (BatchNorm statistics are frozen)")
-    with torch.no_grad():
-        for block in model.blocks:
-            if isinstance(block, Conv) and isinstance(block.bn, nn.BatchNorm2d):
-                conv, bn = block.conv, block.bn
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (F,)
-                fused = nn.Conv2d(
-                    conv.in_channels,
-                    conv.out_channels,
-                    conv.kernel_size,
-                    conv.stride,
-                    conv.padding,
-                    groups=conv.groups,
-                    bias=True,
-                ).to(conv.weight.device, conv.weight.dtype)
-                fused.weight.copy_(conv.weight * scale[:, None, None, None])
-                fused.bias.copy_(bn.bias - bn.running_mean * scale)
-                block.conv, block.bn = fused, nn.Identity()
+    for block in model.blocks:
+        if isinstance(block, Conv) and isinstance(block.bn, nn.BatchNorm2d):
+            block.conv, block.bn = fuse_conv_bn_eval(block.conv, block.bn), nn.Identity()
     return model
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _median_s(timer: Timer, iters: int, warmup: int) -> float:
+    """Median seconds of one run of `timer`'s statement over `iters` runs after `warmup` runs."""
+    for _ in range(warmup):
+        timer.timeit(1)
+    (merged,) = Measurement.merge([timer.timeit(1) for _ in range(max(1, iters))])
+    return float(merged.median)
 
 
 def benchmark(
@@ -92,72 +87,88 @@ def benchmark(
     weights: str | os.PathLike | None = None,
     img_size: int | None = None,
     batch: int = 1,
-    device: str = "cpu",
+    device: str | torch.device = "auto",
     iters: int = 20,
     warmup: int = 3,
     half: bool = False,
     fuse: bool = True,
     compile: bool = False,
-    conf: float = 0.25,
-    iou: float = 0.45,
+    postprocess: PostprocessConfig = DETECT_POSTPROCESS,
 ) -> BenchResult:
-    """Time the network and its post-processing.
+    """Time the network and its post-processing (decode + `postprocess`).
 
     Args:
-        model: a zoo name, a .cfg path or a built Darknet.
+        model: a zoo name, a .cfg path, a built Darknet, or an exported .onnx / .tflite file
+            (timed in its own runtime on the CPU, at its exported size; no weights, fuse,
+            half or compile).
         weights: darknet weights; without them the network is random, which times the network
             fairly but makes post-processing unrepresentative (random scores hover near conf).
         img_size: square input size; default the model's [net] size.
+        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:N".
         half: fp16 on CUDA. fuse: fold BatchNorm into convs first. compile: torch.compile the module.
+        postprocess: the settings post-processing is timed at (default `DETECT_POSTPROCESS`).
     Returns:
         BenchResult with median per-image milliseconds.
     """
+    from yolo4.inference.runtime import ExportedModel, is_exported, load_exported
     from yolo4.models.zoo import load_model
-    from yolo4.ops.boxes import decode_heads
-    from yolo4.ops.nms import postprocess
+    from yolo4.ops.boxes import DecodedHeads, decode_heads
+    from yolo4.ops.nms import postprocess as run_postprocess
 
-    name = model if isinstance(model, str) else getattr(getattr(model, "spec", None), "source", str(model))
-    net = model if isinstance(model, Darknet) else load_model(model, weights)
+    name = (
+        os.fspath(model)
+        if isinstance(model, (str, os.PathLike))
+        else getattr(getattr(model, "spec", None), "source", str(model))
+    )
+    dev = select_device(device)
+    if isinstance(model, (str, os.PathLike)) and is_exported(model):
+        given = [
+            flag for flag, on in (("--weights", weights is not None), ("--half", half), ("--compile", compile)) if on
+        ]
+        if given:
+            raise Yolo4Error(f"{model}: {', '.join(given)} apply to darknet models, not to an exported file")
+        net: Darknet | ExportedModel = load_exported(model)
+        if img_size and (img_size, img_size) != tuple(net.input_hw):
+            raise Yolo4Error(f"{model}: exported at {net.input_hw[1]}x{net.input_hw[0]}, not --img-size {img_size}")
+        if dev.type != "cpu" and device != "auto":
+            raise Yolo4Error(f"{model}: exported files run in their runtime on the CPU, not on --device {device}")
+        dev = torch.device("cpu")
+    else:
+        net = model if isinstance(model, Darknet) else load_model(model, weights)
     net = net.eval()
     if img_size:
         h = w = int(img_size)
     else:
         h, w = net.input_hw
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was requested but no GPU is available")
     dtype = torch.float16 if half and dev.type == "cuda" else torch.float32
-    if fuse:
+    if fuse and isinstance(net, Darknet):
         net = fuse_conv_bn(net)
     net = net.to(dev, dtype)
     runner = torch.compile(net) if compile else net
     x = torch.rand(batch, net.spec.net.channels, h, w, device=dev, dtype=dtype)
+    beta = float(net.yolo_layers[-1].beta_nms) if net.yolo_layers else 0.6
     bflops = sum(i.bflops for i in infer_shapes(net.spec, (h, w)))
 
-    times, post = [], []
+    threads = torch.get_num_threads()  # Timer's default is 1 thread
     with torch.inference_mode():
-        for k in range(warmup + iters):
-            _sync(dev)
-            t0 = time.perf_counter()
-            outs = runner(x)
-            _sync(dev)
-            t1 = time.perf_counter()
-            dec = decode_heads([o.float() for o in outs], net.yolo_layers, (h, w))
-            postprocess(dec.boxes, dec.objectness, dec.class_probs, conf=conf, iou=iou)
-            _sync(dev)
-            t2 = time.perf_counter()
-            if k >= warmup:
-                times.append(t1 - t0)
-                post.append(t2 - t1)
-    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+        net_s = _median_s(Timer("runner(x)", globals={"runner": runner, "x": x}, num_threads=threads), iters, warmup)
+        outs = runner(x)
+        if not isinstance(outs, DecodedHeads):  # an export may decode in its graph
+            outs = [o.float() for o in outs]
+
+        def post() -> None:
+            dec = outs if isinstance(outs, DecodedHeads) else decode_heads(outs, net.yolo_layers, (h, w))
+            run_postprocess(dec.boxes, dec.objectness, dec.class_probs, postprocess, beta=beta)
+
+        post_s = _median_s(Timer("post()", globals={"post": post}, num_threads=threads), iters, warmup)
     return BenchResult(
         name,
-        str(dev),
+        f"cpu ({net.runtime})" if isinstance(net, ExportedModel) else str(dev),
         batch,
         (h, w),
         str(dtype).replace("torch.", ""),
         bflops,
-        med(times) * 1000 / batch,
-        med(post) * 1000 / batch,
+        net_s * 1000 / batch,
+        post_s * 1000 / batch,
         iters,
     )

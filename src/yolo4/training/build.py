@@ -6,30 +6,20 @@ parameter groups, the augmentation settings, and the switches the loop flips on 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from yolo4.errors import Yolo4Error
+from yolo4.inference.device import select_device as select_device  # the one device rule, re-exported
 from yolo4.training.config import TrainConfig
 from yolo4.training.ema import unwrap
 
-
-def select_device(name: str) -> torch.device:
-    """`auto` -> cuda (this process's LOCAL_RANK under torchrun) if available, else cpu."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise Yolo4Error("--device cuda was asked for but PyTorch sees no CUDA device (use --device cpu)")
-        if dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return dev
+if TYPE_CHECKING:
+    from yolo4.darknet import Darknet
 
 
 def kmeans_anchors(wh: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> list[tuple[float, float]]:
@@ -157,7 +147,7 @@ def build_model(cfg: TrainConfig, names: Sequence[str], train_wh: np.ndarray | N
 def init_head_biases(model: nn.Module, img_hw: tuple[int, int]) -> None:
     """Priors for freshly initialised heads (logit heads only): objectness ~ 8 objects per
     image spread over the head's cells, classes ~ 0.6 / C. Speeds up training from scratch."""
-    net = unwrap(model)
+    net = cast("Darknet", unwrap(model))
     for idx, layer in zip(net.head_indices, net.yolo_layers):
         if layer.new_coords:
             continue
@@ -171,7 +161,7 @@ def init_head_biases(model: nn.Module, img_hw: tuple[int, int]) -> None:
             b[:, 5:] += math.log(0.6 / max(nc - 0.99, 0.01))
 
 
-def _head_cells(net: nn.Module, idx: int, img_hw: tuple[int, int]) -> int:
+def _head_cells(net: Darknet, idx: int, img_hw: tuple[int, int]) -> int:
     from yolo4.darknet import infer_shapes
 
     info = infer_shapes(net.spec, img_hw)[idx]
