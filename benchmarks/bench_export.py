@@ -116,7 +116,7 @@ def networks(model, files: dict[str, Path], threads: int):
     torch.set_num_threads(threads)
     yield "PyTorch fp32", model, torch_latency_ms(model, model.input_hw)
     for label, path in files.items():
-        net = load_exported(path, threads=threads)
+        net = load_exported(path, threads=threads, runtime="onnxruntime" if path.suffix == ".onnx" else "auto")
         yield label, net, net.latency_ms(repeats=30, warmup=5)
 
 

@@ -83,6 +83,11 @@ def test_onnx_int8_keep_float_leaves_layers_unquantised(tiny, make_images, tmp_p
         quantised = weight_from is not None and weight_from.op_type == "DequantizeLinear"
         floats = n.name.startswith(("/model/blocks.0/", "/model/blocks.26/"))
         assert quantised != floats, n.name
+    # an NNCF-quantised .onnx runs in OpenVINO by default (onnxruntime runs its QDQ layout ~2x slower)
+    assert load_exported(out).runtime == ("openvino" if tool == "nncf" else "onnxruntime")
+    assert load_exported(out, runtime="onnxruntime").runtime == "onnxruntime"
+    with pytest.raises(ExportError, match="cannot run .onnx"):
+        load_exported(out, runtime="ai-edge-litert")
 
 
 def test_keep_float_out_of_range_is_refused(tiny, make_images, tmp_path):

@@ -277,8 +277,8 @@ def openvino_metadata(model: Any) -> dict[str, str]:
 
 
 class OpenVinoModel(ExportedModel):
-    """An exported OpenVINO IR (.xml + .bin) run by OpenVINO's CPU plugin, f32 precision hint
-    (int8 layers of a quantised IR still run in int8)."""
+    """An exported OpenVINO IR (.xml + .bin), or a yolo4 .onnx file, run by OpenVINO's CPU plugin
+    with the f32 precision hint (int8 layers of a quantised model still run in int8)."""
 
     runtime = "openvino"
 
@@ -289,7 +289,8 @@ class OpenVinoModel(ExportedModel):
             model = core.read_model(str(path))
         except RuntimeError as e:
             raise ExportError(f"{path}: OpenVINO cannot read it ({str(e).splitlines()[0]})") from None
-        super().__init__(path, openvino_metadata(model))
+        meta = onnx_metadata(path) if Path(path).suffix.lower() == ".onnx" else openvino_metadata(model)
+        super().__init__(path, meta)
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -303,20 +304,61 @@ class OpenVinoModel(ExportedModel):
         return [np.array(res[o]) for o in self.compiled.outputs]
 
 
-def load_exported(path: str | os.PathLike, threads: int | None = None) -> ExportedModel:
+RUNTIMES = ("auto", "onnxruntime", "openvino", "ai-edge-litert")
+
+
+def choose_runtime(path: str | os.PathLike) -> str:
+    """The fastest installed runtime for an exported file, by measured rule:
+
+    .tflite -> ai-edge-litert; .xml -> openvino; .onnx -> onnxruntime, except an int8 file
+    quantised by NNCF when OpenVINO is installed: onnxruntime's kernels do not fuse NNCF's QDQ
+    layout and run it about 2x slower than its own (270 against 137 ms for yolov4-tiny at 416,
+    one thread), while OpenVINO runs it in int8 (`yolo4 benchmark --backends`).
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix == ".tflite":
+        return "ai-edge-litert"
+    if suffix == ".xml":
+        return "openvino"
+    quant = json.loads(onnx_metadata(path).get("yolo4.quantization", '"none"'))
+    if isinstance(quant, dict) and str(quant.get("tool", "")).startswith("nncf"):
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "onnxruntime"
+        return "openvino"
+    return "onnxruntime"
+
+
+def load_exported(path: str | os.PathLike, threads: int | None = None, runtime: str = "auto") -> ExportedModel:
     """An exported .onnx, .tflite or OpenVINO .xml file as an nn.Module for `Detector` (see the
     module docstring).
 
+    Args:
+        threads: CPU threads for the runtime (None: its default).
+        runtime: "auto" (`choose_runtime`), or "onnxruntime" / "openvino" for a .onnx file
+            (OpenVINO reads ONNX too), "openvino" for .xml, "ai-edge-litert" for .tflite.
     Raises:
-        ExportError naming the file when it is missing, has another suffix, or lacks yolo4 metadata.
+        ExportError naming the file when it is missing, has another suffix, lacks yolo4 metadata,
+        or `runtime` cannot read it.
     """
     p = Path(path)
     if not p.is_file():
         raise ExportError(f"{p}: no such file")
-    table = {".onnx": OnnxModel, ".tflite": TfliteModel, ".xml": OpenVinoModel}
-    if p.suffix.lower() not in table:
+    suffix = p.suffix.lower()
+    readers = {
+        ".onnx": {"onnxruntime": OnnxModel, "openvino": OpenVinoModel},
+        ".tflite": {"ai-edge-litert": TfliteModel},
+        ".xml": {"openvino": OpenVinoModel},
+    }
+    if suffix not in readers:
         raise ExportError(f"{p}: not an exported model (expected {', '.join(EXPORTED_SUFFIXES)})")
-    return table[p.suffix.lower()](p, threads)
+    if runtime not in RUNTIMES:
+        raise ExportError(f"unknown runtime '{runtime}' (choose from {', '.join(RUNTIMES)})")
+    name = choose_runtime(p) if runtime == "auto" else runtime
+    if name not in readers[suffix]:
+        raise ExportError(f"{p}: {name} cannot run {suffix} files (use {', '.join(readers[suffix])})")
+    return readers[suffix][name](p, threads)
 
 
 def is_exported(path: Any) -> bool:
