@@ -45,9 +45,9 @@ import numpy as np
 
 from yolo4.data.formats.common import IMAGE_SUFFIXES
 from yolo4.errors import DataError, ExportError
+from yolo4.export.common import INT8_TOOLS
 
 CALIB_SEED = 0
-INT8_TOOLS = ("auto", "nncf", "onnxruntime")
 
 
 def _images_in_folder(folder: Path) -> list[Path]:
