@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import yolo4.api
-from yolo4.cli import CALIB_METHODS, FORMATS, OUTPUT_KINDS, RESIZE_RULES, build_parser, main
+from yolo4.cli import CALIB_METHODS, FORMATS, INT8_TOOLS, OUTPUT_KINDS, RESIZE_RULES, build_parser, main
 from yolo4.ops.nms_config import DETECT_POSTPROCESS, VAL_POSTPROCESS
 
 SUBCOMMANDS = ("info", "detect", "track", "train", "tune", "val", "export", "benchmark")
@@ -107,10 +107,12 @@ def test_choices_match_the_library():
     """The CLI's choice lists (kept here so that --help needs no torch) are the library's."""
     from yolo4.export.common import CALIB_METHODS as calib
     from yolo4.export.common import FORMATS as formats
+    from yolo4.export.common import INT8_TOOLS as tools
     from yolo4.export.common import OUTPUT_KINDS as outputs
     from yolo4.inference.preprocess import RESIZERS
 
     assert (formats, outputs, calib, tuple(RESIZERS)) == (FORMATS, OUTPUT_KINDS, CALIB_METHODS, RESIZE_RULES)
+    assert tools == INT8_TOOLS
 
 
 def test_format_has_choices(capsys):

@@ -24,9 +24,10 @@ from yolo4.ops.nms_config import (
 
 # What the choices are (no heavy imports here: tests check them against yolo4.export.common and
 # yolo4.inference.preprocess).
-FORMATS = ("onnx", "tflite", "darknet")
+FORMATS = ("onnx", "tflite", "openvino", "darknet")
 OUTPUT_KINDS = ("heads", "decoded", "nms")
 CALIB_METHODS = ("minmax", "percentile", "entropy")
+INT8_TOOLS = ("auto", "nncf", "onnxruntime")
 RESIZE_RULES = ("stretch", "letterbox")
 TILE_MERGES = ("nmm", "nms")
 
@@ -602,7 +603,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--classes", type=int, default=None, metavar="N", help="number of classes (default: the cfg's; zoo models 80)"
     )
     p.add_argument(
-        "--format", choices=FORMATS, default="onnx", help="onnx (default), tflite, or darknet (.cfg + .weights)"
+        "--format",
+        choices=FORMATS,
+        default="onnx",
+        help="onnx (default), tflite, openvino (.xml + .bin) or darknet (.cfg + .weights)",
     )
     outputs = p.add_mutually_exclusive_group()
     outputs.add_argument(
@@ -637,7 +641,38 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--calib-method",
         choices=CALIB_METHODS,
         default="percentile",
-        help="ONNX int8 activation ranges (default percentile, the 99.999th)",
+        help="onnxruntime int8 activation ranges (default percentile, the 99.999th)",
+    )
+    p.add_argument(
+        "--int8-tool",
+        choices=INT8_TOOLS,
+        default="auto",
+        help="ONNX/OpenVINO int8 quantiser: nncf (bias correction, asymmetric activations), onnxruntime, "
+        "or auto (nncf when installed; default)",
+    )
+    p.add_argument(
+        "--int8-keep-float",
+        type=int,
+        nargs="+",
+        default=(),
+        metavar="LAYER",
+        help="cfg layer indices kept in float (mixed precision; see --analyse for the ranking)",
+    )
+    p.add_argument(
+        "--int8-min-agreement",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="keep the most int8-sensitive layers float until simulated int8 keeps this share of float32's "
+        "detections on the calibration images (e.g. 0.95)",
+    )
+    p.add_argument(
+        "--int8-max-float", type=int, default=8, metavar="N", help="at most this many float layers (default 8)"
+    )
+    p.add_argument(
+        "--analyse",
+        action="store_true",
+        help="print the per-layer int8 sensitivity ranking and plot it beside the output",
     )
     p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset (default 17, 18 with Mish)")
     p.add_argument(
@@ -667,6 +702,11 @@ def _run_export(a: argparse.Namespace) -> int:
         calib_count=a.calib_count,
         calib_split=a.calib_split,
         calib_method=a.calib_method,
+        int8_tool=a.int8_tool,
+        int8_keep_float=tuple(a.int8_keep_float),
+        int8_min_agreement=a.int8_min_agreement,
+        int8_max_float=a.int8_max_float,
+        analyse=a.analyse,
         opset=a.opset,
         out=a.out,
         check=not a.no_check,
@@ -701,6 +741,17 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         help="print darknet's rule-of-thumb FPS for a device of this peak",
     )
     _add_postprocess(p, DETECT_POSTPROCESS, "as yolo4 detect")
+    p.add_argument(
+        "--backends",
+        default=None,
+        metavar="LIST",
+        help="compare CPU back-ends side by side instead: 'all' or a comma list of pytorch, onnxruntime, "
+        "onnxruntime-int8, openvino, openvino-int8, tflite, tflite-int8, opencv-darknet",
+    )
+    p.add_argument(
+        "--threads", type=int, nargs="+", default=None, help="--backends: thread counts (default 1 and all cores)"
+    )
+    p.add_argument("--calib", metavar="DATA", help="--backends: int8 calibration images (default: random, timing only)")
     p.set_defaults(func=_run_benchmark, parser=p)
 
 
@@ -710,6 +761,16 @@ def _run_benchmark(a: argparse.Namespace) -> int:
     _old_positional(a, "model", "--model", "benchmark", "MODEL")
     if a.model is None:
         a.parser.error("the following arguments are required: --model")
+    if a.backends:
+        from yolo4.export.backends import BACKENDS, backends_table, compare_backends, cpu_description
+
+        names = BACKENDS if a.backends == "all" else tuple(b.strip() for b in a.backends.split(",") if b.strip())
+        rows = compare_backends(
+            a.model, a.weights, a.img_size, a.batch, names, a.threads, a.calib, repeats=a.iters, warmup=a.warmup
+        )
+        print(f"{a.model}, batch {a.batch}, CPU: {cpu_description()}")
+        print(backends_table(rows))
+        return 0
     r = benchmark(
         a.model,
         a.weights,
