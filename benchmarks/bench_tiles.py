@@ -86,8 +86,8 @@ def main() -> None:
         ("tiles", TiledDetector(base, tile), None),
         ("tiles + full", TiledDetector(base, TileConfig(size=args.tile, overlap=args.overlap)), None),
         (
-            "tiles + full (NMS merge)",
-            TiledDetector(base, TileConfig(size=args.tile, overlap=args.overlap, merge="nms")),
+            "tiles + full (NMM merge)",
+            TiledDetector(base, TileConfig(size=args.tile, overlap=args.overlap, merge="nmm")),
             None,
         ),
         (f"full image at {args.size} input", big, 1),
