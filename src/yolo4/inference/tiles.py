@@ -22,10 +22,11 @@ IoS and keeps their union. On the benchmark (`benchmarks/bench_tiles.py`) NMS sc
 at the low thresholds of mAP, IoS also swallows small true boxes lying inside a large
 confident one.
 
-Why not SAHI itself: its slicing runs the model on one slice at a time through its own model
-adapters, and its package pulls `opencv-python` (which clashes with the headless OpenCV this
-project uses) and shapely; the part needed here, tile windows and a merge, is a few pure
-functions, and the tiles then go through `Detector` in batches like any other images.
+Why not SAHI itself: it runs models through its own `DetectionModel` adapters (one more to write
+and keep for `Detector`, exported files included), its package requires `opencv-python` (which
+clashes with the headless OpenCV this project uses) and shapely, and it has no rule for cut
+views; the part needed here, tile windows and a merge, is a few pure functions, and the tiles
+go through `Detector` in batches like any other images.
 """
 
 from __future__ import annotations
