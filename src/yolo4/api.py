@@ -9,6 +9,7 @@
     yolo4.detect_dataset(["archive/"], model="model.onnx", out="results/")             # Ray: many machines
     yolo4.track("street.mp4", model="model.onnx", out="runs/track")                    # ByteTrack ids
     result = yolo4.train("data.yaml", model="yolov4-tiny", epochs=100, lr=0.02)
+    search = yolo4.tune("data.yaml", model="yolov4-tiny", trials=30, epochs_per_trial=10)  # -> best.yaml
     [metrics] = yolo4.val("data.yaml", model=result.best_cfg, weights=result.best_weights)
     yolo4.export(result.best_cfg, result.best_weights, format="onnx", outputs="decoded")
     print(yolo4.benchmark("yolov4-tiny", img_size=416).summary())
@@ -54,6 +55,8 @@ from yolo4.ops.nms_config import DETECT_POSTPROCESS, TRACK_POSTPROCESS, VAL_POST
 from yolo4.training.config import TrainConfig
 from yolo4.training.run import run_train as train
 from yolo4.training.train import TrainResult
+from yolo4.tuning.run import TuneResult, TuneSettings
+from yolo4.tuning.run import run_tune as tune
 
 __all__ = [
     "DETECT_POSTPROCESS",
@@ -74,6 +77,8 @@ __all__ = [
     "TrackSummary",
     "TrainConfig",
     "TrainResult",
+    "TuneResult",
+    "TuneSettings",
     "benchmark",
     "detect",
     "detect_dataset",
@@ -82,6 +87,7 @@ __all__ = [
     "load",
     "track",
     "train",
+    "tune",
     "val",
 ]
 

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from yolo4.data.formats.common import IMAGE_SUFFIXES
+from yolo4.data.formats.common import IMAGE_SUFFIXES, read_image_header
 from yolo4.errors import DataError
 
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts"})
@@ -25,18 +25,36 @@ ImageLike = str | os.PathLike | np.ndarray | Any  # Any: a PIL.Image.Image
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3), EXIF orientation ignored (as darknet, and as the
-    pixel grid labels refer to). Raises DataError naming the file."""
+    """Read an image file as RGB uint8 (H, W, 3).
+
+    The one judgement of "is this image usable" (training, `yolo4 dataset check`, detect and val
+    all call it): the header is read first and an image over MAX_IMAGE_PIXELS is refused before
+    any pixel is decoded; then OpenCV decodes it, and a truncated or corrupt file fails. Any
+    format is judged by its content, not its extension (a PNG named .jpg reads). Grey, palette,
+    CMYK and 16-bit images become 8-bit RGB (16-bit values keep their top 8 bits); an alpha
+    channel is dropped, as darknet does. The EXIF orientation is ignored, as darknet does and
+    as the pixel grid that labels refer to.
+    Raises:
+        DataError naming the file and the problem.
+    """
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder, not an image")
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     try:
-        data = np.fromfile(p, dtype=np.uint8)
+        raw = p.read_bytes()
     except OSError as e:
         raise DataError(f"{p}: cannot read ({e.strerror or e})") from None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+    header = read_image_header(raw, p)
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
-        raise DataError(f"{p}: not a readable image (corrupt, empty or not an image format OpenCV knows)")
+        raise DataError(f"{p}: not a readable image: a truncated or corrupt {header.format} file")
+    if tuple(img.shape[:2]) != header.hw:  # the decoder and the header disagree: a damaged file
+        raise DataError(
+            f"{p}: corrupt image: the header says {header.hw[1]}x{header.hw[0]}, the pixels are "
+            f"{img.shape[1]}x{img.shape[0]}"
+        )
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

@@ -124,7 +124,10 @@ def _coco_annotations(dataset: Any) -> tuple[Path, list[int]] | None:
         by_name: dict[str, list[int]] = {}
         for im in doc["images"]:
             by_name.setdefault(Path(im["file_name"]).name, []).append(int(im["id"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        # what pycocotools reads from every annotation; a file without them is scored by its boxes
+        if not all({"id", "image_id", "category_id", "bbox", "area"} <= a.keys() for a in doc.get("annotations", [])):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
     ids = []
     for p in paths:
@@ -299,7 +302,7 @@ def model_pairs(
 def run_val(
     data: str | os.PathLike,
     *,
-    split: str = "val",
+    split: str | None = None,
     model: PathLike | Sequence[PathLike] | None = None,
     weights: PathLike | Sequence[PathLike] | None = None,
     img_size: int | None = None,
@@ -314,7 +317,8 @@ def run_val(
 ) -> list[Metrics]:
     """`yolo4 val`: build the Detector (the same pre-processing as `yolo4 detect`; post-processing
     `postprocess`, default `VAL_POSTPROCESS`: conf 0.001, NMS 0.6, every class above conf),
-    evaluate it on `split` of `data`, print the per-class table (worst first), the COCO
+    evaluate it on `split` of `data` (default: `val` of a source with a split, or whose 90/10
+    split a training wrote down; else every image), print the per-class table (worst first), the COCO
     numbers, the darknet-style mAPs and the speed line; write the plots (and the report as
     `per_class.txt`) to the folder `out`, COCO results to `json_path` (a relative path is taken
     inside `out`).
@@ -328,10 +332,11 @@ def run_val(
     Returns:
         one Metrics per (model, weights) pair, in order.
     """
-    from yolo4.data.dataset import load_dataset
+    from yolo4.data.dataset import evaluation_split, load_dataset
     from yolo4.inference.detector import build_detector
 
     pairs = model_pairs(model, weights)
+    split = split or evaluation_split(data)
     dataset = load_dataset(data, split)
     names = list(dataset.names)
     several = len(pairs) > 1
@@ -352,9 +357,9 @@ def run_val(
                 jpath = out_dir / (jpath.name if several else jpath)
         h, wd = detector.input_hw
         print(
-            f"val: {label} ({m if w is not None else 'exported'}) on {data} [{split}], {len(dataset)} images, "
-            f"{len(names)} classes; {wd}x{h} {detector.resize}, {postprocess.describe()}, batch {batch}, "
-            f"{detector.device}" + (f"; {tile.describe()}" if tile is not None else "")
+            f"val: {label} ({m if w is not None else 'exported'}) on {data} [{split}: {dataset.split_origin}], "
+            f"{len(dataset)} images, {len(names)} classes; {wd}x{h} {detector.resize}, {postprocess.describe()}, "
+            f"batch {batch}, {detector.device}" + (f"; {tile.describe()}" if tile is not None else "")
         )
         metrics = evaluate(detector, dataset, batch_size=batch, progress=progress, save_json=jpath, plots_dir=out_dir)
         table = metrics.table()

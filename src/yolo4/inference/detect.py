@@ -155,7 +155,7 @@ class _DetectRun:
             return
         out = self.out_path(src.path.stem if src.path is not None else f"webcam{src.camera}", ".mp4")
         writer: cv2.VideoWriter | None = None
-        done = 0
+        done, interrupted = 0, False
         bar = tqdm(total=count or None, desc=src.name, unit="frame", disable=not self.progress, file=sys.stderr)
 
         def batches() -> Iterator[tuple[list[np.ndarray], list[str]]]:  # the pipeline's source: decoding
@@ -177,6 +177,7 @@ class _DetectRun:
                 done += len(results)
                 bar.update(len(results))
         except KeyboardInterrupt:
+            interrupted = True
             tqdm.write(f"{src.name}: stopped after {done} frames", file=sys.stderr)
         finally:
             bar.close()
@@ -186,6 +187,11 @@ class _DetectRun:
                 self.summary.written.append(out)
         if done == 0:
             self.report(f"{src.name}: no frame could be read")
+        elif not interrupted and done + 1 < count:  # (containers may count one frame more than they hold)
+            self.report(
+                f"{src.name}: ended after {done} of the {count} frames its header announces (a truncated or "
+                f"damaged file); the {done} frames read were processed"
+            )
 
     def finish(self) -> DetectSummary:
         """Write the JSON list and fill in the mean per-image stage timings."""
