@@ -42,6 +42,7 @@ from yolo4.evaluation.metrics import (
     comparison_table,
     write_coco_json,
 )
+from yolo4.inference.tiles import TileConfig, TiledDetector
 from yolo4.ops.nms import VAL_POSTPROCESS, PostprocessConfig
 
 
@@ -312,6 +313,7 @@ def run_val(
     json_path: str | os.PathLike | None = None,
     out: str | os.PathLike | None = "runs/val",
     progress: bool = True,
+    tile: TileConfig | None = None,
 ) -> list[Metrics]:
     """`yolo4 val`: build the Detector (the same pre-processing as `yolo4 detect`; post-processing
     `postprocess`, default `VAL_POSTPROCESS`: conf 0.001, NMS 0.6, every class above conf),
@@ -324,7 +326,8 @@ def run_val(
     `model` and `weights` may each list several files (see `model_pairs`): every darknet model
     with every darknet weights file, and every exported .onnx / .tflite on its own. Each is
     evaluated on the same images, its files go to `out/<file name>/`, and a comparison table
-    ends the report.
+    ends the report. `tile` evaluates tiled inference (`yolo4.inference.tiles`), to measure
+    what it gains on small objects.
 
     Returns:
         one Metrics per (model, weights) pair, in order.
@@ -342,6 +345,8 @@ def run_val(
     labels: list[str] = []
     for m, w in pairs:
         detector = build_detector(m, w, names, img_size, resize, postprocess=postprocess, device=device)
+        if tile is not None:
+            detector = TiledDetector(detector, tile)
         label = w if w is not None else m
         labels.append(str(label))
         out_dir = root / Path(str(label)).name if (root is not None and several) else root
@@ -354,8 +359,7 @@ def run_val(
         print(
             f"val: {label} ({m if w is not None else 'exported'}) on {data} [{split}: {dataset.split_origin}], "
             f"{len(dataset)} images, {len(names)} classes; {wd}x{h} {detector.resize}, {postprocess.describe()}, "
-            f"batch {batch}, "
-            f"{detector.device}"
+            f"batch {batch}, {detector.device}" + (f"; {tile.describe()}" if tile is not None else "")
         )
         metrics = evaluate(detector, dataset, batch_size=batch, progress=progress, save_json=jpath, plots_dir=out_dir)
         table = metrics.table()
