@@ -71,6 +71,8 @@ class DetectionDataset:
         problems: one line per skipped image or annotation, naming its file.
         num_skipped: how many images of the source were skipped.
         category_ids: for COCO sources, the COCO category id of each class; else None.
+        split_from: where the train/val split comes from ("ImageSets/Main/train.txt / val.txt",
+            "an automatic 90% / 10% split ...", ...), for messages.
 
     `cache_images()` keeps every decoded image in memory (YOLOv5's `--cache ram`): later
     `load` calls, and loader worker processes forked after it, skip the disk and the decoder.
@@ -94,6 +96,7 @@ class DetectionDataset:
         self.source = source
         self.split = split
         self.category_ids = category_ids
+        self.split_from = ""  # where the train/val split comes from (load_dataset fills it in)
         self._images: list[np.ndarray | None] = [None] * len(self.image_paths)
 
     def __len__(self) -> int:
@@ -175,6 +178,7 @@ class DetectionDataset:
             self.num_skipped,
         )
         out = DetectionDataset(self.names, sub, self.source, self.split, self.category_ids)
+        out.split_from = self.split_from
         out._images = [self._images[i] for i in idx]
         return out
 
@@ -214,6 +218,7 @@ class _Source:
     parts: dict[str, _Part]  # {"train", "val"} or {"all"}
     names: list[str] | None
     category_ids: list[int] | None = None
+    split_from: str = ""  # where the train/val split comes from, for messages
 
 
 def _images_from_spec(spec, root: Path, where: Path, key: str) -> list[Path]:
@@ -270,7 +275,7 @@ def _from_yaml(path: Path) -> _Source:
         parts["val"] = _Part("yolo", _images_from_spec(doc["val"], root, path, "val"))
     else:
         parts = {"all": parts["train"]}
-    return _Source(path, path.parent, parts, names)
+    return _Source(path, path.parent, parts, names, split_from=f"{path.name}: train / val")
 
 
 def _from_darknet(path: Path) -> _Source:
@@ -315,7 +320,7 @@ def _from_darknet(path: Path) -> _Source:
         parts = {"train": _Part("yolo", images("train")), "val": _Part("yolo", images(valid_key))}
     else:
         parts = {"all": _Part("yolo", images("train"))}
-    return _Source(path, path.parent, parts, names)
+    return _Source(path, path.parent, parts, names, split_from=f"{path.name}: train / {valid_key}")
 
 
 def _from_coco(path: Path) -> _Source:
@@ -359,7 +364,8 @@ def _from_folder(d: Path) -> _Source:
             parts = {"all": _Part("yolo", list_images(img))}
         if not any(p.images for p in parts.values()):
             raise DataError(f"{img}: no images")
-        return _Source(d, d, parts, names)
+        split_from = " / ".join(f"images/{p.name}" for p in split_dirs.values()) if "train" in parts else ""
+        return _Source(d, d, parts, names, split_from=split_from)
     ann = next((d / n for n in ("Annotations", "annotations") if (d / n).is_dir()), None)
     imgs = next((d / n for n in ("JPEGImages", "images") if (d / n).is_dir()), None)
     if ann is not None and imgs is not None and any(ann.glob("*.xml")):
@@ -372,13 +378,15 @@ def _from_folder(d: Path) -> _Source:
                 parts[s] = _Part("voc", xmls=[ann / f"{i}.xml" for i in ids], image_dir=imgs)
         else:
             parts = {"all": _Part("voc", xmls=xmls, image_dir=imgs)}
-        return _Source(d, d, parts, names or voc_names(xmls))
+        split_from = "ImageSets/Main/train.txt / val.txt" if "train" in parts else ""
+        return _Source(d, d, parts, names or voc_names(xmls), split_from=split_from)
     jsons = sorted(d.glob("*.json")) + (sorted(ann.glob("*.json")) if ann is not None else [])
     if jsons:
         train = [j for j in jsons if "train" in j.name]
         val = [j for j in jsons if "val" in j.name]
         if len(train) == 1 and len(val) == 1:
-            return _Source(d, d, {"train": _Part("coco", json=train[0]), "val": _Part("coco", json=val[0])}, None)
+            parts = {"train": _Part("coco", json=train[0]), "val": _Part("coco", json=val[0])}
+            return _Source(d, d, parts, None, split_from=f"{train[0].name} / {val[0].name}")
         if len(jsons) == 1:
             return _from_coco(jsons[0])
         raise DataError(f"{d}: several COCO json files ({', '.join(j.name for j in jsons)}); name one")
@@ -577,6 +585,9 @@ def load_dataset(
         top = max((int(c.max()) for c in idx.class_ids if len(c)), default=-1)
         names = [str(k) for k in range(top + 1)]
     ds = DetectionDataset(names, idx, src.path, split, cat_ids)
+    ds.split_from = src.split_from or (
+        f"an automatic {1 - VAL_FRACTION:.0%} / {VAL_FRACTION:.0%} split (seed {seed}; listed in autosplit_*.txt)"
+    )
     if len(ds) == 0:
         raise DataError(
             f"{src.path}: no usable images in split {split!r} (parts: {parts}); "

@@ -76,6 +76,7 @@ from yolo4.training.checkpoint import (
     set_rng_state,
 )
 from yolo4.training.config import TrainConfig
+from yolo4.training.defaults import close_mosaic_epochs, resolve_defaults, split_note
 from yolo4.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -264,6 +265,9 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
     val_set = load_dataset(cfg.data, "val", progress=False)
     if cfg.max_train_images:
         train_set = train_set.subset(range(min(cfg.max_train_images, len(train_set))))
+    cfg, auto_notes = resolve_defaults(cfg, train_set, device)  # the None/"auto" fields, from the data
+    if info.is_main:
+        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     if cfg.cache_images:
         train_set.cache_images(progress=cfg.progress and info.is_main)
     epoch_val_set = val_set.subset(range(min(cfg.max_val_images, len(val_set)))) if cfg.max_val_images else val_set
@@ -276,7 +280,7 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
         raise Yolo4Error(f"{len(train_set)} training images are fewer than one batch of {cfg.batch}")
 
     def loader_for(epoch: int):
-        final = cfg.close_mosaic > 0 and epoch >= cfg.epochs - cfg.close_mosaic
+        final = close_mosaic_epochs(cfg) > 0 and epoch >= cfg.epochs - close_mosaic_epochs(cfg)
         return build_loader(
             train_set,
             epoch_img_size(cfg, epoch),
@@ -363,6 +367,8 @@ def train(cfg: TrainConfig, hooks: Sequence[Any] = ()) -> TrainResult:
         f"lr {base_lr:g}, {cfg.epochs} epochs x {steps_per_epoch} steps, {device}",
         info,
     )
+    for note in [split_note(train_set, val_set, cfg.data), *auto_notes]:
+        _say(f"  {note}", info)
 
     epoch_times: list[tuple[float, bool]] = []  # (seconds start to start, small size) of the epochs run here
     t_run, max_epochs = time.time(), cfg.epochs
