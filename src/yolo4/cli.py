@@ -173,6 +173,29 @@ def _run_train(a: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- anchors
+def _add_anchors(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "anchors",
+        help="how a model's anchors fit a dataset's boxes, and k-means anchors as a cfg line",
+        description="Mean IoU and best possible recall of the model's anchors and of IoU k-means anchors on the "
+        "training boxes at the training size (what `yolo4 train --set anchors=auto` checks at its start).",
+    )
+    p.add_argument("--data", required=True, help="dataset: folder, data.yaml, darknet .data or COCO .json")
+    p.add_argument(
+        "--model", default="yolov4-tiny", metavar="NAME", help="zoo name or darknet .cfg (default yolov4-tiny)"
+    )
+    p.add_argument("--img-size", type=int, default=416, help="training input size (default 416)")
+    p.set_defaults(func=_run_anchors)
+
+
+def _run_anchors(a: argparse.Namespace) -> int:
+    from yolo4.training.anchors import run_anchors
+
+    run_anchors(a.data, a.model, a.img_size)
+    return 0
+
+
 # ---------------------------------------------------------------- val
 def _add_val(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("val", help="COCO mAP of a model on a dataset")
@@ -423,7 +446,7 @@ def _not_yet(name: str):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolo4", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_info, _add_detect, _add_train, _add_val, _add_export, _add_benchmark, _add_dataset):
+    for add in (_add_info, _add_detect, _add_train, _add_anchors, _add_val, _add_export, _add_benchmark, _add_dataset):
         add(sub)
     return parser
 

@@ -36,8 +36,38 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{p}: cannot read ({e.strerror or e})") from None
     img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
     if img is None:
-        raise DataError(f"{p}: not a readable image (corrupt, empty or not an image format OpenCV knows)")
+        rgb = _decode_truncated(p, data)
+        if rgb is None:
+            raise DataError(f"{p}: not a readable image (corrupt, empty or not an image format OpenCV knows)")
+        return rgb
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _decode_truncated(path: Path, data: np.ndarray) -> np.ndarray | None:
+    """A truncated file (a download cut short; common in web-scraped datasets) that OpenCV
+    rejects, decoded by Pillow as far as it goes (the rest grey), with a warning once per file;
+    None when Pillow cannot read it either. RGB uint8 (H, W, 3)."""
+    import io
+    import logging
+
+    from PIL import Image, ImageFile
+
+    old = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        with Image.open(io.BytesIO(data.tobytes())) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except Exception:  # Pillow raises many types for undecodable data
+        return None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = old
+    if str(path) not in _TRUNCATED_WARNED:
+        _TRUNCATED_WARNED.add(str(path))
+        logging.getLogger("yolo4.data").warning("%s: truncated image file, decoded as far as it goes", path)
+    return np.ascontiguousarray(rgb)
+
+
+_TRUNCATED_WARNED: set[str] = set()
 
 
 def as_rgb_array(image: ImageLike) -> np.ndarray:

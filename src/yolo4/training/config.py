@@ -32,7 +32,7 @@ class TrainConfig:
     cache_images: bool = True  # decode the training images once and keep them in memory (if they fit in 1/4 of RAM)
     # how long, how big
     epochs: int = 100
-    batch: int = 64  # images per optimizer step over all processes (darknet batch)
+    batch: int = 16  # images per optimizer step over all processes (darknet batch; lr follows it)
     subdivisions: int = 1  # mini-batches per step (gradient accumulation; darknet subdivisions)
     cmbn: bool = False  # CmBN (darknet batch_normalize=2): BN statistics accumulate over a step's mini-batches
     img_size: int = 416
