@@ -38,6 +38,7 @@ from yolo4.evaluation.evaluate import evaluate
 from yolo4.evaluation.metrics import coco_evaluate
 from yolo4.export import ExportOptions, export_model, load_exported
 from yolo4.inference.detector import Detector
+from yolo4.ops.nms import DETECT_POSTPROCESS, VAL_POSTPROCESS
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"
@@ -50,7 +51,7 @@ VARIANTS = (
     ("TFLite fp32", "tflite", False),
     ("TFLite int8", "tflite", True),
 )
-EVAL = {"conf": 0.001, "iou": 0.6, "labels": "all", "max_det": 300}
+EVAL = VAL_POSTPROCESS  # yolo4 val: conf 0.001, NMS 0.6, every class above conf, 300 per image
 
 
 def torch_latency_ms(model, input_hw: tuple[int, int], repeats: int = 30, warmup: int = 5) -> float:
@@ -109,7 +110,7 @@ def bench_trained(
     files = export_variants(model, folder, str(data), calib_count, "train", list(val.names), formats)
     rows = []
     for label, net, latency in networks(model, files, threads):
-        det = Detector(net, names=list(val.names), **EVAL)
+        det = Detector(net, names=list(val.names), postprocess=EVAL, device="cpu")
         m = evaluate(det, val, batch_size=1, progress=False)
         rows.append(
             {
@@ -138,11 +139,13 @@ def bench_reference(reference: Path, folder: Path, threads: int, formats: set[st
     images = [load_image(p) for p in image_paths]
     files = export_variants(model, folder, str(reference / "images"), len(images), "train", names, formats)
     common = {"names": names, "img_size": 320, "resize": "stretch"}
-    truth_det = Detector(model, conf=0.25, labels="best", **common)
+    truth_det = Detector(model, postprocess=DETECT_POSTPROCESS, device="cpu", **common)
     truth = [(b, c) for b, _, c in _detections(truth_det, images)]
     rows = []
     for label, net, latency in networks(model, files, threads):
-        det = Detector(net, conf=0.001, labels="best", names=names, resize="stretch")
+        det = Detector(
+            net, postprocess=DETECT_POSTPROCESS.replace(conf=0.001), names=names, resize="stretch", device="cpu"
+        )
         preds = _detections(det, images)
         m = coco_evaluate(truth, preds, names)
         rows.append(

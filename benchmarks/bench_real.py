@@ -104,7 +104,7 @@ def run_yolo4(model: str, args, threads: int, out: Path) -> dict:
     net.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
     val_set = load_dataset(args.data, "val", progress=False)
     device = torch.device("cpu")
-    m = validate(net, val_set, list(val_set.names), val_size(cfg), device, cfg.val_conf, cfg.val_iou)
+    m = validate(net, val_set, list(val_set.names), val_size(cfg), device, cfg.val_postprocess)
     t, curve = 0.0, []
     for row in result.history:
         t += row.get("time_s", 0.0)

@@ -1,38 +1,210 @@
-"""The `yolo4` command. Each subcommand parses its arguments and calls one library
-function; no logic lives here. Imports are lazy so that `yolo4 --help` is instant."""
+"""The `yolo4` command. Each subcommand parses its arguments and calls one function of the
+public API (`yolo4.api`, the same names in Python); no logic lives here. Imports are lazy so
+that `yolo4 --help` is instant. `VOCABULARY` (printed under `yolo4 --help`) is the one way
+every subcommand names things; old spellings (--cfg, --save-dir, --save-json, export
+--decode and a bare --nms, positional models and datasets, dataset check --plot) still work
+for this release and print what to write instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from yolo4.errors import Yolo4Error
+from yolo4.ops.nms_config import DETECT_POSTPROCESS, LABEL_RULES, NMS_KINDS, VAL_POSTPROCESS, PostprocessConfig
+
+# What the choices are (no heavy imports here: tests check them against yolo4.export.common and
+# yolo4.inference.preprocess).
+FORMATS = ("onnx", "tflite", "darknet")
+OUTPUT_KINDS = ("heads", "decoded", "nms")
+CALIB_METHODS = ("minmax", "percentile", "entropy")
+RESIZE_RULES = ("stretch", "letterbox")
+
+DESCRIPTION = "The YOLOv4 family of object detectors, darknet-compatible, in PyTorch. See `yolo4 COMMAND --help`."
+VOCABULARY = """\
+Every command names things the same way:
+  --model M     a zoo name (yolov4, yolov4-tiny, ...), a darknet .cfg (with --weights), or an
+                exported .onnx / .tflite (which carries its own cfg, names and pre-processing)
+  --weights W   darknet .weights for a zoo name or .cfg
+  --data DATA   a dataset: folder, data.yaml, darknet .data or COCO .json
+  --device D    auto (CUDA when PyTorch sees a GPU, else CPU), cpu, cuda or cuda:N
+  --out PATH    where results go: a folder (detect, val, train, dataset shapes) or a file
+                (export, dataset show, dataset check)
+  --json FILE   the JSON results (detect: its detections; val: COCO-format results)
+  --conf --iou --nms --labels --max-det
+                post-processing; detect and val start from different defaults, as darknet
+                draws boxes at conf 0.25 and scores mAP at conf 0.001
+"""
+
+MODEL_HELP = "zoo name (yolov4, yolov4-tiny, ...), darknet .cfg (with --weights), or exported .onnx / .tflite"
+DARKNET_MODEL_HELP = "zoo name (yolov4, yolov4-tiny, yolov4-csp-leaky, ...) or darknet .cfg"
+WEIGHTS_HELP = "darknet .weights (AlexeyAB/darknet releases, or yolo4 train's best.weights) for a zoo name or .cfg"
+DATA_HELP = "dataset: a folder, data.yaml, darknet .data or COCO .json"
+DEVICE_HELP = "auto (default: CUDA when PyTorch sees a GPU, else CPU), cpu, cuda or cuda:N"
+RESIZE_HELP = "pre-processing (default: the cfg's letter_box key, else stretch; an export's own rule)"
+
+
+# ---------------------------------------------------------------- old spellings
+def deprecated(old: str, new: str) -> None:
+    """Tell the user an old spelling still works this release, and what to write instead."""
+    print(f"warning: {old} is deprecated and will be removed in the next release; use {new}", file=sys.stderr)
+
+
+class _OldSpelling(argparse.Action):
+    """A hidden old spelling of an option: prints `deprecated`, then does what the new one does
+    (stores its value, or `const` for a switch, into the new option's dest)."""
+
+    def __init__(self, option_strings, dest, new: str, **kw):
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kw)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        deprecated(str(option_string), self.new)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+def _old_option(group, flag: str, dest: str, new: str, **kw) -> None:
+    group.add_argument(flag, dest=dest, action=_OldSpelling, new=new, **kw)
+
+
+def _old_positional(a: argparse.Namespace, name: str, flag: str, command: str, metavar: str) -> None:
+    """Move a hidden old positional argument (`yolo4 info yolov4`) onto its option (`--model`)."""
+    old = getattr(a, f"old_{name}", None)
+    if old is None:
+        return
+    if getattr(a, name) is not None:
+        a.parser.error(f"{metavar} given twice: as {flag} and as a positional argument; give {flag} only")
+    deprecated(f"'yolo4 {command} {metavar}'", f"'yolo4 {command} {flag} {metavar}'")
+    setattr(a, name, old)
+
+
+def _old_exported_weights(a: argparse.Namespace, many: bool) -> None:
+    """`--weights FILE.onnx` (the old spelling): the exported file is the model."""
+    weights = a.weights if many else ([a.weights] if a.weights else [])
+    exported = [w for w in weights or [] if w.lower().endswith((".onnx", ".tflite"))]
+    for w in exported:
+        deprecated(f"--weights {w} (an exported file)", f"--model {w}")
+    if not exported:
+        return
+    rest = [w for w in weights if w not in exported]
+    if many:
+        a.model, a.weights = [*(a.model or []), *exported], rest or None
+    elif a.model is not None and not a.model.lower().endswith(".cfg"):
+        a.parser.error(f"--model {a.model} and --weights {exported[0]}: give the exported file as --model only")
+    else:
+        a.model, a.weights = exported[0], None  # an old --cfg beside it was only needed before exports carried it
+
+
+# ---------------------------------------------------------------- shared option groups
+class _NmsKindOrOldSwitch(argparse.Action):
+    """export's `--nms KIND` is the NMS kind, as everywhere; a bare `--nms` is the old switch
+    for what is now `--outputs nms`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is None:
+            deprecated("export --nms (without a kind)", "--outputs nms")
+            namespace.outputs = "nms"
+        else:
+            namespace.nms = values
+
+
+def _add_model(p: argparse.ArgumentParser, *, required: bool = False, darknet_only: bool = False) -> None:
+    which = p.add_mutually_exclusive_group(required=required)
+    which.add_argument("--model", metavar="M", help=DARKNET_MODEL_HELP if darknet_only else MODEL_HELP)
+    _old_option(which, "--cfg", "model", "--model", metavar="CFG")
+
+
+def _add_postprocess(p: argparse.ArgumentParser, preset: PostprocessConfig, why: str, in_graph: bool = False) -> None:
+    g = p.add_argument_group("post-processing", f"defaults: {preset.describe()} ({why})")
+    g.add_argument("--conf", type=float, default=preset.conf, metavar="C", help="keep detections with obj * cls > C")
+    g.add_argument("--iou", type=float, default=preset.iou, metavar="T", help="NMS IoU threshold")
+    if in_graph:  # export: a bare --nms is the old switch for --outputs nms
+        g.add_argument(
+            "--nms",
+            choices=NMS_KINDS,
+            default=preset.nms,
+            nargs="?",
+            const=None,
+            action=_NmsKindOrOldSwitch,
+            help="NMS kind of --outputs nms: greedy (ONNX NonMaxSuppression is per-class greedy)",
+        )
+    else:
+        g.add_argument(
+            "--nms",
+            choices=NMS_KINDS,
+            default=preset.nms,
+            help="greedy: per class; agnostic: across classes; diou: DIoU-NMS with the cfg's beta_nms",
+        )
+    g.add_argument(
+        "--labels",
+        choices=LABEL_RULES,
+        default=preset.labels,
+        help="best: one class per box, as OpenCV; all: every class above --conf, as darknet",
+    )
+    g.add_argument("--max-det", type=int, default=preset.max_det, metavar="N", help="detections kept per image")
+
+
+def _postprocess(a: argparse.Namespace) -> PostprocessConfig:
+    return PostprocessConfig(conf=a.conf, iou=a.iou, nms=a.nms, labels=a.labels, max_det=a.max_det)
+
+
+def _add_out(p: argparse.ArgumentParser, default: str | None, what: str, old: str | None = None) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--out", default=default, metavar="PATH", help=what)
+    if old:
+        _old_option(group, old, "out", "--out", metavar="PATH")
+
+
+def _add_data(p: argparse.ArgumentParser, command: str, *, required: bool) -> None:
+    p.add_argument("--data", metavar="DATA", help=DATA_HELP + (" (required)" if required else ""))
+    p.add_argument("old_data", nargs="?", help=argparse.SUPPRESS)
+    p.set_defaults(data_required=required, data_command=command)
+
+
+def _data(a: argparse.Namespace) -> None:
+    _old_positional(a, "data", "--data", a.data_command, "DATA")
+    if a.data is None and a.data_required:
+        a.parser.error("the following arguments are required: --data")
 
 
 # ---------------------------------------------------------------- info
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print a model's darknet-style layer table, params and BFLOPs")
-    p.add_argument("model", help="zoo name (yolov4, yolov4-tiny, ...) or a darknet .cfg path")
-    p.add_argument("--img-size", type=int, default=None, help="input size (default: the [net] width/height)")
+    p.add_argument(
+        "--model",
+        metavar="M",
+        help="zoo name (yolov4, yolov4-tiny, ...), darknet .cfg, or exported .onnx / .tflite (required)",
+    )
+    p.add_argument("old_model", nargs="?", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--img-size", type=int, default=None, metavar="N", help="input size (default: the [net] width/height)"
+    )
     p.add_argument(
         "--classes",
         type=int,
         default=None,
-        help="number of classes (default: 80 for zoo models, a cfg's own for a cfg)",
+        metavar="N",
+        help="number of classes (default: 80 for zoo models, a cfg's own)",
     )
     p.add_argument(
         "--peak-tflops",
         type=float,
+        metavar="T",
         default=14.0,
         help="device peak TFLOPS for darknet's FPS rule of thumb (default: V100 fp32, 14)",
     )
-    p.set_defaults(func=_run_info)
+    p.set_defaults(func=_run_info, parser=p)
 
 
 def _run_info(a: argparse.Namespace) -> int:
-    from yolo4.models.summary import print_info
+    from yolo4.api import info
 
-    print_info(a.model, img_size=a.img_size, num_classes=a.classes, peak_tflops=a.peak_tflops)
+    _old_positional(a, "model", "--model", "info", "MODEL")
+    if a.model is None:
+        a.parser.error("the following arguments are required: --model")
+    info(a.model, img_size=a.img_size, num_classes=a.classes, peak_tflops=a.peak_tflops)
     return 0
 
 
@@ -45,67 +217,42 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
         metavar="SOURCE",
         help="image files, folders, globs ('imgs/*.jpg'), video files or a webcam index (0)",
     )
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", metavar="NAME", help="zoo model name (yolov4, yolov4-tiny, ...)")
-    which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file (not needed for .onnx / .tflite files)")
-    p.add_argument(
-        "--weights",
-        metavar="W",
-        help="darknet .weights (AlexeyAB/darknet releases, or yolo4 train's best.weights), "
-        "or an exported .onnx / .tflite file",
+    _add_model(p)
+    p.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
+    p.add_argument("--names", metavar="FILE", help="class names, one a line (default: the model's; COCO's for 80)")
+    p.add_argument("--img-size", type=int, default=None, metavar="N", help="network input size (default: the cfg's)")
+    p.add_argument("--resize", choices=RESIZE_RULES, default=None, help=RESIZE_HELP)
+    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="images or frames per forward pass (default 1)")
+    _add_out(
+        p, "runs/detect", "folder for the annotated images/videos and the JSON (default runs/detect)", "--save-dir"
     )
-    p.add_argument("--names", metavar="FILE", help="class names, one a line (default: COCO's for 80 classes)")
-    p.add_argument("--img-size", type=int, default=None, help="network input size (default: the cfg's)")
-    p.add_argument(
-        "--resize",
-        choices=("stretch", "letterbox"),
-        default=None,
-        help="pre-processing (default: the cfg's letter_box key, else stretch)",
-    )
-    p.add_argument("--conf", type=float, default=0.25, help="keep detections with obj*cls > CONF (default 0.25)")
-    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
-    p.add_argument(
-        "--nms",
-        choices=("greedy", "agnostic", "diou"),
-        default="greedy",
-        help="greedy: per class (default); agnostic: across classes; diou: DIoU-NMS with the cfg's beta_nms",
-    )
-    p.add_argument(
-        "--labels",
-        choices=("best", "all"),
-        default="best",
-        help="best: one class per box, as OpenCV (default); all: every class above --conf, as darknet",
-    )
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--batch", type=int, default=1, help="images or frames per forward pass (default 1)")
     p.add_argument(
         "--json",
-        metavar="OUT",
+        metavar="FILE",
         default=None,
-        help="JSON results file (default detections.json; relative paths are inside --save-dir)",
+        help="detections file (default detections.json; a relative path is inside --out)",
     )
-    p.add_argument("--save-dir", default="runs/detect", help="where annotated images/videos and JSON go")
-    p.set_defaults(func=_run_detect)
+    _add_postprocess(p, DETECT_POSTPROCESS, "darknet's detector test and OpenCV's sample")
+    p.set_defaults(func=_run_detect, parser=p)
 
 
 def _run_detect(a: argparse.Namespace) -> int:
-    from yolo4.inference.detect import run_detect
+    from yolo4.api import detect
 
-    summary = run_detect(
+    _old_exported_weights(a, many=False)
+    summary = detect(
         a.sources,
-        model=a.cfg or a.model,
+        model=a.model,
         weights=a.weights,
         names=a.names,
         img_size=a.img_size,
         resize=a.resize,
-        conf=a.conf,
-        iou=a.iou,
-        nms=a.nms,
-        labels=a.labels,
+        postprocess=_postprocess(a),
         device=a.device,
         batch=a.batch,
         json_path=a.json,
-        save_dir=a.save_dir,
+        out=a.out,
     )
     return 0 if summary.processed else 1
 
@@ -122,22 +269,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--demo",
         action="store_true",
         help="the main job: yolov4-tiny from scratch on the embedded shapes dataset, evaluated, with "
-        "detections on held-out images, all in --out (default runs/demo)",
+        "detections on held-out images, all in --out (default runs/demo); takes only --out and --device",
     )
-    p.add_argument("--data", help="dataset: folder, data.yaml, darknet .data or COCO .json")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", metavar="NAME", help="zoo model name (default yolov4-tiny)")
-    which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file")
+    p.add_argument("--data", metavar="DATA", help=DATA_HELP)
+    _add_model(p, darknet_only=True)
     p.add_argument("--weights", metavar="W", help="darknet .weights to start from (full model or backbone prefix)")
     p.add_argument("--weights-upto", type=int, metavar="N", help="load only layers 0..N-1 of --weights")
     p.add_argument("--freeze", type=int, metavar="N", help="do not train layers 0..N-1")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch", type=int, help="images per optimizer step over all processes (darknet batch)")
-    p.add_argument("--subdivisions", type=int, help="mini-batches per step (gradient accumulation)")
-    p.add_argument("--img-size", type=int)
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--workers", type=int, help="data loader processes per training process")
-    p.add_argument("--out", help="run folder (default runs/train, runs/demo with --demo)")
+    p.add_argument("--epochs", type=int, metavar="N", help="epochs (default 100)")
+    p.add_argument(
+        "--batch", type=int, metavar="N", help="images per optimizer step over all processes (darknet batch; 64)"
+    )
+    p.add_argument("--subdivisions", type=int, metavar="N", help="mini-batches per step (gradient accumulation; 1)")
+    p.add_argument("--img-size", type=int, metavar="N", help="training input size (default 416)")
+    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+    p.add_argument("--workers", type=int, metavar="N", help="data loader processes per training process (default 2)")
+    p.add_argument("--out", metavar="PATH", help="run folder (default runs/train; runs/demo with --demo)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its last.pt")
     p.add_argument(
         "--set",
@@ -147,16 +294,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="any TrainConfig field, e.g. --set lr=0.02 --set mosaic=0 --set policy=steps",
     )
-    p.set_defaults(func=_run_train)
+    p.set_defaults(func=_run_train, parser=p)
 
 
 def _run_train(a: argparse.Namespace) -> int:
-    from yolo4.training.run import run_train
+    from yolo4.api import train
 
-    run_train(
+    train(
+        a.data,
         demo=a.demo,
-        data=a.data,
-        model=a.cfg or a.model,
+        options=a.options,
+        model=a.model,
         weights=a.weights,
         weights_upto=a.weights_upto,
         freeze=a.freeze,
@@ -168,7 +316,6 @@ def _run_train(a: argparse.Namespace) -> int:
         workers=a.workers,
         out=a.out,
         resume=a.resume,
-        options=a.options,
     )
     return 0
 
@@ -181,85 +328,70 @@ def _add_anchors(sub: argparse._SubParsersAction) -> None:
         description="Mean IoU and best possible recall of the model's anchors and of IoU k-means anchors on the "
         "training boxes at the training size (what `yolo4 train --set anchors=auto` checks at its start).",
     )
-    p.add_argument("--data", required=True, help="dataset: folder, data.yaml, darknet .data or COCO .json")
-    p.add_argument(
-        "--model", default="yolov4-tiny", metavar="NAME", help="zoo name or darknet .cfg (default yolov4-tiny)"
-    )
+    p.add_argument("--data", metavar="DATA", required=True, help=DATA_HELP)
+    p.add_argument("--model", metavar="M", default="yolov4-tiny", help=DARKNET_MODEL_HELP + " (default yolov4-tiny)")
     p.add_argument("--img-size", type=int, default=416, help="training input size (default 416)")
     p.set_defaults(func=_run_anchors)
 
 
 def _run_anchors(a: argparse.Namespace) -> int:
-    from yolo4.training.anchors import run_anchors
+    from yolo4.api import anchors
 
-    run_anchors(a.data, a.model, a.img_size)
+    anchors(a.data, model=a.model, img_size=a.img_size)
     return 0
 
 
 # ---------------------------------------------------------------- val
 def _add_val(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("val", help="COCO mAP of a model on a dataset")
-    p.add_argument("--data", required=True, help="dataset: a data.yaml, a COCO json, ... (as `yolo4 train`)")
-    p.add_argument("--split", default="val", help="which split to evaluate on (default val)")
+    p = sub.add_parser("val", help="COCO mAP (and darknet's mAP@0.5) of one or more models on a dataset")
+    p.add_argument("--data", metavar="DATA", required=True, help=DATA_HELP)
+    p.add_argument("--split", default="val", metavar="SPLIT", help="which split to evaluate on (default val)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", metavar="NAME", help="zoo model name (yolov4, yolov4-tiny, ...)")
-    which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file (not needed for .onnx / .tflite files)")
+    which.add_argument(
+        "--model",
+        metavar="M",
+        nargs="+",
+        help=MODEL_HELP + "; several are scored on the same images and compared in one table",
+    )
+    _old_option(which, "--cfg", "model", "--model", metavar="CFG", nargs=1)
     p.add_argument(
         "--weights",
         metavar="W",
         nargs="+",
-        help="darknet .weights, or exported .onnx / .tflite files; several are compared in one table",
+        help="darknet .weights for a zoo name or .cfg; several (of one --model) are compared in one table",
     )
-    p.add_argument("--img-size", type=int, default=None, help="network input size (default: the cfg's)")
-    p.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
-    p.add_argument(
-        "--resize",
-        choices=("stretch", "letterbox"),
-        default=None,
-        help="pre-processing (default: the cfg's letter_box key, else stretch)",
+    p.add_argument("--img-size", type=int, default=None, metavar="N", help="network input size (default: the cfg's)")
+    p.add_argument("--batch", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
+    p.add_argument("--resize", choices=RESIZE_RULES, default=None, help=RESIZE_HELP)
+    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+    _add_out(
+        p, "runs/val", "folder for the PR curves, confusion matrix and per-class table (default runs/val)", "--save-dir"
     )
-    p.add_argument("--conf", type=float, default=0.001, help="score threshold (default 0.001, as for mAP)")
-    p.add_argument("--iou", type=float, default=0.6, help="NMS IoU threshold (default 0.6)")
-    p.add_argument(
-        "--nms", choices=("greedy", "agnostic", "diou"), default="greedy", help="NMS variant (default greedy)"
+    json_group = p.add_mutually_exclusive_group()
+    json_group.add_argument(
+        "--json", metavar="FILE", default=None, help="COCO-format results file (a relative path is inside --out)"
     )
-    p.add_argument(
-        "--labels",
-        choices=("best", "all"),
-        default="all",
-        help="all: every class above --conf per box, as darknet's map (default); best: one class per box",
-    )
-    p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300; COCO scores 100)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument(
-        "--save-json",
-        metavar="PREDS.json",
-        default=None,
-        help="write COCO-format results (relative paths are inside --save-dir)",
-    )
-    p.add_argument("--save-dir", default="runs/val", help="where the PR curves, confusion matrix and table go")
-    p.set_defaults(func=_run_val)
+    _old_option(json_group, "--save-json", "json", "--json", metavar="FILE")
+    _add_postprocess(p, VAL_POSTPROCESS, "darknet's map: a low threshold and every class, as mAP needs")
+    p.set_defaults(func=_run_val, parser=p)
 
 
 def _run_val(a: argparse.Namespace) -> int:
-    from yolo4.evaluation.evaluate import run_val
+    from yolo4.api import val
 
-    run_val(
+    _old_exported_weights(a, many=True)
+    val(
         a.data,
         split=a.split,
-        model=a.cfg or a.model,
+        model=a.model,
         weights=a.weights,
         img_size=a.img_size,
         batch=a.batch,
         resize=a.resize,
-        conf=a.conf,
-        iou=a.iou,
-        nms=a.nms,
-        labels=a.labels,
-        max_det=a.max_det,
+        postprocess=_postprocess(a),
         device=a.device,
-        save_json=a.save_json,
-        save_dir=a.save_dir,
+        json_path=a.json,
+        out=a.out,
     )
     return 0
 
@@ -267,12 +399,24 @@ def _run_val(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- export
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export to ONNX, TFLite or darknet (float32 or int8)")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", metavar="NAME", help="zoo model name (yolov4, yolov4-tiny, yolov4-csp-leaky, ...)")
-    which.add_argument("--cfg", metavar="CFG", help="darknet .cfg file")
+    _add_model(p, required=True, darknet_only=True)
     p.add_argument("--weights", metavar="W", required=True, help="darknet .weights to export")
-    p.add_argument("--classes", type=int, default=None, help="number of classes (default: the cfg's; zoo models 80)")
-    p.add_argument("--format", default="onnx", help="onnx (default), tflite or darknet (.cfg + .weights)")
+    p.add_argument(
+        "--classes", type=int, default=None, metavar="N", help="number of classes (default: the cfg's; zoo models 80)"
+    )
+    p.add_argument(
+        "--format", choices=FORMATS, default="onnx", help="onnx (default), tflite, or darknet (.cfg + .weights)"
+    )
+    outputs = p.add_mutually_exclusive_group()
+    outputs.add_argument(
+        "--outputs",
+        choices=OUTPUT_KINDS,
+        default="heads",
+        help="what the graph returns: heads (raw [yolo] tensors, for NPU toolchains; default), decoded "
+        "(boxes (B,N,4) xyxy and scores (B,N,C), separate tensors), nms (decoded, then ONNX "
+        "NonMaxSuppression with the post-processing options; ONNX only)",
+    )
+    _old_option(outputs, "--decode", "outputs", "--outputs decoded", nargs=0, const="decoded")
     p.add_argument(
         "--img-size",
         type=int,
@@ -282,94 +426,93 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="exported input: N (square) or H W (default: the cfg's)",
     )
     batch = p.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
+    batch.add_argument("--batch", type=int, default=1, metavar="N", help="static batch size (default 1)")
     batch.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis (ONNX only)")
-    p.add_argument(
-        "--decode", action="store_true", help="end with decoded boxes (B,N,4) xyxy and scores (B,N,C), separate tensors"
-    )
-    p.add_argument("--nms", action="store_true", help="end with ONNX NonMaxSuppression (ONNX only; implies --decode)")
-    p.add_argument("--conf", type=float, default=0.25, help="score threshold inside the NMS graph (default 0.25)")
-    p.add_argument("--iou", type=float, default=0.45, help="IoU threshold inside the NMS graph (default 0.45)")
-    p.add_argument("--max-det", type=int, default=300, help="boxes kept per class inside the NMS graph (default 300)")
-    p.add_argument(
-        "--labels",
-        choices=("best", "all"),
-        default="best",
-        help="NMS graph: one class per box (best, as yolo4 detect) or every class above --conf (all)",
-    )
     p.add_argument("--int8", action="store_true", help="int8 post-training quantisation (needs --calib)")
     p.add_argument(
         "--calib", metavar="DATA", help="calibration images: a dataset (its --calib-split) or an image folder"
     )
-    p.add_argument("--calib-count", type=int, default=100, help="calibration images (default 100)")
-    p.add_argument("--calib-split", default="train", help="dataset split to calibrate on (default train)")
+    p.add_argument("--calib-count", type=int, default=100, metavar="N", help="calibration images (default 100)")
+    p.add_argument(
+        "--calib-split", default="train", metavar="SPLIT", help="dataset split to calibrate on (default train)"
+    )
     p.add_argument(
         "--calib-method",
-        choices=("minmax", "percentile", "entropy"),
+        choices=CALIB_METHODS,
         default="percentile",
         help="ONNX int8 activation ranges (default percentile, the 99.999th)",
     )
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, 18 with Mish)")
+    p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset (default 17, 18 with Mish)")
     p.add_argument(
         "--names", metavar="FILE", help="class names stored in the file's metadata (default COCO's / numbers)"
     )
-    p.add_argument("--out", metavar="FILE", help="output file (default: beside the weights, named after the options)")
+    p.add_argument("--out", metavar="PATH", help="output file (default: beside the weights, named after the options)")
     p.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
-    p.set_defaults(func=_run_export)
+    _add_postprocess(p, DETECT_POSTPROCESS, "used by --outputs nms; max-det counts per class there", in_graph=True)
+    p.set_defaults(func=_run_export, parser=p)
 
 
 def _run_export(a: argparse.Namespace) -> int:
-    from yolo4.export import ExportOptions, run_export
+    from yolo4.api import ExportOptions, export
 
+    if a.img_size is not None and len(a.img_size) > 2:
+        a.parser.error(f"--img-size takes N or H W, got {len(a.img_size)} numbers")
     size = None if a.img_size is None else (a.img_size[0], a.img_size[-1])
     options = ExportOptions(
         format=a.format,
         img_size=size,
         batch=a.batch,
         dynamic_batch=a.dynamic_batch,
-        decode=a.decode,
-        nms=a.nms,
+        outputs=a.outputs,
+        postprocess=_postprocess(a),
         int8=a.int8,
         calib=a.calib,
         calib_count=a.calib_count,
         calib_split=a.calib_split,
         calib_method=a.calib_method,
         opset=a.opset,
-        conf=a.conf,
-        iou=a.iou,
-        max_det=a.max_det,
-        labels=a.labels,
         out=a.out,
         check=not a.no_check,
     )
-    run_export(a.cfg or a.model, a.weights, options, names=a.names, num_classes=a.classes)
+    export(a.model, a.weights, options, names=a.names, num_classes=a.classes)
     return 0
 
 
 # ---------------------------------------------------------------- benchmark
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="measure a model's speed (ms/img, FPS with and without post-processing)")
-    p.add_argument("model", help="zoo name or darknet .cfg path")
+    p.add_argument("--model", metavar="M", help=MODEL_HELP + " (timed in its runtime on the CPU; required)")
+    p.add_argument("old_model", nargs="?", help=argparse.SUPPRESS)
     p.add_argument(
-        "--weights", default=None, help="darknet .weights (random weights time the network fairly, but not NMS)"
+        "--weights", metavar="W", default=None, help="darknet .weights (random weights time the network, not NMS)"
     )
-    p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--img-size", type=int, default=None, metavar="N", help="input size (default: the cfg's)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="images per forward pass (default 1)")
+    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+    p.add_argument(
+        "--iters", type=int, default=20, metavar="N", help="timed passes (default 20; the median is reported)"
+    )
+    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed passes first (default 3)")
     p.add_argument("--half", action="store_true", help="fp16 (CUDA only)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm separate from convolutions")
     p.add_argument(
-        "--peak-tflops", type=float, default=None, help="print darknet's rule-of-thumb FPS for a device of this peak"
+        "--peak-tflops",
+        type=float,
+        default=None,
+        metavar="T",
+        help="print darknet's rule-of-thumb FPS for a device of this peak",
     )
-    p.set_defaults(func=_run_benchmark)
+    _add_postprocess(p, DETECT_POSTPROCESS, "as yolo4 detect")
+    p.set_defaults(func=_run_benchmark, parser=p)
 
 
 def _run_benchmark(a: argparse.Namespace) -> int:
-    from yolo4.inference.benchmark import benchmark
+    from yolo4.api import benchmark
 
+    _old_positional(a, "model", "--model", "benchmark", "MODEL")
+    if a.model is None:
+        a.parser.error("the following arguments are required: --model")
     r = benchmark(
         a.model,
         a.weights,
@@ -381,6 +524,7 @@ def _run_benchmark(a: argparse.Namespace) -> int:
         half=a.half,
         fuse=not a.no_fuse,
         compile=a.compile,
+        postprocess=_postprocess(a),
     )
     print(r.summary())
     if a.peak_tflops:
@@ -392,39 +536,41 @@ def _run_benchmark(a: argparse.Namespace) -> int:
 def _add_dataset(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dataset", help="check or draw a dataset, or write the embedded shapes dataset")
     dsub = p.add_subparsers(dest="dataset_command", required=True)
-    data_help = "a dataset folder, data.yaml, darknet .data or COCO .json"
     c = dsub.add_parser("check", help="counts per class, box-size histogram and every problem, by file")
-    c.add_argument("data", help=data_help)
-    c.add_argument("--split", default="all", choices=("train", "val", "all"))
-    c.add_argument("--plot", default=None, help="also draw the counts to this PNG")
-    c.set_defaults(func=_run_dataset_check)
+    _add_data(c, "dataset check", required=True)
+    c.add_argument("--split", default="all", choices=("train", "val", "all"), help="which split (default all)")
+    _add_out(c, None, "also draw the counts to this PNG", "--plot")
+    c.set_defaults(func=_run_dataset_check, parser=c)
     s = dsub.add_parser("show", help="draw a grid of samples with their boxes")
-    s.add_argument("data", help=data_help)
-    s.add_argument("--out", required=True, help="image to write (.jpg or .png)")
-    s.add_argument("--split", default="train", choices=("train", "val", "all"))
-    s.add_argument("--count", type=int, default=16, help="number of samples")
+    _add_data(s, "dataset show", required=True)
+    s.add_argument("--out", required=True, metavar="PATH", help="image to write (.jpg or .png)")
+    s.add_argument("--split", default="train", choices=("train", "val", "all"), help="which split (default train)")
+    s.add_argument("--count", type=int, default=16, metavar="N", help="number of samples (default 16)")
     s.add_argument("--augment", action="store_true", help="show samples as training augments them (Mosaic, ...)")
-    s.add_argument("--img-size", type=int, default=416, help="network input size")
-    s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=_run_dataset_show)
+    s.add_argument("--img-size", type=int, default=416, metavar="N", help="network input size (default 416)")
+    s.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    s.set_defaults(func=_run_dataset_show, parser=s)
     m = dsub.add_parser("shapes", help="write the embedded procedural `shapes` dataset (YOLO txt + data.yaml)")
-    m.add_argument("out_dir")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--num-train", type=int, default=None, help="training images (default 3000)")
-    m.add_argument("--num-val", type=int, default=None, help="validation images (default 300)")
-    m.add_argument("--img-size", type=int, default=None, help="image side (default 256)")
-    m.set_defaults(func=_run_dataset_shapes)
+    m.add_argument("--out", metavar="PATH", help="folder to write it to (required)")
+    m.add_argument("old_out", nargs="?", help=argparse.SUPPRESS)
+    m.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    m.add_argument("--num-train", type=int, default=None, metavar="N", help="training images (default 3000)")
+    m.add_argument("--num-val", type=int, default=None, metavar="N", help="validation images (default 300)")
+    m.add_argument("--img-size", type=int, default=None, metavar="N", help="image side (default 256)")
+    m.set_defaults(func=_run_dataset_shapes, parser=m)
 
 
 def _run_dataset_check(a: argparse.Namespace) -> int:
     from yolo4.data.report import check_dataset
 
-    return check_dataset(a.data, a.split, plot=a.plot)
+    _data(a)
+    return check_dataset(a.data, a.split, plot=a.out)
 
 
 def _run_dataset_show(a: argparse.Namespace) -> int:
     from yolo4.data.report import show_dataset
 
+    _data(a)
     print(show_dataset(a.data, a.out, a.split, a.count, a.augment, a.img_size, a.seed))
     return 0
 
@@ -432,21 +578,34 @@ def _run_dataset_show(a: argparse.Namespace) -> int:
 def _run_dataset_shapes(a: argparse.Namespace) -> int:
     from yolo4.data.shapes import make_shapes_from_args
 
-    print(make_shapes_from_args(a.out_dir, seed=a.seed, num_train=a.num_train, num_val=a.num_val, img_size=a.img_size))
+    _old_positional(a, "out", "--out", "dataset shapes", "PATH")
+    if a.out is None:
+        a.parser.error("the following arguments are required: --out")
+    print(make_shapes_from_args(a.out, seed=a.seed, num_train=a.num_train, num_val=a.num_val, img_size=a.img_size))
     return 0
 
 
-def _not_yet(name: str):
-    def run(a: argparse.Namespace) -> int:
-        raise Yolo4Error(f"`yolo4 {name}` is not available in this build yet")
-
-    return run
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_info,
+    _add_detect,
+    _add_train,
+    _add_anchors,
+    _add_val,
+    _add_export,
+    _add_benchmark,
+    _add_dataset,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="yolo4", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="yolo4",
+        description=DESCRIPTION,
+        epilog=VOCABULARY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_info, _add_detect, _add_train, _add_anchors, _add_val, _add_export, _add_benchmark, _add_dataset):
+    for add in COMMANDS:
         add(sub)
     return parser
 

@@ -10,7 +10,9 @@ from yolo4.cli import main
 
 
 def test_check_prints_counts_histogram_and_problems(tmp_path, capsys, shapes_small):
-    assert main(["dataset", "check", str(shapes_small), "--split", "val", "--plot", str(tmp_path / "c.png")]) == 0
+    assert (
+        main(["dataset", "check", "--data", str(shapes_small), "--split", "val", "--out", str(tmp_path / "c.png")]) == 0
+    )
     out = capsys.readouterr().out
     assert "[val]: 20 images" in out and "boxes per class:" in out and "circle" in out
     assert "box size sqrt(w*h)" in out and "no problems found" in out
@@ -23,19 +25,22 @@ def test_check_prints_counts_histogram_and_problems(tmp_path, capsys, shapes_sma
         cv2.imwrite(str(root / "images" / f"{k}.png"), np.zeros((20, 30, 3), np.uint8))
         (root / "labels" / f"{k}.txt").write_text("0 0.5 0.5 0.2 0.2\n" if k else "3 0.5 0.5 0.2 0.2\n")
     (root / "classes.txt").write_text("a\nb\n")
-    assert main(["dataset", "check", str(root)]) == 1
+    assert main(["dataset", "check", "--data", str(root)]) == 1
     out = capsys.readouterr().out
     assert "1 images skipped" in out and "0.txt:1: class id 3 out of range [0, 2)" in out
 
 
 def test_check_reports_an_unusable_source(tmp_path, capsys):
-    assert main(["dataset", "check", str(tmp_path / "missing")]) == 2
+    assert main(["dataset", "check", "--data", str(tmp_path / "missing")]) == 2
     assert "no such file" in capsys.readouterr().err
 
 
 def test_show_draws_a_grid(tmp_path, shapes_small, capsys):
     out = tmp_path / "grid.jpg"
-    assert main(["dataset", "show", str(shapes_small), "--out", str(out), "--count", "4", "--img-size", "128"]) == 0
+    assert (
+        main(["dataset", "show", "--data", str(shapes_small), "--out", str(out), "--count", "4", "--img-size", "128"])
+        == 0
+    )
     plain = cv2.imread(str(out))
     assert plain is not None and plain.shape[0] > 300
     out2 = tmp_path / "aug.png"
@@ -44,6 +49,7 @@ def test_show_draws_a_grid(tmp_path, shapes_small, capsys):
             [
                 "dataset",
                 "show",
+                "--data",
                 str(shapes_small),
                 "--augment",
                 "--split",
@@ -69,6 +75,7 @@ def test_shapes_writes_the_dataset(tmp_path, capsys):
             [
                 "dataset",
                 "shapes",
+                "--out",
                 str(tmp_path / "s"),
                 "--num-train",
                 "6",

@@ -14,6 +14,7 @@ import pytest
 
 from yolo4.errors import DataError
 from yolo4.evaluation.evaluate import evaluate, predict_dataset
+from yolo4.ops.nms import DETECT_POSTPROCESS
 
 REF = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
 REF_IMAGES = ("dog", "horses", "person")
@@ -198,9 +199,7 @@ def test_fidelity_yolo_fastest_matches_opencv(reference_model):
         names=ds.names,
         img_size=320,
         resize="stretch",
-        conf=0.25,
-        iou=0.45,
-        labels="best",
+        postprocess=DETECT_POSTPROCESS,
     )
     m = evaluate(det, ds, batch_size=2, progress=False)
     assert m.map50 >= 0.99, m.summary()
@@ -222,9 +221,7 @@ def test_predict_dataset_keeps_order_and_sizes(reference_model):
         model / "yolo-fastest-1.1.weights",
         img_size=320,
         resize="stretch",
-        conf=0.25,
-        iou=0.45,
-        labels="best",
+        postprocess=DETECT_POSTPROCESS,
     )
     gts, preds, sizes, speed = predict_dataset(det, ds, batch_size=3, progress=False)
     assert sizes == [im.shape[:2] for im in ds.images]
@@ -264,7 +261,7 @@ def test_yolo4_val_cli_on_opencv_annotated_images(reference_model, tmp_path, cap
             "val",
             "--data",
             str(root / "data.yaml"),
-            "--cfg",
+            "--model",
             str(model / "yolo-fastest-1.1.cfg"),
             "--weights",
             str(model / "yolo-fastest-1.1.weights"),
@@ -280,9 +277,9 @@ def test_yolo4_val_cli_on_opencv_annotated_images(reference_model, tmp_path, cap
             "best",
             "--batch",
             "2",
-            "--save-dir",
+            "--out",
             str(out),
-            "--save-json",
+            "--json",
             "preds.json",
         ]
     )
@@ -318,20 +315,20 @@ def test_yolo4_val_compares_darknet_weights_with_their_onnx_export(reference_mod
             "val",
             "--data",
             str(root / "data.yaml"),
-            "--cfg",
+            "--model",
             str(cfg),
+            str(onnx_path),
             "--weights",
             str(weights),
-            str(onnx_path),
             "--img-size",
             "320",
             "--resize",
             "stretch",
             "--labels",
             "best",
-            "--save-dir",
+            "--out",
             str(tmp_path / "run"),
-            "--save-json",
+            "--json",
             "preds.json",
         ]
     )

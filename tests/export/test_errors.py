@@ -26,7 +26,7 @@ def _mish_model():
     "options, message",
     [
         (ExportOptions(format="pb"), "unknown export format 'pb'"),
-        (ExportOptions(format="tflite", nms=True), "--nms is ONNX only"),
+        (ExportOptions(format="tflite", outputs="nms"), "--outputs nms is ONNX only"),
         (ExportOptions(format="tflite", dynamic_batch=True), "--dynamic-batch is ONNX only"),
         (ExportOptions(format="darknet", int8=True, calib="x"), "cannot be expressed"),
         (ExportOptions(int8=True), "--int8 needs calibration images"),

@@ -15,7 +15,7 @@ from yolo4.export import ExportOptions, export_model, load_exported  # noqa: E40
 from yolo4.inference.runtime import onnx_metadata as read_metadata  # noqa: E402
 from yolo4.inference.runtime import onnx_session as session
 from yolo4.ops.boxes import decode_heads  # noqa: E402
-from yolo4.ops.nms import postprocess  # noqa: E402
+from yolo4.ops.nms import PostprocessConfig, postprocess  # noqa: E402
 
 
 def _run(path, x: torch.Tensor) -> list[np.ndarray]:
@@ -72,7 +72,7 @@ def test_static_batch_file_runs_any_batch_in_chunks(tiny, make_images, tmp_path)
 
 def test_decoded_outputs_equal_decode_heads(tiny, make_images, tmp_path):
     out = tmp_path / "dec.onnx"
-    export_model(tiny, ExportOptions(decode=True, dynamic_batch=True), out)
+    export_model(tiny, ExportOptions(outputs="decoded", dynamic_batch=True), out)
     x = make_images(2, (128, 128))
     boxes, scores = _run(out, x)
     with torch.no_grad():
@@ -85,16 +85,16 @@ def test_decoded_outputs_equal_decode_heads(tiny, make_images, tmp_path):
 
 @pytest.mark.parametrize("labels", ["best", "all"])
 def test_nms_in_graph_equals_pytorch_postprocess(tiny, make_images, tmp_path, labels):
-    conf, iou = 0.2, 0.45
+    settings = PostprocessConfig(conf=0.2, iou=0.45, labels=labels, max_det=10_000)
     out = tmp_path / "nms.onnx"
-    export_model(tiny, ExportOptions(nms=True, dynamic_batch=True, conf=conf, iou=iou, labels=labels), out)
+    export_model(tiny, ExportOptions(outputs="nms", dynamic_batch=True, postprocess=settings), out)
     net = load_exported(out)
     assert net.outputs == "nms" and json.loads(read_metadata(out)["yolo4.nms"])["labels"] == labels
     x = make_images(2, (128, 128), seed=11)
     got = net.detections(x)
     with torch.no_grad():
         dec = decode_heads(tiny(x), tiny.yolo_layers, (128, 128))
-    ref = postprocess(*dec, conf=conf, iou=iou, nms="greedy", max_det=10_000, labels=labels)
+    ref = postprocess(*dec, settings)
     total = 0
     for (gb, gs, gc), r in zip(got, ref):
         assert len(gs) == len(r.scores)

@@ -17,6 +17,7 @@ from yolo4.data.sources import load_image  # noqa: E402
 from yolo4.evaluation.metrics import coco_evaluate  # noqa: E402
 from yolo4.export import ExportOptions, export_model, load_exported  # noqa: E402
 from yolo4.inference.detector import Detector  # noqa: E402
+from yolo4.ops.nms import DETECT_POSTPROCESS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +32,13 @@ def _dets(det: Detector, images):
     return [(r.boxes, r.scores, r.class_ids) for r in det.predict_batch(images)]
 
 
-@pytest.mark.parametrize("decode", [False, True], ids=["heads", "decoded"])
-def test_onnx_fp32_detections_equal_pytorch_on_real_model(fastest, tmp_path, decode):
+@pytest.mark.parametrize("outputs", ["heads", "decoded"])
+def test_onnx_fp32_detections_equal_pytorch_on_real_model(fastest, tmp_path, outputs):
     model, images = fastest
     out = tmp_path / "fastest.onnx"
-    export_model(model, ExportOptions(decode=decode), out)
-    ref = _dets(Detector(model, conf=0.25), images)
-    got = _dets(Detector(load_exported(out), conf=0.25), images)
+    export_model(model, ExportOptions(outputs=outputs), out)
+    ref = _dets(Detector(model, device="cpu"), images)
+    got = _dets(Detector(load_exported(out), device="cpu"), images)
     assert sum(len(r[1]) for r in ref) >= 10  # the reference table has 15 detections
     for (gb, gs, gc), (rb, rs, rc) in zip(got, ref):
         np.testing.assert_array_equal(gc, rc)
@@ -54,8 +55,8 @@ def test_onnx_int8_agrees_with_fp32_on_real_model(fastest, reference, tmp_path):
     assert quant["calibration_images"] == 3 and quant["format"] == "QDQ"
     net = load_exported(out)
     assert net.quantization["weights"] == "int8 symmetric, per output channel"
-    truth = [(b, c) for b, _, c in _dets(Detector(model, conf=0.25), images)]
-    preds = _dets(Detector(net, conf=0.001), images)
+    truth = [(b, c) for b, _, c in _dets(Detector(model), images)]
+    preds = _dets(Detector(net, postprocess=DETECT_POSTPROCESS.replace(conf=0.001)), images)
     m = coco_evaluate(truth, preds, [str(i) for i in range(80)])
     assert m.map50 >= 0.9  # int8 finds what fp32 finds (measured: 1.0)
 
@@ -74,7 +75,8 @@ def test_cli_export_onnx_and_darknet(tiny, make_images, tmp_path, capsys):
             str(weights),
             "--img-size",
             "128",
-            "--decode",
+            "--outputs",
+            "decoded",
             "--dynamic-batch",
         ]
     )
@@ -109,15 +111,17 @@ def test_cli_export_onnx_and_darknet(tiny, make_images, tmp_path, capsys):
 def test_cli_bad_format_is_a_clear_error(tiny, tmp_path, capsys):
     weights = tmp_path / "tiny3.weights"
     save_weights(tiny, weights)
-    rc = main(["export", "--model", "yolov4-tiny", "--classes", "3", "--weights", str(weights), "--format", "coreml"])
-    assert rc == 2
-    assert "unknown export format 'coreml'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["export", "--model", "yolov4-tiny", "--classes", "3", "--weights", str(weights), "--format", "coreml"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'coreml'" in err and "tflite" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny3.weights"]
 
 
 def test_nms_model_refuses_forward_but_gives_detections(tiny, make_images, tmp_path):
     out = tmp_path / "nms.onnx"
-    export_model(tiny, ExportOptions(nms=True, conf=0.2), out)
+    export_model(tiny, ExportOptions(outputs="nms", postprocess=DETECT_POSTPROCESS.replace(conf=0.2)), out)
     net = load_exported(out)
     from yolo4.errors import ExportError
 
@@ -125,7 +129,13 @@ def test_nms_model_refuses_forward_but_gives_detections(tiny, make_images, tmp_p
         net(make_images(1, (128, 128)))
     dets = net.detections(make_images(1, (128, 128)))
     assert len(dets) == 1 and dets[0][0].shape[1] == 4
-    assert json.loads(net.meta["yolo4.nms"]) == {"conf": 0.2, "iou": 0.45, "max_det": 300, "labels": "best"}
+    assert json.loads(net.meta["yolo4.nms"]) == {
+        "conf": 0.2,
+        "iou": 0.45,
+        "nms": "greedy",
+        "labels": "best",
+        "max_det": 300,
+    }
     assert torch.all(dets[0][1][:-1] >= dets[0][1][1:])  # sorted by decreasing score
 
 
@@ -143,16 +153,13 @@ def test_detect_and_val_take_model_file(tiny, tmp_path, capsys):
     onnx_path = tmp_path / "tiny.onnx"
     export_model(tiny, ExportOptions(check=False), onnx_path, names=list(classes))
     image = next((data / "images" / "val").glob("*.jpg"))
-    assert (
-        main(["detect", str(image), "--model", str(onnx_path), "--conf", "0.1", "--save-dir", str(tmp_path / "det")])
-        == 0
-    )
+    assert main(["detect", str(image), "--model", str(onnx_path), "--conf", "0.1", "--out", str(tmp_path / "det")]) == 0
     records = json.loads((tmp_path / "det" / "detections.json").read_text())
     assert records and all(d["class_name"] in classes for d in records[0]["detections"])
-    [m_onnx] = run_val(data, model=str(onnx_path), save_dir=None, progress=False)
+    [m_onnx] = run_val(data, model=str(onnx_path), out=None, progress=False)
     cfg, weights = tmp_path / "tiny.cfg", tmp_path / "tiny.weights"
     export_model(tiny, ExportOptions(format="darknet"), cfg)
-    [m_torch] = run_val(data, model=str(cfg), weights=weights, save_dir=None, progress=False)
+    [m_torch] = run_val(data, model=str(cfg), weights=weights, out=None, progress=False)
     assert m_onnx.num_predictions == m_torch.num_predictions > 0
     assert m_onnx.map50 == pytest.approx(m_torch.map50, abs=1e-6)
     capsys.readouterr()

@@ -74,7 +74,7 @@ def test_int8_decoded_keeps_decoding_float(tiny, make_images, tmp_path):
     for i in range(4):
         cv2.imwrite(str(calib / f"{i}.png"), rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
     out = tmp_path / "dec-int8.tflite"
-    export_model(tiny, ExportOptions(format="tflite", decode=True, int8=True, calib=str(calib)), out)
+    export_model(tiny, ExportOptions(format="tflite", outputs="decoded", int8=True, calib=str(calib)), out)
     net = load_exported(out)
     assert net.input["dtype"] == np.int8 and net.outputs == "decoded"
     x = make_images(1, (128, 128))

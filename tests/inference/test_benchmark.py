@@ -35,7 +35,21 @@ def test_benchmark_reports_positive_times(reference):
 
 def test_benchmark_cli(capsys):
     assert (
-        main(["benchmark", "yolov4-tiny", "--img-size", "96", "--iters", "1", "--warmup", "0", "--peak-tflops", "14"])
+        main(
+            [
+                "benchmark",
+                "--model",
+                "yolov4-tiny",
+                "--img-size",
+                "96",
+                "--iters",
+                "1",
+                "--warmup",
+                "0",
+                "--peak-tflops",
+                "14",
+            ]
+        )
         == 0
     )
     out = capsys.readouterr().out

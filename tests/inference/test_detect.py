@@ -11,6 +11,9 @@ import pytest
 import torch
 
 from yolo4.inference.detect import run_detect
+from yolo4.ops.nms import DETECT_POSTPROCESS
+
+ANY_SCORE = DETECT_POSTPROCESS.replace(conf=0.0)
 
 
 def _write(path: Path, rgb: np.ndarray) -> Path:
@@ -45,7 +48,7 @@ def test_run_detect_images_bad_inputs_and_nothing_outside_save_dir(
         names=["a", "b"],
         runner=fake_runner,
         batch=2,
-        save_dir=tmp_path / "out",
+        out=tmp_path / "out",
         progress=False,
     )
     assert summary.processed == 3
@@ -78,7 +81,7 @@ def test_run_detect_video(tiny_cfg, fake_runner, tmp_path):
         model=tiny_cfg,
         runner=fake_runner,
         batch=2,
-        save_dir=tmp_path / "out",
+        out=tmp_path / "out",
         json_path="frames.json",
         progress=False,
     )
@@ -95,7 +98,7 @@ def test_run_detect_video(tiny_cfg, fake_runner, tmp_path):
 
 def test_run_detect_nothing_processed(tiny_cfg, fake_runner, tmp_path):
     summary = run_detect(
-        [tmp_path / "missing.png"], model=tiny_cfg, runner=fake_runner, save_dir=tmp_path / "out", progress=False
+        [tmp_path / "missing.png"], model=tiny_cfg, runner=fake_runner, out=tmp_path / "out", progress=False
     )
     assert summary.processed == 0 and len(summary.problems) == 1
 
@@ -116,13 +119,12 @@ def test_cli_detect_exit_codes(tiny_cfg, tiny_weights, tmp_path, monkeypatch, ca
 
     monkeypatch.chdir(tmp_path)
     img = _write(tmp_path / "x.jpg", np.zeros((40, 50, 3), np.uint8))
-    assert main(["detect", str(img), "--cfg", str(tiny_cfg)]) == 2
+    assert main(["detect", str(img), "--model", str(tiny_cfg)]) == 2
     err = capsys.readouterr().err
     assert "AlexeyAB/darknet/releases" in err and "yolo4 train" in err
     assert not (tmp_path / "runs").exists()  # nothing written for a refused run
     assert (
-        main(["detect", "nothing.jpg", "--cfg", str(tiny_cfg), "--weights", str(tiny_weights), "--save-dir", "out"])
-        == 1
+        main(["detect", "nothing.jpg", "--model", str(tiny_cfg), "--weights", str(tiny_weights), "--out", "out"]) == 1
     )
     assert (
         main(
@@ -130,11 +132,11 @@ def test_cli_detect_exit_codes(tiny_cfg, tiny_weights, tmp_path, monkeypatch, ca
                 "detect",
                 str(img),
                 "nothing.jpg",
-                "--cfg",
+                "--model",
                 str(tiny_cfg),
                 "--weights",
                 str(tiny_weights),
-                "--save-dir",
+                "--out",
                 "out",
                 "--nms",
                 "diou",
@@ -158,8 +160,10 @@ def test_run_detect_with_an_exported_onnx_file(tiny_cfg, tmp_path):
     onnx_path = tmp_path / "tiny.onnx"
     export_model(model, ExportOptions(format="onnx", check=False), onnx_path, names=["a", "b"])
     img = _write(tmp_path / "x.png", np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8))
-    from_onnx = run_detect([img], weights=onnx_path, conf=0.0, save_dir=tmp_path / "o1", progress=False)
-    from_torch = run_detect([img], model=model, names=["a", "b"], conf=0.0, save_dir=tmp_path / "o2", progress=False)
+    from_onnx = run_detect([img], weights=onnx_path, postprocess=ANY_SCORE, out=tmp_path / "o1", progress=False)
+    from_torch = run_detect(
+        [img], model=model, names=["a", "b"], postprocess=ANY_SCORE, out=tmp_path / "o2", progress=False
+    )
     assert from_onnx.processed == from_torch.processed == 1
     a, b = (json.loads((tmp_path / d / "detections.json").read_text())[0]["detections"] for d in ("o1", "o2"))
     assert len(a) == len(b) > 0

@@ -21,6 +21,7 @@ from yolo4.data.sources import (
 from yolo4.errors import DataError, WeightsError
 from yolo4.inference.detector import Detections, Detector
 from yolo4.inference.preprocess import letterbox, preprocess, stretch
+from yolo4.ops.nms import PostprocessConfig
 
 
 def _write(path: Path, rgb: np.ndarray) -> Path:
@@ -154,12 +155,19 @@ def test_detector_decoded_runner_and_conf(tiny_cfg):
             np.tile(np.array([[[0.2, 0.6]]], np.float32), (b, 1, 1)),
         )
 
-    det = Detector(tiny_cfg, runner=decoded, conf=0.25)
+    det = Detector(tiny_cfg, runner=decoded, postprocess=PostprocessConfig(conf=0.25))
     rs = det([np.zeros((64, 128, 3), np.uint8)] * 3, batch_size=2)
     assert len(rs) == 3 and all(r.class_ids.tolist() == [1] for r in rs)
     np.testing.assert_allclose(rs[0].boxes, [[0, 0, 64, 32]])
     assert rs[0].names == ["0", "1"]  # ids when no names are known
-    assert len(Detector(tiny_cfg, runner=decoded, conf=0.3)(np.zeros((8, 8, 3), np.uint8))[0]) == 0
+    assert (
+        len(
+            Detector(tiny_cfg, runner=decoded, postprocess=PostprocessConfig(conf=0.3))(np.zeros((8, 8, 3), np.uint8))[
+                0
+            ]
+        )
+        == 0
+    )
 
 
 def test_detector_refuses_random_weights_and_bad_names(tiny_cfg, fake_runner, tmp_path):
@@ -175,7 +183,7 @@ def test_detector_accepts_a_built_module(tiny_cfg):
     from yolo4.darknet import load
 
     model = load(tiny_cfg)  # random weights, only the plumbing is under test
-    det = Detector(model, conf=0.0, max_det=3)
+    det = Detector(model, postprocess=PostprocessConfig(conf=0.0, max_det=3))
     rs = det([np.zeros((50, 70, 3), np.uint8), np.zeros((70, 50, 3), np.uint8)])
     for r, (h, w) in zip(rs, [(50, 70), (70, 50)]):
         assert len(r) == 3
@@ -270,7 +278,9 @@ def test_yolo_fastest_matches_opencv_table(reference):
     cfg, weights, names, images = _fastest(reference)
     table = _reference_table(reference / "README.md")
     assert sum(len(v) for v in table.values()) == 15  # the parser read the whole table
-    det = Detector(cfg, weights, names=names, img_size=320, resize="stretch", conf=0.25, iou=0.45)
+    det = Detector(
+        cfg, weights, names=names, img_size=320, resize="stretch", postprocess=PostprocessConfig(conf=0.25, iou=0.45)
+    )
     _assert_matches_table(det(images), table)
 
 

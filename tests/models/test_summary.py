@@ -53,14 +53,14 @@ def test_format_info_has_one_row_per_layer_and_the_totals():
 @pytest.mark.parametrize(
     "argv,bflops,params",
     [
-        (["yolov4"], "128.459", "64,363,101"),
-        (["yolov4", "--img-size", "416"], "60.137", "64,363,101"),
-        (["yolov4-tiny"], "6.910", "6,056,606"),
-        (["yolov4-csp"], "77.003", "52,921,437"),
-        (["yolov4-csp", "--img-size", "640"], "120.317", "52,921,437"),
-        (["yolov4x-mish"], "221.986", "99,751,053"),
-        (["yolov3"], "65.879", "61,949,149 (61.949 M)"),
-        (["yolov3-tiny"], "5.571", "8,852,366 (8.852 M)"),
+        (["--model", "yolov4"], "128.459", "64,363,101"),
+        (["--model", "yolov4", "--img-size", "416"], "60.137", "64,363,101"),
+        (["--model", "yolov4-tiny"], "6.910", "6,056,606"),
+        (["--model", "yolov4-csp"], "77.003", "52,921,437"),
+        (["--model", "yolov4-csp", "--img-size", "640"], "120.317", "52,921,437"),
+        (["--model", "yolov4x-mish"], "221.986", "99,751,053"),
+        (["--model", "yolov3"], "65.879", "61,949,149 (61.949 M)"),
+        (["--model", "yolov3-tiny"], "5.571", "8,852,366 (8.852 M)"),
     ],
 )
 def test_cli_info_prints_the_readme_figures(capsys, argv, bflops, params):
@@ -71,11 +71,14 @@ def test_cli_info_prints_the_readme_figures(capsys, argv, bflops, params):
 
 
 def test_cli_info_on_a_cfg_path_with_overrides(capsys, reference):
-    assert main(["info", str(reference / "cfg" / "yolov4.cfg"), "--peak-tflops", "100"]) == 0
+    assert main(["info", "--model", str(reference / "cfg" / "yolov4.cfg"), "--peak-tflops", "100"]) == 0
     out = capsys.readouterr().out
     assert "Total BFLOPS 128.459" in out and "Trainable params 64,363,101" in out
     assert f"Predicted FPS {0.4 * 100e12 / 128.459e9:.1f} at 100 peak TFLOPS" in out
-    assert main(["info", str(reference / "cfg" / "yolov4-tiny.cfg"), "--classes", "3", "--img-size", "320"]) == 0
+    assert (
+        main(["info", "--model", str(reference / "cfg" / "yolov4-tiny.cfg"), "--classes", "3", "--img-size", "320"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "input 320 x 320 x 3, 3 classes" in out
     head_conv = next(line for line in out.splitlines() if line.split()[0] == "29")
@@ -83,6 +86,6 @@ def test_cli_info_on_a_cfg_path_with_overrides(capsys, reference):
 
 
 def test_cli_info_unknown_model(capsys):
-    assert main(["info", "yolov9"]) == 2
+    assert main(["info", "--model", "yolov9"]) == 2
     err = capsys.readouterr().err
     assert "yolov9" in err and "yolov4-csp-leaky" in err

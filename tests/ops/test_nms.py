@@ -7,6 +7,9 @@ import torch
 
 from yolo4.ops.nms import (
     CANDIDATES,
+    DETECT_POSTPROCESS,
+    VAL_POSTPROCESS,
+    PostprocessConfig,
     agnostic_nms,
     diou_nms,
     get_nms,
@@ -130,15 +133,15 @@ def test_postprocess_cap_order_and_batch():
     boxes = torch.cat([p, p + 10], -1)  # small boxes spread out: few overlaps
     obj = torch.rand(2, n, generator=g)
     cls = torch.rand(2, n, 4, generator=g)
-    full = postprocess(boxes, obj, cls, conf=0.05, iou=0.45, max_det=1000)
-    capped = postprocess(boxes, obj, cls, conf=0.05, iou=0.45, max_det=5)
+    full = postprocess(boxes, obj, cls, PostprocessConfig(conf=0.05, iou=0.45, max_det=1000))
+    capped = postprocess(boxes, obj, cls, PostprocessConfig(conf=0.05, iou=0.45, max_det=5))
     for f, c in zip(full, capped):
         assert len(f.scores) > 5 and len(c.scores) == 5
         torch.testing.assert_close(c.scores, f.scores[:5])
         assert torch.all(f.scores[:-1] >= f.scores[1:])
         assert torch.all(f.scores > 0.05)
     # image 1's result does not depend on image 0
-    alone = postprocess(boxes[1:], obj[1:], cls[1:], conf=0.05, iou=0.45, max_det=1000)[0]
+    alone = postprocess(boxes[1:], obj[1:], cls[1:], PostprocessConfig(conf=0.05, max_det=1000))[0]
     torch.testing.assert_close(alone.boxes, full[1].boxes)
 
 
@@ -146,7 +149,7 @@ def test_postprocess_pre_nms_cap_keeps_the_top_scores():
     boxes = torch.tensor([[[0.0, 0, 10, 10], [100, 100, 110, 110], [200, 200, 210, 210]]])
     obj = torch.tensor([[0.5, 0.9, 0.7]])
     cls = torch.ones(1, 3, 1)
-    [r] = postprocess(boxes, obj, cls, conf=0.1, max_nms=2)
+    [r] = postprocess(boxes, obj, cls, PostprocessConfig(conf=0.1, max_nms=2))
     torch.testing.assert_close(r.scores, torch.tensor([0.9, 0.7]))
 
 
@@ -157,3 +160,64 @@ def test_nms_runs_on_cuda():
         cpu = get_nms(name)(boxes, scores, classes, 0.3)
         gpu = get_nms(name)(boxes.cuda(), scores.cuda(), classes.cuda(), 0.3)
         assert gpu.device.type == "cuda" and gpu.cpu().tolist() == cpu.tolist()
+
+
+def test_settings_name_the_functions_that_exist():
+    """nms_config (torch-free, read by the command line) lists exactly what nms.py implements."""
+    from yolo4.ops.nms import LABEL_RULES, NMS_KINDS
+
+    assert tuple(CANDIDATES) == LABEL_RULES
+    for kind in NMS_KINDS:
+        assert callable(get_nms(kind))
+    with pytest.raises(ValueError, match="unknown NMS"):
+        get_nms("soft")
+
+
+def test_postprocess_presets_keep_darknet_defaults():
+    """detect draws boxes as OpenCV's darknet sample; val scores mAP as darknet's `map`."""
+    assert (DETECT_POSTPROCESS.conf, DETECT_POSTPROCESS.iou, DETECT_POSTPROCESS.labels) == (0.25, 0.45, "best")
+    assert (VAL_POSTPROCESS.conf, VAL_POSTPROCESS.iou, VAL_POSTPROCESS.labels) == (0.001, 0.6, "all")
+    assert DETECT_POSTPROCESS.nms == VAL_POSTPROCESS.nms == "greedy"
+    assert DETECT_POSTPROCESS.max_det == VAL_POSTPROCESS.max_det == 300
+    assert PostprocessConfig() == DETECT_POSTPROCESS
+    changed = VAL_POSTPROCESS.replace(conf=0.01)
+    assert changed.conf == 0.01 and changed.labels == "all" and VAL_POSTPROCESS.conf == 0.001
+    assert VAL_POSTPROCESS.describe() == "conf 0.001, NMS greedy 0.6, labels all, max_det 300"
+    with pytest.raises(AttributeError):
+        DETECT_POSTPROCESS.conf = 0.5  # frozen: one object passed down, never edited on the way
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"conf": 1.0}, "conf 1.0 must be in"),
+        ({"conf": -0.1}, "conf -0.1 must be in"),
+        ({"iou": 0.0}, "iou 0.0 must be in"),
+        ({"nms": "soft"}, "unknown NMS 'soft'"),
+        ({"labels": "top"}, "unknown labels rule 'top'"),
+        ({"max_det": 0}, "max_det 0"),
+    ],
+)
+def test_postprocess_config_rejects_bad_values(changes, message):
+    from yolo4.errors import Yolo4Error
+
+    with pytest.raises(Yolo4Error, match=message):
+        PostprocessConfig(**changes)
+    with pytest.raises(Yolo4Error, match=message):
+        DETECT_POSTPROCESS.replace(**changes)
+
+
+def test_postprocess_follows_its_config():
+    """Each field changes the result the way its name says (labels, nms kind, conf)."""
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]]])
+    obj = torch.tensor([[0.9, 0.8, 0.3]])
+    cls = torch.tensor([[[0.9, 0.5], [0.1, 0.9], [0.9, 0.9]]])  # box 0 cls 0, box 1 cls 1 (overlapping)
+    best = postprocess(boxes, obj, cls, DETECT_POSTPROCESS)[0]
+    assert best.class_ids.tolist() == [0, 1, 0]  # class-aware: the two overlapping boxes differ in class
+    agnostic = postprocess(boxes, obj, cls, DETECT_POSTPROCESS.replace(nms="agnostic"))[0]
+    assert agnostic.class_ids.tolist() == [0, 0]  # box 1 suppressed by box 0 across classes
+    every = postprocess(boxes, obj, cls, DETECT_POSTPROCESS.replace(labels="all"))[0]
+    assert sorted(zip(every.boxes[:, 0].tolist(), every.class_ids.tolist())) == [(0, 0), (1, 1), (50, 0), (50, 1)]
+    # box 2 carries both classes (0.27 each); box 0's class-1 copy (0.45) falls to box 1's 0.72
+    strict = postprocess(boxes, obj, cls, DETECT_POSTPROCESS.replace(conf=0.5))[0]
+    assert strict.scores.tolist() == pytest.approx([0.81, 0.72])

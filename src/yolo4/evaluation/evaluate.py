@@ -13,7 +13,7 @@ only the total time per image is known, reported as network time).
 
 `dataset` needs `names`, `__len__` and `load(i) -> (image uint8 RGB (H, W, 3), boxes
 float (N, 4) xyxy pixels, class_ids int (N,))`; optional `image_paths`, `image_ids` and
-`category_ids` (COCO ids, used by `--save-json`).
+`category_ids` (COCO ids, used by `--json`).
 
 A dataset read from a COCO json (`dataset.source`, as `yolo4.data.load_dataset` records it)
 is scored against that file itself, so the COCO numbers are the official ones: crowd
@@ -42,6 +42,7 @@ from yolo4.evaluation.metrics import (
     comparison_table,
     write_coco_json,
 )
+from yolo4.ops.nms import VAL_POSTPROCESS, PostprocessConfig
 
 
 class EvalDataset(Protocol):
@@ -250,91 +251,116 @@ def evaluate(
     return metrics
 
 
-def _weights_list(weights: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list:
-    if weights is None or isinstance(weights, (str, os.PathLike)):
-        return [weights]
-    return list(weights)
+PathLike = str | os.PathLike
+
+
+def _as_list(x: PathLike | Sequence[PathLike] | None) -> list:
+    if x is None:
+        return []
+    if isinstance(x, (str, os.PathLike)):
+        return [x]
+    return list(x)
+
+
+def model_pairs(
+    model: PathLike | Sequence[PathLike] | None, weights: PathLike | Sequence[PathLike] | None
+) -> list[tuple[PathLike | None, PathLike | None]]:
+    """The (model, weights) pairs `yolo4 val` scores, in order: every darknet model (zoo name or
+    .cfg) with every darknet weights file, then every exported .onnx / .tflite file on its own.
+    An exported file passed as weights (the old spelling) counts as an exported model.
+
+    Raises Yolo4Error for several darknet models with several weights files (no pairing is
+    obvious) and for darknet weights without a darknet model."""
+    from yolo4.inference.runtime import is_exported
+
+    models, all_weights = _as_list(model), _as_list(weights)
+    exported = [m for m in models if is_exported(m)] + [w for w in all_weights if is_exported(w)]
+    darknet = [m for m in models if not is_exported(m)]
+    darknet_weights = [w for w in all_weights if not is_exported(w)]
+    if len(darknet) > 1 and len(darknet_weights) > 1:
+        raise Yolo4Error(
+            f"{len(darknet)} darknet models and {len(darknet_weights)} weights files: compare several --weights "
+            "of one --model, or run val once per model"
+        )
+    if darknet_weights and not darknet:
+        raise Yolo4Error(
+            f"--weights {darknet_weights[0]}: darknet weights need --model (a zoo name or the .cfg they belong to)"
+        )
+    pairs: list[tuple[PathLike | None, PathLike | None]] = [
+        (m, w) for m in darknet for w in (darknet_weights or [None])
+    ]
+    pairs += [(e, None) for e in exported]
+    if not pairs:
+        raise Yolo4Error("no model: give --model (a zoo name or .cfg with --weights, or an exported .onnx / .tflite)")
+    return pairs
 
 
 def run_val(
     data: str | os.PathLike,
     *,
     split: str = "val",
-    model: str | os.PathLike | None = None,
-    weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    model: PathLike | Sequence[PathLike] | None = None,
+    weights: PathLike | Sequence[PathLike] | None = None,
     img_size: int | None = None,
     batch: int = 16,
     resize: str | None = None,
-    conf: float = 0.001,
-    iou: float = 0.6,
-    nms: str = "greedy",
-    labels: str = "all",
-    max_det: int = 300,
-    device: str = "cpu",
-    save_json: str | os.PathLike | None = None,
-    save_dir: str | os.PathLike | None = "runs/val",
+    postprocess: PostprocessConfig = VAL_POSTPROCESS,
+    device: str = "auto",
+    json_path: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = "runs/val",
     progress: bool = True,
 ) -> list[Metrics]:
-    """`yolo4 val`: build the Detector (the same pre/post-processing as `yolo4 detect`),
+    """`yolo4 val`: build the Detector (the same pre-processing as `yolo4 detect`; post-processing
+    `postprocess`, default `VAL_POSTPROCESS`: conf 0.001, NMS 0.6, every class above conf),
     evaluate it on `split` of `data`, print the per-class table (worst first), the COCO
     numbers, the darknet-style mAPs and the speed line; write the plots (and the report as
-    `per_class.txt`) to `save_dir`, COCO results to `save_json` (a relative path is taken
-    inside save_dir).
+    `per_class.txt`) to the folder `out`, COCO results to `json_path` (a relative path is taken
+    inside `out`).
 
-    `weights` may list several files (darknet .weights with `model`, exported .onnx /
-    .tflite on their own): each is evaluated on the same images, its files go to
-    `save_dir/<file name>/`, and a comparison table ends the report.
+    `model` and `weights` may each list several files (see `model_pairs`): every darknet model
+    with every darknet weights file, and every exported .onnx / .tflite on its own. Each is
+    evaluated on the same images, its files go to `out/<file name>/`, and a comparison table
+    ends the report.
 
     Returns:
-        one Metrics per weights file, in order.
+        one Metrics per (model, weights) pair, in order.
     """
     from yolo4.data.dataset import load_dataset
     from yolo4.inference.detector import build_detector
 
+    pairs = model_pairs(model, weights)
     dataset = load_dataset(data, split)
     names = list(dataset.names)
-    all_weights = _weights_list(weights)
-    several = len(all_weights) > 1
-    root = Path(save_dir) if save_dir is not None else None
+    several = len(pairs) > 1
+    root = Path(out) if out is not None else None
     results: list[Metrics] = []
-    for w in all_weights:
-        detector = build_detector(
-            model,
-            w,
-            names,
-            img_size,
-            resize,
-            conf=conf,
-            iou=iou,
-            nms=nms,
-            device=device,
-            max_det=max_det,
-            labels=labels,
-        )
-        out_dir = root / Path(w).name if (root is not None and several) else root
-        json_path = None
-        if save_json is not None:
-            json_path = Path(save_json)
-            if out_dir is not None and (several or not json_path.is_absolute()):
-                json_path = out_dir / (json_path.name if several else json_path)
+    labels: list[str] = []
+    for m, w in pairs:
+        detector = build_detector(m, w, names, img_size, resize, postprocess=postprocess, device=device)
+        label = w if w is not None else m
+        labels.append(str(label))
+        out_dir = root / Path(str(label)).name if (root is not None and several) else root
+        jpath = None
+        if json_path is not None:
+            jpath = Path(json_path)
+            if out_dir is not None and (several or not jpath.is_absolute()):
+                jpath = out_dir / (jpath.name if several else jpath)
         h, wd = detector.input_hw
         print(
-            f"val: {w if w is not None else model} ({model if model is not None else 'exported'}) on {data} "
-            f"[{split}], {len(dataset)} images, {len(names)} classes; {wd}x{h} {detector.resize}, conf {conf:g}, "
-            f"NMS {nms} {iou:g}, labels {labels}, batch {batch}, {device}"
+            f"val: {label} ({m if w is not None else 'exported'}) on {data} [{split}], {len(dataset)} images, "
+            f"{len(names)} classes; {wd}x{h} {detector.resize}, {postprocess.describe()}, batch {batch}, "
+            f"{detector.device}"
         )
-        metrics = evaluate(
-            detector, dataset, batch_size=batch, progress=progress, save_json=json_path, plots_dir=out_dir
-        )
+        metrics = evaluate(detector, dataset, batch_size=batch, progress=progress, save_json=jpath, plots_dir=out_dir)
         table = metrics.table()
         print(table)
         print(metrics.summary())
         if out_dir is not None:
             (out_dir / "per_class.txt").write_text(metrics.summary() + "\n\n" + table + "\n")
-            print(f"plots and per-class table in {out_dir}" + (f", COCO results in {json_path}" if json_path else ""))
-        elif json_path is not None:
-            print(f"COCO results in {json_path}")
+            print(f"plots and per-class table in {out_dir}" + (f", COCO results in {jpath}" if jpath else ""))
+        elif jpath is not None:
+            print(f"COCO results in {jpath}")
         results.append(metrics)
     if several:
-        print("\n" + comparison_table([str(w) for w in all_weights], results))
+        print("\n" + comparison_table(labels, results))
     return results

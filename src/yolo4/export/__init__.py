@@ -1,7 +1,7 @@
 """Export to ONNX, TFLite (float32 and full int8) and darknet, and run the exported files.
 
     from yolo4.export import ExportOptions, export_model, load_exported
-    export_model(model, ExportOptions(format="onnx", decode=True), "model.onnx")
+    export_model(model, ExportOptions(format="onnx", outputs="decoded"), "model.onnx")
     net = load_exported("model.onnx")          # nn.Module with .spec: Detector(net) runs it
 
 Modules: `common` (options, metadata), `graph` (what is traced: heads, decoded, NMS inputs),

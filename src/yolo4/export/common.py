@@ -14,7 +14,7 @@ each a buffer of UTF-8 text):
                        layout, input (height, width), letterbox fill)
     yolo4.quantization JSON: "none", or the int8 recipe (tool, calibration count and source,
                        per-channel, method, what stays float)
-    yolo4.nms          JSON (only for "nms" graphs): conf, iou, max_det, labels rule
+    yolo4.nms          JSON (only for "nms" graphs): conf, iou, nms, labels, max_det (per class)
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from typing import Any
 
 from yolo4.darknet import Darknet, NetworkSpec, format_cfg
 from yolo4.errors import ExportError
+from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig
 
 FORMATS = ("onnx", "tflite", "darknet")
 OUTPUT_KINDS = ("heads", "decoded", "nms")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "darknet": ".cfg"}
-LABEL_RULES = ("best", "all")
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 
 
@@ -42,10 +42,14 @@ class ExportOptions:
     format: "onnx", "tflite" or "darknet".
     img_size: exported input (height, width); None: the cfg's [net] size.
     batch: static batch size; dynamic_batch: a symbolic batch axis instead (ONNX only).
-    decode: the graph ends with decoded boxes (B, N, 4) xyxy input pixels and scores (B, N, C).
-    nms: the graph ends with ONNX NonMaxSuppression (implies decode; ONNX only), keeping
-        scores > conf, class-aware IoU > iou suppression, at most max_det per class, with the
-        `labels` rule ("best": one class per box, as `yolo4 detect`; "all": darknet's).
+    outputs: what the graph returns (`yolo4 export --outputs`):
+        "heads"   the raw [yolo] head tensors (B, A*(5+C), H_i, W_i), for NPU toolchains;
+        "decoded" boxes (B, N, 4) xyxy input pixels and scores (B, N, C), separate tensors;
+        "nms"     decoded, then ONNX NonMaxSuppression (ONNX only), with `postprocess`: scores >
+                  conf, class-aware greedy IoU > iou suppression, at most max_det per class,
+                  its labels rule ("best": one class per box, as `yolo4 detect`; "all": darknet's).
+    postprocess: the in-graph NMS settings (only for outputs="nms"; default `DETECT_POSTPROCESS`;
+        nms must be "greedy", the only kind ONNX NonMaxSuppression computes).
     int8: post-training int8 quantisation with `calib_count` images from `calib`
         (a dataset accepted by yolo4.data or a folder of images); `calib_method` picks the
         ONNX activation ranges: "percentile" (99.999th; on the demo model it kept 0.7 mAP50
@@ -60,25 +64,16 @@ class ExportOptions:
     img_size: tuple[int, int] | None = None
     batch: int = 1
     dynamic_batch: bool = False
-    decode: bool = False
-    nms: bool = False
+    outputs: str = "heads"
+    postprocess: PostprocessConfig = DETECT_POSTPROCESS
     int8: bool = False
     calib: str | None = None
     calib_count: int = 100
     calib_split: str = "train"
     calib_method: str = "percentile"
     opset: int | None = None
-    conf: float = 0.25
-    iou: float = 0.45
-    max_det: int = 300
-    labels: str = "best"
     out: str | None = None
     check: bool = True
-
-    @property
-    def outputs(self) -> str:
-        """What the graph returns: "nms", "decoded" or "heads"."""
-        return "nms" if self.nms else "decoded" if self.decode else "heads"
 
     def validate(self) -> None:
         """Raise ExportError for option combinations no exporter can honour (before any work)."""
@@ -88,12 +83,15 @@ class ExportOptions:
             raise ExportError(f"--batch must be >= 1, got {self.batch}")
         if self.img_size is not None and (min(self.img_size) <= 0 or self.img_size[0] % 32 or self.img_size[1] % 32):
             raise ExportError(f"--img-size {self.img_size} must be positive multiples of 32")
-        if self.labels not in LABEL_RULES:
-            raise ExportError(f"unknown labels rule '{self.labels}' (choose from {', '.join(LABEL_RULES)})")
-        if not 0.0 < self.conf < 1.0 or not 0.0 < self.iou <= 1.0 or self.max_det < 1:
+        if self.outputs not in OUTPUT_KINDS:
+            raise ExportError(f"unknown --outputs '{self.outputs}' (choose from {', '.join(OUTPUT_KINDS)})")
+        if not isinstance(self.postprocess, PostprocessConfig):
+            raise ExportError(f"postprocess must be a PostprocessConfig, not {type(self.postprocess).__name__}")
+        if self.outputs == "nms" and self.postprocess.nms != "greedy":
             raise ExportError(
-                f"NMS settings out of range: conf={self.conf} (0..1, exclusive), "
-                f"iou={self.iou} (0..1], max_det={self.max_det} (>= 1)"
+                f"--outputs nms ends the graph with ONNX NonMaxSuppression, which is class-aware greedy NMS; "
+                f"--nms {self.postprocess.nms} cannot be exported (use --nms greedy, or --outputs decoded and "
+                "run that NMS outside)"
             )
         if self.int8 and self.calib_count < 1:
             raise ExportError(f"--calib-count must be >= 1, got {self.calib_count}")
@@ -108,8 +106,7 @@ class ExportOptions:
                 flag
                 for flag, on in (
                     ("--int8", self.int8),
-                    ("--decode", self.decode),
-                    ("--nms", self.nms),
+                    (f"--outputs {self.outputs}", self.outputs != "heads"),
                     ("--dynamic-batch", self.dynamic_batch),
                 )
                 if on
@@ -120,10 +117,10 @@ class ExportOptions:
                     "cannot be expressed there"
                 )
         if self.format == "tflite":
-            if self.nms:
+            if self.outputs == "nms":
                 raise ExportError(
-                    "--nms is ONNX only: TFLite has no NonMaxSuppression with per-class batched "
-                    "output here; export with --decode (or raw heads) and run NMS outside"
+                    "--outputs nms is ONNX only: TFLite has no NonMaxSuppression with per-class batched "
+                    "output here; export with --outputs decoded (or heads) and run NMS outside"
                 )
             if self.dynamic_batch:
                 raise ExportError(
@@ -174,9 +171,10 @@ def metadata(
         "yolo4.preprocess": json.dumps(preprocess_record(spec)),
         "yolo4.quantization": json.dumps(quantization or "none"),
     }
-    if options.nms:
+    if options.outputs == "nms":
+        p = options.postprocess
         out["yolo4.nms"] = json.dumps(
-            {"conf": options.conf, "iou": options.iou, "max_det": options.max_det, "labels": options.labels}
+            {"conf": p.conf, "iou": p.iou, "nms": p.nms, "labels": p.labels, "max_det": p.max_det}
         )
     return out
 
@@ -192,7 +190,7 @@ def default_names(spec: NetworkSpec) -> list[str]:
 
 
 def default_out(stem: str, options: ExportOptions, folder: Path) -> Path:
-    """`<folder>/<stem>[-<h>x<w>][-decode|-nms][-int8].<ext>`."""
+    """`<folder>/<stem>[-<h>x<w>][-decoded|-nms][-int8].<ext>`."""
     parts = [stem]
     if options.img_size is not None:
         parts.append(f"{options.img_size[0]}x{options.img_size[1]}")

@@ -1,6 +1,6 @@
 """ONNX export: raw heads, decoded boxes/scores, or NMS inside the graph; static or dynamic batch.
 
-    path = export_onnx(model, "yolov4-tiny.onnx", ExportOptions(decode=True), names)
+    path = export_onnx(model, "yolov4-tiny.onnx", ExportOptions(outputs="decoded"), names)
 
 The network is traced with PyTorch's TorchScript-based exporter (`dynamo=False`: the
 dynamo exporter needs the extra `onnxscript` package and gives the same graph here).
@@ -227,7 +227,7 @@ def export_onnx(
         raise ExportError("int8 export needs calibration images")
     opset = choose_opset(model, options.opset)
     hw = input_hw(model, options)
-    graph = build_graph(model, options.outputs, hw, options.labels)
+    graph = build_graph(model, options.outputs, hw, options.postprocess.labels)
     spec = exported_spec(model, options.img_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,7 +247,8 @@ def export_onnx(
         proto = onnx.load(str(fp32))
         inline_shared_initializers(proto)
         if options.outputs == "nms":
-            proto = append_nms(proto, options.conf, options.iou, options.max_det)
+            p = options.postprocess
+            proto = append_nms(proto, p.conf, p.iou, p.max_det)
         quant: dict[str, Any] | None = None
         if options.int8:
             from yolo4.export.quantize import quantize_onnx

@@ -1,7 +1,7 @@
 """`yolo4 export`: load a model, validate everything, then write one exported file.
 
-    result = run_export("yolov4-tiny", weights="best.weights",
-                        options=ExportOptions(format="onnx", int8=True, calib="data/shapes"))
+    result = run_export("yolov4-tiny", "best.weights", format="onnx", int8=True, calib="data/shapes")
+    result = run_export("best.cfg", "best.weights", ExportOptions(format="tflite"))   # the same, as one object
 
 Every check that can fail on bad input (unknown format, impossible option combinations,
 missing weights, a network the runtime cannot express, calibration data without readable
@@ -11,7 +11,7 @@ images, an output path with the wrong suffix) runs before any file is written.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,11 @@ def _load(
     img_size: tuple[int, int] | None,
     num_classes: int | None,
 ):
+    from yolo4.inference.runtime import is_exported
     from yolo4.models import load_model
 
+    if is_exported(model):
+        raise ExportError(f"{model} is already exported: export from the darknet model (--model CFG --weights W)")
     if weights is None:
         raise ExportError(
             "no --weights given: exporting an untrained network is pointless (train one with "
@@ -163,20 +166,37 @@ def export_model(model, options: ExportOptions, out: str | os.PathLike, names: l
 
 def run_export(
     model: str | os.PathLike,
-    weights: str | os.PathLike | None,
-    options: ExportOptions,
+    weights: str | os.PathLike | None = None,
+    options: ExportOptions | None = None,
+    *,
     names: str | os.PathLike | list[str] | None = None,
     num_classes: int | None = None,
     verbose: bool = True,
+    **settings: Any,
 ) -> ExportResult:
-    """`yolo4 export`: load `model` (zoo name or .cfg; `num_classes` overrides the cfg's) with
-    `weights`, export it, print a summary.
+    """`yolo4 export` (also `yolo4.export(...)`): load `model` (zoo name or .cfg; `num_classes`
+    overrides the cfg's) with its darknet `weights`, export it, print a summary.
+
+    Args:
+        options: an ExportOptions; `settings` are ExportOptions fields by name (format, outputs,
+            int8, calib, img_size, postprocess, out, ...) applied on top of it (or of the defaults).
+        names: class names for the file's metadata (a list or a .names file).
+    Returns:
+        ExportResult: the files written and the exporter's report.
 
     The output defaults to `<weights folder>/<weights stem>[-HxW][-decoded|-nms][-int8].<ext>`.
     """
+    known = [f.name for f in fields(ExportOptions)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ExportError(f"unknown export setting {', '.join(unknown)} (ExportOptions fields: {', '.join(known)})")
+    if isinstance(settings.get("img_size"), int):
+        settings["img_size"] = (settings["img_size"], settings["img_size"])
+    options = replace(options or ExportOptions(), **settings)
     options.validate()
     net = _load(model, weights, options.img_size, num_classes)
     table = _names(names, net.spec)
+    assert weights is not None  # _load refused None
     out = Path(options.out) if options.out else default_out(Path(weights).stem, options, Path(weights).parent)
     result = export_model(net, options, out, table)
     if verbose:

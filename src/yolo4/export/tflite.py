@@ -14,7 +14,7 @@ int8 ("full integer", as NPUs such as the i.MX 8M Plus's need): PT2E static quan
 activations calibrated over the calibration images), then converted. The converter gives
 an int8 input (scale ~1/255, zero point -128: pixels / 255 map to int8 exactly) and int8
 outputs; yolo4 then appends a DEQUANTIZE to every int8 output so the file returns float32,
-the seeds' "int8 input, float32 output" layout. With --decode only the network (`model.*`
+the seeds' "int8 input, float32 output" layout. With --outputs decoded only the network (`model.*`
 modules) is quantised and decoding stays float32.
 
 Metadata (`yolo4.*` keys, see `yolo4.export.common`) goes into the flatbuffer's metadata
@@ -228,7 +228,7 @@ def export_tflite(
         raise ExportError("int8 export needs calibration images")
     _require_litert_torch()
     hw = input_hw(model, options)
-    graph = build_graph(decompose_mish(model), options.outputs, hw, options.labels)
+    graph = build_graph(decompose_mish(model), options.outputs, hw, options.postprocess.labels)
     spec = exported_spec(model, options.img_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

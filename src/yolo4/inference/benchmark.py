@@ -2,6 +2,7 @@
 
     result = benchmark("yolov4-tiny", img_size=416, batch=1, device="cpu")
     print(result.summary())
+    benchmark("model_int8.onnx")       # an exported file, in its runtime (onnxruntime / LiteRT, CPU)
 
 The network is timed on random input after a warm-up (the seeds report FPS "without
 post-processing"); decoding + NMS are timed separately on the real head outputs, so both
@@ -19,6 +20,9 @@ import torch
 from torch import nn
 
 from yolo4.darknet.network import Conv, Darknet, infer_shapes
+from yolo4.errors import Yolo4Error
+from yolo4.inference.device import select_device
+from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig
 
 
 @dataclass(frozen=True)
@@ -92,46 +96,65 @@ def benchmark(
     weights: str | os.PathLike | None = None,
     img_size: int | None = None,
     batch: int = 1,
-    device: str = "cpu",
+    device: str | torch.device = "auto",
     iters: int = 20,
     warmup: int = 3,
     half: bool = False,
     fuse: bool = True,
     compile: bool = False,
-    conf: float = 0.25,
-    iou: float = 0.45,
+    postprocess: PostprocessConfig = DETECT_POSTPROCESS,
 ) -> BenchResult:
-    """Time the network and its post-processing.
+    """Time the network and its post-processing (decode + `postprocess`).
 
     Args:
-        model: a zoo name, a .cfg path or a built Darknet.
+        model: a zoo name, a .cfg path, a built Darknet, or an exported .onnx / .tflite file
+            (timed in its own runtime on the CPU, at its exported size; no weights, fuse,
+            half or compile).
         weights: darknet weights; without them the network is random, which times the network
             fairly but makes post-processing unrepresentative (random scores hover near conf).
         img_size: square input size; default the model's [net] size.
+        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:N".
         half: fp16 on CUDA. fuse: fold BatchNorm into convs first. compile: torch.compile the module.
+        postprocess: the settings post-processing is timed at (default `DETECT_POSTPROCESS`).
     Returns:
         BenchResult with median per-image milliseconds.
     """
+    from yolo4.inference.runtime import ExportedModel, is_exported, load_exported
     from yolo4.models.zoo import load_model
-    from yolo4.ops.boxes import decode_heads
-    from yolo4.ops.nms import postprocess
+    from yolo4.ops.boxes import DecodedHeads, decode_heads
+    from yolo4.ops.nms import postprocess as run_postprocess
 
-    name = model if isinstance(model, str) else getattr(getattr(model, "spec", None), "source", str(model))
-    net = model if isinstance(model, Darknet) else load_model(model, weights)
+    name = (
+        os.fspath(model)
+        if isinstance(model, (str, os.PathLike))
+        else getattr(getattr(model, "spec", None), "source", str(model))
+    )
+    dev = select_device(device)
+    if is_exported(model):
+        given = [
+            flag for flag, on in (("--weights", weights is not None), ("--half", half), ("--compile", compile)) if on
+        ]
+        if given:
+            raise Yolo4Error(f"{model}: {', '.join(given)} apply to darknet models, not to an exported file")
+        net: Darknet | ExportedModel = load_exported(model)
+        if img_size and (img_size, img_size) != tuple(net.input_hw):
+            raise Yolo4Error(f"{model}: exported at {net.input_hw[1]}x{net.input_hw[0]}, not --img-size {img_size}")
+        dev = torch.device("cpu")  # the runtimes run on the CPU
+        fuse = False
+    else:
+        net = model if isinstance(model, Darknet) else load_model(model, weights)
     net = net.eval()
     if img_size:
         h = w = int(img_size)
     else:
         h, w = net.input_hw
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was requested but no GPU is available")
     dtype = torch.float16 if half and dev.type == "cuda" else torch.float32
     if fuse:
         net = fuse_conv_bn(net)
     net = net.to(dev, dtype)
     runner = torch.compile(net) if compile else net
     x = torch.rand(batch, net.spec.net.channels, h, w, device=dev, dtype=dtype)
+    beta = float(net.yolo_layers[-1].beta_nms) if net.yolo_layers else 0.6
     bflops = sum(i.bflops for i in infer_shapes(net.spec, (h, w)))
 
     times, post = [], []
@@ -142,8 +165,11 @@ def benchmark(
             outs = runner(x)
             _sync(dev)
             t1 = time.perf_counter()
-            dec = decode_heads([o.float() for o in outs], net.yolo_layers, (h, w))
-            postprocess(dec.boxes, dec.objectness, dec.class_probs, conf=conf, iou=iou)
+            if isinstance(outs, DecodedHeads):  # an export that decodes in its graph
+                dec = outs
+            else:
+                dec = decode_heads([o.float() for o in outs], net.yolo_layers, (h, w))
+            run_postprocess(dec.boxes, dec.objectness, dec.class_probs, postprocess, beta=beta)
             _sync(dev)
             t2 = time.perf_counter()
             if k >= warmup:
@@ -152,7 +178,7 @@ def benchmark(
     med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
     return BenchResult(
         name,
-        str(dev),
+        f"cpu ({net.runtime})" if isinstance(net, ExportedModel) else str(dev),
         batch,
         (h, w),
         str(dtype).replace("torch.", ""),

@@ -1,7 +1,7 @@
 """The `yolo4 detect` run: images, folders, globs, videos and webcams through a `Detector`,
 written out as annotated images and videos plus a detections.json, with per-stage timings.
 
-    summary = run_detect(["dog.jpg", "clips/"], model="yolov4.cfg", weights="yolov4.weights")
+    summary = run_detect(["dog.jpg", "clips/"], model="yolov4.cfg", weights="yolov4.weights", out="runs/detect")
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ from yolo4.inference.detector import (
     Runner,
     build_detector,
 )
+from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig
 
 
 @dataclass
 class DetectSummary:
     """What `run_detect` did: images/frames processed, problems (each naming its input),
-    files written (all inside save_dir, plus the JSON) and mean per-image stage timings in ms."""
+    files written (all inside the output folder, plus the JSON) and mean per-image stage timings in ms."""
 
     processed: int = 0
     problems: list[str] = field(default_factory=list)
@@ -72,8 +73,8 @@ def _batched(items: Iterator[Any], n: int) -> Iterator[list[Any]]:
 class _DetectRun:
     """The state of one `run_detect`: output names, JSON records, stage totals, problems."""
 
-    def __init__(self, detector: Detector, save_dir: Path, json_path: Path, batch: int, progress: bool):
-        self.detector, self.save_dir, self.batch, self.progress = detector, save_dir, batch, progress
+    def __init__(self, detector: Detector, out_dir: Path, json_path: Path, batch: int, progress: bool):
+        self.detector, self.out_dir, self.batch, self.progress = detector, out_dir, batch, progress
         self.summary = DetectSummary(json_path=json_path)
         self.records: list[dict[str, Any]] = []
         self.totals = dict.fromkeys(STAGES, 0.0)
@@ -86,12 +87,12 @@ class _DetectRun:
         tqdm.write(f"warning: {msg}", file=sys.stderr)
 
     def out_path(self, stem: str, ext: str) -> Path:
-        """A file name inside save_dir that no earlier output of this run has taken."""
+        """A file name inside the output folder that no earlier output of this run has taken."""
         candidate, i = f"{stem}{ext}", 1
         while candidate.lower() in self.used:
             candidate, i = f"{stem}_{i}{ext}", i + 1
         self.used.add(candidate.lower())
-        return self.save_dir / candidate
+        return self.out_dir / candidate
 
     def _account(self, results: list[Detections]) -> None:
         for r in results:
@@ -185,21 +186,19 @@ def run_detect(
     names: str | os.PathLike | Sequence[str] | None = None,
     img_size: int | None = None,
     resize: str | None = None,
-    conf: float = 0.25,
-    iou: float = 0.45,
-    nms: str = "greedy",
-    device: str = "cpu",
+    postprocess: PostprocessConfig = DETECT_POSTPROCESS,
+    device: str = "auto",
     batch: int = 1,
     json_path: str | os.PathLike | None = None,
-    save_dir: str | os.PathLike = "runs/detect",
-    labels: str = "best",
+    out: str | os.PathLike = "runs/detect",
     progress: bool = True,
     runner: Runner | None = None,
 ) -> DetectSummary:
     """`yolo4 detect`: detect on images, folders, globs, videos and webcams (see
     `resolve_sources`); write annotated images (their own names), annotated videos
     (`<stem>.mp4`, `webcam<N>.mp4`) and a JSON list of `Detections.to_dict()`
-    (`detections.json`; a relative `json_path` is taken inside save_dir) into save_dir.
+    (`detections.json`; a relative `json_path` is taken inside `out`) into the folder `out`.
+    `model`/`weights` as `build_detector`; `postprocess` defaults to `DETECT_POSTPROCESS`.
     Inputs that fail are reported on stderr by name and skipped; the caller decides what
     `processed == 0` means. Prints one per-stage timing line at the end.
     """
@@ -211,14 +210,11 @@ def run_detect(
         names=names,
         img_size=img_size,
         resize=resize,
-        conf=conf,
-        iou=iou,
-        nms=nms,
+        postprocess=postprocess,
         device=device,
-        labels=labels,
         runner=runner,
     )
-    save = Path(save_dir)
+    save = Path(out)
     try:
         save.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -1,7 +1,7 @@
 """Inference: pre-processing, the `Detector` and its results (the `yolo4 detect` run over
 files, folders, videos and webcams is `yolo4.inference.detect`).
 
-    det = Detector("yolov4.cfg", "yolov4.weights", names="coco.names")
+    det = Detector("yolov4.cfg", "yolov4.weights", names="coco.names")     # or yolo4.load(...)
     [res] = det(["dog.jpg"])          # paths, RGB uint8 arrays or PIL images
     res.boxes, res.scores, res.class_ids, res.labels   # xyxy in the image's pixels
     cv2.imwrite("out.jpg", res.draw()[..., ::-1])
@@ -32,9 +32,10 @@ from torch import Tensor, nn
 from yolo4.data.names import COCO_NAMES, read_names
 from yolo4.data.sources import ImageLike, as_rgb_array, load_image
 from yolo4.errors import DataError, WeightsError, Yolo4Error
+from yolo4.inference.device import select_device
 from yolo4.inference.preprocess import RESIZERS, preprocess
 from yolo4.ops.boxes import DecodedHeads, decode_heads
-from yolo4.ops.nms import CANDIDATES, NMS_NAMES, postprocess
+from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig, postprocess
 
 NO_WEIGHTS_MESSAGE = (
     "no weights given, and yolo4 will not draw boxes from an untrained network. Either\n"
@@ -135,10 +136,10 @@ class Detector:
         names: class names (a list or a .names file); default COCO's for 80 classes, else ids.
         img_size: network input, an int or (height, width); default the cfg's width/height.
         resize: "stretch" or "letterbox"; default the cfg's `letter_box`.
-        conf: keep detections with obj * cls > conf. iou: NMS threshold.
-        nms: "greedy" (class-aware), "agnostic" or "diou" (DIoU-NMS with the cfg's beta_nms).
-        labels: "best" (one class per box, as OpenCV) or "all" (every class > conf, as darknet).
-        device: "cpu", "cuda", ... max_det: at most this many detections per image.
+        postprocess: conf, iou, NMS kind, labels rule, max_det (`yolo4.ops.nms.PostprocessConfig`;
+            default `DETECT_POSTPROCESS`: conf 0.25, greedy NMS 0.45, best class per box).
+            DIoU-NMS takes its beta from the cfg's `beta_nms`.
+        device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N" or a torch.device.
         runner: replaces the network call (see the module docstring); the module is then not built.
     """
 
@@ -149,23 +150,15 @@ class Detector:
         names: Sequence[str] | str | os.PathLike | None = None,
         img_size: int | Sequence[int] | None = None,
         resize: str | None = None,
-        conf: float = 0.25,
-        iou: float = 0.45,
-        nms: str = "greedy",
-        device: str | torch.device = "cpu",
-        max_det: int = 300,
-        labels: str = "best",
+        postprocess: PostprocessConfig = DETECT_POSTPROCESS,
+        device: str | torch.device = "auto",
         runner: Runner | None = None,
     ):
-        if nms not in NMS_NAMES:
-            raise Yolo4Error(f"unknown --nms '{nms}' (choose from {', '.join(NMS_NAMES)})")
-        if labels not in CANDIDATES:
-            raise Yolo4Error(f"unknown labels rule '{labels}' (choose from {', '.join(CANDIDATES)})")
+        if not isinstance(postprocess, PostprocessConfig):
+            raise Yolo4Error(f"postprocess must be a PostprocessConfig, not {type(postprocess).__name__}")
         if resize is not None and resize not in RESIZERS:
             raise Yolo4Error(f"unknown resize '{resize}' (choose from {', '.join(RESIZERS)})")
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise Yolo4Error("device 'cuda' was asked for but PyTorch sees no CUDA device (use --device cpu)")
+        self.device = select_device(device)
         self.model: nn.Module | None = None
         if isinstance(model_or_cfg, nn.Module):
             if not hasattr(model_or_cfg, "spec"):
@@ -195,7 +188,7 @@ class Detector:
         if min(self.input_hw) <= 0 or self.input_hw[0] % 32 or self.input_hw[1] % 32:
             raise Yolo4Error(f"image size {self.input_hw} must be positive multiples of 32")
         self.resize = resize or ("letterbox" if spec.net.letter_box else "stretch")
-        self.conf, self.iou, self.nms, self.max_det, self.labels = conf, iou, nms, max_det, labels
+        self.postprocess = postprocess
         self.beta_nms = float(self.yolo_layers[-1].beta_nms)
         self.runner: Runner = runner if runner is not None else self._run_module
 
@@ -245,15 +238,7 @@ class Detector:
         t2 = time.perf_counter()
         with torch.inference_mode():
             dec = self._decode(raw)
-            kept = postprocess(
-                *dec,
-                conf=self.conf,
-                iou=self.iou,
-                nms=self.nms,
-                max_det=self.max_det,
-                labels=self.labels,
-                beta=self.beta_nms,
-            )
+            kept = postprocess(*dec, self.postprocess, beta=self.beta_nms)
             results = []
             for img, path, info, k in zip(images, paths, infos, kept):
                 boxes = info.to_original(k.boxes.float())
@@ -296,16 +281,19 @@ class Detector:
 
 def build_detector(
     model: str | os.PathLike | nn.Module | None,
-    weights: str | os.PathLike | None,
+    weights: str | os.PathLike | None = None,
     names: str | os.PathLike | Sequence[str] | None = None,
     img_size: int | None = None,
     resize: str | None = None,
     **kw: Any,
 ) -> Detector:
-    """The Detector for `--model NAME | --cfg CFG` + `--weights W`, where W may also be an
-    exported .onnx / .tflite file (then its cfg, names, input size and resize rule come from
-    the file's metadata and no --cfg is needed). No weights -> WeightsError with where to
-    get them. `kw` goes to Detector (conf, iou, nms, device, labels, max_det, runner)."""
+    """The Detector for `--model M [--weights W]`: M is a zoo name or darknet .cfg (with W, darknet
+    .weights), an exported .onnx / .tflite file (its cfg, names, input size and resize rule come
+    from the file's metadata; no W), or a built `Darknet` module. No weights for a darknet model
+    -> WeightsError with where to get them. `kw` goes to Detector (postprocess, device, runner).
+
+    An exported file given as `weights` (the old `--cfg C --weights FILE.onnx` spelling) is
+    still accepted and used on its own."""
     from yolo4.inference.runtime import is_exported, load_exported
 
     if weights is None and is_exported(model):  # `--model FILE.onnx|.tflite` names the exported file itself
@@ -317,8 +305,8 @@ def build_detector(
         return Detector(net, names=names if names is not None else net.names, resize=resize or net.resize, **kw)
     if model is None:
         raise Yolo4Error(
-            "no model: give --cfg CFG (a darknet .cfg file) or --model NAME "
-            "(only exported .onnx / .tflite files carry their own)"
+            "no model: give --model with a zoo name (yolov4, yolov4-tiny, ...), a darknet .cfg file "
+            "(with --weights) or an exported .onnx / .tflite file"
         )
     if weights is None and kw.get("runner") is None and not isinstance(model, nn.Module):
         raise WeightsError(NO_WEIGHTS_MESSAGE)

@@ -95,7 +95,7 @@ class ExportedModel(nn.Module):
         if self.outputs == "nms":
             raise ExportError(
                 f"{self.path}: this model has NMS inside its graph and returns final detections; "
-                "use ExportedModel.detections(), or export without --nms for detect/val"
+                "use ExportedModel.detections(), or export without --outputs nms for detect/val"
             )
         outs = [torch.from_numpy(np.ascontiguousarray(o)) for o in self.run_numpy(x.detach().cpu().float().numpy())]
         if self.outputs == "decoded":
@@ -107,7 +107,7 @@ class ExportedModel(nn.Module):
         """An NMS model's output per image: (boxes (K, 4) xyxy input pixels, scores (K,), class_ids (K,))
         sorted by decreasing score."""
         if self.outputs != "nms":
-            raise ExportError(f"{self.path}: detections() needs a model exported with --nms")
+            raise ExportError(f"{self.path}: detections() needs a model exported with --outputs nms")
         batch_index, boxes, scores, class_ids = self.run_numpy(x.detach().cpu().float().numpy())
         out = []
         for i in range(x.shape[0]):

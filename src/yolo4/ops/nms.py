@@ -5,7 +5,9 @@ Two steps, each with one function per variant, chosen through a small dict:
     candidates:  CANDIDATES = {"best": select_best_class, "all": select_all_classes}
     suppression: get_nms(name, beta) from {"greedy", "agnostic", "diou"}
 
-`postprocess` chains them per image. Everything runs on the input tensors' device.
+`postprocess` chains them per image, with its settings in one frozen `PostprocessConfig`
+(`yolo4.ops.nms_config`, re-exported here; presets DETECT_POSTPROCESS and VAL_POSTPROCESS).
+Everything runs on the input tensors' device.
 
 "best" is OpenCV's darknet post-processing (its `object_detection` sample, which the
 reference table in shared/reference/README.md follows): one label per box, the class with
@@ -30,6 +32,24 @@ import torchvision
 from torch import Tensor
 
 from yolo4.ops.boxes import diou_nms_matrix
+from yolo4.ops.nms_config import DETECT_POSTPROCESS, LABEL_RULES, NMS_KINDS, VAL_POSTPROCESS, PostprocessConfig
+
+__all__ = [
+    "CANDIDATES",
+    "DETECT_POSTPROCESS",
+    "LABEL_RULES",
+    "NMS_KINDS",
+    "VAL_POSTPROCESS",
+    "Candidates",
+    "PostprocessConfig",
+    "agnostic_nms",
+    "diou_nms",
+    "get_nms",
+    "greedy_nms",
+    "postprocess",
+    "select_all_classes",
+    "select_best_class",
+]
 
 NmsFn = Callable[[Tensor, Tensor, Tensor, float], Tensor]
 
@@ -173,45 +193,31 @@ def get_nms(name: str, beta: float = 0.6) -> NmsFn:
     return table[name]
 
 
-NMS_NAMES = ("greedy", "agnostic", "diou")
-
-
 # ------------------------------------------------------------------ both steps
 def postprocess(
     boxes: Tensor,
     objectness: Tensor,
     class_probs: Tensor,
-    conf: float = 0.25,
-    iou: float = 0.45,
-    nms: str = "greedy",
-    max_det: int = 300,
-    labels: str = "best",
+    config: PostprocessConfig = DETECT_POSTPROCESS,
     beta: float = 0.6,
-    max_nms: int = 30000,
 ) -> list[Candidates]:
     """Confidence filter + NMS + max-detections cap, image by image.
 
     Args:
         boxes: Tensor[B, N, 4] xyxy. objectness: Tensor[B, N]. class_probs: Tensor[B, N, C]
             (the output of `yolo4.ops.boxes.decode_heads`).
-        conf: keep scores obj * cls > conf. iou: NMS threshold.
-        nms: "greedy" (class-aware), "agnostic" or "diou" (class-aware DIoU-NMS with `beta`).
-        max_det: at most this many detections per image (the highest scores).
-        labels: "best" (one class per box, OpenCV) or "all" (every class > conf, darknet).
-        max_nms: only the max_nms highest-scoring candidates enter NMS (a guard for very low
-            conf; darknet has none, and at conf 0.25 it never binds).
+        config: thresholds, NMS kind, labels rule and caps (see `PostprocessConfig`).
+        beta: DIoU-NMS exponent (the cfg's `beta_nms`; used only by nms="diou").
     Returns:
-        B Candidates, each with M <= max_det rows sorted by decreasing score.
+        B Candidates, each with M <= config.max_det rows sorted by decreasing score.
     """
-    if labels not in CANDIDATES:
-        raise ValueError(f"unknown labels rule '{labels}' (choose from {', '.join(CANDIDATES)})")
-    select, suppress = CANDIDATES[labels], get_nms(nms, beta)
+    select, suppress = CANDIDATES[config.labels], get_nms(config.nms, beta)
     out = []
     for i in range(boxes.shape[0]):
-        cand = select(boxes[i], objectness[i], class_probs[i], conf)
-        if cand.scores.shape[0] > max_nms:
-            top = cand.scores.topk(max_nms).indices
+        cand = select(boxes[i], objectness[i], class_probs[i], config.conf)
+        if cand.scores.shape[0] > config.max_nms:
+            top = cand.scores.topk(config.max_nms).indices
             cand = Candidates(cand.boxes[top], cand.scores[top], cand.class_ids[top])
-        keep = suppress(cand.boxes, cand.scores, cand.class_ids, iou)[:max_det]
+        keep = suppress(cand.boxes, cand.scores, cand.class_ids, config.iou)[: config.max_det]
         out.append(Candidates(cand.boxes[keep], cand.scores[keep], cand.class_ids[keep]))
     return out

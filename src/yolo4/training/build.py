@@ -6,7 +6,6 @@ parameter groups, the augmentation settings, and the switches the loop flips on 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,24 +14,12 @@ import torch
 from torch import nn
 
 from yolo4.errors import Yolo4Error
+from yolo4.inference.device import select_device as select_device  # the one device rule, re-exported
 from yolo4.training.anchors import check_anchors, set_kmeans_anchors
 from yolo4.training.anchors import kmeans_anchors as kmeans_anchors  # re-exported
 from yolo4.training.anchors import train_box_sizes as train_box_sizes  # re-exported
 from yolo4.training.config import TrainConfig
 from yolo4.training.ema import unwrap
-
-
-def select_device(name: str) -> torch.device:
-    """`auto` -> cuda (this process's LOCAL_RANK under torchrun) if available, else cpu."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise Yolo4Error("--device cuda was asked for but PyTorch sees no CUDA device (use --device cpu)")
-        if dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return dev
 
 
 def make_loss(cfg: TrainConfig, model: nn.Module):

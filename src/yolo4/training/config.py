@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from yolo4.errors import Yolo4Error
+from yolo4.ops.nms import VAL_POSTPROCESS, PostprocessConfig
 
 
 @dataclass
@@ -92,8 +93,8 @@ class TrainConfig:
     val_img_size: int | None = None  # input size of validation, precise BN and best.cfg (None: img_size);
     # a larger one than the training size finds more small objects (as darknet users infer at 608 after 416)
     precise_bn_batches: int = 8  # recompute the evaluated model's BN statistics on this many train batches first
-    val_conf: float = 0.001
-    val_iou: float = 0.6
+    val_conf: float = VAL_POSTPROCESS.conf  # validation post-processing: VAL_POSTPROCESS with these two
+    val_iou: float = VAL_POSTPROCESS.iou
     # run
     out: str = "runs/train"
     resume: str | None = None  # a run folder: continue from its last.pt
@@ -103,6 +104,11 @@ class TrainConfig:
     export: bool = True  # write best.cfg + best.weights at the end
     progress: bool = True
     threads: int | None = None  # torch CPU threads (None: leave PyTorch's default)
+
+    @property
+    def val_postprocess(self) -> PostprocessConfig:
+        """The post-processing of validation passes: `yolo4 val`'s defaults with val_conf and val_iou."""
+        return VAL_POSTPROCESS.replace(conf=self.val_conf, iou=self.val_iou)
 
     @classmethod
     def from_args(cls, items: Sequence[str], base: TrainConfig | None = None) -> TrainConfig:

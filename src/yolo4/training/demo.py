@@ -193,7 +193,7 @@ def run_demo(
         names=names,
         img_size=demo.val_img_size,
         device=str(dev),
-        save_dir=out / "detect",
+        out=out / "detect",
         progress=progress,
     )
     t_end = time.time()

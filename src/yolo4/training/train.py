@@ -542,9 +542,7 @@ def _end_epoch(state: TrainState, mean: list[float], t0: float, val_set, logger:
         net = state.ema.module if state.ema is not None else unwrap(state.model)
         if cfg.precise_bn_batches > 0 and state.bn_batches is not None:
             recompute_bn_stats(net, state.bn_batches(), autocast_dtype(cfg, state.device))
-        m = validate(
-            net, val_set, state.names, val_size(cfg), state.device, cfg.val_conf, cfg.val_iou, progress=cfg.progress
-        )
+        m = validate(net, val_set, state.names, val_size(cfg), state.device, cfg.val_postprocess, progress=cfg.progress)
         row["val/mAP50"], row["val/mAP50-95"] = float(m.map50), float(m.map)
         state.model.train()
     row["time_s"] = seconds = time.time() - t0

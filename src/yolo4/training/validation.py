@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from yolo4.darknet.cmbn import reset_cmbn
+from yolo4.ops.nms import VAL_POSTPROCESS, PostprocessConfig
 
 
 @torch.no_grad()
@@ -52,15 +53,15 @@ def validate(
     names: Sequence[str],
     img_size: int,
     device: torch.device,
-    conf: float = 0.001,
-    iou: float = 0.6,
+    postprocess: PostprocessConfig = VAL_POSTPROCESS,
     batch_size: int = 32,
     progress: bool = False,
     plots_dir: str | os.PathLike | None = None,
 ):
-    """COCO metrics of `model` (a Darknet, left in eval mode) on `dataset`."""
+    """COCO metrics of `model` (a Darknet, left in eval mode) on `dataset`, post-processed as
+    `yolo4 val` does by default (`VAL_POSTPROCESS`: conf 0.001, NMS 0.6, every class > conf)."""
     from yolo4.evaluation.evaluate import evaluate
     from yolo4.inference.detector import Detector
 
-    det = Detector(model, names=list(names), img_size=img_size, conf=conf, iou=iou, device=device, labels="all")
+    det = Detector(model, names=list(names), img_size=img_size, postprocess=postprocess, device=device)
     return evaluate(det, dataset, batch_size=batch_size, progress=progress, plots_dir=plots_dir)
