@@ -53,7 +53,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="Ultralytics dataset yaml")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--minutes", type=float, required=True, help="training budget (Ultralytics `time`)")
+    ap.add_argument("--minutes", type=float, default=None, help="training budget (Ultralytics `time`)")
+    ap.add_argument("--epochs", type=int, default=None, help="a fixed number of epochs instead of a budget")
     ap.add_argument("--img-size", type=int, required=True)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, required=True)
@@ -77,8 +78,8 @@ def main() -> None:
     t0 = time.time()
     model.train(
         data=a.data,
-        epochs=1000,  # `time` decides
-        time=a.minutes / 60,
+        epochs=a.epochs or 1000,  # with a budget, `time` decides
+        time=a.minutes / 60 if a.minutes else None,
         imgsz=a.img_size,
         batch=a.batch,
         device="cpu",

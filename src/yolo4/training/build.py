@@ -39,6 +39,7 @@ def make_loss(cfg: TrainConfig, model: nn.Module):
             scale_x_y=cfg.scale_x_y,
         ),
         neighbor_cells=bool(cfg.neighbor_cells),
+        iou_objectness=cfg.iou_objectness,
     )
 
 
