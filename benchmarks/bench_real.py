@@ -254,7 +254,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a dataset with a train/val split")
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget of each run")
-    ap.add_argument("--img-size", type=int, default=320)
+    ap.add_argument("--img-size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--models", nargs="+", default=["yolov4-tiny"], help="yolo4 zoo names")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="yolo4 TrainConfig option")
