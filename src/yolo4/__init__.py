@@ -1,3 +1,56 @@
-"""yolo4: the YOLOv4 family of object detectors, darknet-compatible, in PyTorch."""
+"""yolo4: the YOLOv4 family of object detectors, darknet-compatible, in PyTorch.
 
-__version__ = "0.1.0"
+    import yolo4
+    detector = yolo4.load("yolov4.cfg", "yolov4.weights")
+    for dets in detector(["dog.jpg", "horses.jpg"]):
+        print(dets.boxes, dets.scores, dets.labels)      # boxes (N, 4) xyxy in the image's pixels
+
+The public API (`yolo4.load`, `detect`, `train`, `val`, `export`, `benchmark`, `info`, `Detector`,
+`Detections`, `PostprocessConfig`, `TrainConfig`, `ExportOptions`, ...) lives in `yolo4.api` and
+is imported on first use, so `import yolo4` and `import yolo4.darknet` stay light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from yolo4._version import __version__
+
+_API = (
+    "DETECT_POSTPROCESS",
+    "VAL_POSTPROCESS",
+    "BenchResult",
+    "DetectSummary",
+    "Detections",
+    "Detector",
+    "ExportOptions",
+    "ExportResult",
+    "ModelInfo",
+    "PostprocessConfig",
+    "TrainConfig",
+    "TrainResult",
+    "benchmark",
+    "detect",
+    "info",
+    "load",
+    "train",
+    "val",
+)
+__all__ = ["__version__", "export", *_API]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from yolo4.api import *  # noqa: F403
+    from yolo4.api import export  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module("yolo4.api"), name)
+    if name in ("api", "export"):  # modules; yolo4.export is callable: yolo4.export(...) runs the export
+        return importlib.import_module(f"yolo4.{name}")
+    raise AttributeError(f"module 'yolo4' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

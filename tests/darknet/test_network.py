@@ -8,6 +8,7 @@ import torch
 
 import yolo4.darknet as dn
 from yolo4.darknet.network import Conv
+from yolo4.models.zoo import build
 
 cv2 = pytest.importorskip("cv2")
 if not hasattr(cv2.dnn, "readNetFromDarknet"):  # opencv 5 dropped the darknet reader
@@ -50,9 +51,8 @@ def opencv_heads(cfg_path, weights_path, model: dn.Darknet, x: np.ndarray) -> li
 @pytest.mark.parametrize(
     "name,size", [("yolov4", 256), ("yolov4-tiny", 416), ("yolov4-csp", 256), ("yolov3", 256), ("yolov3-tiny", 320)]
 )
-def test_random_weights_match_opencv(reference, tmp_path, name, size):
-    spec = dn.read_cfg(reference / "cfg" / f"{name}.cfg")
-    spec.net.width = spec.net.height = size
+def test_random_weights_match_opencv(tmp_path, name, size):
+    spec = build(name, img_size=size)  # the zoo builds the official cfgs (tests/models/test_zoo.py)
     model = dn.Darknet(spec).eval()
     randomize(model)
     cfg, weights = tmp_path / "m.cfg", tmp_path / "m.weights"
@@ -89,8 +89,8 @@ def test_real_coco_model_matches_opencv(reference):
     assert max(torch.sigmoid(g[:, 4::85]).max().item() for g in got) > 0.8
 
 
-def test_forward_contract_and_input_size(reference):
-    spec = dn.read_cfg(reference / "cfg" / "yolov4-tiny.cfg")
+def test_forward_contract_and_input_size():
+    spec = build("yolov4-tiny")
     model = dn.Darknet(spec).eval()
     with torch.no_grad():
         outs = model(torch.rand(2, 3, 160, 224))  # any multiple of 32, (H, W)
@@ -195,9 +195,9 @@ from=-3
     assert torch.allclose(saved[6], expected, atol=1e-6)
 
 
-def test_export_sees_a_static_graph(reference):
+def test_export_sees_a_static_graph():
     """No data-dependent control flow: torch.export captures the whole forward."""
-    spec = dn.read_cfg(reference / "cfg" / "yolov4-tiny.cfg")
+    spec = build("yolov4-tiny")
     model = dn.Darknet(spec).eval()
     x = torch.rand(1, 3, 96, 96)
     ep = torch.export.export(model, (x,))

@@ -1,4 +1,4 @@
-"""darknet .weights binary I/O."""
+"""darknet .weights binary I/O (on the zoo's yolov4-tiny: no reference data needed)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import torch
 import yolo4.darknet as dn
 from yolo4.darknet.weights import WeightsHeader, read_header, weights_nbytes
 from yolo4.errors import WeightsError
+from yolo4.models.zoo import build
 
 
 @pytest.fixture(scope="module")
-def tiny(reference):
-    spec = dn.read_cfg(reference / "cfg" / "yolov4-tiny.cfg")
+def tiny():
+    spec = build("yolov4-tiny")  # layer for layer the official cfg (tests/models/test_zoo.py)
     torch.manual_seed(0)
     model = dn.Darknet(spec)
     with torch.no_grad():
@@ -97,7 +98,19 @@ def test_backbone_prefix_is_explicit(tiny, tmp_path):
         dn.load_weights(other, full, upto=29)
 
 
-def test_load_helper_returns_eval_module(reference):
+def test_load_helper_returns_eval_module(tiny, tmp_path):
+    cfg = dn.write_cfg(tiny.spec, tmp_path / "t.cfg")
+    weights = dn.save_weights(tiny, tmp_path / "t.weights")
+    model = dn.load(cfg, weights)
+    assert not model.training
+    assert len(model.yolo_layers) == 2
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(model(x), tiny.eval()(x)):
+            assert torch.equal(a, b)
+
+
+def test_real_model_loads(reference):
     model = dn.load(reference / "models" / "yolo-fastest-1.1.cfg", reference / "models" / "yolo-fastest-1.1.weights")
     assert not model.training
     assert len(model.yolo_layers) == 2

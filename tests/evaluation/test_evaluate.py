@@ -421,3 +421,21 @@ def test_coco_json_dataset_is_scored_against_the_annotation_file(tmp_path):
         ours = getattr(m, name)
         assert math.isnan(ours) if theirs == -1 else ours == pytest.approx(theirs, abs=1e-12), (name, ours, theirs)
     assert not math.isnan(m.map_small)  # only the file's segment areas make these objects "small"
+
+
+def test_model_pairs_pairs_darknet_models_with_weights_and_exports_alone():
+    from yolo4.errors import Yolo4Error
+    from yolo4.evaluation.evaluate import model_pairs
+
+    assert model_pairs("a.cfg", "w.weights") == [("a.cfg", "w.weights")]
+    assert model_pairs("a.cfg", ["w1", "w2"]) == [("a.cfg", "w1"), ("a.cfg", "w2")]
+    assert model_pairs(["a.cfg", "m.onnx", "t.tflite"], "w") == [("a.cfg", "w"), ("m.onnx", None), ("t.tflite", None)]
+    assert model_pairs("m.onnx", None) == [("m.onnx", None)]
+    assert model_pairs("a.cfg", ["w", "m.onnx"]) == [("a.cfg", "w"), ("m.onnx", None)]  # the old spelling
+    assert model_pairs(["a.cfg", "b.cfg"], "w") == [("a.cfg", "w"), ("b.cfg", "w")]
+    with pytest.raises(Yolo4Error, match="2 darknet models and 2 weights files"):
+        model_pairs(["a.cfg", "b.cfg"], ["w1", "w2"])
+    with pytest.raises(Yolo4Error, match="darknet weights need --model"):
+        model_pairs("m.onnx", "w.weights")
+    with pytest.raises(Yolo4Error, match="no model"):
+        model_pairs(None, None)

@@ -70,15 +70,16 @@ def test_cli_info_prints_the_readme_figures(capsys, argv, bflops, params):
     assert f"\nTrainable params {params}" in out
 
 
-def test_cli_info_on_a_cfg_path_with_overrides(capsys, reference):
-    assert main(["info", "--model", str(reference / "cfg" / "yolov4.cfg"), "--peak-tflops", "100"]) == 0
+def test_cli_info_on_a_cfg_path_with_overrides(capsys, tmp_path):
+    from yolo4.darknet import write_cfg
+    from yolo4.models.zoo import build
+
+    cfgs = {name: write_cfg(build(name), tmp_path / f"{name}.cfg") for name in ("yolov4", "yolov4-tiny")}
+    assert main(["info", "--model", str(cfgs["yolov4"]), "--peak-tflops", "100"]) == 0
     out = capsys.readouterr().out
     assert "Total BFLOPS 128.459" in out and "Trainable params 64,363,101" in out
     assert f"Predicted FPS {0.4 * 100e12 / 128.459e9:.1f} at 100 peak TFLOPS" in out
-    assert (
-        main(["info", "--model", str(reference / "cfg" / "yolov4-tiny.cfg"), "--classes", "3", "--img-size", "320"])
-        == 0
-    )
+    assert main(["info", "--model", str(cfgs["yolov4-tiny"]), "--classes", "3", "--img-size", "320"]) == 0
     out = capsys.readouterr().out
     assert "input 320 x 320 x 3, 3 classes" in out
     head_conv = next(line for line in out.splitlines() if line.split()[0] == "29")

@@ -16,8 +16,10 @@ from yolo4.training.build import build_model, kmeans_anchors, param_groups
 from yolo4.training.checkpoint import load_checkpoint
 from yolo4.training.config import TrainConfig
 from yolo4.training.ema import ModelEMA
+from yolo4.training.hooks import Hook, plan_epochs
 from yolo4.training.schedule import ScheduleConfig, burn_in_factor, lr_at, sgdr_factor
-from yolo4.training.train import epoch_img_size, plan_epochs, train
+from yolo4.training.state import TrainState, epoch_img_size
+from yolo4.training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -231,23 +233,43 @@ class _Stop(Exception):
     pass
 
 
-class _StopAfter:
-    def __init__(self, epoch):
-        self.epoch = epoch
+class _StopAt(Hook):
+    """Stops the run at optimizer step `step` (the loop leaves the epoch after it), or crashes there."""
 
-    def after_epoch(self, state):
-        if state.epoch == self.epoch:
-            raise _Stop
+    def __init__(self, step: int, crash: bool = False):
+        self.at, self.crash = step, crash
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step == self.at:
+            if self.crash:
+                raise _Stop
+            state.stop = "test stop"
 
 
-def test_resume_continues_exactly(tiny_data, tmp_path):
-    kw = dict(epochs=3, mosaic=0.5, flip=0.5)
-    train(tiny_cfg(tiny_data, tmp_path / "straight", **kw))
-    with pytest.raises(_Stop):
-        train(tiny_cfg(tiny_data, tmp_path / "broken", **kw), hooks=[_StopAfter(1)])
+RESUME_KW = dict(epochs=3, mosaic=0.5, flip=0.5)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    train(tiny_cfg(tiny_data, out, **RESUME_KW))
+    return out
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["stop", "crash"])
+def test_resume_continues_exactly(tiny_data, straight_run, tmp_path, crash):
+    """A run stopped by a hook (or crashed) in the middle of epoch 2 keeps last.pt of epoch 1;
+    --resume repeats epoch 2 and ends with the weights of a run that was never stopped."""
+    kw = RESUME_KW
+    if crash:
+        with pytest.raises(_Stop):
+            train(tiny_cfg(tiny_data, tmp_path / "broken", **kw), hooks=[_StopAt(3, crash=True)])
+    else:
+        stopped = train(tiny_cfg(tiny_data, tmp_path / "broken", **kw), hooks=[_StopAt(3)])
+        assert stopped.stopped == "test stop" and stopped.epochs == 1
     assert load_checkpoint(tmp_path / "broken" / "last.pt")["epoch"] == 1
     train(TrainConfig(resume=str(tmp_path / "broken"), device="cpu", workers=0, progress=False))
-    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    a = load_checkpoint(straight_run / "last.pt")
     b = load_checkpoint(tmp_path / "broken" / "last.pt")
     assert a["step"] == b["step"] == 6
     for k in a["model"]:
@@ -257,7 +279,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     assert [r["train/loss"] for r in a["history"]] == pytest.approx([r["train/loss"] for r in b["history"]], rel=1e-5)
 
 
-class _NanOnce:
+class _NanOnce(Hook):
     """Makes the network's output NaN on its second training call."""
 
     def on_start(self, state):
@@ -340,13 +362,13 @@ def test_precise_bn_replaces_lagging_running_stats():
     assert model.training and model[1].momentum == 0.03  # mode and momentum restored
 
 
-class _CmbnProbe:
+class _CmbnProbe(Hook):
     """Records, after every optimizer step, how many values per channel the CmBN layers hold."""
 
     def __init__(self):
         self.counts = []
 
-    def after_step(self, state):
+    def on_step_end(self, state):
         from yolo4.darknet import CmBatchNorm2d
 
         self.counts.append({m.acc_count for m in state.model.modules() if isinstance(m, CmBatchNorm2d)})
@@ -374,3 +396,53 @@ def test_input_sizes_must_fit_the_stride(tiny_data, tmp_path, key):
     with pytest.raises(Yolo4Error, match=f"{key}=100: .*multiples of 32"):
         train(tiny_cfg(tiny_data, tmp_path / "run", **{key: 100}))
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+class _Recorder(Hook):
+    """Records the hook calls, and what the state holds when this user hook sees it."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def on_start(self, state):
+        self.calls.append("start")
+        assert state.ema is not None  # the built-in hooks have run first
+
+    def on_epoch_start(self, state):
+        self.calls.append("epoch_start")
+
+    def on_step_start(self, state):
+        self.calls.append("step_start")
+
+    def on_step_end(self, state):
+        self.calls.append("step_end")
+
+    def on_epoch_end(self, state):
+        self.calls.append("epoch_end")
+        assert {"train/loss", "val/mAP50", "time_s"} <= set(state.row)
+        assert (state.out_dir / "last.pt").is_file()
+
+    def on_end(self, state):
+        self.calls.append("end")
+
+
+def test_time_budget_plans_in_the_state_not_the_config(tiny_data, tmp_path):
+    """A budget too small for a second epoch ends the run after one; the user's config (as given
+    and as saved in the checkpoint) still says 3 epochs, the checkpoint's plan says 1."""
+    cfg = tiny_cfg(tiny_data, tmp_path / "budget", epochs=3, time_budget_min=1e-4, export=False)
+    before = cfg.to_dict()
+    rec = _Recorder()
+    result = train(cfg, hooks=[rec])
+    assert cfg.to_dict() == before
+    ckpt = load_checkpoint(tmp_path / "budget" / "last.pt")
+    assert (result.epochs, ckpt["epoch"], ckpt["epochs"], ckpt["config"]["epochs"]) == (1, 1, 1, 3)
+    assert rec.calls == ["start", "epoch_start"] + ["step_start", "step_end"] * 2 + ["epoch_end", "end"]
+    assert result.stopped is None and result.best_weights is None  # export=False
+
+
+def test_hooks_must_be_hooks(tiny_data, tmp_path):
+    class Duck:
+        def on_start(self, state): ...
+
+    with pytest.raises(TypeError, match="not a yolo4.training.hooks.Hook"):
+        train(tiny_cfg(tiny_data, tmp_path / "run"), hooks=[Duck()])

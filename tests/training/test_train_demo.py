@@ -26,10 +26,22 @@ def test_threads_leave_the_cores_other_jobs_use(monkeypatch):
     for busy, threads in [(0.0, 2), (0.5, 2), (0.8, 1), (1.1, 1), (3.0, 1)]:
         monkeypatch.setattr(demo_mod, "_busy_cores", lambda s, b=busy: b)
         assert demo_mod.cpu_threads() == threads, busy
-    monkeypatch.setattr(demo_mod, "_busy_cores", lambda s: None)  # no /proc/stat: the load average decides
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
-    assert demo_mod.cpu_threads() == 1
-    assert demo_mod._busy_cores(0.01) is None or demo_mod._busy_cores(0.01) >= 0  # the real reading works
+
+
+def test_busy_cores_converts_psutil_percent_to_cores(monkeypatch):
+    import psutil
+
+    from yolo4.training import demo as demo_mod
+
+    seen = {}
+
+    def percent(interval):
+        seen["interval"] = interval
+        return 37.5  # of all the machine's CPUs
+
+    monkeypatch.setattr(psutil, "cpu_percent", percent)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 8)
+    assert demo_mod._busy_cores(0.25) == pytest.approx(3.0) and seen["interval"] == 0.25
 
 
 @pytest.mark.slow

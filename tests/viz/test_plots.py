@@ -1,4 +1,4 @@
-"""yolo4.viz.plots writes real, non-empty PNGs."""
+"""yolo4.viz.plots: the figures hold the data they were given (read back from their axes), saved as PNGs."""
 
 from __future__ import annotations
 
@@ -24,38 +24,82 @@ def metrics():
     return coco_evaluate(gts, preds, ["cat", "dog", "bird", "never-seen"])
 
 
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions draw, captured before they are saved and closed."""
+    from yolo4.viz import plots
+
+    drawn = []
+    save = plots._save
+
+    def capture(fig, out_png):
+        drawn.append(fig)
+        return save(fig, out_png)
+
+    monkeypatch.setattr(plots, "_save", capture)
+    return drawn
+
+
 def _assert_png(path, min_hw=(200, 200)):
-    assert path.exists() and path.stat().st_size > 5_000
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     img = mpimg.imread(path)  # (H, W, 4) float
     assert img.shape[0] >= min_hw[0] and img.shape[1] >= min_hw[1]
-    assert img[..., :3].std() > 0.01  # something was drawn, not a blank canvas
 
 
-def test_pr_curves_png(tmp_path, metrics):
+def test_pr_curves_plot_each_class_and_their_mean(tmp_path, metrics, figures):
     _assert_png(plot_pr_curves(metrics, None, tmp_path / "pr.png"))
+    (ax,) = figures[0].axes
+    lines = ax.get_lines()
+    with_gt = [k for k in range(4) if not np.isnan(metrics.precision_curves[k]).all()]
+    assert with_gt == [0, 1, 2] and len(lines) == 3 + 1  # "never-seen" has no curve
+    for line, k in zip(lines, with_gt):
+        np.testing.assert_array_equal(line.get_xdata(), metrics.recall_thresholds)
+        np.testing.assert_array_equal(line.get_ydata(), metrics.precision_curves[k])
+        assert line.get_label() == f"{metrics.names[k]} {metrics.ap50_per_class[k]:.3f}"
+    mean = lines[-1]
+    np.testing.assert_allclose(mean.get_ydata(), np.nanmean(metrics.precision_curves[with_gt], axis=0))
+    assert mean.get_linewidth() == 3 and f"{metrics.map50:.3f}" in mean.get_label()
 
 
-def test_confusion_matrix_png(tmp_path, metrics):
+def test_confusion_matrix_shows_row_fractions_and_counts(tmp_path, metrics, figures):
     _assert_png(plot_confusion_matrix(metrics, metrics.names, tmp_path / "deep" / "confusion.png"))
-    _assert_png(plot_confusion_matrix(metrics, None, tmp_path / "counts.png", normalize=False))
+    plot_confusion_matrix(metrics, None, tmp_path / "counts.png", normalize=False)
+    m = metrics.confusion.astype(float)  # (C+1, C+1)
+    fractions = np.asarray(figures[0].axes[0].images[0].get_array())
+    np.testing.assert_allclose(fractions, m / np.maximum(m.sum(1, keepdims=True), 1))
+    np.testing.assert_allclose(fractions.sum(1)[m.sum(1) > 0], 1.0)
+    np.testing.assert_array_equal(np.asarray(figures[1].axes[0].images[0].get_array()), m)
+    ax = figures[0].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [*metrics.names, "background"]
+    counts = {(round(t.get_position()[1]), round(t.get_position()[0])): int(t.get_text()) for t in ax.texts}
+    assert counts == {(i, j): int(m[i, j]) for i, j in zip(*np.nonzero(m))}
 
 
-def test_pr_curves_many_classes(tmp_path):
+def test_pr_curves_many_classes(tmp_path, figures):
     names = [f"c{k}" for k in range(30)]
     gts = [(np.array([[0.0, 0, 50, 50], [60, 60, 100, 100]]), np.array([k, (k + 1) % 30])) for k in range(30)]
     preds = [(g[0] + 2, np.array([0.9, 0.4]), g[1]) for g in gts]
     m = coco_evaluate(gts, preds, names)
-    _assert_png(plot_pr_curves(m, names, tmp_path / "pr30.png"))
-    _assert_png(plot_confusion_matrix(m, names, tmp_path / "cm30.png"))
+    plot_pr_curves(m, names, tmp_path / "pr30.png")
+    plot_confusion_matrix(m, names, tmp_path / "cm30.png")
+    lines = figures[0].axes[0].get_lines()
+    assert len(lines) == 31 and all(line.get_color() == "grey" for line in lines[:30])  # too many to name
+    assert not figures[1].axes[0].texts  # counts are not printed on a 31 x 31 matrix
 
 
-def test_training_curves_png(tmp_path):
+def test_training_curves_plot_every_numeric_column(tmp_path, figures):
     csv_path = tmp_path / "results.csv"
     rows = ["epoch,train/box_loss,train/obj_loss,lr,map50,map,note"]
     for e in range(12):
         m = "" if e % 3 else f"{0.1 + 0.05 * e:.3f}"  # evaluated every 3rd epoch only
         rows.append(f"{e},{1 / (e + 1):.4f},{0.5 / (e + 1):.4f},{0.01 * 0.9**e:.5f},{m},{m},text")
     csv_path.write_text("\n".join(rows) + "\n")
-    out = plot_training_curves(csv_path, tmp_path / "curves.png")
-    _assert_png(out, min_hw=(300, 600))
+    _assert_png(plot_training_curves(csv_path, tmp_path / "curves.png"), min_hw=(300, 600))
+    panels = {ax.get_title(): ax for ax in figures[0].axes if ax.get_title()}
+    assert list(panels) == ["train/box_loss", "train/obj_loss", "lr", "map50", "map"]  # not the text column
+    (box,) = panels["train/box_loss"].get_lines()
+    np.testing.assert_array_equal(box.get_xdata(), np.arange(12))
+    np.testing.assert_allclose(box.get_ydata(), [round(1 / (e + 1), 4) for e in range(12)])
+    (m50,) = panels["map50"].get_lines()  # only the evaluated epochs, joined
+    np.testing.assert_array_equal(m50.get_xdata(), [0, 3, 6, 9])
+    np.testing.assert_allclose(m50.get_ydata(), [0.1, 0.25, 0.4, 0.55])

@@ -6,16 +6,34 @@ are all views of it.
 
 Each layer class knows its darknet section name (`KIND`), its typed keys (the dataclass
 fields, with darknet's defaults) and keeps every other key it was given in `extra`, so that
-keys only darknet's trainer reads survive a read/write round trip.
+keys only darknet's trainer reads survive a read/write round trip. It also owns everything
+else that depends on its kind, so that a new kind is one class here (and one entry in
+`LAYERS`):
+
+    out_shape(chw, refs, where)  its output (C, H, W), or a CfgError when its inputs do not fit
+    cost(chw, refs, out)         darknet's BFLOPs and the trainable parameters
+    build(chw)                   its PyTorch module (defined next to it)
+    describe(info)               its cells in `yolo4 info`'s table
+
+`REFS` names the field listing the earlier layers it reads (`layers` of [route], `from` of
+[shortcut]); the network resolves them and passes their output shapes as `refs`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from yolo4.darknet.cmbn import CmBatchNorm2d
 from yolo4.errors import CfgError
+
+CHW = tuple[int, int, int]
 
 ACTIVATIONS = (
     "linear",
@@ -33,6 +51,59 @@ ACTIVATIONS = (
     "relie",
     "ramp",
 )
+
+
+class HardMish(nn.Module):
+    """darknet's hard_mish: x for x > 0, x*x/2 + x for -2 < x <= 0, else 0."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, x, torch.where(x > -2, x * x / 2 + x, torch.zeros_like(x)))
+
+
+ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
+    "linear": nn.Identity,
+    "leaky": lambda: nn.LeakyReLU(0.1),
+    "mish": nn.Mish,
+    "swish": nn.SiLU,
+    "logistic": nn.Sigmoid,
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "hard_mish": HardMish,
+}
+
+
+def activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATION_MODULES[name]()
+    except KeyError:
+        raise CfgError(f"activation '{name}' has no PyTorch module here") from None
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What one layer receives and produces at a given input size."""
+
+    index: int
+    kind: str
+    sources: tuple[int, ...]  # absolute indices of earlier layers this layer reads
+    in_chw: CHW
+    out_chw: CHW
+    bflops: float  # darknet's count: 2*MACs for conv, elements for maxpool/shortcut
+    params: int  # trainable: conv weights + BN gamma/beta or conv bias
+
+
+class TableCells(NamedTuple):
+    """A layer's cells in `yolo4 info`'s table (the shapes and BFLOPs come from its LayerInfo)."""
+
+    kind: str
+    filters: str = ""
+    size: str = ""
+    notes: str = ""
+    show_input: bool = True
 
 
 def _int_list(text: str) -> list[int]:
@@ -59,6 +130,7 @@ class Layer:
     `line` is the cfg line of the section header (0 when built in Python), for errors."""
 
     KIND: ClassVar[str] = ""
+    REFS: ClassVar[str] = ""  # the field listing the earlier layers it reads ("": only the previous one)
     extra: dict[str, str] = field(default_factory=dict, kw_only=True)
     line: int = field(default=0, kw_only=True, compare=False, repr=False)
     given: frozenset[str] = field(default=frozenset(), kw_only=True, compare=False, repr=False)  # keys in the cfg
@@ -125,10 +197,36 @@ class Layer:
     def validate(self, where: str) -> None:
         """Check values that are wrong whatever the network (negative sizes, ...)."""
 
+    # ---- what the kind means in a network
+    def references(self) -> tuple[list[int], str]:
+        """(the earlier layers it reads as written in the cfg, that key's name)."""
+        if not self.REFS:
+            return [], ""
+        f = next(f for f in dataclasses.fields(self) if f.name == self.REFS)
+        return list(getattr(self, self.REFS)), f.metadata.get("key", f.name)
+
+    def out_shape(self, chw: CHW, refs: list[CHW], where: str) -> CHW:
+        """The output (C, H, W) given the previous layer's output `chw` and the outputs of the
+        layers it references. Raises CfgError naming `where` when they do not fit."""
+        raise NotImplementedError(f"[{self.KIND}] has no shape rule")
+
+    def cost(self, chw: CHW, refs: list[CHW], out: CHW) -> tuple[float, int]:
+        """(darknet's BFLOPs, trainable parameters); nothing by default."""
+        return 0.0, 0
+
+    def build(self, chw: CHW) -> nn.Module:
+        """The PyTorch module: `forward(x, refs)` with x the previous output and refs the
+        referenced outputs."""
+        raise NotImplementedError(f"[{self.KIND}] has no module")
+
+    def describe(self, info: LayerInfo) -> TableCells:
+        """The layer's cells in `yolo4 info`'s table."""
+        return TableCells(self.KIND)
+
 
 _META = ("extra", "line", "given")
 
-_CONVERTERS = {
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "int": int,
     "float": float,
     "str": str,
@@ -174,12 +272,60 @@ class Convolutional(Layer):
             if key in self.extra and int(self.extra[key]) != (self.stride if key != "dilation" else 1):
                 raise CfgError(f"{where}: [convolutional] key '{key}' is not supported")
 
+    def out_shape(self, chw: CHW, refs: list[CHW], where: str) -> CHW:
+        c, h, w = chw
+        if c % self.groups or self.filters % self.groups:
+            raise CfgError(
+                f"{where}: [convolutional] groups={self.groups} does not divide "
+                f"input channels {c} and filters {self.filters}"
+            )
+        p, k, s = self.pad_pixels, self.size, self.stride
+        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        if oh <= 0 or ow <= 0:
+            raise CfgError(f"{where}: [convolutional] input {h}x{w} is too small for size={k}")
+        return self.filters, oh, ow
+
+    def cost(self, chw: CHW, refs: list[CHW], out: CHW) -> tuple[float, int]:
+        nweights = (chw[0] // self.groups) * self.filters * self.size * self.size
+        return 2.0 * nweights * out[1] * out[2] / 1e9, nweights + self.filters * (2 if self.batch_normalize else 1)
+
+    def build(self, chw: CHW) -> nn.Module:
+        return Conv(self, chw[0])
+
+    def describe(self, info: LayerInfo) -> TableCells:
+        notes = self.activation + (f", groups {self.groups}" if self.groups > 1 else "")
+        notes += "" if self.batch_normalize else ", bias"
+        return TableCells("conv", str(self.filters), f"{self.size:2d} x{self.size:2d}/{self.stride:2d}", notes)
+
+
+class Conv(nn.Module):
+    """[convolutional]: Conv2d (bias only without BN) -> BatchNorm2d -> activation.
+
+    BatchNorm eps is darknet's 1e-6 ((x - mean) / sqrt(var + 1e-6)), which OpenCV DNN also uses.
+    `batch_normalize=2` (darknet's CmBN) builds a CmBatchNorm2d: BatchNorm2d's parameters and
+    inference, statistics accumulated over the mini-batches of a step in training.
+    """
+
+    def __init__(self, layer: Convolutional, in_channels: int, bn_eps: float = 1e-6, bn_momentum: float = 0.03):
+        super().__init__()
+        bn = bool(layer.batch_normalize)
+        self.conv = nn.Conv2d(
+            in_channels, layer.filters, layer.size, layer.stride, layer.pad_pixels, groups=layer.groups, bias=not bn
+        )
+        norm = CmBatchNorm2d if layer.batch_normalize == 2 else nn.BatchNorm2d
+        self.bn = norm(layer.filters, eps=bn_eps, momentum=bn_momentum) if bn else nn.Identity()
+        self.act = activation(layer.activation)
+
+    def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
+        return self.act(self.bn(self.conv(x)))
+
 
 @dataclass
 class Route(Layer):
     """Concatenate earlier outputs along channels; with `groups`, take chunk `group_id` of each."""
 
     KIND: ClassVar[str] = "route"
+    REFS: ClassVar[str] = "layers"
     layers: list[int] = field(default_factory=list, metadata={"always": True})
     groups: int = 1
     group_id: int = 0
@@ -191,12 +337,46 @@ class Route(Layer):
         if not 0 <= self.group_id < self.groups:
             raise CfgError(f"{where}: [route] group_id={self.group_id} is outside 0..{self.groups - 1}")
 
+    def out_shape(self, chw: CHW, refs: list[CHW], where: str) -> CHW:
+        if len({s[1:] for s in refs}) != 1:
+            raise CfgError(
+                f"{where}: [route] layers={','.join(map(str, self.layers))} joins outputs of "
+                f"different sizes {[s[1:] for s in refs]}"
+            )
+        bad = [s[0] for s in refs if s[0] % self.groups]
+        if bad:
+            raise CfgError(f"{where}: [route] groups={self.groups} does not divide channels {bad}")
+        return sum(s[0] // self.groups for s in refs), refs[0][1], refs[0][2]
+
+    def build(self, chw: CHW) -> nn.Module:
+        return Concat(self)
+
+    def describe(self, info: LayerInfo) -> TableCells:
+        notes = "layers " + ", ".join(map(str, info.sources))
+        if self.groups > 1:
+            notes += f" (group {self.group_id} of {self.groups})"
+        return TableCells(self.KIND, notes=notes, show_input=False)
+
+
+class Concat(nn.Module):
+    """[route]: channel concat of earlier outputs; with groups, chunk `group_id` of each."""
+
+    def __init__(self, layer: Route):
+        super().__init__()
+        self.groups, self.group_id = layer.groups, layer.group_id
+
+    def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
+        if self.groups > 1:
+            refs = [r.chunk(self.groups, dim=1)[self.group_id] for r in refs]
+        return refs[0] if len(refs) == 1 else torch.cat(refs, dim=1)
+
 
 @dataclass
 class Shortcut(Layer):
     """Residual sum: previous output + the outputs named by `from`, then `activation`."""
 
     KIND: ClassVar[str] = "shortcut"
+    REFS: ClassVar[str] = "from_"
     from_: list[int] = field(default_factory=list, metadata={"key": "from", "always": True})
     activation: str = "linear"
 
@@ -207,6 +387,39 @@ class Shortcut(Layer):
             raise CfgError(f"{where}: [shortcut] unknown activation '{self.activation}'")
         if self.extra.get("weights_type", "none") != "none":
             raise CfgError(f"{where}: [shortcut] weights_type={self.extra['weights_type']} is not supported")
+
+    def out_shape(self, chw: CHW, refs: list[CHW], where: str) -> CHW:
+        for ref, shape in zip(self.from_, refs):
+            if shape != chw:
+                raise CfgError(
+                    f"{where}: [shortcut] from={ref} has shape {shape} but the "
+                    f"previous layer gives {chw} (channel mismatch)"
+                )
+        return chw
+
+    def cost(self, chw: CHW, refs: list[CHW], out: CHW) -> tuple[float, int]:
+        c, h, w = chw
+        return c * h * w * len(refs) / 1e9, 0
+
+    def build(self, chw: CHW) -> nn.Module:
+        return Residual(self)
+
+    def describe(self, info: LayerInfo) -> TableCells:
+        act = f", {self.activation}" if self.activation != "linear" else ""
+        return TableCells(self.KIND, notes="from " + ", ".join(map(str, info.sources)) + act)
+
+
+class Residual(nn.Module):
+    """[shortcut]: x + sum(refs), then the activation."""
+
+    def __init__(self, layer: Shortcut):
+        super().__init__()
+        self.act = activation(layer.activation)
+
+    def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
+        for r in refs:
+            x = x + r
+        return self.act(x)
 
 
 @dataclass
@@ -234,6 +447,41 @@ class MaxPool(Layer):
         if "maxpool_depth" in self.extra and self.extra["maxpool_depth"] != "0":
             raise CfgError(f"{where}: [maxpool] maxpool_depth is not supported")
 
+    def out_shape(self, chw: CHW, refs: list[CHW], where: str) -> CHW:
+        c, h, w = chw
+        k, s = self.kernel, self.stride
+        oh, ow = (h + self.pad_total - k) // s + 1, (w + self.pad_total - k) // s + 1
+        if oh <= 0 or ow <= 0:
+            raise CfgError(f"{where}: [maxpool] input {h}x{w} is too small for size={k}")
+        return c, oh, ow
+
+    def cost(self, chw: CHW, refs: list[CHW], out: CHW) -> tuple[float, int]:
+        c, oh, ow = out
+        return self.kernel * self.kernel * c * oh * ow / 1e9, 0
+
+    def build(self, chw: CHW) -> nn.Module:
+        return MaxPoolDarknet(self)
+
+    def describe(self, info: LayerInfo) -> TableCells:
+        return TableCells("max", size=f"{self.kernel:2d} x{self.kernel:2d}/{self.stride:2d}")
+
+
+class MaxPoolDarknet(nn.Module):
+    """[maxpool] with darknet's padding: `pad_total // 2` before, the rest after, -inf fill."""
+
+    def __init__(self, layer: MaxPool):
+        super().__init__()
+        self.k, self.s = layer.kernel, layer.stride
+        self.before = layer.pad_total // 2
+        self.after = layer.pad_total - self.before
+
+    def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
+        if self.before == self.after and self.before <= self.k // 2:  # symmetric: PyTorch pads with -inf itself
+            return F.max_pool2d(x, self.k, self.s, self.before)
+        if self.before or self.after:
+            x = F.pad(x, (self.before, self.after, self.before, self.after), value=float("-inf"))
+        return F.max_pool2d(x, self.k, self.s)
+
 
 @dataclass
 class Upsample(Layer):
@@ -246,6 +494,26 @@ class Upsample(Layer):
     def validate(self, where: str) -> None:
         _positive(where, self.KIND, stride=self.stride)
 
+    def out_shape(self, chw: CHW, refs: list[CHW], where: str) -> CHW:
+        c, h, w = chw
+        return c, h * self.stride, w * self.stride
+
+    def build(self, chw: CHW) -> nn.Module:
+        return UpsampleNearest(self)
+
+    def describe(self, info: LayerInfo) -> TableCells:
+        return TableCells(self.KIND, size=f"{self.stride:>4d}x")
+
+
+class UpsampleNearest(nn.Module):
+    def __init__(self, layer: Upsample):
+        super().__init__()
+        self.stride, self.scale = layer.stride, layer.scale
+
+    def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
+        x = F.interpolate(x, scale_factor=float(self.stride), mode="nearest")
+        return x * self.scale if self.scale != 1.0 else x
+
 
 @dataclass
 class Dropout(Layer):
@@ -257,6 +525,34 @@ class Dropout(Layer):
     def validate(self, where: str) -> None:
         if not 0.0 <= self.probability < 1.0:
             raise CfgError(f"{where}: [dropout] probability must be in [0, 1), got {self.probability}")
+
+    def out_shape(self, chw: CHW, refs: list[CHW], where: str) -> CHW:
+        return chw
+
+    def build(self, chw: CHW) -> nn.Module:
+        return DropoutDarknet(self)
+
+
+class DropoutDarknet(nn.Module):
+    """[dropout]: plain dropout, or DropBlock (`dropblock=1`, block `dropblock_size_abs`);
+    identity in eval mode. `drop_scale` in [0, 1] lets a trainer ramp the rate up."""
+
+    def __init__(self, layer: Dropout):
+        super().__init__()
+        self.p = layer.probability
+        self.dropblock = layer.extra.get("dropblock", "0") == "1"
+        self.block = int(float(layer.extra.get("dropblock_size_abs", "7")))
+        self.drop_scale = 1.0
+
+    def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
+        p = self.p * self.drop_scale
+        if not self.training or p <= 0:
+            return x
+        if self.dropblock:
+            from torchvision.ops import drop_block2d
+
+            return drop_block2d(x, p, min(self.block, x.shape[-1], x.shape[-2]), inplace=False, training=True)
+        return F.dropout(x, p, training=True)
 
 
 def _check_from(layer: Sam | ScaleChannels, where: str) -> None:
@@ -271,11 +567,20 @@ class Sam(Layer):
     """Spatial attention (the paper's modified SAM): previous output * output of `from`."""
 
     KIND: ClassVar[str] = "sam"
+    REFS: ClassVar[str] = "from_"
     from_: list[int] = field(default_factory=list, metadata={"key": "from", "always": True})
     activation: str = "linear"
 
     def validate(self, where: str) -> None:
         _check_from(self, where)
+
+    def out_shape(self, chw: CHW, refs: list[CHW], where: str) -> CHW:
+        if refs[0] != chw:
+            raise CfgError(f"{where}: [sam] from layer has shape {refs[0]}, input {chw}")
+        return chw
+
+    def build(self, chw: CHW) -> nn.Module:
+        return Multiply(self)
 
 
 @dataclass
@@ -283,6 +588,7 @@ class ScaleChannels(Layer):
     """Channel attention (SE): output of `from` (C, H, W) * previous output (C, 1, 1)."""
 
     KIND: ClassVar[str] = "scale_channels"
+    REFS: ClassVar[str] = "from_"
     from_: list[int] = field(default_factory=list, metadata={"key": "from", "always": True})
     activation: str = "linear"
 
@@ -290,6 +596,28 @@ class ScaleChannels(Layer):
         _check_from(self, where)
         if self.extra.get("scale_wh", "0") != "0":
             raise CfgError(f"{where}: [scale_channels] scale_wh is not supported")
+
+    def out_shape(self, chw: CHW, refs: list[CHW], where: str) -> CHW:
+        out = refs[0]
+        if out[0] != chw[0] or chw[1:] != (1, 1):
+            raise CfgError(
+                f"{where}: [scale_channels] needs a (C,1,1) input and a (C,H,W) from layer; got {chw} and {out}"
+            )
+        return out
+
+    def build(self, chw: CHW) -> nn.Module:
+        return Multiply(self)
+
+
+class Multiply(nn.Module):
+    """[sam] (same shapes) and [scale_channels] ((C,1,1) input broadcast over the from layer)."""
+
+    def __init__(self, layer: Sam | ScaleChannels):
+        super().__init__()
+        self.act = activation(layer.activation)
+
+    def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
+        return self.act(refs[0] * x)
 
 
 @dataclass
@@ -301,6 +629,30 @@ class Reorg3d(Layer):
 
     def validate(self, where: str) -> None:
         _positive(where, self.KIND, stride=self.stride)
+
+    def out_shape(self, chw: CHW, refs: list[CHW], where: str) -> CHW:
+        c, h, w = chw
+        s = self.stride
+        if h % s or w % s:
+            raise CfgError(f"{where}: [reorg3d] stride={s} does not divide input {h}x{w}")
+        return c * s * s, h // s, w // s
+
+    def build(self, chw: CHW) -> nn.Module:
+        return SpaceToDepth(self)
+
+
+class SpaceToDepth(nn.Module):
+    """[reorg3d]: out[(dy*s + dx)*C + c, y, x] = in[c, y*s + dy, x*s + dx] (darknet's order)."""
+
+    def __init__(self, layer: Reorg3d):
+        super().__init__()
+        self.s = layer.stride
+
+    def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
+        b, c, h, w = x.shape
+        s = self.s
+        x = x.reshape(b, c, h // s, s, w // s, s)  # (B, C, H/s, dy, W/s, dx)
+        return x.permute(0, 3, 5, 1, 2, 4).reshape(b, s * s * c, h // s, w // s)
 
 
 def _anchors(text: str) -> list[tuple[float, float]]:
@@ -369,6 +721,28 @@ class YoloLayer(Layer):
             raise CfgError(f"{where}: [yolo] mask {bad} refers to anchors that do not exist (num={self.num})")
         if self.new_coords not in (0, 1):
             raise CfgError(f"{where}: [yolo] new_coords must be 0 or 1, got {self.new_coords}")
+
+    def out_shape(self, chw: CHW, refs: list[CHW], where: str) -> CHW:
+        if chw[0] != self.channels:
+            raise CfgError(
+                f"{where}: [yolo] expects {self.channels} channels "
+                f"({len(self.mask)} anchors x (5 + {self.classes} classes)) but receives {chw[0]}"
+            )
+        return chw
+
+    def build(self, chw: CHW) -> nn.Module:
+        return Head()
+
+    def describe(self, info: LayerInfo) -> TableCells:
+        notes = f"mask {','.join(map(str, self.mask))}, {self.classes} classes, scale_x_y {self.scale_x_y:g}"
+        return TableCells(self.KIND, notes=notes + (", new_coords" if self.new_coords else ""))
+
+
+class Head(nn.Module):
+    """[yolo]: identity; the tensor is one of the network's outputs."""
+
+    def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
+        return x
 
 
 LAYERS: dict[str, type[Layer]] = {

@@ -597,7 +597,7 @@ def load_dataset(
         shown = "\n  ".join(ds.problems[:5])
         more = f"\n  ... and {len(ds.problems) - 5} more" if len(ds.problems) > 5 else ""
         log.warning(
-            "%s [%s]: %d image(s) skipped, %d problem(s) (`yolo4 dataset check %s` lists them all):\n  %s%s",
+            "%s [%s]: %d image(s) skipped, %d problem(s) (`yolo4 dataset check --data %s` lists them all):\n  %s%s",
             src.path,
             split,
             ds.num_skipped,

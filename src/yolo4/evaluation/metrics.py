@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
 GroundTruth = tuple[Any, Any]  # (boxes (N, 4) xyxy, class_ids (N,))
 Prediction = tuple[Any, Any, Any]  # (boxes (M, 4) xyxy, scores (M,), class_ids (M,))
@@ -402,16 +404,11 @@ def _normalise(
 
 
 def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every pair. a: (N, 4) xyxy, b: (M, 4) xyxy -> (N, M) float64 (0 for empty unions)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)  # (N,)
-    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)  # (M,)
-    wh = (np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2])).clip(0)
-    inter = wh[..., 0] * wh[..., 1]  # (N, M)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    """IoU of every pair (torchvision's box_iou in float64). a: (N, 4) xyxy, b: (M, 4) xyxy ->
+    (N, M) float64 (0 for empty unions)."""
+    a_t = torch.from_numpy(np.asarray(a, dtype=np.float64).reshape(-1, 4))
+    b_t = torch.from_numpy(np.asarray(b, dtype=np.float64).reshape(-1, 4))
+    return box_iou(a_t, b_t).nan_to_num_(0.0).numpy()
 
 
 # ---------------------------------------------------------------- COCO (pycocotools)
@@ -468,7 +465,7 @@ def coco_ground_truth(
         image_sizes: per image (height, width); 0 when unknown (COCOeval does not use them).
     """
     images = []
-    annotations = []
+    annotations: list[dict[str, Any]] = []
     for i, (image_id, g) in enumerate(zip(image_ids, gts)):
         h, w = image_sizes[i] if image_sizes is not None else (0, 0)
         images.append({"id": int(image_id), "height": int(h), "width": int(w)})
@@ -574,7 +571,7 @@ def coco_evaluate(
         else coco_ground_truth(gts_n, names, image_ids, category_ids, image_sizes)
     )
     ev = _run_cocoeval(gt, image_ids, category_ids, coco_results(preds_n, image_ids, category_ids))
-    stats = {k: _nan_if_missing(v) for k, v in zip(COCO_STATS, ev.stats)}
+    stats: dict[str, Any] = {k: _nan_if_missing(v) for k, v in zip(COCO_STATS, ev.stats)}
 
     # precision: [T iou thresholds, R recall points, K categories (sorted ids), A areas, M maxDets]
     precision = ev.eval["precision"]
@@ -774,6 +771,6 @@ def confusion_matrix(
                 if not g_used[a] and not p_used[b]:
                     g_used[a] = p_used[b] = True
                     m[gc[a], pc[b]] += 1
-        np.add.at(m, (gc[~g_used], c), 1)
-        np.add.at(m, (c, pc[~p_used]), 1)
+        m[:, c] += np.bincount(gc[~g_used], minlength=c + 1)  # missed truths: predicted background
+        m[c, :] += np.bincount(pc[~p_used], minlength=c + 1)  # unmatched predictions: true background
     return m

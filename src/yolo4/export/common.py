@@ -161,7 +161,7 @@ def metadata(
     spec: NetworkSpec, names: list[str], options: ExportOptions, quantization: dict[str, Any] | None = None
 ) -> dict[str, str]:
     """The string metadata written into exported models (see the module docstring)."""
-    from yolo4 import __version__
+    from yolo4._version import __version__
 
     out = {
         "yolo4.version": str(__version__),

@@ -5,19 +5,21 @@
     benchmark("model_int8.onnx")       # an exported file, in its runtime (onnxruntime / LiteRT, CPU)
 
 The network is timed on random input after a warm-up (the seeds report FPS "without
-post-processing"); decoding + NMS are timed separately on the real head outputs, so both
-figures come from one run. Darknet's rule of thumb (40% of the device's peak TFLOPS spent
+post-processing"); decoding + NMS are timed separately on the head outputs, so both figures
+come from one run. Timing is `torch.utils.benchmark.Timer` (CUDA synchronisation, the
+process's thread count), one measurement per iteration, the median reported. Darknet's rule of thumb (40% of the device's peak TFLOPS spent
 on the model's BFLOPs) is printed beside the measurement.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.utils.benchmark import Measurement, Timer
 
 from yolo4.darknet.network import Conv, Darknet, infer_shapes
 from yolo4.errors import Yolo4Error
@@ -62,33 +64,22 @@ class BenchResult:
 def fuse_conv_bn(model: Darknet) -> Darknet:
     """Fold every BatchNorm into its convolution (in place, eval mode only); returns `model`.
 
-    y = gamma * (W x - mean) / sqrt(var + eps) + beta  ==  W' x + b'.
+    y = gamma * (W x - mean) / sqrt(var + eps) + beta  ==  W' x + b'  (torch's fuse_conv_bn_eval).
     """
     if model.training:
         raise ValueError("fuse_conv_bn needs an eval-mode model (BatchNorm statistics are frozen)")
-    with torch.no_grad():
-        for block in model.blocks:
-            if isinstance(block, Conv) and isinstance(block.bn, nn.BatchNorm2d):
-                conv, bn = block.conv, block.bn
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (F,)
-                fused = nn.Conv2d(
-                    conv.in_channels,
-                    conv.out_channels,
-                    conv.kernel_size,
-                    conv.stride,
-                    conv.padding,
-                    groups=conv.groups,
-                    bias=True,
-                ).to(conv.weight.device, conv.weight.dtype)
-                fused.weight.copy_(conv.weight * scale[:, None, None, None])
-                fused.bias.copy_(bn.bias - bn.running_mean * scale)
-                block.conv, block.bn = fused, nn.Identity()
+    for block in model.blocks:
+        if isinstance(block, Conv) and isinstance(block.bn, nn.BatchNorm2d):
+            block.conv, block.bn = fuse_conv_bn_eval(block.conv, block.bn), nn.Identity()
     return model
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _median_s(timer: Timer, iters: int, warmup: int) -> float:
+    """Median seconds of one run of `timer`'s statement over `iters` runs after `warmup` runs."""
+    for _ in range(warmup):
+        timer.timeit(1)
+    (merged,) = Measurement.merge([timer.timeit(1) for _ in range(max(1, iters))])
+    return float(merged.median)
 
 
 def benchmark(
@@ -157,25 +148,18 @@ def benchmark(
     beta = float(net.yolo_layers[-1].beta_nms) if net.yolo_layers else 0.6
     bflops = sum(i.bflops for i in infer_shapes(net.spec, (h, w)))
 
-    times, post = [], []
+    threads = torch.get_num_threads()  # Timer's default is 1 thread
     with torch.inference_mode():
-        for k in range(warmup + iters):
-            _sync(dev)
-            t0 = time.perf_counter()
-            outs = runner(x)
-            _sync(dev)
-            t1 = time.perf_counter()
-            if isinstance(outs, DecodedHeads):  # an export that decodes in its graph
-                dec = outs
-            else:
-                dec = decode_heads([o.float() for o in outs], net.yolo_layers, (h, w))
+        net_s = _median_s(Timer("runner(x)", globals={"runner": runner, "x": x}, num_threads=threads), iters, warmup)
+        outs = runner(x)
+        if not isinstance(outs, DecodedHeads):  # an export may decode in its graph
+            outs = [o.float() for o in outs]
+
+        def post() -> None:
+            dec = outs if isinstance(outs, DecodedHeads) else decode_heads(outs, net.yolo_layers, (h, w))
             run_postprocess(dec.boxes, dec.objectness, dec.class_probs, postprocess, beta=beta)
-            _sync(dev)
-            t2 = time.perf_counter()
-            if k >= warmup:
-                times.append(t1 - t0)
-                post.append(t2 - t1)
-    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+
+        post_s = _median_s(Timer("post()", globals={"post": post}, num_threads=threads), iters, warmup)
     return BenchResult(
         name,
         f"cpu ({net.runtime})" if isinstance(net, ExportedModel) else str(dev),
@@ -183,7 +167,7 @@ def benchmark(
         (h, w),
         str(dtype).replace("torch.", ""),
         bflops,
-        med(times) * 1000 / batch,
-        med(post) * 1000 / batch,
+        net_s * 1000 / batch,
+        post_s * 1000 / batch,
         iters,
     )

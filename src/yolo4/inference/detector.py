@@ -42,10 +42,10 @@ NO_WEIGHTS_MESSAGE = (
     "  * download official darknet weights: they are published with the AlexeyAB/darknet releases,\n"
     "    https://github.com/AlexeyAB/darknet/releases (yolov4.weights for cfg/yolov4.cfg,\n"
     "    yolov4-tiny.weights for cfg/yolov4-tiny.cfg, yolov4-csp / yolov4x-mish likewise), and pass\n"
-    "    them with --weights FILE together with the matching --cfg; or\n"
+    "    them with --weights FILE together with the matching --model CFG; or\n"
     "  * train your own with `yolo4 train` (`yolo4 train --demo` trains a small model on the embedded\n"
     "    shapes dataset); it ends by writing best.cfg + best.weights in its run folder: pass them\n"
-    "    with --cfg and --weights (and --names for your classes)."
+    "    with --model and --weights (and --names for your classes)."
 )
 
 Runner = Callable[[Tensor], Sequence[Tensor] | Sequence[np.ndarray] | DecodedHeads]

@@ -17,16 +17,8 @@ import sys
 from dataclasses import dataclass
 from typing import TextIO
 
-from yolo4.darknet.layers import (
-    Convolutional,
-    MaxPool,
-    NetworkSpec,
-    Route,
-    Shortcut,
-    Upsample,
-    YoloLayer,
-)
-from yolo4.darknet.network import LayerInfo, infer_shapes
+from yolo4.darknet.layers import Layer, LayerInfo, NetworkSpec
+from yolo4.darknet.network import infer_shapes
 
 DARKNET_EFFICIENCY = 0.4  # share of peak FLOPS darknet's rule of thumb assumes
 
@@ -75,36 +67,12 @@ def _hwc(chw: tuple[int, int, int]) -> str:
     return f"{w:4d} x{h:4d} x{c:5d}"  # darknet prints width x height x channels
 
 
-def _row(layer, info: LayerInfo) -> str:
+def _row(layer: Layer, info: LayerInfo) -> str:
     """One table line: index, type, filters, size/stride, input -> output, BFLOPs, notes."""
-    kind, filters, size, notes = info.kind, "", "", ""
-    shapes = f"{_hwc(info.in_chw)} -> {_hwc(info.out_chw)}"
-    if isinstance(layer, Convolutional):
-        kind, filters = "conv", str(layer.filters)
-        size = f"{layer.size:2d} x{layer.size:2d}/{layer.stride:2d}"
-        notes = layer.activation + (f", groups {layer.groups}" if layer.groups > 1 else "")
-        notes += "" if layer.batch_normalize else ", bias"
-    elif isinstance(layer, MaxPool):
-        kind, size = "max", f"{layer.kernel:2d} x{layer.kernel:2d}/{layer.stride:2d}"
-    elif isinstance(layer, Upsample):
-        size = f"{layer.stride:>4d}x"
-    elif isinstance(layer, Route):
-        shapes = f"{'':17s} -> {_hwc(info.out_chw)}"
-        notes = "layers " + ", ".join(map(str, info.sources))
-        if layer.groups > 1:
-            notes += f" (group {layer.group_id} of {layer.groups})"
-    elif isinstance(layer, Shortcut):
-        notes = (
-            "from "
-            + ", ".join(map(str, info.sources))
-            + (f", {layer.activation}" if layer.activation != "linear" else "")
-        )
-    elif isinstance(layer, YoloLayer):
-        notes = f"mask {','.join(map(str, layer.mask))}, {layer.classes} classes, scale_x_y {layer.scale_x_y:g}" + (
-            ", new_coords" if layer.new_coords else ""
-        )
+    cells = layer.describe(info)
+    shapes = f"{_hwc(info.in_chw) if cells.show_input else '':17s} -> {_hwc(info.out_chw)}"
     bf = f"{info.bflops:8.3f}" if info.bflops else ""
-    return f"{info.index:5d}  {kind:<9s}{filters:>7s}  {size:<11s}{shapes} {bf:>8s}  {notes}".rstrip()
+    return f"{info.index:5d}  {cells.kind:<9s}{cells.filters:>7s}  {cells.size:<11s}{shapes} {bf:>8s}  {cells.notes}".rstrip()
 
 
 def format_info(spec: NetworkSpec, input_hw: tuple[int, int] | None = None, peak_tflops: float = 14.0) -> str:

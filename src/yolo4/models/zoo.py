@@ -473,7 +473,7 @@ def load_model(
     img_size: ImgSize = None,
     upto: int | None = None,
 ) -> Darknet:
-    """`--model NAME|--cfg CFG [--weights W]` -> a `Darknet` module in eval mode.
+    """`--model NAME|CFG [--weights W]` -> a `Darknet` module in eval mode.
 
     Args:
         model: a zoo name or a .cfg path (see `resolve_spec`).

@@ -25,6 +25,7 @@ from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
+from torchvision.ops import box_iou
 
 
 class HeadSpec(Protocol):
@@ -101,14 +102,11 @@ def diou_nms_matrix(boxes1: Tensor, boxes2: Tensor, beta: float = 0.6) -> Tensor
     Returns:
         Tensor[N, M].
     """
+    # torchvision has IoU and DIoU (beta=1); the paper's beta on the distance term is darknet's own
+    iou = box_iou(boxes1, boxes2).nan_to_num_(0.0)  # (N, M); a zero union (two empty boxes): IoU 0
     x1a, y1a, x2a, y2a = (v[:, None] for v in boxes1.unbind(-1))  # each (N, 1)
     x1b, y1b, x2b, y2b = (v[None, :] for v in boxes2.unbind(-1))  # each (1, M)
     tiny = torch.finfo(boxes1.dtype).tiny
-    iw = (torch.minimum(x2a, x2b) - torch.maximum(x1a, x1b)).clamp_(min=0)  # (N, M)
-    ih = (torch.minimum(y2a, y2b) - torch.maximum(y1a, y1b)).clamp_(min=0)
-    inter = iw * ih
-    union = (x2a - x1a) * (y2a - y1a) + (x2b - x1b) * (y2b - y1b) - inter
-    iou = inter / union.clamp(min=tiny)  # union == 0 only when inter == 0: IoU 0
     cw = torch.maximum(x2a, x2b) - torch.minimum(x1a, x1b)  # enclosing box
     ch = torch.maximum(y2a, y2b) - torch.minimum(y1a, y1b)
     c2 = cw * cw + ch * ch  # (N, M) squared diagonal

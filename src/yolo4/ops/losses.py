@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import (
+    box_iou,
     complete_box_iou_loss,
     distance_box_iou_loss,
     generalized_box_iou_loss,
@@ -85,8 +86,8 @@ class Assignment(NamedTuple):
 
 def wh_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
     """IoU of boxes sharing a centre. wh1 Tensor[M, 2], wh2 Tensor[K, 2]. Returns Tensor[M, K]."""
-    inter = torch.min(wh1[:, None], wh2[None]).prod(-1)  # (M, K)
-    return inter / (wh1.prod(-1)[:, None] + wh2.prod(-1)[None] - inter).clamp_min(1e-12)
+    centred = lambda wh: torch.cat([-wh / 2, wh / 2], -1)  # noqa: E731  (M, 4) xyxy around 0
+    return box_iou(centred(wh1), centred(wh2)).nan_to_num_(0.0)  # empty boxes: IoU 0
 
 
 def assign_targets(
@@ -320,7 +321,7 @@ class YoloLoss:
         outputs = [o.float() for o in outputs]  # the loss is computed in float32 (AMP safe)
         targets = targets.to(outputs[0].device).float()
         bsz = outputs[0].shape[0]
-        grids = [tuple(o.shape[-2:]) for o in outputs]
+        grids = [(int(o.shape[-2]), int(o.shape[-1])) for o in outputs]
         assigned = assign_targets(targets, self.heads, grids, input_hw, self.neighbor_cells)
         zero = outputs[0].new_zeros(())
         box_l, obj_l, cls_l = zero.clone(), zero.clone(), zero.clone()

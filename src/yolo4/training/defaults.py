@@ -143,9 +143,10 @@ def split_note(train_set, val_set, data: str) -> str:
     return line
 
 
-def close_mosaic_epochs(cfg: TrainConfig) -> int:
+def close_mosaic_epochs(cfg: TrainConfig, epochs: int | None = None) -> int:
     """The last epochs trained without Mosaic/MixUp/CutMix: `close_mosaic`, or when None a tenth
-    of the run (of `cfg.epochs` as the time budget re-plans it), none for runs under 10 epochs."""
+    of the run's `epochs` (the planned count, which the time budget re-plans; default
+    cfg.epochs), none for runs under 10 epochs."""
     if cfg.close_mosaic is not None:
         return int(cfg.close_mosaic)
-    return int(0.1 * cfg.epochs)
+    return int(0.1 * (cfg.epochs if epochs is None else epochs))

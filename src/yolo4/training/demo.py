@@ -27,7 +27,9 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+import psutil
 import torch
 
 from yolo4.training.build import select_device
@@ -112,41 +114,17 @@ def cpu_threads(sample_s: float = 0.5) -> int:
     keep busy. Two OpenMP threads that share a core with another job run several times slower
     than one thread alone, so a busy machine gets fewer threads.
 
-    Busy cores are measured from /proc/stat over `sample_s` seconds (the load average also
-    counts tasks waiting on the disk, and reads about 1 on some idle VMs); where there is no
-    /proc/stat, the 1-minute load average is used."""
+    Busy cores are measured by psutil over `sample_s` seconds (not the load average, which also
+    counts tasks waiting on the disk and reads about 1 on some idle VMs)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     busy = _busy_cores(sample_s)
-    if busy is None:
-        try:
-            busy = os.getloadavg()[0]
-        except (OSError, AttributeError):
-            busy = 0.0
     return max(1, min(cores, 16, cores - int(busy + 0.3)))  # a core counts as taken from 70 % use
 
 
-def _busy_cores(sample_s: float) -> float | None:
+def _busy_cores(sample_s: float) -> float:
     """Cores' worth of CPU time used by everything on the machine during `sample_s` seconds
-    (from the aggregate line of /proc/stat), or None where that file does not exist."""
-
-    def read() -> tuple[int, int] | None:
-        try:
-            with open("/proc/stat") as f:
-                fields = [int(v) for v in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle  # user..steal; guest time is already inside user
-
-    a = read()
-    if a is None:
-        return None
-    time.sleep(sample_s)
-    b = read()
-    total, idle = b[0] - a[0], b[1] - a[1]
-    if total <= 0:
-        return 0.0
-    return (os.cpu_count() or 1) * (total - idle) / total
+    (psutil counts iowait as idle and guest time inside user time)."""
+    return psutil.cpu_percent(interval=sample_s) / 100 * (psutil.cpu_count() or 1)
 
 
 def run_demo(
@@ -198,7 +176,7 @@ def run_demo(
     )
     t_end = time.time()
 
-    summary = {
+    summary: dict[str, Any] = {
         "mAP50": float(metrics.map50),
         "mAP50-95": float(metrics.map),
         "best_epoch_val_mAP50": result.best_map50,

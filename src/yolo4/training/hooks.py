@@ -1,0 +1,375 @@
+"""Training hooks: what the loop does around its steps, each part an object with the same five
+or six methods (the detectron2 pattern: a plain loop plus hooks, no trainer base class).
+
+    class PrintLoss(Hook):
+        def on_step_end(self, state: TrainState) -> None:
+            if state.step % 100 == 0:
+                print(state.step, state.last_loss)
+
+    train(cfg, hooks=[PrintLoss()])
+
+The loop calls, on every hook in order (the built-in `default_hooks(cfg)` first, then the
+user's):
+
+    on_start(state)         once, after the model, optimizer and counters are built (and restored
+                            on resume; `state.resumed` then holds the checkpoint, for the hooks'
+                            own parts, and is None again after on_start)
+    on_epoch_start(state)   before an epoch's loader is built; `state.epoch` epochs are done
+    on_step_start(state)    before each optimizer step (`state.step` steps done)
+    on_step_end(state)      after each step; `state.step_ok` is False when it was skipped for a
+                            non-finite loss
+    on_epoch_end(state)     after an epoch: `state.epoch` counts it, `state.row` is its results row
+                            (train losses, lr, ...) for the hooks to add to
+    on_end(state)           once, after the last epoch (or a stop)
+
+A hook stops the run by setting `state.stop = "reason"`: from on_step_start/on_step_end the
+loop leaves after that step, and the cut epoch is not counted (no on_epoch_end; last.pt holds
+the last complete epoch, so `--resume` repeats the cut epoch exactly as it would have run);
+from on_epoch_end it stops after that epoch's hooks. Under DDP a stop on one process stops
+all of them. on_end runs in both cases.
+
+Built-in hooks (`default_hooks`): the lr and DropBlock schedules, EMA, the time budget (the
+epoch planner), precise BN + validation, logging (tqdm, results.csv, TensorBoard,
+results.png), checkpoints (last.pt / best.pt, atomic) and the darknet export of the best model.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from yolo4.training.build import autocast_dtype, set_drop_scale
+from yolo4.training.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from yolo4.training.config import TrainConfig
+from yolo4.training.distributed import broadcast_object
+from yolo4.training.ema import ModelEMA
+from yolo4.training.schedule import ScheduleConfig, lr_at
+from yolo4.training.state import TrainState, epoch_img_size, fitness, val_size
+
+log = logging.getLogger(__name__)
+
+
+class Hook:
+    """A training hook: override the methods you need; the others do nothing."""
+
+    def on_start(self, state: TrainState) -> None:
+        pass
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        pass
+
+    def on_step_start(self, state: TrainState) -> None:
+        pass
+
+    def on_step_end(self, state: TrainState) -> None:
+        pass
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        pass
+
+    def on_end(self, state: TrainState) -> None:
+        pass
+
+
+def say(state: TrainState, msg: str) -> None:
+    """A line on stderr from the main process (through tqdm, so that progress bars stay whole)."""
+    if state.dist.is_main:
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=sys.stderr)
+
+
+def default_hooks(cfg: TrainConfig) -> list[Hook]:
+    """The built-in hooks `cfg` asks for, in the order the loop calls them."""
+    hooks: list[Hook] = [ScheduleHook()]
+    if cfg.ema:
+        hooks.append(EMAHook(cfg.ema_decay, cfg.ema_tau))
+    if cfg.time_budget_min:
+        hooks.append(TimeBudgetHook())
+    # the planner re-plans before validation (a run cut to this epoch still validates it);
+    # the log row (with time_s) is complete before the checkpoint saves the history
+    hooks += [EvalHook(), LogHook(), CheckpointHook()]
+    if cfg.export:
+        hooks.append(ExportHook())
+    return hooks
+
+
+# ------------------------------------------------------------------ schedules
+class ScheduleHook(Hook):
+    """Before each step: the learning rate (darknet burn-in, then cfg.policy over the planned
+    steps) and the DropBlock rate (ramped up over the first half of the planned steps)."""
+
+    def on_start(self, state: TrainState) -> None:
+        cfg = state.cfg
+        self.schedule = ScheduleConfig(
+            policy=cfg.policy,
+            burn_in=cfg.burn_in,
+            steps=cfg.steps,
+            scales=cfg.scales,
+            final_ratio=cfg.final_lr_ratio,
+            sgdr_cycle=max(1, int(cfg.sgdr_cycle_epochs * state.steps_per_epoch)),
+            sgdr_mult=cfg.sgdr_mult,
+        )
+
+    def on_step_start(self, state: TrainState) -> None:
+        lr = lr_at(state.step, state.base_lr, state.total_steps, self.schedule)
+        for g in state.optimizer.param_groups:
+            g["lr"] = lr
+        if state.cfg.dropblock:
+            set_drop_scale(state.net, min(1.0, 2.0 * state.step / max(state.total_steps, 1)))
+
+
+# ------------------------------------------------------------------ EMA
+class EMAHook(Hook):
+    """Keeps `state.ema`, the exponential moving average of the weights (see `ModelEMA`),
+    updated after every applied step; validation, best.pt and the export use it."""
+
+    def __init__(self, decay: float, tau: float):
+        self.decay, self.tau = decay, tau
+
+    def on_start(self, state: TrainState) -> None:
+        state.ema = ModelEMA(state.net, self.decay, self.tau)
+        if state.resumed is not None and state.resumed.get("ema"):
+            state.ema.load_state_dict(state.resumed["ema"])
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step_ok and state.ema is not None:
+            state.ema.update(state.net)
+
+
+# ------------------------------------------------------------------ time budget
+class TimeBudgetHook(Hook):
+    """After every epoch, re-plans `state.epochs` (at most cfg.epochs) so that the run fits
+    cfg.time_budget_min (see `plan_epochs`). Planned in a fresh run only: a resumed run keeps the
+    plan its checkpoint holds. Must come before the validation and checkpoint hooks."""
+
+    def on_start(self, state: TrainState) -> None:
+        self.active = state.resumed is None
+        self.t_run = time.time()
+        self.max_epochs = state.epochs
+        self.times: list[tuple[float, bool]] = []  # (seconds start to start, small size) per epoch run here
+        self.t_last = self.t_run
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        t0 = time.time()
+        if self.times:  # the previous epoch's time now includes its validation and checkpoints
+            self.times[-1] = (t0 - self.t_last, self.times[-1][1])
+        self.t_last = t0
+        self.small = state.img_size() != state.cfg.img_size
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.times.append((time.time() - self.t_last, self.small))
+        if not self.active:
+            return
+        fit = broadcast_object(
+            plan_epochs(state.cfg, self.times, time.time() - self.t_run, self.max_epochs), state.dist
+        )
+        if fit != state.epochs:
+            budget = state.cfg.time_budget_min
+            say(state, f"time budget {budget:g} min: training {fit} epochs instead of {state.epochs}")
+            state.epochs = fit
+
+
+def plan_epochs(cfg: TrainConfig, epoch_times: Sequence[tuple[float, bool]], spent_s: float, max_epochs: int) -> int:
+    """The most epochs in all (at least those done, at most `max_epochs`) whose predicted time fits
+    `cfg.time_budget_min`, when `spent_s` seconds have gone.
+
+    Args:
+        epoch_times: (seconds, ran at small_img_size) of every epoch done so far.
+    A small epoch is predicted by the median small one done, a full-size one by the median
+    full-size one (a passing slowdown of the machine does not cut the run); until one of a kind
+    has run, from the other kind scaled by the ratio of input areas (which overestimates
+    full-size epochs, the safe side).
+    """
+    budget_s = (cfg.time_budget_min or 0.0) * 60
+    done = len(epoch_times)
+    small_t = [t for t, small in epoch_times if small]
+    full_t = [t for t, small in epoch_times if not small]
+    area = (cfg.small_img_size / cfg.img_size) ** 2 if cfg.small_img_size else 1.0
+    t_full = float(np.median(full_t)) if full_t else float(np.median(small_t)) / area
+    t_small = float(np.median(small_t)) if small_t else t_full * area
+    best = done
+    for n in range(done + 1, max_epochs + 1):
+        n_small = sum(epoch_img_size(cfg, e, n) != cfg.img_size for e in range(done, n))
+        if spent_s + n_small * t_small + (n - done - n_small) * t_full <= budget_s:
+            best = n
+    return best
+
+
+# ------------------------------------------------------------------ validation
+class EvalHook(Hook):
+    """Every `cfg.val_every` epochs and after the last planned one (main process): precise BN
+    (`cfg.precise_bn_batches` train batches) then COCO validation of `state.eval_model`; adds
+    val/mAP50 and val/mAP50-95 to the epoch's row."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        from yolo4.training.validation import recompute_bn_stats, validate
+
+        cfg = state.cfg
+        if not state.dist.is_main or not (state.epoch % cfg.val_every == 0 or state.epoch == state.epochs):
+            return
+        net = state.eval_model
+        if cfg.precise_bn_batches > 0 and state.bn_batches is not None:
+            recompute_bn_stats(net, state.bn_batches(), autocast_dtype(cfg, state.device))
+        m = validate(
+            net, state.val_set, state.names, val_size(cfg), state.device, cfg.val_postprocess, progress=cfg.progress
+        )
+        state.row["val/mAP50"], state.row["val/mAP50-95"] = float(m.map50), float(m.map)
+        state.model.train()
+
+
+# ------------------------------------------------------------------ logging
+class LogHook(Hook):
+    """Main process: a tqdm bar per epoch; after each epoch its time (row["time_s"], start of the
+    epoch to the end of validation), results.csv, TensorBoard scalars (when tensorboard is
+    installed), results.png and a one-line summary."""
+
+    def on_start(self, state: TrainState) -> None:
+        self.enabled = state.dist.is_main
+        self.csv = state.out_dir / "results.csv"
+        self.png = state.out_dir / "results.png"
+        self.tb = None
+        self.bar: Any = None
+        if self.enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(state.out_dir / "tensorboard"))
+            except Exception:  # tensorboard not installed
+                self.tb = None
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        from tqdm import tqdm
+
+        self.t0 = time.time()
+        self.bar = tqdm(
+            total=state.steps_per_epoch,
+            desc=f"epoch {state.epoch + 1}/{state.epochs}",
+            unit="step",
+            disable=not (state.cfg.progress and self.enabled),
+            file=sys.stderr,
+            leave=False,
+        )
+
+    def on_step_end(self, state: TrainState) -> None:
+        self.bar.update()
+        if state.step_ok:
+            self.bar.set_postfix(loss=f"{state.last_loss:.3f}", lr=f"{state.optimizer.param_groups[0]['lr']:.2e}")
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self._close_bar()
+        if not self.enabled:
+            return
+        row = state.row
+        row["time_s"] = time.time() - self.t0
+        self._write(state.history)
+        val = f", mAP50 {row['val/mAP50']:.4f}, mAP50-95 {row['val/mAP50-95']:.4f}" if "val/mAP50" in row else ""
+        say(
+            state,
+            f"epoch {state.epoch}/{state.epochs}: loss {row['train/loss']:.4f} (box {row['train/box']:.4f} "
+            f"obj {row['train/obj']:.4f} cls {row['train/cls']:.4f}){val}, {row['time_s']:.0f}s",
+        )
+
+    def on_end(self, state: TrainState) -> None:
+        self._close_bar()
+        if self.tb is not None:
+            self.tb.close()
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _write(self, history: list[dict[str, float]]) -> None:
+        keys = list(history[0])
+        for row in history[1:]:
+            keys += [k for k in row if k not in keys]
+        tmp = self.csv.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            for row in history:
+                w.writerow({k: row.get(k, "") for k in keys})
+        os.replace(tmp, self.csv)
+        if self.tb is not None:
+            row = history[-1]
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, int(row["epoch"]))
+            self.tb.flush()
+        try:
+            from yolo4.viz.plots import plot_training_curves
+
+            plot_training_curves(self.csv, self.png)
+        except Exception as e:  # a plot must never stop training
+            log.warning("could not draw the training curves: %s", e)
+
+
+# ------------------------------------------------------------------ checkpoints
+class CheckpointHook(Hook):
+    """After every epoch (main process): last.pt (the previous one kept as last.prev.pt), and
+    best.pt when the epoch's fitness (0.1 mAP50 + 0.9 mAP50-95) beats the best so far; both
+    written atomically (see `save_checkpoint`)."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if not state.dist.is_main:
+            return
+        improved = "val/mAP50" in state.row and fitness(state.row) > state.best_fitness
+        if improved:
+            state.best_fitness = fitness(state.row)
+        ckpt = checkpoint_dict(state)
+        save_checkpoint(ckpt, state.out_dir / "last.pt")
+        if improved:
+            save_checkpoint(ckpt, state.out_dir / "best.pt", keep_previous=False)
+
+
+def checkpoint_dict(state: TrainState) -> dict[str, Any]:
+    """Everything `--resume` needs, as tensors and primitives (`torch.load(weights_only=True)`).
+    "config" is the user's config; "epochs" the planned epoch count."""
+    from yolo4.darknet import format_cfg
+
+    return {
+        "model": state.net.state_dict(),
+        "ema": state.ema.state_dict() if state.ema is not None else None,
+        "optimizer": state.optimizer.state_dict(),
+        "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+        "epoch": state.epoch,
+        "epochs": state.epochs,
+        "step": state.step,
+        "best_fitness": state.best_fitness,
+        "history": state.history,
+        "nan_skipped": state.nan_skipped,
+        "config": state.cfg.to_dict(),
+        "cfg_text": format_cfg(state.net.spec),
+        "names": list(state.names),
+        "rng": rng_state(),
+    }
+
+
+# ------------------------------------------------------------------ export
+class ExportHook(Hook):
+    """At the end (main process): best.pt's model (its EMA weights when there are any) as
+    darknet best.cfg + best.weights at the validation size, and names.txt; sets state.best_files."""
+
+    def on_end(self, state: TrainState) -> None:
+        best = state.out_dir / "best.pt"
+        if not state.dist.is_main or not best.exists():
+            return
+        from yolo4.darknet import Darknet, parse_cfg
+        from yolo4.export.darknet import export_darknet
+
+        ckpt = load_checkpoint(best)
+        net = Darknet(parse_cfg(ckpt["cfg_text"], source=str(state.out_dir / "best.cfg")))
+        net.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
+        (state.out_dir / "names.txt").write_text("\n".join(state.names) + "\n")
+        size = val_size(state.cfg)
+        state.best_files = export_darknet(net, state.out_dir / "best.cfg", img_size=(size, size))
+        say(state, f"best model exported to {state.best_files[0]} + {state.best_files[1]}")
