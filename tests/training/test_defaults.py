@@ -58,7 +58,7 @@ def test_resolve_defaults_from_scratch_on_large_boxes():
         TrainConfig(model="yolov4-tiny", img_size=320, epochs=40), _Set(160), torch.device("cpu")
     )
     assert cfg.burn_in == 30 and cfg.anchors == "kmeans"  # 10 steps/epoch x 3; big boxes, COCO anchors fit badly
-    assert cfg.neighbor_cells is True and cfg.scale_x_y == 2.0
+    assert cfg.neighbor_cells is True and cfg.scale_x_y == 2.0 and cfg.iou_thresh == 0.213
     assert cfg.ema_tau == 40.0 and cfg.workers == auto_workers(torch.device("cpu"))
     text = "\n".join(notes)
     assert "warm-up 30 steps" in text and "-> k-means" in text and "neighbour cells" in text
@@ -74,7 +74,7 @@ def test_resolve_defaults_keeps_what_the_user_set_and_loaded_heads():
     names80 = _Set(160)
     names80.names = [str(k) for k in range(80)]
     cfg, notes = resolve_defaults(loaded, names80, torch.device("cpu"))
-    assert cfg.anchors == "cfg" and cfg.neighbor_cells is False and cfg.scale_x_y is None
+    assert cfg.anchors == "cfg" and cfg.neighbor_cells is False and cfg.scale_x_y is None and cfg.iou_thresh is None
     assert "the heads come with the weights" in "\n".join(notes)
 
 

@@ -71,7 +71,7 @@ class TrainConfig:
     scale_x_y: float | None = None
     neighbor_cells: bool | None = None  # 3 cells per truth and anchor (Scaled-YOLOv4; with scale_x_y=2);
     # None: on for heads trained anew (scale_x_y then 2 unless given), off for heads loaded from weights
-    iou_objectness: bool = False  # objectness target = the prediction's IoU with its truth (YOLOv5), not 1
+    iou_objectness: bool = True  # objectness target = the prediction's IoU with its truth (YOLOv5), not 1
     # freebies of the backbone / data
     dropblock: bool = True  # ramp the [dropout] layers' rate up over the first half of training
     sat_eps: float = 0.0  # self-adversarial training: FGSM step on the input first (0: off)

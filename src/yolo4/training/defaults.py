@@ -16,7 +16,9 @@ What is decided, and why:
   were trained with the cfg's anchors.
 * more positives (`neighbor_cells` None): heads trained anew also train the two nearest
   neighbour cells of each truth, with `scale_x_y` 2 (unless given) so that those cells can
-  reach the centre (Scaled-YOLOv4); loaded heads keep darknet's one cell and the cfg's value.
+  reach the centre (Scaled-YOLOv4), and every anchor whose IoU with the truth exceeds 0.213
+  (`iou_thresh`, yolov4.cfg's value; unless given); loaded heads keep darknet's one cell and
+  the cfg's values.
 * EMA horizon (`ema_tau` None): a tenth of the planned optimizer steps (at most 2000, YOLOv5's
   value for COCO): with 2000 on a run of 300 steps the average would be the raw weights.
 * loader processes (`workers` None): on CPU none when there are 4 cores or fewer (the training
@@ -34,8 +36,9 @@ import torch
 from yolo4.training.config import TrainConfig
 
 WARMUP_MAX_FRACTION = 0.2  # the warm-up takes at most this fraction of the planned steps
-NEIGHBOR_SCALE_X_Y = 2.0
-MIN_VAL_BOXES = 50  # fewer validation boxes than this: the run warns that its mAP is noisy  # scale_x_y that lets a cell predict a centre in its neighbour cells
+NEIGHBOR_SCALE_X_Y = 2.0  # scale_x_y that lets a cell predict a centre in its neighbour cells
+MULTI_ANCHOR_IOU = 0.213  # iou_thresh of yolov4.cfg: every anchor this close to a truth trains on it
+MIN_VAL_BOXES = 50  # fewer validation boxes than this: the run warns that its mAP is noisy
 
 
 def steps_per_epoch(num_images: int, batch: int) -> int:
@@ -113,8 +116,12 @@ def resolve_defaults(cfg: TrainConfig, train_set, device: torch.device) -> tuple
         changes["neighbor_cells"] = fresh
         if fresh and cfg.scale_x_y is None:
             changes["scale_x_y"] = NEIGHBOR_SCALE_X_Y
+        if fresh and cfg.iou_thresh is None:
+            changes["iou_thresh"] = MULTI_ANCHOR_IOU
         notes.append(
-            f"positives: 3 cells per truth (neighbour cells, scale_x_y {changes.get('scale_x_y', cfg.scale_x_y)})"
+            "positives: 3 cells per truth (neighbour cells, scale_x_y "
+            f"{changes.get('scale_x_y', cfg.scale_x_y)}), every anchor with IoU > "
+            f"{changes.get('iou_thresh', cfg.iou_thresh)}"
             if fresh
             else "positives: darknet's one cell per truth (the heads come with the weights)"
         )
