@@ -91,6 +91,7 @@ class TrainConfig:
     )
     # validation
     val_every: int = 1
+    patience: int = 50  # stop after this many epochs without a better mAP50-95 (fitness); 0: never
     val_img_size: int | None = None  # input size of validation, precise BN and best.cfg (None: img_size);
     # a larger one than the training size finds more small objects (as darknet users infer at 608 after 416)
     precise_bn_batches: int = 8  # recompute the evaluated model's BN statistics on this many train batches first
