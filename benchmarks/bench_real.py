@@ -81,7 +81,7 @@ def run_yolo4(model: str, args, threads: int, out: Path) -> dict:
     from yolo4.training.checkpoint import load_checkpoint
     from yolo4.training.config import TrainConfig
     from yolo4.training.train import train, val_size
-    from yolo4.training.validation import validate
+    from yolo4.training.validation import readable_subset, validate
 
     torch.set_num_threads(threads)
     cfg = TrainConfig(
@@ -102,7 +102,7 @@ def run_yolo4(model: str, args, threads: int, out: Path) -> dict:
     ckpt = load_checkpoint(out / "best.pt")
     net = Darknet(parse_cfg(ckpt["cfg_text"]))
     net.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
-    val_set = load_dataset(args.data, "val", progress=False)
+    val_set, _ = readable_subset(load_dataset(args.data, "val", progress=False))  # as training validates
     device = torch.device("cpu")
     m = validate(net, val_set, list(val_set.names), val_size(cfg), device, cfg.val_postprocess)
     t, curve = 0.0, []
@@ -150,7 +150,9 @@ def write_yolo_copy(data: Path, out: Path) -> tuple[Path, Path, list]:
             ]
             (out / "labels" / split / f"{path.stem}.txt").write_text("".join(ln + "\n" for ln in lines))
         if split == "val":
-            val_set = ds
+            from yolo4.training.validation import readable_subset
+
+            val_set, _ = readable_subset(ds)  # both tools are scored on the images that decode
     names = "".join(f"  {k}: {n}\n" for k, n in enumerate(val_set.names))
     yaml_path = out / "data.yaml"
     yaml_path.write_text(f"path: {out}\ntrain: images/train\nval: images/val\nnames:\n{names}")

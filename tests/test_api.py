@@ -37,9 +37,11 @@ def _run(code: str) -> str:
 def test_import_yolo4_stays_light():
     """The API is imported on first use: `import yolo4` needs no torch, and importing a
     subpackage does not pull in the API (which imports every layer)."""
-    assert _run("import sys, yolo4; print('torch' in sys.modules, yolo4.__version__)") == f"False {yolo4.__version__}"
-    assert _run("import sys, yolo4.darknet; print('yolo4.api' in sys.modules)") == "False"
-    assert _run("import sys, yolo4; yolo4.load; print('yolo4.api' in sys.modules)") == "True"
+    code = (
+        "import sys, yolo4; a = 'torch' in sys.modules; import yolo4.darknet; b = 'yolo4.api' in sys.modules; "
+        "yolo4.load; print(a, b, 'yolo4.api' in sys.modules, yolo4.__version__)"
+    )
+    assert _run(code) == f"False False True {yolo4.__version__}"
 
 
 def test_public_names_are_the_library_objects():
@@ -52,6 +54,12 @@ def test_public_names_are_the_library_objects():
     assert yolo4.PostprocessConfig is PostprocessConfig and yolo4.TrainConfig is TrainConfig
     assert yolo4.DETECT_POSTPROCESS is DETECT_POSTPROCESS and yolo4.VAL_POSTPROCESS is VAL_POSTPROCESS
     assert yolo4.detect is run_detect and yolo4.api.load is yolo4.load
+    from yolo4.inference.cluster import RayConfig, detect_dataset
+    from yolo4.inference.tiles import TileConfig
+    from yolo4.inference.track import TrackConfig, run_track
+
+    assert yolo4.detect_dataset is detect_dataset and yolo4.track is run_track
+    assert (yolo4.TileConfig, yolo4.TrackConfig, yolo4.RayConfig) == (TileConfig, TrackConfig, RayConfig)
     for name in yolo4.__all__:
         assert getattr(yolo4, name) is not None, name
     assert set(yolo4.__all__) <= set(dir(yolo4))

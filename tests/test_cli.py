@@ -12,10 +12,10 @@ import sys
 import pytest
 
 import yolo4.api
-from yolo4.cli import CALIB_METHODS, FORMATS, OUTPUT_KINDS, RESIZE_RULES, build_parser, main
+from yolo4.cli import CALIB_METHODS, FORMATS, INT8_TOOLS, OUTPUT_KINDS, RESIZE_RULES, build_parser, main
 from yolo4.ops.nms_config import DETECT_POSTPROCESS, VAL_POSTPROCESS
 
-SUBCOMMANDS = ("info", "detect", "train", "val", "export", "benchmark")
+SUBCOMMANDS = ("info", "detect", "track", "train", "tune", "val", "export", "benchmark")
 
 
 class _Record:
@@ -29,7 +29,7 @@ class _Record:
 
 
 class _Summary:
-    processed = 1
+    processed = detected = 1
 
     def summary(self) -> str:
         return "timed"
@@ -42,9 +42,12 @@ def api(monkeypatch):
         "info": _Record(),
         "detect": _Record(_Summary()),
         "train": _Record(),
+        "tune": _Record(),
         "val": _Record([]),
         "export": _Record(),
         "benchmark": _Record(_Summary()),
+        "track": _Record(),
+        "detect_dataset": _Record(_Summary()),
     }
     for name, rec in recorders.items():
         monkeypatch.setattr(yolo4.api, name, rec)
@@ -85,11 +88,11 @@ def test_every_command_reads_the_same_way(command):
     assert "--model M" in text  # one way to name a model
     for old in ("--cfg", "--save-dir", "--save-json", "--decode", "--plot"):
         assert old not in text  # old spellings are hidden
-    if command in ("detect", "val", "benchmark", "train"):
+    if command in ("detect", "track", "val", "benchmark", "train", "tune"):
         assert "--device D" in text and "auto (default: CUDA when PyTorch sees a GPU" in text
-    if command in ("detect", "val", "benchmark", "export"):
+    if command in ("detect", "track", "val", "benchmark", "export"):
         assert "post-processing:" in text and "--max-det N" in text and "{greedy,agnostic,diou}" in text
-    if command in ("detect", "val", "train", "export"):
+    if command in ("detect", "track", "val", "train", "tune", "export"):
         assert "--out PATH" in text
 
 
@@ -104,10 +107,12 @@ def test_choices_match_the_library():
     """The CLI's choice lists (kept here so that --help needs no torch) are the library's."""
     from yolo4.export.common import CALIB_METHODS as calib
     from yolo4.export.common import FORMATS as formats
+    from yolo4.export.common import INT8_TOOLS as tools
     from yolo4.export.common import OUTPUT_KINDS as outputs
     from yolo4.inference.preprocess import RESIZERS
 
     assert (formats, outputs, calib, tuple(RESIZERS)) == (FORMATS, OUTPUT_KINDS, CALIB_METHODS, RESIZE_RULES)
+    assert tools == INT8_TOOLS
 
 
 def test_format_has_choices(capsys):
@@ -153,6 +158,28 @@ def test_train_passes_only_what_was_given(api, capsys):
     args, kw, _ = _call(api, "train", ["train", "--data", "d.yaml", "--epochs", "3", "--set", "lr=0.1"], capsys)
     assert args == ("d.yaml",) and kw["epochs"] == 3 and kw["options"] == ["lr=0.1"]
     assert kw["device"] == "auto" and kw["model"] is None and kw["batch"] is None and kw["demo"] is False
+
+
+def test_train_takes_a_config_file(api, capsys):
+    args, kw, _ = _call(api, "train", ["train", "--config", "runs/tune/best.yaml", "--epochs", "50"], capsys)
+    assert args == (None,) and kw["config"] == "runs/tune/best.yaml" and kw["epochs"] == 50
+
+
+def test_tune_passes_only_what_was_given(api, capsys):
+    argv = ["tune", "--data", "d.yaml", "--model", "yolov4-tiny", "--trials", "12", "--epochs-per-trial", "5"]
+    argv += ["--time-budget", "90", "--space", "s.yaml", "--img-size", "256", "--set", "mosaic=0.5", "--no-prune"]
+    args, kw, _ = _call(api, "tune", argv, capsys)
+    assert args == ("d.yaml",) and kw["options"] == ["mosaic=0.5"] and kw["config"] is None
+    assert (kw["trials"], kw["epochs_per_trial"], kw["budget_min"], kw["space"], kw["img_size"]) == (
+        12,
+        5,
+        90.0,
+        "s.yaml",
+        256,
+    )
+    assert kw["prune"] is False and kw["backend"] is None and kw["batch"] is None and kw["device"] == "auto"
+    _, kw, _ = _call(api, "tune", ["tune", "--data", "d", "--backend", "local", "--config", "base.yaml"], capsys)
+    assert kw["prune"] is None and kw["backend"] == "local" and kw["config"] == "base.yaml"
 
 
 def test_train_demo_refuses_options_it_would_ignore(capsys):
@@ -275,3 +302,38 @@ def test_a_missing_model_data_or_out_is_named(api, capsys, argv):
     with pytest.raises(SystemExit):
         main(argv)
     assert "the following arguments are required: --" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ tiles, Ray, tracking
+def test_tiles_reach_detect_and_val_as_one_tile_config(api, capsys):
+    from yolo4.inference.tiles import TileConfig
+
+    _, kw, _ = _call(api, "detect", ["detect", "a.jpg", "--model", "m.onnx"], capsys)
+    assert kw["tile"] is None and kw["pipeline"] is True
+    argv = ["detect", "big.jpg", "--model", "m.onnx", "--tile", "416", "--tile-overlap", "0.3", "--no-pipeline"]
+    _, kw, _ = _call(api, "detect", argv, capsys)
+    assert kw["tile"] == TileConfig(size=416, overlap=0.3) and kw["pipeline"] is False
+    argv = ["val", "--data", "d", "--model", "m.onnx", "--tile", "320", "--no-full-image", "--tile-merge", "nms"]
+    _, kw, _ = _call(api, "val", argv, capsys)
+    assert kw["tile"] == TileConfig(size=320, full_image=False, merge="nms")
+    assert main(["detect", "a.jpg", "--model", "m.onnx", "--tile", "8"]) == 2  # a clear error, not a traceback
+    assert "tile size 8" in capsys.readouterr().err
+
+
+def test_ray_flag_runs_detect_dataset_with_its_settings(api, capsys):
+    from yolo4.inference.cluster import RayConfig
+
+    argv = ["detect", "imgs/", "--model", "m.onnx", "--ray", "--ray-address", "auto", "--ray-workers", "4"]
+    args, kw, _ = _call(api, "detect_dataset", argv + ["--shard-size", "500", "--out", "results"], capsys)
+    assert args == (["imgs/"],) and kw["out"] == "results" and kw["postprocess"] == DETECT_POSTPROCESS
+    assert kw["ray_config"] == RayConfig(address="auto", workers=4, shard_size=500, batch=1)
+    assert api["detect"].calls == []
+
+
+def test_track_passes_its_bytetrack_settings(api, capsys):
+    from yolo4.inference.track import TrackConfig
+    from yolo4.ops.nms_config import TRACK_POSTPROCESS
+
+    args, kw, _ = _call(api, "track", ["track", "clip.mp4", "--model", "m.onnx", "--track-buffer", "60"], capsys)
+    assert args == ("clip.mp4",) and kw["config"] == TrackConfig(track_buffer=60)
+    assert kw["postprocess"] == TRACK_POSTPROCESS and kw["out"] == "runs/track" and kw["device"] == "auto"

@@ -5,7 +5,7 @@
     for dets in detector(["dog.jpg", "horses.jpg"]):
         print(dets.boxes, dets.scores, dets.labels)      # boxes (N, 4) xyxy in the image's pixels
 
-The public API (`yolo4.load`, `detect`, `train`, `val`, `export`, `benchmark`, `info`, `Detector`,
+The public API (`yolo4.load`, `detect`, `train`, `tune`, `val`, `export`, `benchmark`, `info`, `Detector`,
 `Detections`, `PostprocessConfig`, `TrainConfig`, `ExportOptions`, ...) lives in `yolo4.api` and
 is imported on first use, so `import yolo4` and `import yolo4.darknet` stay light.
 """
@@ -19,8 +19,10 @@ from yolo4._version import __version__
 
 _API = (
     "DETECT_POSTPROCESS",
+    "TRACK_POSTPROCESS",
     "VAL_POSTPROCESS",
     "BenchResult",
+    "DatasetSummary",
     "DetectSummary",
     "Detections",
     "Detector",
@@ -28,13 +30,22 @@ _API = (
     "ExportResult",
     "ModelInfo",
     "PostprocessConfig",
+    "RayConfig",
+    "TileConfig",
+    "TrackConfig",
+    "TrackSummary",
     "TrainConfig",
     "TrainResult",
+    "TuneResult",
+    "TuneSettings",
     "benchmark",
     "detect",
+    "detect_dataset",
     "info",
     "load",
+    "track",
     "train",
+    "tune",
     "val",
 )
 __all__ = ["__version__", "export", *_API]

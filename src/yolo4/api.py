@@ -5,7 +5,11 @@
     detector = yolo4.load("yolov4.cfg", "yolov4.weights")     # or "yolov4-tiny", or "model.onnx"
     [dets] = detector("dog.jpg")                              # yolo4.Detections, boxes in the image's pixels
     yolo4.detect(["photos/"], model="model.onnx", out="runs/detect")
+    yolo4.detect(["4k/"], model="model.onnx", tile=yolo4.TileConfig(size=416))          # small objects
+    yolo4.detect_dataset(["archive/"], model="model.onnx", out="results/")             # Ray: many machines
+    yolo4.track("street.mp4", model="model.onnx", out="runs/track")                    # ByteTrack ids
     result = yolo4.train("data.yaml", model="yolov4-tiny", epochs=100, lr=0.02)
+    search = yolo4.tune("data.yaml", model="yolov4-tiny", trials=30, epochs_per_trial=10)  # -> best.yaml
     [metrics] = yolo4.val("data.yaml", model=result.best_cfg, weights=result.best_weights)
     yolo4.export(result.best_cfg, result.best_weights, format="onnx", outputs="decoded")
     print(yolo4.benchmark("yolov4-tiny", img_size=416).summary())
@@ -38,22 +42,31 @@ from yolo4.export.run import ExportResult
 from yolo4.export.run import run_export as export
 from yolo4.inference.benchmark import BenchResult
 from yolo4.inference.benchmark import benchmark as benchmark
+from yolo4.inference.cluster import DatasetSummary, RayConfig
+from yolo4.inference.cluster import detect_dataset as detect_dataset
 from yolo4.inference.detect import DetectSummary
 from yolo4.inference.detect import run_detect as detect
 from yolo4.inference.detector import Detections, Detector, build_detector
+from yolo4.inference.tiles import TileConfig
+from yolo4.inference.track import TrackConfig, TrackSummary
+from yolo4.inference.track import run_track as track
 from yolo4.models.summary import ModelInfo, print_info
-from yolo4.ops.nms_config import DETECT_POSTPROCESS, VAL_POSTPROCESS, PostprocessConfig
+from yolo4.ops.nms_config import DETECT_POSTPROCESS, TRACK_POSTPROCESS, VAL_POSTPROCESS, PostprocessConfig
 from yolo4.training.anchors import AnchorReport
 from yolo4.training.anchors import run_anchors as anchors
 from yolo4.training.config import TrainConfig
 from yolo4.training.run import run_train as train
 from yolo4.training.train import TrainResult
+from yolo4.tuning.run import TuneResult, TuneSettings
+from yolo4.tuning.run import run_tune as tune
 
 __all__ = [
     "AnchorReport",
     "DETECT_POSTPROCESS",
+    "TRACK_POSTPROCESS",
     "VAL_POSTPROCESS",
     "BenchResult",
+    "DatasetSummary",
     "DetectSummary",
     "Detections",
     "Detector",
@@ -61,15 +74,24 @@ __all__ = [
     "ExportResult",
     "ModelInfo",
     "PostprocessConfig",
+    "RayConfig",
+    "TileConfig",
+    "TrackConfig",
+    "TrackSummary",
     "TrainConfig",
     "TrainResult",
+    "TuneResult",
+    "TuneSettings",
     "anchors",
     "benchmark",
     "detect",
+    "detect_dataset",
     "export",
     "info",
     "load",
+    "track",
     "train",
+    "tune",
     "val",
 ]
 

@@ -13,14 +13,23 @@ import sys
 from collections.abc import Callable
 
 from yolo4.errors import Yolo4Error
-from yolo4.ops.nms_config import DETECT_POSTPROCESS, LABEL_RULES, NMS_KINDS, VAL_POSTPROCESS, PostprocessConfig
+from yolo4.ops.nms_config import (
+    DETECT_POSTPROCESS,
+    LABEL_RULES,
+    NMS_KINDS,
+    TRACK_POSTPROCESS,
+    VAL_POSTPROCESS,
+    PostprocessConfig,
+)
 
 # What the choices are (no heavy imports here: tests check them against yolo4.export.common and
 # yolo4.inference.preprocess).
-FORMATS = ("onnx", "tflite", "darknet")
+FORMATS = ("onnx", "tflite", "openvino", "darknet")
 OUTPUT_KINDS = ("heads", "decoded", "nms")
 CALIB_METHODS = ("minmax", "percentile", "entropy")
+INT8_TOOLS = ("auto", "nncf", "onnxruntime")
 RESIZE_RULES = ("stretch", "letterbox")
+TILE_MERGES = ("nmm", "nms")
 
 DESCRIPTION = "The YOLOv4 family of object detectors, darknet-compatible, in PyTorch. See `yolo4 COMMAND --help`."
 VOCABULARY = """\
@@ -150,6 +159,34 @@ def _postprocess(a: argparse.Namespace) -> PostprocessConfig:
     return PostprocessConfig(conf=a.conf, iou=a.iou, nms=a.nms, labels=a.labels, max_det=a.max_det)
 
 
+def _add_tiles(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tiles", "large images with small objects: detect on overlapping tiles, then merge")
+    g.add_argument("--tile", type=int, default=None, metavar="N", help="tile side in image pixels (off by default)")
+    g.add_argument("--tile-overlap", type=float, default=0.2, metavar="F", help="overlap of neighbouring tiles (0.2)")
+    g.add_argument(
+        "--tile-merge",
+        choices=TILE_MERGES,
+        default="nmm",
+        help="nmm: merge boxes covering each other (intersection over smaller; default); nms: IoU-NMS",
+    )
+    g.add_argument("--tile-merge-thresh", type=float, default=0.5, metavar="T", help="IoS (nmm) or IoU (nms)")
+    g.add_argument("--no-full-image", action="store_true", help="tiles only, without the whole-image pass")
+
+
+def _tile(a: argparse.Namespace):
+    if a.tile is None:
+        return None
+    from yolo4.inference.tiles import TileConfig
+
+    return TileConfig(
+        size=a.tile,
+        overlap=a.tile_overlap,
+        full_image=not a.no_full_image,
+        merge=a.tile_merge,
+        merge_threshold=a.tile_merge_thresh,
+    )
+
+
 def _add_out(p: argparse.ArgumentParser, default: str | None, what: str, old: str | None = None) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--out", default=default, metavar="PATH", help=what)
@@ -234,13 +271,57 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
         help="detections file (default detections.json; a relative path is inside --out)",
     )
     _add_postprocess(p, DETECT_POSTPROCESS, "darknet's detector test and OpenCV's sample")
+    _add_tiles(p)
+    p.add_argument(
+        "--no-pipeline",
+        action="store_true",
+        help="decode, pre-process, run the network and draw one after another instead of in parallel threads",
+    )
+    r = p.add_argument_group(
+        "many machines (Ray Data; pip install 'yolo4[ray]')",
+        "--ray writes Parquet shards (path, width, height, boxes, scores, class_ids, error) and summary.json "
+        "into --out; a rerun skips the shards already written",
+    )
+    r.add_argument("--ray", action="store_true", help="run on Ray: a local instance, or the cluster of --ray-address")
+    r.add_argument(
+        "--ray-address", default=None, metavar="A", help="'auto' (this machine's cluster) or ray://HOST:PORT"
+    )
+    r.add_argument("--ray-workers", type=int, default=None, metavar="N", help="detector actors (default: one per GPU)")
+    r.add_argument(
+        "--ray-cpus-per-worker", type=int, default=None, metavar="N", help="cores per actor without GPU (default 2)"
+    )
+    r.add_argument("--shard-size", type=int, default=1000, metavar="N", help="images per Parquet shard (default 1000)")
     p.set_defaults(func=_run_detect, parser=p)
 
 
 def _run_detect(a: argparse.Namespace) -> int:
-    from yolo4.api import detect
+    from yolo4.api import detect, detect_dataset
 
     _old_exported_weights(a, many=False)
+    if a.ray:
+        from yolo4.inference.cluster import RayConfig
+
+        ray_config = RayConfig(
+            address=a.ray_address,
+            workers=a.ray_workers,
+            cpus_per_worker=a.ray_cpus_per_worker,
+            shard_size=a.shard_size,
+            batch=max(a.batch, 1),
+        )
+        summary = detect_dataset(
+            a.sources,
+            model=a.model,
+            weights=a.weights,
+            names=a.names,
+            img_size=a.img_size,
+            resize=a.resize,
+            postprocess=_postprocess(a),
+            device=a.device,
+            tile=_tile(a),
+            out=a.out,
+            ray_config=ray_config,
+        )
+        return 0 if summary.detected else 1
     summary = detect(
         a.sources,
         model=a.model,
@@ -253,6 +334,8 @@ def _run_detect(a: argparse.Namespace) -> int:
         batch=a.batch,
         json_path=a.json,
         out=a.out,
+        tile=_tile(a),
+        pipeline=not a.no_pipeline,
     )
     return 0 if summary.processed else 1
 
@@ -286,6 +369,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="data loader processes per training process (default 2)")
     p.add_argument("--out", metavar="PATH", help="run folder (default runs/train; runs/demo with --demo)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its last.pt")
+    _add_config_and_set(p)
+    p.set_defaults(func=_run_train, parser=p)
+
+
+def _add_config_and_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a YAML of TrainConfig fields (e.g. the best.yaml of yolo4 tune); --set and the options override it",
+    )
     p.add_argument(
         "--set",
         dest="options",
@@ -294,15 +387,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="any TrainConfig field, e.g. --set lr=0.02 --set mosaic=0 --set policy=steps",
     )
-    p.set_defaults(func=_run_train, parser=p)
 
 
 def _run_train(a: argparse.Namespace) -> int:
     from yolo4.api import train
 
-    train(
+    result = train(
         a.data,
         demo=a.demo,
+        config=a.config,
         options=a.options,
         model=a.model,
         weights=a.weights,
@@ -316,6 +409,67 @@ def _run_train(a: argparse.Namespace) -> int:
         workers=a.workers,
         out=a.out,
         resume=a.resume,
+    )
+    signum = getattr(result, "signal", None)
+    return 128 + signum if signum else 0  # stopped by SIGTERM/SIGINT (checkpointed): the shell's convention
+
+
+# ---------------------------------------------------------------- tune
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="evolve the training hyper-parameters on a dataset (genetic search; Ray Tune when installed)",
+        description="A genetic search over TrainConfig fields (lr, momentum, warm-up, loss weights, "
+        "thresholds, augmentation): each trial a short training scored by 0.1 mAP50 + 0.9 mAP50-95, "
+        "bad trials stopped early (ASHA). Writes tune.csv, tune.png and best.yaml (for yolo4 train "
+        "--config) in --out; the same command again resumes the search.",
+    )
+    p.add_argument("--data", metavar="DATA", required=True, help=DATA_HELP)
+    _add_model(p, darknet_only=True)
+    p.add_argument("--weights", metavar="W", help="darknet .weights every trial starts from")
+    p.add_argument("--weights-upto", type=int, metavar="N", help="load only layers 0..N-1 of --weights")
+    p.add_argument("--trials", type=int, metavar="N", help="trials in all, counting finished ones (default 30)")
+    p.add_argument("--epochs-per-trial", type=int, metavar="E", help="epochs of each trial (default 10)")
+    p.add_argument(
+        "--time-budget", type=float, metavar="MIN", help="minutes of this session: no trial starts after them"
+    )
+    p.add_argument("--space", metavar="FILE", help="YAML of fields and ranges to evolve (default: the built-in space)")
+    p.add_argument("--img-size", type=int, metavar="N", help="training input size of the trials")
+    p.add_argument("--batch", type=int, metavar="N", help="images per optimizer step")
+    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+    p.add_argument("--out", metavar="PATH", help="search folder (default runs/tune)")
+    p.add_argument(
+        "--backend", choices=("auto", "ray", "local"), help="auto (default: Ray Tune when installed), ray, or local"
+    )
+    p.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (default: a local Ray instance)")
+    p.add_argument("--cpus-per-trial", type=int, metavar="N", help="Ray: cores (torch threads) per trial (1)")
+    p.add_argument("--no-prune", action="store_true", help="run every trial to the end (no ASHA early stopping)")
+    _add_config_and_set(p)
+    p.set_defaults(func=_run_tune, parser=p)
+
+
+def _run_tune(a: argparse.Namespace) -> int:
+    from yolo4.api import tune
+
+    tune(
+        a.data,
+        config=a.config,
+        options=a.options,
+        model=a.model,
+        weights=a.weights,
+        weights_upto=a.weights_upto,
+        trials=a.trials,
+        epochs_per_trial=a.epochs_per_trial,
+        budget_min=a.time_budget,
+        space=a.space,
+        img_size=a.img_size,
+        batch=a.batch,
+        device=a.device,
+        out=a.out,
+        backend=a.backend,
+        ray_address=a.ray_address,
+        cpus_per_trial=a.cpus_per_trial,
+        prune=False if a.no_prune else None,
     )
     return 0
 
@@ -345,7 +499,13 @@ def _run_anchors(a: argparse.Namespace) -> int:
 def _add_val(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("val", help="COCO mAP (and darknet's mAP@0.5) of one or more models on a dataset")
     p.add_argument("--data", metavar="DATA", required=True, help=DATA_HELP)
-    p.add_argument("--split", default="val", metavar="SPLIT", help="which split to evaluate on (default val)")
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=("train", "val", "all"),
+        help="default: val of a source with a split (or whose 90/10 split a training wrote down), "
+        "else all: every image",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--model",
@@ -373,6 +533,7 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     )
     _old_option(json_group, "--save-json", "json", "--json", metavar="FILE")
     _add_postprocess(p, VAL_POSTPROCESS, "darknet's map: a low threshold and every class, as mAP needs")
+    _add_tiles(p)
     p.set_defaults(func=_run_val, parser=p)
 
 
@@ -392,6 +553,64 @@ def _run_val(a: argparse.Namespace) -> int:
         device=a.device,
         json_path=a.json,
         out=a.out,
+        tile=_tile(a),
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- track
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "track",
+        help="track objects through a video or camera with ByteTrack: ids, trails, MOT text and JSON",
+        description="Detect on every frame and give each object a persistent id (ByteTrack). Writes into "
+        "--out: <name>.mp4 with ids and trails drawn, <name>.txt in MOTChallenge format "
+        "(frame,id,left,top,width,height,score,-1,-1,-1) and <name>.jsonl (one JSON record per frame).",
+    )
+    p.add_argument("source", metavar="SOURCE", help="a video file or a webcam index (0)")
+    _add_model(p)
+    p.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
+    p.add_argument("--names", metavar="FILE", help="class names, one a line (default: the model's; COCO's for 80)")
+    p.add_argument("--img-size", type=int, default=None, metavar="N", help="network input size (default: the cfg's)")
+    p.add_argument("--resize", choices=RESIZE_RULES, default=None, help=RESIZE_HELP)
+    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="frames per forward pass (default 1)")
+    _add_out(p, "runs/track", "folder for the video, MOT text and JSON lines (default runs/track)")
+    _add_postprocess(p, TRACK_POSTPROCESS, "low, so that ByteTrack's second association sees weak boxes")
+    t = p.add_argument_group("ByteTrack", "defaults: the paper's")
+    t.add_argument("--track-high", type=float, default=0.5, metavar="S", help="first-association score (0.5)")
+    t.add_argument("--track-low", type=float, default=0.1, metavar="S", help="second-association score (0.1)")
+    t.add_argument("--track-new", type=float, default=0.6, metavar="S", help="score that starts a track (0.6)")
+    t.add_argument("--track-match", type=float, default=0.8, metavar="D", help="largest 1 - IoU matched first (0.8)")
+    t.add_argument("--track-buffer", type=int, default=30, metavar="N", help="frames a lost track is kept (30)")
+    p.add_argument("--no-pipeline", action="store_true", help="run the stages one after another (no threads)")
+    p.set_defaults(func=_run_track, parser=p)
+
+
+def _run_track(a: argparse.Namespace) -> int:
+    from yolo4.api import track
+    from yolo4.inference.track import TrackConfig
+
+    config = TrackConfig(
+        high_thresh=a.track_high,
+        low_thresh=a.track_low,
+        new_track_thresh=a.track_new,
+        match_thresh=a.track_match,
+        track_buffer=a.track_buffer,
+    )
+    track(
+        a.source,
+        model=a.model,
+        weights=a.weights,
+        names=a.names,
+        img_size=a.img_size,
+        resize=a.resize,
+        postprocess=_postprocess(a),
+        device=a.device,
+        config=config,
+        batch=a.batch,
+        out=a.out,
+        pipeline=not a.no_pipeline,
     )
     return 0
 
@@ -405,7 +624,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--classes", type=int, default=None, metavar="N", help="number of classes (default: the cfg's; zoo models 80)"
     )
     p.add_argument(
-        "--format", choices=FORMATS, default="onnx", help="onnx (default), tflite, or darknet (.cfg + .weights)"
+        "--format",
+        choices=FORMATS,
+        default="onnx",
+        help="onnx (default), tflite, openvino (.xml + .bin) or darknet (.cfg + .weights)",
     )
     outputs = p.add_mutually_exclusive_group()
     outputs.add_argument(
@@ -440,7 +662,38 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--calib-method",
         choices=CALIB_METHODS,
         default="percentile",
-        help="ONNX int8 activation ranges (default percentile, the 99.999th)",
+        help="onnxruntime int8 activation ranges (default percentile, the 99.999th)",
+    )
+    p.add_argument(
+        "--int8-tool",
+        choices=INT8_TOOLS,
+        default="auto",
+        help="ONNX/OpenVINO int8 quantiser: nncf (bias correction, asymmetric activations), onnxruntime, "
+        "or auto (nncf when installed; default)",
+    )
+    p.add_argument(
+        "--int8-keep-float",
+        type=int,
+        nargs="+",
+        default=(),
+        metavar="LAYER",
+        help="cfg layer indices kept in float (mixed precision; see --analyse for the ranking)",
+    )
+    p.add_argument(
+        "--int8-min-agreement",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="keep the most int8-sensitive layers float until simulated int8 keeps this share of float32's "
+        "detections on the calibration images (e.g. 0.95)",
+    )
+    p.add_argument(
+        "--int8-max-float", type=int, default=8, metavar="N", help="at most this many float layers (default 8)"
+    )
+    p.add_argument(
+        "--analyse",
+        action="store_true",
+        help="print the per-layer int8 sensitivity ranking and plot it beside the output",
     )
     p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset (default 17, 18 with Mish)")
     p.add_argument(
@@ -470,6 +723,11 @@ def _run_export(a: argparse.Namespace) -> int:
         calib_count=a.calib_count,
         calib_split=a.calib_split,
         calib_method=a.calib_method,
+        int8_tool=a.int8_tool,
+        int8_keep_float=tuple(a.int8_keep_float),
+        int8_min_agreement=a.int8_min_agreement,
+        int8_max_float=a.int8_max_float,
+        analyse=a.analyse,
         opset=a.opset,
         out=a.out,
         check=not a.no_check,
@@ -504,6 +762,17 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         help="print darknet's rule-of-thumb FPS for a device of this peak",
     )
     _add_postprocess(p, DETECT_POSTPROCESS, "as yolo4 detect")
+    p.add_argument(
+        "--backends",
+        default=None,
+        metavar="LIST",
+        help="compare CPU back-ends side by side instead: 'all' or a comma list of pytorch, onnxruntime, "
+        "onnxruntime-int8, openvino, openvino-int8, tflite, tflite-int8, opencv-darknet",
+    )
+    p.add_argument(
+        "--threads", type=int, nargs="+", default=None, help="--backends: thread counts (default 1 and all cores)"
+    )
+    p.add_argument("--calib", metavar="DATA", help="--backends: int8 calibration images (default: random, timing only)")
     p.set_defaults(func=_run_benchmark, parser=p)
 
 
@@ -513,6 +782,16 @@ def _run_benchmark(a: argparse.Namespace) -> int:
     _old_positional(a, "model", "--model", "benchmark", "MODEL")
     if a.model is None:
         a.parser.error("the following arguments are required: --model")
+    if a.backends:
+        from yolo4.export.backends import BACKENDS, backends_table, compare_backends, cpu_description
+
+        names = BACKENDS if a.backends == "all" else tuple(b.strip() for b in a.backends.split(",") if b.strip())
+        rows = compare_backends(
+            a.model, a.weights, a.img_size, a.batch, names, a.threads, a.calib, repeats=a.iters, warmup=a.warmup
+        )
+        print(f"{a.model}, batch {a.batch}, CPU: {cpu_description()}")
+        print(backends_table(rows))
+        return 0
     r = benchmark(
         a.model,
         a.weights,
@@ -540,6 +819,12 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     _add_data(c, "dataset check", required=True)
     c.add_argument("--split", default="all", choices=("train", "val", "all"), help="which split (default all)")
     _add_out(c, None, "also draw the counts to this PNG", "--plot")
+    c.add_argument(
+        "--fast", action="store_true", help="read image headers only (very large sets); default: decode every image"
+    )
+    c.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="decoding threads (default: the CPU count, at most 8)"
+    )
     c.set_defaults(func=_run_dataset_check, parser=c)
     s = dsub.add_parser("show", help="draw a grid of samples with their boxes")
     _add_data(s, "dataset show", required=True)
@@ -564,7 +849,7 @@ def _run_dataset_check(a: argparse.Namespace) -> int:
     from yolo4.data.report import check_dataset
 
     _data(a)
-    return check_dataset(a.data, a.split, plot=a.out)
+    return check_dataset(a.data, a.split, plot=a.out, fast=a.fast, workers=a.workers)
 
 
 def _run_dataset_show(a: argparse.Namespace) -> int:
@@ -588,8 +873,10 @@ def _run_dataset_shapes(a: argparse.Namespace) -> int:
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_info,
     _add_detect,
+    _add_track,
     _add_train,
     _add_anchors,
+    _add_tune,
     _add_val,
     _add_export,
     _add_benchmark,

@@ -6,6 +6,8 @@ import struct
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import yolo4.darknet as dn
 from yolo4.darknet.weights import WeightsHeader, read_header, weights_nbytes
@@ -114,3 +116,120 @@ def test_real_model_loads(reference):
     model = dn.load(reference / "models" / "yolo-fastest-1.1.cfg", reference / "models" / "yolo-fastest-1.1.weights")
     assert not model.training
     assert len(model.yolo_layers) == 2
+
+
+# ---------------------------------------------------------------- files that are not what they claim
+SMALL = """[net]
+width=32
+height=32
+channels=3
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+stride=2
+pad=1
+activation=leaky
+[convolutional]
+filters=18
+size=1
+stride=1
+pad=1
+activation=linear
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58
+classes=1
+num=3
+"""
+
+
+@pytest.fixture(scope="module")
+def small():
+    return dn.Darknet(dn.parse_cfg(SMALL, "small.cfg"))
+
+
+def _good(small, path):
+    return dn.save_weights(small, path)
+
+
+def test_other_kinds_of_file_are_named(small, tmp_path):
+    """A training checkpoint, an exported model, a pickle, a cfg or a folder given as --weights."""
+    torch.save({"model": small.state_dict()}, tmp_path / "best.pt")
+    (tmp_path / "model.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(200))
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x08\x12\x07pytorch\x1a\x032.0" + bytes(200))
+    import pickle
+
+    (tmp_path / "evil.weights").write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    (tmp_path / "yolov4.cfg").write_text(SMALL)
+    (tmp_path / "folder.weights").mkdir()
+    for name, message in {
+        "best.pt": "not darknet weights but a zip archive, as PyTorch writes .pt checkpoints",
+        "model.tflite": "not darknet weights but a TFLite model",
+        "model.onnx": "not darknet weights but an ONNX model",
+        "evil.weights": "not darknet weights but a Python pickle",
+        "yolov4.cfg": "maybe a darknet .cfg",
+        "folder.weights": "is a folder",
+    }.items():
+        with pytest.raises(WeightsError, match=message):
+            dn.load_weights(small, tmp_path / name)
+
+
+def test_non_finite_values_and_negative_variance_are_refused_and_leave_the_model_alone(small, tmp_path):
+    good = _good(small, tmp_path / "good.weights").read_bytes()
+    header = 20
+    n = small.blocks[0].conv.out_channels
+    before = {k: v.clone() for k, v in small.state_dict().items()}
+    for name, offset, value in [
+        ("nan.weights", header + 4 * (4 * n + 3), float("nan")),  # a weight of layer 0
+        ("inf.weights", len(good) - 4, float("inf")),  # the last weight of layer 1
+        ("var.weights", header + 4 * (3 * n + 1), -1.0),  # a rolling variance of layer 0
+    ]:
+        data = bytearray(good)
+        data[offset : offset + 4] = struct.pack("<f", value)
+        (tmp_path / name).write_bytes(bytes(data))
+        with pytest.raises(WeightsError, match=f"{name}: layer [01] \\(convolutional\\)"):
+            dn.load_weights(small, tmp_path / name)
+    for k, v in small.state_dict().items():
+        assert torch.equal(v, before[k]), k  # a refused file changed nothing
+
+
+def _check_weights(small, path, data: bytes) -> None:
+    path.write_bytes(data)
+    try:
+        dn.load_weights(small, path)
+    except WeightsError as e:
+        assert path.name in str(e)
+        return
+    assert len(data) == weights_nbytes(small, header=read_header(path))  # accepted only when every byte fits
+    assert all(torch.isfinite(v).all() for v in small.state_dict().values() if v.dtype.is_floating_point)
+
+
+_WEIGHT_FILES = st.one_of(
+    st.binary(max_size=600),
+    st.tuples(st.integers(-3, 1100), st.integers(-3, 1100), st.binary(max_size=560)).map(
+        lambda t: struct.pack("<3i", t[0], t[1], 5) + t[2]
+    ),
+    st.tuples(st.sampled_from([(0, 2), (0, 1), (1000, 2)]), st.lists(st.floats(width=32), max_size=140)).map(
+        lambda t: (
+            struct.pack("<3i", *t[0], 5) + bytes(8 if t[0] == (0, 2) else 4) + struct.pack(f"<{len(t[1])}f", *t[1])
+        )
+    ),
+)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(data=_WEIGHT_FILES)
+def test_fuzzed_weights_raise_only_weights_error(small, tmp_path, data):
+    _check_weights(small, tmp_path / "fuzz.weights", data)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(data=_WEIGHT_FILES)
+def test_fuzzed_weights_raise_only_weights_error_long(small, tmp_path, data):
+    _check_weights(small, tmp_path / "fuzz.weights", data)

@@ -146,7 +146,7 @@ def test_broken_yolo_labels_are_listed_by_file_and_skipped(tmp_path, caplog):
         "degenerate.txt:1: degenerate box",
         "syntax.txt:1: expected 5 values",
         "nan.txt:1: not a number",
-        "corrupt.jpg: corrupt or unreadable image",
+        "corrupt.jpg: not an image",
         "unreadable.txt: unreadable label file",
     ]:
         assert needle in text, needle
@@ -338,7 +338,7 @@ def test_voc_imagesets_split_and_broken_files(tmp_path):
     (sets / "val.txt").write_text("3\n")
     tr = load_dataset(tmp_path, "train")
     assert len(tr) == 3 and len(load_dataset(tmp_path, "val")) == 1
-    assert tr.split_from == "ImageSets/Main/train.txt / val.txt"
+    assert tr.split_origin == "ImageSets/Main/train.txt / val.txt"
     text = "\n".join(tr.problems)
     assert "4.xml: unreadable VOC xml" in text and "5.xml: its image 'missing.jpg' is missing" in text
     assert "6.xml: object #0 (cat)" in text and "outside" in text and "7.xml" in text
@@ -349,7 +349,7 @@ def test_kangaroo_uses_its_imagesets_split(kangaroo):
     assert (len(tr), len(va)) == (132, 32) and tr.names == ["kangaroo"]
     assert set(tr.image_paths).isdisjoint(va.image_paths)
     ids = (kangaroo / "ImageSets" / "Main" / "val.txt").read_text().split()
-    assert [p.stem for p in va.image_paths] == ids and va.split_from == "ImageSets/Main/train.txt / val.txt"
+    assert [p.stem for p in va.image_paths] == ids and va.split_origin == "ImageSets/Main/train.txt / val.txt"
 
 
 # ---------------------------------------------------------------- split and cache
@@ -357,15 +357,18 @@ def test_auto_split_is_deterministic_written_down_and_seeded(tmp_path):
     root = _yolo_folder(tmp_path / "d", n=30, split=False)
     a = load_dataset(root, "val")
     assert len(a) == 3 and len(load_dataset(root, "train")) == 27
-    assert a.split_from.startswith("an automatic 90% / 10% split")
-    assert [str(p) for p in a.image_paths] == [str(p) for p in load_dataset(root, "val").image_paths]
+    assert not (root / "autosplit_val.txt").exists()  # only training writes the split down
+    assert [str(p) for p in a.image_paths] == [str(p) for p in load_dataset(root, "val", write_split=True).image_paths]
     listed = (root / "autosplit_val.txt").read_text().split()
     assert listed == [str(p) for p in a.image_paths]
     assert len((root / "autosplit_train.txt").read_text().split()) == 27
-    b = load_dataset(root, "val", seed=1)
+    b = load_dataset(root, "val", seed=1, write_split=True)
     assert set(map(str, b.image_paths)) != set(map(str, a.image_paths))
     tr = load_dataset(root, "train")
-    assert set(tr.image_paths).isdisjoint(a.image_paths)
+    assert set(tr.image_paths).isdisjoint(b.image_paths)
+    # readers after training take the written list, whatever their seed
+    assert set(load_dataset(root, "val", seed=5).image_paths) == set(b.image_paths)
+    assert "training wrote" in load_dataset(root, "val").split_origin
 
 
 def test_label_cache_is_used_and_invalidated(tmp_path, monkeypatch):
@@ -388,14 +391,15 @@ def test_cache_and_split_fall_back_to_the_cache_dir_when_the_data_are_read_only(
     root = _yolo_folder(tmp_path / "d", split=False)
     real = dsmod._can_write
     monkeypatch.setattr(dsmod, "_can_write", lambda d: not Path(d).is_relative_to(root) and real(d))
-    ds = load_dataset(root, "val")
+    ds = load_dataset(root, "val", write_split=True)
     assert len(ds) == 1
     assert not list(root.rglob("autosplit_*")) and not (root / ".yolo4-cache").exists()
     cache = tmp_path / "yolo4-cache"  # $YOLO4_CACHE_DIR, set by conftest
     listed = next(cache.rglob("autosplit_val.txt")).read_text().split()
     assert listed == [str(p) for p in ds.image_paths]
     assert list(cache.rglob("*.npz"))
-    assert len(load_dataset(root, "val")) == 1  # and reads back from there
+    again = load_dataset(root, "val")  # reads the written split back from there
+    assert again.image_paths == ds.image_paths and "training wrote" in again.split_origin
 
 
 def test_images_cached_in_memory_are_what_the_files_hold(shapes_small):
@@ -421,3 +425,185 @@ def test_image_cache_refuses_what_does_not_fit(shapes_small):
     assert ds.cache_bytes() == int(ds.image_hw.prod(1).sum()) * 3
     assert not ds.cache_images(max_bytes=ds.cache_bytes() - 1)
     assert all(img is None for img in ds._images)
+
+
+# ---------------------------------------------------------------- hostile and damaged sources
+def test_list_entries_that_leave_the_dataset_are_named_not_followed(tmp_path):
+    """`../../etc/passwd` in a darknet list: named with its line and skipped; absolute paths
+    are taken as written (darknet's lists often are)."""
+    root = _yolo_folder(tmp_path / "d", split=False)
+    outside = _img(tmp_path / "elsewhere" / "far.jpg")
+    (root / "train.txt").write_text(f"images/im0.jpg\n../../../../../../etc/passwd\n{outside}\nimages/im1.jpg\n")
+    (root / "data.yaml").write_text("train: train.txt\nval: train.txt\nnames: [cat, dog]\n")
+    ds = load_dataset(root, "train", cache=False)
+    assert sorted(p.name for p in ds.image_paths) == ["far.jpg", "im0.jpg", "im1.jpg"]
+    assert ds.num_skipped == 1
+    assert any("train.txt:2: ../../../../../../etc/passwd leads outside the dataset folder" in p for p in ds.problems)
+
+
+def test_voc_and_coco_file_names_that_leave_their_folder_are_named(tmp_path):
+    voc = tmp_path / "voc"
+    for k in range(3):
+        _img(voc / "images" / f"{k}.jpg")
+    _voc_xml(voc / "annotations" / "0.xml", "0.jpg", _voc_objects())
+    _voc_xml(voc / "annotations" / "1.xml", "../../../etc/passwd", _voc_objects())
+    _voc_xml(voc / "annotations" / "2.xml", "/etc/passwd", _voc_objects())
+    (voc / "classes.txt").write_text("cat\ndog\n")
+    ds = load_dataset(voc, "all", cache=False)
+    assert [p.name for p in ds.image_paths] == ["0.jpg"] and ds.num_skipped == 2
+    text = "\n".join(ds.problems)
+    assert "1.xml: <filename> '../../../etc/passwd' leads outside" in text
+    assert "2.xml: <filename> '/etc/passwd' leads outside" in text
+    sets = voc / "ImageSets" / "Main"
+    sets.mkdir(parents=True)
+    (sets / "train.txt").write_text("0\n../../../../etc/hostname\n")
+    (sets / "val.txt").write_text("0\n")
+    tr = load_dataset(voc, "train", cache=False)
+    assert len(tr) == 1 and any("../../../../etc/hostname leads outside" in p for p in tr.problems)
+
+    p = _coco(tmp_path / "coco", "beside")
+    doc = json.loads(p.read_text())
+    doc["images"][1]["file_name"] = "../../../../../etc/passwd"
+    doc["images"][2]["file_name"] = "/etc/passwd"
+    p.write_text(json.dumps(doc))
+    ds = load_dataset(p, "all", cache=False)
+    assert len(ds) == 2 and sum("leads outside" in q for q in ds.problems) == 2
+
+
+def test_coco_files_of_the_wrong_shape_are_named(tmp_path):
+    p = _coco(tmp_path, "beside")
+    doc = json.loads(p.read_text())
+    doc["images"] += [
+        "not an object",
+        {"id": [1], "file_name": 7},
+        {"id": 500, "file_name": "000.jpg", "width": float("inf"), "height": 48},
+        {"id": 501, "file_name": "001.jpg", "width": True, "height": 48},
+    ]
+    doc["annotations"] += [
+        ["not", "an", "object"],
+        {"image_id": {"a": 1}, "bbox": [1, 1, 2, 2]},
+        {"image_id": 101, "category_id": [3], "bbox": [1, 1, 5, 5]},
+        {"image_id": 102, "category_id": 3, "bbox": ["1", 1, 5, 5]},
+        {"image_id": 103, "category_id": 3, "bbox": [1, 1, 5, float("nan")]},
+    ]
+    p.write_text(json.dumps(doc))
+    ds = load_dataset(p, "all", cache=False)
+    assert [q.name for q in ds.image_paths] == ["000.jpg"]
+    text = "\n".join(ds.problems)
+    for needle in [
+        "images[4] is not an object",
+        "has no file_name",
+        "000.jpg has no valid width/height",
+        "001.jpg has no valid width/height",
+        "annotation #9 has no image_id",
+        "annotation #10 has no image_id",
+        "unknown category_id [3]",
+        "bbox ['1', 1, 5, 5] is not [x, y, w, h]",
+        "box has a non-finite coordinate",
+    ]:
+        assert needle in text, needle
+    for categories, message in [
+        ([{"name": "x"}], r"categories\[0\] has no integer 'id'"),
+        ([{"id": 1}, {"id": 1}], "category id 1 appears twice"),
+        ([{"id": "1"}], r"categories\[0\] has no integer 'id'"),
+    ]:
+        p.write_text(json.dumps({**doc, "categories": categories}))
+        with pytest.raises(DataError, match=message):
+            load_dataset(p, "all", cache=False)
+    p.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="not valid json"):
+        load_dataset(p, "all", cache=False)
+
+
+def test_yolo_label_numbers_that_are_not_class_ids(tmp_path):
+    root = _yolo_folder(tmp_path / "d", n=1, split=False)
+    for name, line in {
+        "inf": "inf 0.5 0.5 0.1 0.1",
+        "nan": "nan 0.5 0.5 0.1 0.1",
+        "huge": "1e300 0.5 0.5 0.1 0.1",
+        "neg": "-1 0.5 0.5 0.1 0.1",
+        "coords": "0 1e400 0.5 0.1 0.1",
+    }.items():
+        _img(root / "images" / f"{name}.jpg")
+        _yolo_label(root / "labels" / f"{name}.txt", [line])
+    ds = load_dataset(root, "all", cache=False)
+    assert [p.name for p in ds.image_paths] == ["im0.jpg"] and ds.num_skipped == 5
+    text = "\n".join(ds.problems)
+    assert "inf.txt:1: class id 'inf' is not an integer" in text and "nan.txt:1: class id 'nan'" in text
+    assert "huge.txt:1: class id '1e300' is out of range" in text and "neg.txt:1: class id '-1' is out of range" in text
+    assert "coords.txt:1: box has a non-finite coordinate" in text
+
+
+def test_voc_sizes_and_xml_bombs_are_named(tmp_path):
+    _img(tmp_path / "images" / "a.jpg")
+    _voc_xml(tmp_path / "annotations" / "a.xml", "a.jpg", _voc_objects(), size=("inf", "nan"))
+    _img(tmp_path / "images" / "b.jpg")
+    (tmp_path / "annotations" / "b.xml").write_text(
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        + "".join(f'<!ENTITY lol{k} "{("&lol" + str(k - 1) + ";") * 10 if k else "&lol;" * 10}">' for k in range(10))
+        + "]><annotation><filename>b.jpg</filename><object><name>&lol9;</name></object></annotation>"
+    )
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    ds = load_dataset(tmp_path, "all", cache=False)
+    assert [p.name for p in ds.image_paths] == ["a.jpg"]  # a bad <size>: the image header is read instead
+    assert ds.image_hw.tolist() == [[H, W]]
+    assert "b.xml: unreadable VOC xml" in ds.problems[0]  # expat refuses the entity expansion
+
+
+def test_dataset_yaml_and_names_files_that_are_not_what_they_claim(tmp_path):
+    _yolo_folder(tmp_path / "d")
+    cases = {
+        "binary.yaml": b"\xff\xfe\x00binary",
+        "notrain.yaml": b"val: images/val\nnames: [a]\n",
+        "nested.yaml": b"train: images/train\nnames: [a, [b, c]]\n",
+        "anchors.yaml": b"a: &a [x, x, x]\nb: &b [*a, *a, *a]\ntrain: images/train\nnames: [*b]\n",
+        "trainmap.yaml": b"train: {a: 1}\nnames: [a, b]\n",
+        "tabs.yaml": b"train:\timages/train\n\tnames: [a]\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / "d" / name).write_bytes(text)
+    for name, message in {
+        "binary.yaml": "is not UTF-8 text",
+        "notrain.yaml": "needs at least `train`",
+        "nested.yaml": "names: class 1 is a list, not a name",
+        "anchors.yaml": "names: class 0 is a list, not a name",
+        "trainmap.yaml": r"train: \{.a.: 1\} is not a path",
+        "tabs.yaml": "not valid YAML",
+    }.items():
+        with pytest.raises(DataError, match=message):
+            load_dataset(tmp_path / "d" / name)
+    from yolo4.data.names import read_names
+
+    (tmp_path / "w.names").write_bytes(np.arange(256, dtype=np.uint8).tobytes())
+    with pytest.raises(DataError, match=r"w.names: not a text file of class names \(byte 128"):
+        read_names(tmp_path / "w.names")
+    (tmp_path / "nul.names").write_bytes(b"cat\x00dog\n")
+    with pytest.raises(DataError, match="nul.names: not a text file"):
+        read_names(tmp_path / "nul.names")
+    (tmp_path / "blank.names").write_text("\n \n")
+    with pytest.raises(DataError, match="blank.names: no class names"):
+        read_names(tmp_path / "blank.names")
+    with pytest.raises(DataError, match="is a folder"):
+        read_names(tmp_path / "d")
+
+
+def test_files_a_dataset_does_not_use_are_named(tmp_path):
+    root = _yolo_folder(tmp_path / "d")
+    _yolo_label(root / "labels" / "train" / "orphan.txt", _good_labels())
+    _yolo_label(root / "labels" / "train" / "classes.txt", ["cat", "dog"])  # labelImg writes this: not a label
+    tr = load_dataset(root, "train", cache=False)
+    assert len(tr) == 4 and tr.num_skipped == 0
+    assert [p for p in tr.problems if "orphan" in p] == [
+        f"{root}/labels/train/orphan.txt: label file without an image; not used"
+    ]
+    assert not any("classes.txt" in p for p in tr.problems)
+    voc = tmp_path / "voc"
+    for k in range(3):
+        _img(voc / "images" / f"{k}.jpg")
+    for k in range(2):
+        _voc_xml(voc / "annotations" / f"{k}.xml", f"{k}.jpg", _voc_objects())
+    ds = load_dataset(voc, "all", cache=False)
+    assert len(ds) == 2 and ds.problems == [
+        f"{voc}/images/2.jpg: image without an annotation xml; not used "
+        "(an image without objects needs an xml without <object>)"
+    ]

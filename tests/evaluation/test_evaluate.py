@@ -439,3 +439,91 @@ def test_model_pairs_pairs_darknet_models_with_weights_and_exports_alone():
         model_pairs("m.onnx", "w.weights")
     with pytest.raises(Yolo4Error, match="no model"):
         model_pairs(None, None)
+
+
+SMALL_CFG = """[net]
+width=64
+height=64
+channels=3
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+[convolutional]
+filters=21
+size=1
+stride=1
+pad=1
+activation=linear
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58
+classes=2
+num=3
+"""
+
+
+def test_yolo4_val_scores_every_image_of_a_coco_json_without_a_split(tmp_path, capsys):
+    """A COCO json defines no split: `yolo4 val` scores all of its images (and says so), and its
+    12 COCO numbers are pycocotools' on the same file. `--split val` still picks the 10 %."""
+    import cv2
+    import torch
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    import yolo4.darknet as dn
+    from yolo4.evaluation.evaluate import run_val
+    from yolo4.evaluation.metrics import COCO_STATS
+    from yolo4.inference.detector import Detector
+    from yolo4.ops.nms_config import VAL_POSTPROCESS
+
+    torch.manual_seed(0)
+    (tmp_path / "small.cfg").write_text(SMALL_CFG)
+    net = dn.Darknet(dn.parse_cfg(SMALL_CFG, "small.cfg"))
+    dn.save_weights(net, tmp_path / "small.weights")
+    rng = np.random.default_rng(3)
+    (tmp_path / "images").mkdir()
+    images = []
+    for i in range(12):
+        im = (rng.random((72, 96, 3)) * 255).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / "images" / f"im{i}.png"), im[..., ::-1])
+        images.append(im)
+    # ground truth: the network's own three best boxes per image, so that the scores are far from 0
+    det = Detector(tmp_path / "small.cfg", tmp_path / "small.weights", postprocess=VAL_POSTPROCESS)
+    doc = {"images": [], "annotations": [], "categories": [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}]}
+    for i, r in enumerate(det(images)):
+        doc["images"].append({"id": 100 + i, "file_name": f"im{i}.png", "width": 96, "height": 72})
+        for (x1, y1, x2, y2), c in zip(r.boxes[:3].tolist(), r.class_ids[:3].tolist()):
+            w, h = x2 - x1, y2 - y1
+            doc["annotations"].append(
+                {"id": len(doc["annotations"]) + 1, "image_id": 100 + i, "category_id": [5, 9][c],
+                 "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0}
+            )  # fmt: skip
+    gt = tmp_path / "instances_test.json"
+    gt.write_text(json.dumps(doc))
+
+    [m] = run_val(gt, model=tmp_path / "small.cfg", weights=tmp_path / "small.weights", json_path="preds.json",
+                  out=tmp_path / "val", progress=False)  # fmt: skip
+    out = capsys.readouterr().out
+    assert "[all: every image (the source defines no split)], 12 images" in out
+    assert m.num_images == 12 and m.map50 > 0.5
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(gt))
+        ev = COCOeval(coco, coco.loadRes(str(tmp_path / "val" / "preds.json")), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert len(ev.params.imgIds) == 12
+    for name, theirs in zip(COCO_STATS, ev.stats):
+        ours = getattr(m, name)
+        assert math.isnan(ours) if theirs == -1 else ours == pytest.approx(theirs, abs=1e-12), (name, ours, theirs)
+
+    [part] = run_val(gt, split="val", model=tmp_path / "small.cfg", weights=tmp_path / "small.weights",
+                     out=None, progress=False)  # fmt: skip
+    assert (
+        part.num_images == 1
+        and "[val: a seeded 90/10 split of a source without one], 1 images" in capsys.readouterr().out
+    )

@@ -96,6 +96,32 @@ def test_run_detect_video(tiny_cfg, fake_runner, tmp_path):
     cap.release()
 
 
+def test_damaged_videos_are_named(tiny_cfg, fake_runner, tmp_path):
+    """A truncated video: the frames it holds are processed and the shortfall is named; a
+    video that cannot be opened (its index cut off, or not a video) is named and skipped."""
+    avi = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(30):
+        w.write(np.full((48, 64, 3), 8 * i, np.uint8))
+    w.release()
+    data = avi.read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    mp4 = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(5):
+        w.write(np.full((48, 64, 3), 8 * i, np.uint8))
+    w.release()
+    (tmp_path / "cut.mp4").write_bytes(mp4.read_bytes()[:200])
+    (tmp_path / "text.mp4").write_text("not a video\n" * 20)
+    sources = [tmp_path / n for n in ("clip.avi", "cut.avi", "cut.mp4", "text.mp4")]
+    summary = run_detect(sources, model=tiny_cfg, runner=fake_runner, out=tmp_path / "out", progress=False)
+    text = "\n".join(summary.problems)
+    assert len(summary.problems) == 3, text
+    assert "cut.avi: ended after" in text and "of the 30 frames its header announces" in text
+    assert "cut.mp4: cannot open video" in text and "text.mp4: cannot open video" in text
+    assert 30 < summary.processed < 60  # the whole clip, and what the cut copy holds
+
+
 def test_run_detect_nothing_processed(tiny_cfg, fake_runner, tmp_path):
     summary = run_detect(
         [tmp_path / "missing.png"], model=tiny_cfg, runner=fake_runner, out=tmp_path / "out", progress=False
@@ -147,6 +173,36 @@ def test_cli_detect_exit_codes(tiny_cfg, tiny_weights, tmp_path, monkeypatch, ca
         == 0
     )
     assert (tmp_path / "out" / "x.jpg").is_file() and (tmp_path / "out" / "detections.json").is_file()
+
+
+def test_cli_names_a_checkpoint_a_folder_or_a_bad_names_file_given_for_weights(
+    tiny_cfg, tiny_weights, tmp_path, capsys
+):
+    """What a new user passes by mistake: best.pt or the run folder as --weights, a binary file
+    as --names. Exit code 2 and one line naming the file, never a traceback."""
+    import torch
+
+    from yolo4.cli import main
+
+    img = _write(tmp_path / "x.jpg", np.zeros((40, 50, 3), np.uint8))
+    torch.save({"model": {}}, tmp_path / "best.pt")
+    (tmp_path / "run").mkdir()
+    for weights, message in [
+        (tmp_path / "best.pt", "best.pt: not darknet weights but a zip archive, as PyTorch writes .pt checkpoints"),
+        (tmp_path / "run", "run: is a folder; --weights wants a darknet .weights file"),
+    ]:
+        assert (
+            main(
+                ["detect", str(img), "--model", str(tiny_cfg), "--weights", str(weights), "--out", str(tmp_path / "o")]
+            )
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    code = main(
+        ["detect", str(img), "--model", str(tiny_cfg), "--weights", str(tiny_weights), "--names", str(tiny_weights)]
+    )
+    assert code == 2 and "not a text file of class names" in capsys.readouterr().err
 
 
 def test_run_detect_with_an_exported_onnx_file(tiny_cfg, tmp_path):

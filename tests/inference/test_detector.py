@@ -103,7 +103,7 @@ def test_load_image_reports_file_by_name(tmp_path):
         load_image(tmp_path / "missing.jpg")
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
-    with pytest.raises(DataError, match="corrupt.jpg: not a readable image"):
+    with pytest.raises(DataError, match="corrupt.jpg: not an image"):
         load_image(bad)
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(DataError, match="empty.png"):

@@ -22,11 +22,11 @@ from yolo4.training.defaults import (
 class _Set:
     """A training-set stand-in: `n` images of 320x320 with one large box each, one class."""
 
-    def __init__(self, n: int, boxes_per_image: int = 1, split_from: str = "ImageSets/Main/train.txt / val.txt"):
+    def __init__(self, n: int, boxes_per_image: int = 1, split_origin: str = "ImageSets/Main/train.txt / val.txt"):
         self.n, self.k = n, boxes_per_image
         self.names = ["kangaroo"]
         self.image_hw = np.full((n, 2), 320)
-        self.split_from = split_from
+        self.split_origin = split_origin
         rng = np.random.default_rng(0)
         self._wh = rng.uniform(120, 300, (n, 2))
 

@@ -448,6 +448,21 @@ def test_hooks_must_be_hooks(tiny_data, tmp_path):
         train(tiny_cfg(tiny_data, tmp_path / "run"), hooks=[Duck()])
 
 
+def test_run_train_reads_a_config_file(tmp_path, monkeypatch):
+    """`yolo4 train --config best.yaml`: the file first, then --set, then the options."""
+    import yolo4.training.run as run
+
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(run, "train", seen.append)
+    path = tmp_path / "best.yaml"
+    path.write_text("data: d.yaml\nlr: 0.02\nmosaic: 0.5\nepochs: 7\n")
+    run.run_train(config=path, options=["mosaic=0.25"], epochs=9)
+    assert (seen[0].data, seen[0].lr, seen[0].mosaic, seen[0].epochs) == ("d.yaml", 0.02, 0.25, 9)
+    path.write_text("lr: fast\n")
+    with pytest.raises(Yolo4Error, match="best.yaml: train option lr='fast'"):
+        run.run_train(config=path)
+
+
 # ------------------------------------------------------------------ best epoch and early stopping
 def _row(epoch, m50=None, m=None):
     r = {"epoch": epoch, "train/loss": 1.0}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from yolo4.evaluation.metrics import coco_evaluate
-from yolo4.viz.plots import plot_confusion_matrix, plot_pr_curves, plot_training_curves
+from yolo4.viz.plots import plot_confusion_matrix, plot_pr_curves, plot_search, plot_training_curves
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +103,26 @@ def test_training_curves_plot_every_numeric_column(tmp_path, figures):
     (m50,) = panels["map50"].get_lines()  # only the evaluated epochs, joined
     np.testing.assert_array_equal(m50.get_xdata(), [0, 3, 6, 9])
     np.testing.assert_allclose(m50.get_ydata(), [0.1, 0.25, 0.4, 0.55])
+
+
+def test_search_plot_shows_each_trial_against_each_parameter(tmp_path, figures):
+    trials = [
+        {"trial": 0, "status": "done", "fitness": 0.30, "lr": 0.01, "iou_loss": "ciou"},
+        {"trial": 1, "status": "done", "fitness": 0.45, "lr": 0.02, "iou_loss": "giou"},
+        {"trial": 2, "status": "pruned", "fitness": 0.10, "lr": 0.05, "iou_loss": "ciou"},
+        {"trial": 3, "status": "failed", "fitness": float("nan"), "lr": 0.09, "iou_loss": "diou"},
+        {"trial": 4, "status": "done", "fitness": 0.40, "lr": 0.003, "iou_loss": "ciou"},
+    ]
+    out = plot_search(trials, ["lr", "iou_loss"], tmp_path / "tune.png", {"lr": (0.001, 0.1, True)})
+    _assert_png(out, min_hw=(300, 600))
+    panels = {ax.get_title(): ax for ax in figures[0].axes if ax.get_title()}
+    assert list(panels) == ["fitness per trial (0.1 mAP50 + 0.9 mAP50-95)", "lr", "iou_loss"]
+    (best_line,) = panels["fitness per trial (0.1 mAP50 + 0.9 mAP50-95)"].get_lines()
+    np.testing.assert_allclose(best_line.get_ydata(), [0.30, 0.45, 0.45])  # done trials 0, 1, 4: best so far
+    lr = panels["lr"]
+    assert lr.get_xscale() == "log" and lr.get_xlim() == pytest.approx((0.001, 0.1))
+    done, pruned = lr.collections[0].get_offsets(), lr.collections[1].get_offsets()  # the failed trial has no point
+    np.testing.assert_allclose(done, [[0.01, 0.30], [0.02, 0.45], [0.003, 0.40]])
+    np.testing.assert_allclose(pruned, [[0.05, 0.10]])
+    np.testing.assert_allclose(lr.collections[3].get_offsets(), [[0.02, 0.45]])  # the best, starred
+    assert [t.get_text() for t in panels["iou_loss"].get_xticklabels()] == ["ciou", "giou"]

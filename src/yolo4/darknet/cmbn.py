@@ -82,6 +82,7 @@ class CmBatchNorm2d(nn.BatchNorm2d):
         var_b, mean_b = torch.var_mean(x32, dim=(0, 2, 3), correction=0)  # (C,), (C,) differentiable
         n_a = self.acc_count
         n = n_a + n_b
+        assert self.acc_mean is not None and self.acc_m2 is not None  # set by the step's first mini-batch
         mean_a, m2_a = self.acc_mean.to(x.device), self.acc_m2.to(x.device)  # (C,) constants
         delta = mean_b - mean_a
         mean = mean_a + delta * (n_b / n)
@@ -100,8 +101,9 @@ class CmBatchNorm2d(nn.BatchNorm2d):
     @torch.no_grad()
     def _update_running(self, mean: Tensor, unbiased_var: Tensor) -> None:
         """running = (1 - f) * running + f * accumulated, f = momentum (or 1/count when None)."""
-        if not self.track_running_stats or self.running_mean is None:
+        if not self.track_running_stats or self.running_mean is None or self.running_var is None:
             return
+        assert self.num_batches_tracked is not None
         self.num_batches_tracked.add_(1)
         f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), f)

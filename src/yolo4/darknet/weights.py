@@ -8,8 +8,10 @@
             then weights (n, c/groups, size, size).
 
 No other layer type of the supported set carries weights. Loading checks the file size
-against the network before reading anything, and names the expected and actual byte counts.
-`upto=N` reads only layers 0..N-1 (backbone files such as `yolov4.conv.137`); it is an
+against the network before reading anything, and names the expected and actual byte counts;
+a file of another kind (a PyTorch checkpoint, an ONNX or TFLite model, a folder) is named as
+such; values that are not finite, or a negative BatchNorm variance, are refused with their
+layer. `upto=N` reads only layers 0..N-1 (backbone files such as `yolov4.conv.137`); it is an
 explicit argument, never a fallback.
 """
 
@@ -65,13 +67,36 @@ def weights_nbytes(model: Darknet, upto: int | None = None, header: WeightsHeade
     return header.nbytes + 4 * sum(t.numel() for _, b in _convs(model, upto) for t in _conv_tensors(b))
 
 
+def _other_format(head: bytes) -> str | None:
+    """What a file that is not darknet weights is, from its first bytes (None: nothing known)."""
+    if head.startswith(b"PK\x03\x04"):
+        return (
+            "a zip archive, as PyTorch writes .pt checkpoints: yolo4 reads darknet .weights "
+            "(a training run writes best.weights beside best.pt)"
+        )
+    if head[4:8] == b"TFL3":
+        return "a TFLite model: name it with the .tflite suffix (and no --cfg) to run it"
+    if head.startswith(b"\x08") and b"pytorch" in head or b"onnx" in head[:64].lower():
+        return "an ONNX model: name it with the .onnx suffix (and no --cfg) to run it"
+    if head.startswith(b"\x80") and len(head) > 1 and head[1] <= 5:
+        return "a Python pickle, which yolo4 never loads (it could run code)"
+    if head.lstrip().startswith(b"["):
+        return "text, maybe a darknet .cfg: pass it as --cfg and the .weights as --weights"
+    return None
+
+
 def read_header(path: str | os.PathLike) -> WeightsHeader:
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a folder; --weights wants a darknet .weights file")
     try:
         with open(path, "rb") as f:
-            head = f.read(20)
+            head = f.read(64)
     except OSError as e:
         raise WeightsError(f"{path}: cannot read weights ({e.strerror or e})") from None
+    other = _other_format(head)
+    if other is not None:
+        raise WeightsError(f"{path}: not darknet weights but {other}")
     if len(head) < 16:
         raise WeightsError(f"{path}: {len(head)} bytes is too short for a darknet weights header")
     major, minor, revision = struct.unpack("<3i", head[:12])
@@ -114,13 +139,24 @@ def load_weights(model: Darknet, path: str | os.PathLike, upto: int | None = Non
         )
     data = np.fromfile(path, dtype="<f4", offset=header.nbytes, count=(expected - header.nbytes) // 4)
     pos = 0
-    with torch.no_grad():
-        for _, block in _convs(model, upto):
-            for t in _conv_tensors(block):
-                n = t.numel()
-                t.copy_(torch.from_numpy(data[pos : pos + n].copy()).view_as(t))
-                pos += n
+    values = []
+    for i, block in _convs(model, upto):
+        for k, t in enumerate(_conv_tensors(block)):
+            n = t.numel()
+            v = data[pos : pos + n]
+            if not np.isfinite(v).all():
+                raise WeightsError(
+                    f"{path}: layer {i} (convolutional) holds {int((~np.isfinite(v)).sum())} values that are not "
+                    "finite numbers (NaN or inf): the training that wrote it diverged, or the file is damaged"
+                )
+            if k == 3 and len(_conv_tensors(block)) == 5 and (v < 0).any():  # rolling variance
+                raise WeightsError(f"{path}: layer {i} (convolutional) has a negative BatchNorm variance: damaged file")
+            values.append((t, v))
+            pos += n
     assert pos == data.size, "size check above guarantees every value is used"
+    with torch.no_grad():  # only a file that passed every check changes the model
+        for t, v in values:
+            t.copy_(torch.from_numpy(v.copy()).view_as(t))
     return header
 
 

@@ -16,9 +16,14 @@ DATA may be
 
 A source without a train/val split is split 90/10: the images are ranked by a seeded hash
 of their path (relative to the data) and the first 10 % are `val`, so the split is
-deterministic and barely moves when images are added. The split is written down beside the
-data as darknet image lists (`autosplit_train.txt`, `autosplit_val.txt`; in the cache folder
-if the data are read-only). `split="all"` gives every usable image.
+deterministic and barely moves when images are added. Training writes the split down beside
+the data as darknet image lists (`autosplit_train.txt`, `autosplit_val.txt`; in the cache
+folder if the data are read-only), and later readers of `val` take that list: the images that
+training held out. `split="all"` gives every usable image; `evaluation_split` picks what
+`yolo4 val` scores when no split is named (`all` for a source that has none).
+
+Paths inside list files, VOC image sets and COCO/VOC file names may not climb out of their
+folder (`../../etc/passwd`): such entries are listed as problems and not followed.
 
 The label index is cached (`.yolo4-cache/` beside the data, or the cache folder), keyed by
 the size and mtime of every image and label file, so a second start skips the parsing.
@@ -39,9 +44,9 @@ import numpy as np
 import yaml
 
 from yolo4.data.formats.coco import read_coco
-from yolo4.data.formats.common import IMAGE_SUFFIXES, LabelIndex, list_images
-from yolo4.data.formats.voc import read_voc, voc_names
-from yolo4.data.formats.yolo import find_label, read_image_list, read_names, read_yolo
+from yolo4.data.formats.common import IMAGE_SUFFIXES, LabelIndex, join_inside, list_images, read_image_header
+from yolo4.data.formats.voc import images_without_xml, read_voc, voc_names
+from yolo4.data.formats.yolo import find_label, label_path_candidates, read_image_list, read_names, read_yolo
 from yolo4.data.sources import load_image
 from yolo4.errors import DataError
 
@@ -71,8 +76,8 @@ class DetectionDataset:
         problems: one line per skipped image or annotation, naming its file.
         num_skipped: how many images of the source were skipped.
         category_ids: for COCO sources, the COCO category id of each class; else None.
-        split_from: where the train/val split comes from ("ImageSets/Main/train.txt / val.txt",
-            "an automatic 90% / 10% split ...", ...), for messages.
+        split_origin: where the train/val split comes from ("ImageSets/Main/train.txt / val.txt",
+            "the split training wrote to ...", ...), for messages.
 
     `cache_images()` keeps every decoded image in memory (YOLOv5's `--cache ram`): later
     `load` calls, and loader worker processes forked after it, skip the disk and the decoder.
@@ -96,7 +101,7 @@ class DetectionDataset:
         self.source = source
         self.split = split
         self.category_ids = category_ids
-        self.split_from = ""  # where the train/val split comes from (load_dataset fills it in)
+        self.split_origin = ""  # where the split came from, for messages (load_dataset fills it in)
         self._images: list[np.ndarray | None] = [None] * len(self.image_paths)
 
     def __len__(self) -> int:
@@ -124,10 +129,7 @@ class DetectionDataset:
             return img.copy(), boxes, cls
         img = load_image(path)
         if tuple(img.shape[:2]) != tuple(self.image_hw[i]):
-            raise DataError(
-                f"{path}: image is {img.shape[1]}x{img.shape[0]} but its labels were made "
-                f"for {self.image_hw[i][1]}x{self.image_hw[i][0]}"
-            )
+            raise DataError(_size_mismatch(path, img.shape[:2], self.image_hw[i]))
         boxes, cls = self.labels(i)
         return img, boxes, cls
 
@@ -178,9 +180,23 @@ class DetectionDataset:
             self.num_skipped,
         )
         out = DetectionDataset(self.names, sub, self.source, self.split, self.category_ids)
-        out.split_from = self.split_from
+        out.split_origin = self.split_origin
         out._images = [self._images[i] for i in idx]
         return out
+
+
+def _size_mismatch(path: Path, got_hw, label_hw) -> str:
+    msg = f"{path}: image is {got_hw[1]}x{got_hw[0]} but its labels were made for {label_hw[1]}x{label_hw[0]}"
+    try:
+        header = read_image_header(path)
+    except DataError:
+        return msg
+    if header.swaps_axes and tuple(label_hw) == tuple(got_hw)[::-1]:
+        msg += (
+            f": the labels were drawn on the image turned by its EXIF orientation ({header.orientation}), "
+            "which yolo4 ignores as darknet does; save the image with the rotation applied to its pixels"
+        )
+    return msg
 
 
 def _physical_memory() -> int:
@@ -201,6 +217,7 @@ class _Part:
     json: Path | None = None  # coco
     xmls: list[Path] = field(default_factory=list)  # voc
     image_dir: Path | None = None  # voc
+    problems: list[str] = field(default_factory=list)  # entries of list files that were not followed
 
     def key_files(self) -> list[Path]:
         if self.reader == "yolo":
@@ -221,23 +238,29 @@ class _Source:
     split_from: str = ""  # where the train/val split comes from, for messages
 
 
-def _images_from_spec(spec, root: Path, where: Path, key: str) -> list[Path]:
+def _yolo_part(spec, root: Path, where: Path, key: str) -> _Part:
+    """The images named by a YAML / .data entry: folders, image-list .txt files, images, or a list of them."""
     specs = spec if isinstance(spec, list) else [spec]
     out: list[Path] = []
+    problems: list[str] = []
     for s in specs:
+        if not isinstance(s, (str, int, float)) or isinstance(s, bool):
+            raise DataError(f"{where}: {key}: {s!r} is not a path")
         p = Path(str(s)).expanduser()
         p = p if p.is_absolute() else root / p
         if p.is_dir():
             out += list_images(p)
         elif p.is_file() and p.suffix.lower() == ".txt":
-            out += read_image_list(p, [p.parent, root, root.parent, Path.cwd()])
+            listed, bad = read_image_list(p, [p.parent, root, root.parent, Path.cwd()])
+            out += listed
+            problems += bad
         elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
             out.append(p)
         else:
             raise DataError(f"{where}: {key}: {p} is not a folder, image list or image")
     if not out:
         raise DataError(f"{where}: {key}: no images in {', '.join(map(str, specs))}")
-    return out
+    return _Part("yolo", out, problems=problems)
 
 
 def _names_from_yaml(doc: dict, where: Path) -> list[str]:
@@ -249,19 +272,33 @@ def _names_from_yaml(doc: dict, where: Path) -> list[str]:
             raise DataError(f"{where}: names: keys must be class ids ({e})") from e
         if keys != list(range(len(keys))):
             raise DataError(f"{where}: names: class ids must be 0..{len(keys) - 1}")
-        return [str(names[k] if k in names else names[str(k)]) for k in keys]
-    if isinstance(names, list) and names:
-        return [str(n) for n in names]
-    if isinstance(doc.get("nc"), int):
+        out = [names[k] if k in names else names[str(k)] for k in keys]
+    elif isinstance(names, list) and names:
+        out = names
+    elif isinstance(doc.get("nc"), int) and not isinstance(doc["nc"], bool) and 0 < doc["nc"] < 100_000:
         return [str(k) for k in range(doc["nc"])]
-    raise DataError(f"{where}: no class `names` (or `nc`)")
+    else:
+        raise DataError(f"{where}: no class `names` (or `nc`)")
+    for k, n in enumerate(out):
+        if not isinstance(n, (str, int, float)) or isinstance(n, bool):
+            raise DataError(f"{where}: names: class {k} is a {type(n).__name__}, not a name")
+    return [str(n) for n in out]
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: {what} is not UTF-8 text (byte {e.start})") from None
 
 
 def _from_yaml(path: Path) -> _Source:
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise DataError(f"{path}: cannot read dataset YAML ({e})") from e
+        doc = yaml.safe_load(_read_text(path, "dataset YAML"))
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(doc, dict) or "train" not in doc:
         raise DataError(f"{path}: dataset YAML needs at least `train` and `names`")
     root = Path(str(doc.get("path") or ".")).expanduser()
@@ -270,9 +307,9 @@ def _from_yaml(path: Path) -> _Source:
     elif not root.is_dir():  # an absolute path from another machine: the data moved with the YAML
         root = path.parent
     names = _names_from_yaml(doc, path)
-    parts = {"train": _Part("yolo", _images_from_spec(doc["train"], root, path, "train"))}
+    parts = {"train": _yolo_part(doc["train"], root, path, "train")}
     if doc.get("val"):
-        parts["val"] = _Part("yolo", _images_from_spec(doc["val"], root, path, "val"))
+        parts["val"] = _yolo_part(doc["val"], root, path, "val")
     else:
         parts = {"all": parts["train"]}
     return _Source(path, path.parent, parts, names, split_from=f"{path.name}: train / val")
@@ -280,13 +317,10 @@ def _from_yaml(path: Path) -> _Source:
 
 def _from_darknet(path: Path) -> _Source:
     opts = {}
-    try:
-        for ln in path.read_text().splitlines():
-            if "=" in ln and not ln.lstrip().startswith("#"):
-                k, v = ln.split("=", 1)
-                opts[k.strip()] = v.strip()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read darknet .data file ({e})") from e
+    for ln in _read_text(path, "darknet .data file").splitlines():
+        if "=" in ln and not ln.lstrip().startswith("#"):
+            k, v = ln.split("=", 1)
+            opts[k.strip()] = v.strip()
     bases = [path.parent, path.parent.parent, Path.cwd()]
 
     def find(key: str) -> Path | None:
@@ -311,15 +345,15 @@ def _from_darknet(path: Path) -> _Source:
     if opts.get("classes", "").isdigit() and int(opts["classes"]) != len(names):
         raise DataError(f"{path}: classes={opts['classes']} but {names_file} has {len(names)} names")
 
-    def images(key: str) -> list[Path]:
+    def images(key: str) -> _Part:
         p = find(key)
-        return _images_from_spec(str(p), p.parent, path, key)
+        return _yolo_part(str(p), p.parent, path, key)
 
     valid_key = "valid" if opts.get("valid") else "val" if opts.get("val") else None
     if valid_key:
-        parts = {"train": _Part("yolo", images("train")), "val": _Part("yolo", images(valid_key))}
+        parts = {"train": images("train"), "val": images(valid_key)}
     else:
-        parts = {"all": _Part("yolo", images("train"))}
+        parts = {"all": images("train")}
     return _Source(path, path.parent, parts, names, split_from=f"{path.name}: train / {valid_key}")
 
 
@@ -336,8 +370,8 @@ def _folder_names(d: Path) -> list[str] | None:
 
 def _is_dataset_yaml(path: Path) -> bool:
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):  # (UnicodeDecodeError is a ValueError)
         return path.name == "data.yaml"  # a broken data.yaml is reported by _from_yaml
     return isinstance(doc, dict) and "train" in doc
 
@@ -374,8 +408,10 @@ def _from_folder(d: Path) -> _Source:
         if (sets / "train.txt").is_file() and (sets / "val.txt").is_file():
             parts = {}
             for s in ("train", "val"):
-                ids = [ln.split()[0] for ln in (sets / f"{s}.txt").read_text().splitlines() if ln.strip()]
-                parts[s] = _Part("voc", xmls=[ann / f"{i}.xml" for i in ids], image_dir=imgs)
+                ids = [ln.split()[0] for ln in _read_text(sets / f"{s}.txt", "image set").splitlines() if ln.strip()]
+                xmls = [join_inside(ann, f"{i}.xml") for i in ids]
+                bad = [f"{sets / s}.txt: {i} leads outside {ann}; not followed" for i, x in zip(ids, xmls) if x is None]
+                parts[s] = _Part("voc", xmls=[x for x in xmls if x is not None], image_dir=imgs, problems=bad)
         else:
             parts = {"all": _Part("voc", xmls=xmls, image_dir=imgs)}
         split_from = "ImageSets/Main/train.txt / val.txt" if "train" in parts else ""
@@ -493,23 +529,61 @@ def _index_part(
     part = src.parts[part_name]
     names, cat_ids = src.names, None
     key = _stat_key(part.key_files(), f"{part.reader}|{part_name}|{names}|{part.image_dir}")
-    cache_file = None
+    cache_file, hit = None, None
     if cache:
         tag = hashlib.sha1(f"{src.path.resolve()}|{part_name}".encode()).hexdigest()[:12]
         cache_dir = _writable_dir(src.anchor / ".yolo4-cache", str(src.anchor.resolve()))
         cache_file = cache_dir / f"{part_name}-{tag}.npz"
         hit = _load_index(cache_file, key)
-        if hit is not None:
-            return hit
-    if part.reader == "yolo":
-        idx = read_yolo(part.images, len(names) if names is not None else None, progress)
-    elif part.reader == "voc":
-        idx = read_voc(part.xmls, part.image_dir, names or [])
+    if hit is not None:
+        idx, names, cat_ids = hit
     else:
-        idx, names, cat_ids = read_coco(part.json)
-    if cache_file is not None:
-        _save_index(cache_file, key, idx, names, cat_ids)
+        if part.reader == "yolo":
+            idx = read_yolo(part.images, len(names) if names is not None else None, progress)
+        elif part.reader == "voc":
+            idx = read_voc(part.xmls, part.image_dir, names or [])
+        else:
+            idx, names, cat_ids = read_coco(part.json)
+        if cache_file is not None:
+            _save_index(cache_file, key, idx, names, cat_ids)
+    unused = _unused_files(part, part_name, idx)
+    if part.problems or unused:  # (not cached: list files and folders are read on every start)
+        idx = LabelIndex(
+            idx.image_paths,
+            idx.image_hw,
+            idx.boxes,
+            idx.class_ids,
+            part.problems + idx.problems + unused,
+            idx.num_skipped + len(part.problems),
+        )
     return idx, names, cat_ids
+
+
+def _unused_files(part: _Part, part_name: str, idx: LabelIndex) -> list[str]:
+    """Files beside a part that it does not use, one line each: label files of a `labels/`
+    folder without an image, and (VOC without image sets) images without an annotation."""
+    if part.reader == "voc" and part.image_dir is not None and part_name == "all":
+        used = set(idx.image_paths)
+        return [
+            f"{p}: image without an annotation xml; not used (an image without objects needs an xml without <object>)"
+            for p in images_without_xml(part.xmls, part.image_dir)
+            if p not in used
+        ]
+    if part.reader != "yolo":
+        return []
+    expected = {label_path_candidates(p)[0] for p in part.images}  # where each image's label would be
+    folders = {p.parent for p in expected if "labels" in p.parts}
+    out = []
+    for d in sorted(folders):
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for n in names:
+            f = d / n
+            if n.endswith(".txt") and n != "classes.txt" and f not in expected and f.is_file():
+                out.append(f"{f}: label file without an image; not used")
+    return out
 
 
 def split_rank(paths: list[Path], anchor: Path, seed: int) -> np.ndarray:
@@ -525,29 +599,78 @@ def split_rank(paths: list[Path], anchor: Path, seed: int) -> np.ndarray:
     return np.argsort(np.array(keys, dtype=str), kind="stable").astype(np.int64)
 
 
-def _auto_split(idx: LabelIndex, src: _Source, seed: int) -> dict[str, LabelIndex]:
+def _split_prefix(src: _Source) -> str:
+    return "autosplit" if src.path.is_dir() else f"{src.path.stem}.autosplit"
+
+
+def _split_folders(src: _Source) -> list[Path]:
+    """Where an automatic split is written down: beside the data, else in the cache folder."""
+    return [src.anchor, cache_root() / hashlib.sha1(str(src.anchor.resolve()).encode()).hexdigest()[:16]]
+
+
+def written_split(src: _Source) -> Path | None:
+    """The `..._val.txt` a training run wrote for this unsplit source, if there is one."""
+    name = f"{_split_prefix(src)}_val.txt"
+    return next((f / name for f in _split_folders(src) if (f / name).is_file()), None)
+
+
+def _auto_split(idx: LabelIndex, src: _Source, seed: int, write: bool) -> tuple[dict[str, LabelIndex], str]:
+    """The 90/10 split of an unsplit source, and where it came from.
+
+    With `write` (training) the seeded hash decides and the lists are written down; otherwise a
+    list written by training is read back (what that training held out), else the hash decides.
+    """
     n = len(idx)
+    listed = None if write else written_split(src)
+    if listed is not None:
+        try:
+            held_out = {ln.strip() for ln in listed.read_text(encoding="utf-8").splitlines() if ln.strip()}
+        except (OSError, ValueError) as e:
+            log.warning("%s: cannot read the written split (%s); using the seeded split", listed, e)
+            held_out = set()
+        val = [i for i in range(n) if str(idx.image_paths[i]) in held_out]
+        if val:
+            train = [i for i in range(n) if str(idx.image_paths[i]) not in held_out]
+            return {"train": idx.select(train), "val": idx.select(val)}, f"the split training wrote to {listed}"
+        log.warning("%s lists none of the images of %s; using the seeded split", listed, src.path)
     n_val = 0 if n < 2 else max(1, round(VAL_FRACTION * n))
     order = split_rank(idx.image_paths, src.anchor, seed)
     val_set = set(order[:n_val].tolist())
     val = [i for i in range(n) if i in val_set]
     train = [i for i in range(n) if i not in val_set]
     out = {"train": idx.select(train), "val": idx.select(val)}
-    prefix = "autosplit" if src.path.is_dir() else f"{src.path.stem}.autosplit"
-    folder = _writable_dir(src.anchor, str(src.anchor.resolve()))
-    for s, sub in out.items():
-        f = folder / f"{prefix}_{s}.txt"
-        text = "".join(f"{p}\n" for p in sub.image_paths)
-        try:
-            if not f.is_file() or f.read_text() != text:
-                f.write_text(text)
-        except OSError as e:
-            log.warning("could not write the split list %s (%s)", f, e)
-    return out
+    if write:
+        folder = _writable_dir(src.anchor, str(src.anchor.resolve()))
+        for s, sub in out.items():
+            f = folder / f"{_split_prefix(src)}_{s}.txt"
+            text = "".join(f"{p}\n" for p in sub.image_paths)
+            try:
+                if not f.is_file() or f.read_text() != text:  # (atomically: other processes may read it)
+                    tmp = f.with_name(f"{f.name}.tmp{os.getpid()}")
+                    tmp.write_text(text)
+                    os.replace(tmp, f)
+            except OSError as e:
+                log.warning("could not write the split list %s (%s)", f, e)
+    return out, f"a seeded {round(100 * (1 - VAL_FRACTION))}/{round(100 * VAL_FRACTION)} split of a source without one"
+
+
+def evaluation_split(data: str | Path) -> str:
+    """The split `yolo4 val` scores when none is asked for: `val` of a source that defines a
+    split or whose 90/10 split a training wrote down, else `all` (every image)."""
+    src = _resolve(Path(data).expanduser())
+    if "all" not in src.parts or written_split(src) is not None:
+        return "val"
+    return "all"
 
 
 def load_dataset(
-    data: str | Path, split: str = "train", *, seed: int = 0, cache: bool = True, progress: bool = True
+    data: str | Path,
+    split: str = "train",
+    *,
+    seed: int = 0,
+    cache: bool = True,
+    progress: bool = True,
+    write_split: bool = False,
 ) -> DetectionDataset:
     """Read a dataset (see the module docstring for what `data` may be).
 
@@ -556,6 +679,10 @@ def load_dataset(
         split: "train", "val" or "all".
         seed: seed of the automatic 90/10 split of sources that have no split.
         cache: read/write the label index cache.
+        write_split: for a source without a split, write its 90/10 split down (training does);
+            otherwise a split written earlier is used, else the seeded one.
+    Returns:
+        the dataset; `split_origin` says where its split came from.
     Raises:
         DataError naming the file if the source is unusable (missing, unknown layout, no images).
     """
@@ -565,9 +692,12 @@ def load_dataset(
     parts = list(src.parts)
     if "all" in src.parts:
         idx, names, cat_ids = _index_part(src, "all", cache, progress)
+        origin = "every image (the source defines no split)"
         if split != "all":
-            idx = _auto_split(idx, src, seed)[split]
+            splits, origin = _auto_split(idx, src, seed, write_split)
+            idx = splits[split]
     else:
+        origin = (src.split_from or "the source's own split") if split != "all" else "every image of both splits"
         wanted = ["train", "val"] if split == "all" else [split]
         got = [_index_part(src, p, cache, progress) for p in wanted]
         idx = LabelIndex()
@@ -585,9 +715,7 @@ def load_dataset(
         top = max((int(c.max()) for c in idx.class_ids if len(c)), default=-1)
         names = [str(k) for k in range(top + 1)]
     ds = DetectionDataset(names, idx, src.path, split, cat_ids)
-    ds.split_from = src.split_from or (
-        f"an automatic {1 - VAL_FRACTION:.0%} / {VAL_FRACTION:.0%} split (seed {seed}; listed in autosplit_*.txt)"
-    )
+    ds.split_origin = origin
     if len(ds) == 0:
         raise DataError(
             f"{src.path}: no usable images in split {split!r} (parts: {parts}); "

@@ -9,7 +9,9 @@ of passes over the loader.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import signal
 from collections.abc import Iterator
 
 import cv2
@@ -30,14 +32,16 @@ log = logging.getLogger("yolo4.data")
 
 
 class _SeededSampler(Sampler):
-    """Wraps a sampler of indices; yields (index, epoch) pairs."""
+    """Wraps a sampler of indices; yields (index, epoch) pairs, leaving out the first `skip`
+    indices of each pass."""
 
-    def __init__(self, inner: Sampler) -> None:
+    def __init__(self, inner: Sampler, skip: int = 0) -> None:
         self.inner = inner
+        self.skip = int(skip)
         self._passes = 0
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return max(len(self.inner) - self.skip, 0)
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.inner, "set_epoch"):
@@ -47,7 +51,7 @@ class _SeededSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = int(getattr(self.inner, "epoch", self._passes))
         self._passes += 1
-        for i in self.inner:
+        for i in itertools.islice(self.inner, self.skip, None):
             yield int(i), epoch
 
 
@@ -114,6 +118,12 @@ def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
 
 def _worker_init(worker_id: int) -> None:
     cv2.setNumThreads(0)  # the DataLoader already runs one process per core
+    # Ctrl-C and a scheduler's SIGTERM reach the whole process group; the training process
+    # decides when to stop (at the next step, after a checkpoint). A worker killed by them
+    # first would end the epoch with "DataLoader worker exited unexpectedly" instead. Workers
+    # exit on their own when the training process is gone.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def build_loader(
@@ -127,6 +137,7 @@ def build_loader(
     seed: int = 0,
     drop_last: bool = False,
     letterbox_eval: bool = True,
+    skip: int = 0,
 ) -> DataLoader:
     """A DataLoader of (images Tensor[B, 3, H, W] float32 in [0, 1] RGB, targets Tensor[M, 6]
     (batch_index, class_id, x1, y1, x2, y2) input pixels, infos list of dicts {path,
@@ -141,6 +152,8 @@ def build_loader(
         sampler: e.g. a torch DistributedSampler over range(len(dataset)); call its
             set_epoch (or the loader's `batch_sampler.sampler.set_epoch`) each epoch.
         seed: seeds the shuffling and every sample's augmentation.
+        skip: leave out the first `skip` indices of the sampler's order (a training resumed within
+            an epoch: the rest of its batches are the ones the uninterrupted run would get).
     """
     if sampler is None:
         g = torch.Generator()
@@ -151,7 +164,7 @@ def build_loader(
     return DataLoader(
         TorchDetectionDataset(dataset, img_size, augment, seed, letterbox_eval),
         batch_size=batch_size,
-        sampler=_SeededSampler(sampler),
+        sampler=_SeededSampler(sampler, skip),
         num_workers=workers,
         collate_fn=collate,
         drop_last=drop_last,

@@ -3,7 +3,9 @@ with it, and what the network is fed."""
 
 from __future__ import annotations
 
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -13,6 +15,7 @@ import numpy as np
 
 from yolo4.data.augment import AugmentConfig, eval_sample, train_sample
 from yolo4.data.dataset import DetectionDataset, load_dataset
+from yolo4.data.formats.common import read_image_header
 from yolo4.errors import DataError
 
 # box size = sqrt(w * h) in pixels; COCO's small/medium/large split at 32 and 96
@@ -34,6 +37,37 @@ class DatasetReport:
     size_counts: np.ndarray
     num_skipped: int
     problems: list[str] = field(default_factory=list)
+    decoded: bool = False  # every image was decoded (not only its header read)
+    num_undecodable: int = 0  # images that fail to decode: training skips them
+    num_rotated: int = 0  # images with an EXIF orientation other than 1 (ignored, as darknet does)
+
+
+def decode_images(ds: DetectionDataset, workers: int | None = None, progress: bool = True) -> tuple[list[str], int]:
+    """Decode every image of `ds` exactly as training loads it (`ds.load`), in parallel threads.
+
+    Returns:
+        (one problem per image that fails, naming it; how many images carry an EXIF rotation).
+    """
+    from tqdm import tqdm
+
+    def one(i: int) -> tuple[str | None, bool]:
+        try:
+            ds.load(i)
+            return None, read_image_header(ds.image_paths[i]).orientation != 1
+        except DataError as e:
+            return f"{e} -> training skips it", False
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    problems, rotated = [], 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # OpenCV decodes without the GIL
+        results = pool.map(one, range(len(ds)), chunksize=16)
+        for problem, turned in tqdm(
+            results, total=len(ds), desc="decoding images", unit="img", disable=not progress, file=sys.stderr
+        ):
+            if problem is not None:
+                problems.append(problem)
+            rotated += turned
+    return problems, rotated
 
 
 def dataset_report(ds: DetectionDataset) -> DatasetReport:
@@ -62,6 +96,19 @@ def format_report(r: DatasetReport, max_problems: int = 50) -> str:
         f"dataset {r.source} [{r.split}]: {r.num_images} images ({r.num_background} without boxes), "
         f"{r.num_boxes} boxes, {len(r.names)} classes, {r.num_skipped} images skipped"
     ]
+    if r.decoded:
+        lines.append(
+            f"every image decoded: {r.num_undecodable} cannot be (training skips them)"
+            if r.num_undecodable
+            else "every image decoded: all readable"
+        )
+    else:
+        lines.append("image headers read only (--fast): truncated or corrupt pixels are not found")
+    if r.num_rotated:
+        lines.append(
+            f"{r.num_rotated} images carry an EXIF rotation, which yolo4 ignores as darknet does: their boxes "
+            "must refer to the stored pixels (check with `yolo4 dataset show`)"
+        )
     lines.append("")
     lines.append("boxes per class:")
     top = max(int(r.class_counts.max()) if len(r.class_counts) else 0, 1)
@@ -113,11 +160,23 @@ def plot_report(r: DatasetReport, out: str | Path) -> Path:
 
 
 def check_dataset(
-    data: str | Path, split: str = "all", plot: str | Path | None = None, stream: TextIO | None = None
+    data: str | Path,
+    split: str = "all",
+    plot: str | Path | None = None,
+    stream: TextIO | None = None,
+    fast: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
 ) -> int:
-    """Print the report of `data` (and draw it to `plot` if given). Returns 1 if problems
-    were found, else 0 (an exit code)."""
-    r = dataset_report(load_dataset(data, split))
+    """Print the report of `data` (and draw it to `plot` if given). Every image is decoded as
+    training would decode it (in `workers` threads), unless `fast`: then only headers are read.
+    Returns 1 if problems were found, else 0 (an exit code)."""
+    ds = load_dataset(data, split, progress=progress)
+    r = dataset_report(ds)
+    if not fast:
+        bad, r.num_rotated = decode_images(ds, workers, progress)
+        r.decoded, r.num_undecodable = True, len(bad)
+        r.problems += bad
     print(format_report(r), file=stream or sys.stdout)
     if plot is not None:
         print(f"plot written to {plot_report(r, plot)}", file=stream or sys.stdout)

@@ -230,7 +230,7 @@ def render_shapes_image(cfg: ShapesConfig, split: str, index: int, return_masks:
         areas.append(int(local.sum()))
         classes.append(cls)
     img = cv2.GaussianBlur(img, (5, 5), float(rng.uniform(0.3, 0.9)))
-    img += _pixel_noise(rng, n) * np.float32(rng.uniform(*cfg.noise_range))
+    img = img + _pixel_noise(rng, n) * np.float32(rng.uniform(*cfg.noise_range))
     image = np.clip(img + 0.5, 0, 255).astype(np.uint8)  # rounds: values are >= 0 after the clip
     boxes = np.zeros((len(masks), 4), np.float32)
     for k, m in enumerate(masks):
@@ -334,3 +334,80 @@ def make_shapes_from_args(root: str | Path, **overrides) -> Path:
         s = given["img_size"]
         given["size_range"] = (min(10.0, s / 8), s / 2)
     return make_shapes(root, ShapesConfig(**given))
+
+
+# ---------------------------------------------------------------- a video of moving shapes
+@dataclass(frozen=True)
+class ShapesVideoConfig:
+    """A synthetic video for tracking: `num_objects` shapes of fixed class, size, rotation and
+    colour move at constant velocity over one static textured background, bouncing off the
+    borders and passing over each other (later objects in front), with fresh pixel noise in
+    every frame. Sizes in pixels, speeds in pixels per frame."""
+
+    seed: int = 0
+    num_frames: int = 90
+    img_size: int = 320
+    num_objects: int = 6
+    size_range: tuple[float, float] = (28.0, 56.0)
+    speed_range: tuple[float, float] = (1.0, 4.0)
+    classes: tuple[str, ...] = SHAPES_NAMES
+    noise: float = 6.0
+    min_visible: float = 0.3  # an object shows in the ground truth while this much of it is visible
+
+
+def render_shapes_video(cfg: ShapesVideoConfig = ShapesVideoConfig()):
+    """The frames of a moving-shapes video with their ground truth (a pure function of cfg).
+
+    Yields, per frame:
+        image uint8 (S, S, 3) RGB, boxes float32 (N, 4) xyxy (tight boxes of the visible pixels),
+        class_ids int64 (N,), object ids int64 (N,) (0-based, stable for the whole video); an
+        object hidden below `min_visible` of its pixels is left out of that frame.
+    """
+    rng = np.random.default_rng([cfg.seed, 7])
+    n = cfg.img_size
+    background = _background(rng, ShapesConfig(img_size=n, size_range=(1.0, float(n))))
+    objects = []
+    for _ in range(cfg.num_objects):
+        cls = int(rng.integers(len(cfg.classes)))
+        size = float(np.exp(rng.uniform(*np.log(cfg.size_range))))
+        mask = _shape_mask(
+            cfg.classes[cls], size, 1.0, math.radians(rng.uniform(-30, 30)), int(math.ceil(size * 1.5)) + 4
+        )
+        ys, xs = np.nonzero(mask)
+        mask = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        h, w = mask.shape
+        pos = rng.uniform([0, 0], [n - w, n - h])  # top-left x, y
+        angle = rng.uniform(0, 2 * np.pi)
+        vel = rng.uniform(*cfg.speed_range) * np.array([np.cos(angle), np.sin(angle)])
+        objects.append({"cls": cls, "mask": mask, "pos": pos, "vel": vel, "color": rng.uniform(0, 255, 3)})
+    for _ in range(cfg.num_frames):
+        img = background.copy()
+        owner = np.full((n, n), -1, np.int64)  # which object each pixel shows
+        for k, ob in enumerate(objects):
+            h, w = ob["mask"].shape
+            x, y = (int(round(v)) for v in ob["pos"])
+            win = np.s_[y : y + h, x : x + w]
+            img[win] = np.where(ob["mask"][..., None], ob["color"].astype(np.float32), img[win])
+            owner[win] = np.where(ob["mask"], k, owner[win])
+        img = cv2.GaussianBlur(img, (3, 3), 0.6) + _pixel_noise(rng, n) * np.float32(cfg.noise)
+        boxes, classes, ids = [], [], []
+        for k, ob in enumerate(objects):
+            ys, xs = np.nonzero(owner == k)
+            if len(ys) < cfg.min_visible * ob["mask"].sum():
+                continue
+            boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+            classes.append(ob["cls"])
+            ids.append(k)
+        yield (
+            np.clip(img + 0.5, 0, 255).astype(np.uint8),
+            np.asarray(boxes, np.float32).reshape(-1, 4),
+            np.asarray(classes, np.int64),
+            np.asarray(ids, np.int64),
+        )
+        for ob in objects:  # move, bouncing off the borders
+            h, w = ob["mask"].shape
+            ob["pos"] += ob["vel"]
+            for axis, limit in ((0, n - w), (1, n - h)):
+                if not 0 <= ob["pos"][axis] <= limit:
+                    ob["vel"][axis] = -ob["vel"][axis]
+                    ob["pos"][axis] = float(np.clip(ob["pos"][axis], 0, limit))

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from yolo4.data.formats.common import IMAGE_SUFFIXES
+from yolo4.data.formats.common import IMAGE_SUFFIXES, read_image_header
 from yolo4.errors import DataError
 
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts"})
@@ -25,49 +25,37 @@ ImageLike = str | os.PathLike | np.ndarray | Any  # Any: a PIL.Image.Image
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3), EXIF orientation ignored (as darknet, and as the
-    pixel grid labels refer to). Raises DataError naming the file."""
+    """Read an image file as RGB uint8 (H, W, 3).
+
+    The one judgement of "is this image usable" (training, `yolo4 dataset check`, detect and val
+    all call it): the header is read first and an image over MAX_IMAGE_PIXELS is refused before
+    any pixel is decoded; then OpenCV decodes it, and a truncated or corrupt file fails. Any
+    format is judged by its content, not its extension (a PNG named .jpg reads). Grey, palette,
+    CMYK and 16-bit images become 8-bit RGB (16-bit values keep their top 8 bits); an alpha
+    channel is dropped, as darknet does. The EXIF orientation is ignored, as darknet does and
+    as the pixel grid that labels refer to.
+    Raises:
+        DataError naming the file and the problem.
+    """
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder, not an image")
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     try:
-        data = np.fromfile(p, dtype=np.uint8)
+        raw = p.read_bytes()
     except OSError as e:
         raise DataError(f"{p}: cannot read ({e.strerror or e})") from None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+    header = read_image_header(raw, p)
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
-        rgb = _decode_truncated(p, data)
-        if rgb is None:
-            raise DataError(f"{p}: not a readable image (corrupt, empty or not an image format OpenCV knows)")
-        return rgb
+        raise DataError(f"{p}: not a readable image: a truncated or corrupt {header.format} file")
+    if tuple(img.shape[:2]) != header.hw:  # the decoder and the header disagree: a damaged file
+        raise DataError(
+            f"{p}: corrupt image: the header says {header.hw[1]}x{header.hw[0]}, the pixels are "
+            f"{img.shape[1]}x{img.shape[0]}"
+        )
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def _decode_truncated(path: Path, data: np.ndarray) -> np.ndarray | None:
-    """A truncated file (a download cut short; common in web-scraped datasets) that OpenCV
-    rejects, decoded by Pillow as far as it goes (the rest grey), with a warning once per file;
-    None when Pillow cannot read it either. RGB uint8 (H, W, 3)."""
-    import io
-    import logging
-
-    from PIL import Image, ImageFile
-
-    old = ImageFile.LOAD_TRUNCATED_IMAGES
-    try:
-        ImageFile.LOAD_TRUNCATED_IMAGES = True
-        with Image.open(io.BytesIO(data.tobytes())) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except Exception:  # Pillow raises many types for undecodable data
-        return None
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = old
-    if str(path) not in _TRUNCATED_WARNED:
-        _TRUNCATED_WARNED.add(str(path))
-        logging.getLogger("yolo4.data").warning("%s: truncated image file, decoded as far as it goes", path)
-    return np.ascontiguousarray(rgb)
-
-
-_TRUNCATED_WARNED: set[str] = set()
 
 
 def as_rgb_array(image: ImageLike) -> np.ndarray:

@@ -90,7 +90,7 @@ def letterbox_boxes(boxes, scale, pad):
 def unletterbox_boxes(boxes, scale, pad, orig_hw: tuple[int, int]):
     """Inverse of letterbox_boxes: xyxy boxes (..., 4) in network-input pixels -> original
     image pixels, clipped to orig_hw = (height, width). NumPy or torch in, same type out."""
-    sy, sx = (scale, scale) if np.isscalar(scale) else scale
+    sy, sx = (scale, scale) if isinstance(scale, (int, float)) else (float(scale[0]), float(scale[1]))
     top, left = pad
     out = scale_boxes(boxes, (1.0 / sy, 1.0 / sx), (-top / sy, -left / sx))
     return clip_boxes(out, orig_hw)

@@ -42,6 +42,7 @@ from yolo4.evaluation.metrics import (
     comparison_table,
     write_coco_json,
 )
+from yolo4.inference.tiles import TileConfig, TiledDetector
 from yolo4.ops.nms import VAL_POSTPROCESS, PostprocessConfig
 
 
@@ -123,7 +124,10 @@ def _coco_annotations(dataset: Any) -> tuple[Path, list[int]] | None:
         by_name: dict[str, list[int]] = {}
         for im in doc["images"]:
             by_name.setdefault(Path(im["file_name"]).name, []).append(int(im["id"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        # what pycocotools reads from every annotation; a file without them is scored by its boxes
+        if not all({"id", "image_id", "category_id", "bbox", "area"} <= a.keys() for a in doc.get("annotations", [])):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
     ids = []
     for p in paths:
@@ -298,7 +302,7 @@ def model_pairs(
 def run_val(
     data: str | os.PathLike,
     *,
-    split: str = "val",
+    split: str | None = None,
     model: PathLike | Sequence[PathLike] | None = None,
     weights: PathLike | Sequence[PathLike] | None = None,
     img_size: int | None = None,
@@ -309,10 +313,12 @@ def run_val(
     json_path: str | os.PathLike | None = None,
     out: str | os.PathLike | None = "runs/val",
     progress: bool = True,
+    tile: TileConfig | None = None,
 ) -> list[Metrics]:
     """`yolo4 val`: build the Detector (the same pre-processing as `yolo4 detect`; post-processing
     `postprocess`, default `VAL_POSTPROCESS`: conf 0.001, NMS 0.6, every class above conf),
-    evaluate it on `split` of `data`, print the per-class table (worst first), the COCO
+    evaluate it on `split` of `data` (default: `val` of a source with a split, or whose 90/10
+    split a training wrote down; else every image), print the per-class table (worst first), the COCO
     numbers, the darknet-style mAPs and the speed line; write the plots (and the report as
     `per_class.txt`) to the folder `out`, COCO results to `json_path` (a relative path is taken
     inside `out`).
@@ -320,15 +326,17 @@ def run_val(
     `model` and `weights` may each list several files (see `model_pairs`): every darknet model
     with every darknet weights file, and every exported .onnx / .tflite on its own. Each is
     evaluated on the same images, its files go to `out/<file name>/`, and a comparison table
-    ends the report.
+    ends the report. `tile` evaluates tiled inference (`yolo4.inference.tiles`), to measure
+    what it gains on small objects.
 
     Returns:
         one Metrics per (model, weights) pair, in order.
     """
-    from yolo4.data.dataset import load_dataset
+    from yolo4.data.dataset import evaluation_split, load_dataset
     from yolo4.inference.detector import build_detector
 
     pairs = model_pairs(model, weights)
+    split = split or evaluation_split(data)
     dataset = load_dataset(data, split)
     names = list(dataset.names)
     several = len(pairs) > 1
@@ -337,6 +345,8 @@ def run_val(
     labels: list[str] = []
     for m, w in pairs:
         detector = build_detector(m, w, names, img_size, resize, postprocess=postprocess, device=device)
+        if tile is not None:
+            detector = TiledDetector(detector, tile)
         label = w if w is not None else m
         labels.append(str(label))
         out_dir = root / Path(str(label)).name if (root is not None and several) else root
@@ -347,9 +357,9 @@ def run_val(
                 jpath = out_dir / (jpath.name if several else jpath)
         h, wd = detector.input_hw
         print(
-            f"val: {label} ({m if w is not None else 'exported'}) on {data} [{split}], {len(dataset)} images, "
-            f"{len(names)} classes; {wd}x{h} {detector.resize}, {postprocess.describe()}, batch {batch}, "
-            f"{detector.device}"
+            f"val: {label} ({m if w is not None else 'exported'}) on {data} [{split}: {dataset.split_origin}], "
+            f"{len(dataset)} images, {len(names)} classes; {wd}x{h} {detector.resize}, {postprocess.describe()}, "
+            f"batch {batch}, {detector.device}" + (f"; {tile.describe()}" if tile is not None else "")
         )
         metrics = evaluate(detector, dataset, batch_size=batch, progress=progress, save_json=jpath, plots_dir=out_dir)
         table = metrics.table()

@@ -27,19 +27,20 @@ from typing import Any
 
 from yolo4.darknet import Darknet, NetworkSpec, format_cfg
 from yolo4.errors import ExportError
+from yolo4.inference.runtime import OUTPUT_KINDS as OUTPUT_KINDS  # what the runtime reads
 from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig
 
-FORMATS = ("onnx", "tflite", "darknet")
-OUTPUT_KINDS = ("heads", "decoded", "nms")
-SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "darknet": ".cfg"}
+FORMATS = ("onnx", "tflite", "openvino", "darknet")
+SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "openvino": ".xml", "darknet": ".cfg"}
 CALIB_METHODS = ("minmax", "percentile", "entropy")
+INT8_TOOLS = ("auto", "nncf", "onnxruntime")
 
 
 @dataclass(frozen=True)
 class ExportOptions:
     """How to export (one object, validated by `validate`).
 
-    format: "onnx", "tflite" or "darknet".
+    format: "onnx", "tflite", "openvino" (IR .xml + .bin) or "darknet".
     img_size: exported input (height, width); None: the cfg's [net] size.
     batch: static batch size; dynamic_batch: a symbolic batch axis instead (ONNX only).
     outputs: what the graph returns (`yolo4 export --outputs`):
@@ -55,6 +56,14 @@ class ExportOptions:
         ONNX activation ranges: "percentile" (99.999th; on the demo model it kept 0.7 mAP50
         points more than "minmax"), "minmax" or "entropy" (TFLite's
         PT2E quantiser always uses its histogram observer).
+    int8_tool: who quantises ONNX and OpenVINO: "nncf" (asymmetric activations + fast bias
+        correction; kept the real yolo-fastest-1.1's detections where onnxruntime's did not),
+        "onnxruntime" (`quantize_static` with `calib_method`), "auto": NNCF when installed.
+    int8_keep_float: cfg layer indices kept in float (mixed precision), by hand.
+    int8_min_agreement: choose the float layers automatically: keep the most sensitive layers
+        (`yolo4.export.sensitivity`) float until simulated int8 keeps this share of float32's
+        detections on the calibration images (None: off). int8_max_float caps their number.
+    analyse: print the per-layer int8 sensitivity table and write `<out>.sensitivity.png`.
     opset: ONNX opset (>= 17; >= 18 when the network uses Mish, which opset 18 has natively).
     out: output file; None: next to the weights, named after the model and options.
     check: run the exported file in its runtime on a fresh input and compare with PyTorch.
@@ -71,6 +80,11 @@ class ExportOptions:
     calib_count: int = 100
     calib_split: str = "train"
     calib_method: str = "percentile"
+    int8_tool: str = "auto"
+    int8_keep_float: tuple[int, ...] = ()
+    int8_min_agreement: float | None = None
+    int8_max_float: int = 8
+    analyse: bool = False
     opset: int | None = None
     out: str | None = None
     check: bool = True
@@ -99,6 +113,14 @@ class ExportOptions:
             raise ExportError(
                 f"unknown calibration method '{self.calib_method}' (choose from {', '.join(CALIB_METHODS)})"
             )
+        if self.int8_tool not in INT8_TOOLS:
+            raise ExportError(f"unknown int8 tool '{self.int8_tool}' (choose from {', '.join(INT8_TOOLS)})")
+        if self.int8_min_agreement is not None and not 0.0 < self.int8_min_agreement <= 1.0:
+            raise ExportError(f"--int8-min-agreement must be in (0, 1], got {self.int8_min_agreement}")
+        if any(i < 0 for i in self.int8_keep_float):
+            raise ExportError(f"--int8-keep-float takes cfg layer indices >= 0, got {list(self.int8_keep_float)}")
+        if (self.int8_keep_float or self.int8_min_agreement is not None or self.analyse) and not self.int8:
+            raise ExportError("--int8-keep-float, --int8-min-agreement and --analyse need --int8")
         if self.int8 and not self.calib:
             raise ExportError("--int8 needs calibration images: --calib DATASET_OR_IMAGE_FOLDER")
         if self.format == "darknet":
@@ -116,6 +138,11 @@ class ExportOptions:
                     f"--format darknet writes the network as .cfg + .weights; {', '.join(bad)} "
                     "cannot be expressed there"
                 )
+        if self.format == "openvino" and (self.outputs == "nms" or self.dynamic_batch):
+            raise ExportError(
+                "--format openvino takes --outputs heads or decoded with a static batch (--outputs nms and "
+                "--dynamic-batch are ONNX only)"
+            )
         if self.format == "tflite":
             if self.outputs == "nms":
                 raise ExportError(

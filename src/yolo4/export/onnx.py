@@ -255,7 +255,15 @@ def export_onnx(
 
             onnx.save(proto, str(fp32))
             q_path = Path(tmp) / "int8.onnx"
-            quant = quantize_onnx(fp32, q_path, calib, calib_source=calib_source, method=options.calib_method)
+            quant = quantize_onnx(
+                fp32,
+                q_path,
+                calib,
+                calib_source=calib_source,
+                method=options.calib_method,
+                tool=options.int8_tool,
+                keep_float=options.int8_keep_float,
+            )
             if options.check and options.outputs != "nms":
                 report["int8_max_abs_diff"] = compare_with_torch(q_path, graph, check_input(options, hw))
             proto = onnx.load(str(q_path))

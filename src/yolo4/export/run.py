@@ -10,6 +10,7 @@ images, an output path with the wrong suffix) runs before any file is written.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -55,9 +56,18 @@ class ExportResult:
                 f"int8 vs PyTorch float32 on random input: max difference "
                 f"{self.report['int8_max_abs_diff']:.3g} (informative; accuracy: benchmarks/bench_export.py)"
             )
+        if "sensitivity" in self.report:
+            lines.append(self.report["sensitivity"].table(15))
+        if "sensitivity_png" in self.report:
+            lines.append(f"sensitivity plot: {self.report['sensitivity_png']}")
         if isinstance(self.report.get("quantization"), dict):
             q = self.report["quantization"]
-            lines.append(f"calibrated on {q.get('calibration_images')} images from {q.get('calibration_source')}")
+            lines.append(
+                f"int8 by {q.get('tool')}, calibrated on {q.get('calibration_images')} images from "
+                f"{q.get('calibration_source')}"
+            )
+            if q.get("float_layers"):
+                lines.append(f"layers kept float: {', '.join(str(i) for i in q['float_layers'])}")
         for note in self.report.get("notes", []):
             lines.append(f"note: {note}")
         return "\n".join(lines)
@@ -106,7 +116,8 @@ def export_model(model, options: ExportOptions, out: str | os.PathLike, names: l
     Args:
         model: a `yolo4.darknet.Darknet` (not modified).
         options: see ExportOptions (validated here first).
-        out: the output file (.onnx, .tflite or .cfg for darknet; .weights is written beside the .cfg).
+        out: the output file (.onnx, .tflite, .xml for OpenVINO (+ .bin beside it) or .cfg for darknet
+            (.weights beside it)).
         names: class names for the metadata (default COCO's for 80 classes, else numbers).
     Raises:
         ExportError (before anything is written) for bad options or calibration data.
@@ -129,12 +140,21 @@ def export_model(model, options: ExportOptions, out: str | os.PathLike, names: l
         require_onnx()
         choose_opset(model, options.opset)  # raises for a network the opset cannot express
         exporter_name = "onnx"
+    elif options.format == "openvino":
+        from yolo4.export.onnx import choose_opset
+        from yolo4.inference.runtime import require_onnx, require_openvino
+
+        require_onnx()
+        require_openvino()
+        choose_opset(model, options.opset)
+        exporter_name = "openvino"
     else:
         from yolo4.export.tflite import _require_litert_torch
 
         _require_litert_torch()
         exporter_name = "tflite"
     calib, calib_source = None, ""
+    mixed: dict[str, Any] = {}
     if options.int8:
         from yolo4.export.quantize import calibration_images
 
@@ -143,15 +163,21 @@ def export_model(model, options: ExportOptions, out: str | os.PathLike, names: l
         calib, calib_source = calibration_images(
             options.calib, options.calib_count, tuple(pre["input_hw"]), pre["resize"], options.calib_split
         )
+        options, mixed = _mixed_precision(model, options, calib, out)
     if exporter_name == "onnx":
         from yolo4.export.onnx import export_onnx
 
         report = export_onnx(model, out, options, names, calib, calib_source)
+    elif exporter_name == "openvino":
+        from yolo4.export.openvino import export_openvino
+
+        report = export_openvino(model, out, options, names, calib, calib_source)
     else:
         from yolo4.export.tflite import export_tflite
 
         report = export_tflite(model, out, options, names, calib, calib_source)
-    notes = list(report.get("notes", []))
+    report.update(mixed)
+    notes = list(report.get("notes", [])) + mixed.get("notes", [])
     if options.int8:
         from yolo4.export.graph import uses_mish
 
@@ -161,7 +187,40 @@ def export_model(model, options: ExportOptions, out: str | os.PathLike, names: l
                 "and no native NPU op; for int8 deployment train a leaky variant (e.g. yolov4-csp-leaky)"
             )
     report["notes"] = notes
-    return ExportResult([Path(report["path"])], options, report)
+    paths = [Path(report["path"])]
+    if options.format == "openvino":
+        paths.append(paths[0].with_suffix(".bin"))
+    return ExportResult(paths, options, report)
+
+
+def _mixed_precision(model, options: ExportOptions, calib, out: Path) -> tuple[ExportOptions, dict[str, Any]]:
+    """The sensitivity analysis and the float layers that `options` asks for.
+
+    Returns options with `int8_keep_float` completed (hand-named + chosen) and a report part:
+    {"sensitivity": SensitivityReport, "sensitivity_png": Path, "notes": [...]} (empty when no
+    analysis is asked for).
+    """
+    n_layers = len(model.spec.layers)
+    bad = [i for i in options.int8_keep_float if i >= n_layers]
+    if bad:
+        raise ExportError(f"--int8-keep-float {bad}: the network has layers 0..{n_layers - 1}")
+    if not options.analyse and options.int8_min_agreement is None:
+        return options, {}
+    from yolo4.export.sensitivity import analyse_layers, choose_float_layers
+
+    part: dict[str, Any] = {"notes": []}
+    analysis = analyse_layers(model, calib, progress=True)
+    part["sensitivity"] = analysis
+    if options.analyse:
+        png = out.with_name(out.stem + ".sensitivity.png")
+        analysis.plot(png)
+        part["sensitivity_png"] = png
+    keep = set(options.int8_keep_float)
+    if options.int8_min_agreement is not None:
+        choice = choose_float_layers(model, calib, analysis, options.int8_min_agreement, options.int8_max_float)
+        keep |= set(choice.keep_float)
+        part["notes"].append(choice.summary())
+    return dataclasses.replace(options, int8_keep_float=tuple(sorted(keep))), part
 
 
 def run_export(

@@ -27,6 +27,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -73,17 +74,29 @@ def _convert_float(graph: nn.Module, x: torch.Tensor) -> bytes:
         return bytes(litert_torch.convert(graph, (x,)).model_content())
 
 
-def _network_only_quantizer():
-    """A PT2EQuantizer that annotates only nodes inside the Darknet module, so decoding stays
-    float32. (Its own module-name/type filters do not match torch.export's nn_module_stack
-    keys in litert-torch 0.10, and they reject weight nodes, which carry no stack.)"""
+def _block_index(path: str) -> int | None:
+    """The Darknet block index in a module path such as "model.blocks.12.conv" (None outside blocks)."""
+    m = re.search(r"blocks[.\[](\d+)", path)
+    return int(m.group(1)) if m else None
+
+
+def _network_only_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ()):
+    """A PT2EQuantizer that annotates only nodes inside the Darknet module (with `network_only`),
+    so decoding stays float32, and none of the `keep_float` blocks (mixed precision). (Its own
+    module-name/type filters do not match torch.export's nn_module_stack keys in litert-torch
+    0.10, and they reject weight nodes, which carry no stack.)"""
     from litert_torch.quantize import pt2e_quantizer
 
     darknet = f"{Darknet.__module__}.{Darknet.__qualname__}"
+    floats = set(keep_float)
 
     def inside(node) -> bool:
         stack = node.meta.get("nn_module_stack")
-        return stack is None or any(
+        if stack is None:
+            return True
+        if floats and any(_block_index(str(path)) in floats for path, _ in stack.values()):
+            return False
+        return not network_only or any(
             str(t) == darknet or getattr(t, "__qualname__", None) == "Darknet" for _, t in stack.values()
         )
 
@@ -94,14 +107,19 @@ def _network_only_quantizer():
     return NetworkOnly()
 
 
-def _convert_int8(graph: nn.Module, x: torch.Tensor, calib: np.ndarray, network_only: bool) -> bytes:
+def _convert_int8(
+    graph: nn.Module, x: torch.Tensor, calib: np.ndarray, network_only: bool, keep_float: tuple[int, ...] = ()
+) -> bytes:
     """PT2E static int8 (per-channel weights), calibrated on `calib` (N, 3, H, W) in batches of x's size."""
     litert_torch = _require_litert_torch()
     from litert_torch.quantize import pt2e_quantizer, quant_config
     from torchao.quantization.pt2e import quantize_pt2e
 
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
-    quantizer = (_network_only_quantizer() if network_only else pt2e_quantizer.PT2EQuantizer()).set_global(config)
+    if network_only or keep_float:
+        quantizer = _network_only_quantizer(network_only, keep_float).set_global(config)
+    else:
+        quantizer = pt2e_quantizer.PT2EQuantizer().set_global(config)
     batch = x.shape[0]
     with _quiet():
         exported = torch.export.export(graph, (x,)).module()
@@ -238,7 +256,9 @@ def export_tflite(
         if options.int8:
             if len(calib) < options.batch:
                 raise ExportError(f"{len(calib)} calibration images for a batch of {options.batch}")
-            content = _convert_int8(graph, x, calib, network_only=options.outputs != "heads")
+            content = _convert_int8(
+                graph, x, calib, network_only=options.outputs != "heads", keep_float=options.int8_keep_float
+            )
             quant = {
                 "tool": "litert-torch PT2E (litert_torch.quantize.pt2e_quantizer)",
                 "weights": "int8 symmetric, per output channel",
@@ -248,6 +268,7 @@ def export_tflite(
                 "calibration_images": int(len(calib) // options.batch * options.batch),
                 "calibration_source": calib_source,
                 "float32": "decoding" if options.outputs != "heads" else "nothing (full integer network)",
+                "float_layers": [int(i) for i in options.int8_keep_float],
             }
         else:
             content = _convert_float(graph, x)

@@ -121,7 +121,7 @@ def benchmark(
         else getattr(getattr(model, "spec", None), "source", str(model))
     )
     dev = select_device(device)
-    if is_exported(model):
+    if isinstance(model, (str, os.PathLike)) and is_exported(model):
         given = [
             flag for flag, on in (("--weights", weights is not None), ("--half", half), ("--compile", compile)) if on
         ]
@@ -130,8 +130,9 @@ def benchmark(
         net: Darknet | ExportedModel = load_exported(model)
         if img_size and (img_size, img_size) != tuple(net.input_hw):
             raise Yolo4Error(f"{model}: exported at {net.input_hw[1]}x{net.input_hw[0]}, not --img-size {img_size}")
-        dev = torch.device("cpu")  # the runtimes run on the CPU
-        fuse = False
+        if dev.type != "cpu" and device != "auto":
+            raise Yolo4Error(f"{model}: exported files run in their runtime on the CPU, not on --device {device}")
+        dev = torch.device("cpu")
     else:
         net = model if isinstance(model, Darknet) else load_model(model, weights)
     net = net.eval()
@@ -140,7 +141,7 @@ def benchmark(
     else:
         h, w = net.input_hw
     dtype = torch.float16 if half and dev.type == "cuda" else torch.float32
-    if fuse:
+    if fuse and isinstance(net, Darknet):
         net = fuse_conv_bn(net)
     net = net.to(dev, dtype)
     runner = torch.compile(net) if compile else net

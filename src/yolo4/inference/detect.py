@@ -34,6 +34,8 @@ from yolo4.inference.detector import (
     Runner,
     build_detector,
 )
+from yolo4.inference.pipeline import Pipeline, batched
+from yolo4.inference.tiles import TileConfig, TiledDetector
 from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig
 
 
@@ -59,22 +61,20 @@ def _write_image(path: Path, rgb: np.ndarray) -> None:
     buf.tofile(str(path))
 
 
-def _batched(items: Iterator[Any], n: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 class _DetectRun:
     """The state of one `run_detect`: output names, JSON records, stage totals, problems."""
 
-    def __init__(self, detector: Detector, out_dir: Path, json_path: Path, batch: int, progress: bool):
+    def __init__(
+        self,
+        detector: Detector | TiledDetector,
+        out_dir: Path,
+        json_path: Path,
+        batch: int,
+        progress: bool,
+        threaded: bool = True,
+    ):
         self.detector, self.out_dir, self.batch, self.progress = detector, out_dir, batch, progress
+        self.threaded = threaded
         self.summary = DetectSummary(json_path=json_path)
         self.records: list[dict[str, Any]] = []
         self.totals = dict.fromkeys(STAGES, 0.0)
@@ -102,29 +102,45 @@ class _DetectRun:
             r.image = None  # drawn and recorded: do not keep the pixels alive
         self.summary.processed += len(results)
 
+    def _pipeline(self) -> Pipeline:
+        """prepare -> network -> post-process -> draw, each in its own thread unless `threaded` is off."""
+
+        def prepare(item: tuple[list[np.ndarray], list[str]]):
+            return self.detector.prepare(*item)
+
+        def draw(results: list[Detections]) -> tuple[list[Detections], list[np.ndarray]]:
+            return results, [r.draw() for r in results]
+
+        stages = [prepare, self.detector.forward, self.detector.finish, draw]
+        return Pipeline(stages, threaded=self.threaded)
+
     def images(self, sources: list[ImageSource]) -> None:
         """Batches of readable images -> annotated copies; unreadable ones are reported."""
         from tqdm import tqdm
 
         bar = tqdm(total=len(sources), desc="images", unit="img", disable=not self.progress, file=sys.stderr)
 
-        def readable() -> Iterator[tuple[np.ndarray, ImageSource]]:
-            for src in sources:
-                try:
-                    yield load_image(src.path), src
-                except DataError as e:
-                    self.report(str(e))
-                    bar.update(1)
+        def batches() -> Iterator[tuple[list[np.ndarray], list[str]]]:  # the pipeline's source: decoding
+            def readable() -> Iterator[tuple[np.ndarray, ImageSource]]:
+                for src in sources:
+                    try:
+                        yield load_image(src.path), src
+                    except DataError as e:
+                        self.report(str(e))
+                        bar.update(1)
 
-        for chunk in _batched(readable(), self.batch):
-            results = self.detector.predict_batch([c[0] for c in chunk], [str(c[1].path) for c in chunk])
-            for r, (_, src) in zip(results, chunk):
-                ext = src.path.suffix.lower() if src.path.suffix.lower() in SAVED_IMAGE_EXTS else ".jpg"
-                out = self.out_path(src.path.stem, ext)
-                _write_image(out, r.draw())
+            for chunk in batched(readable(), self.batch):
+                yield [c[0] for c in chunk], [str(c[1].path) for c in chunk]
+
+        for results, drawn in self._pipeline().run(batches()):
+            for r, image in zip(results, drawn):
+                path = Path(r.path or "image")
+                ext = path.suffix.lower() if path.suffix.lower() in SAVED_IMAGE_EXTS else ".jpg"
+                out = self.out_path(path.stem, ext)
+                _write_image(out, image)
                 self.summary.written.append(out)
             self._account(results)
-            bar.update(len(chunk))
+            bar.update(len(results))
         bar.close()
 
     def video(self, src: VideoSource) -> None:
@@ -139,24 +155,29 @@ class _DetectRun:
             return
         out = self.out_path(src.path.stem if src.path is not None else f"webcam{src.camera}", ".mp4")
         writer: cv2.VideoWriter | None = None
-        done = 0
+        done, interrupted = 0, False
         bar = tqdm(total=count or None, desc=src.name, unit="frame", disable=not self.progress, file=sys.stderr)
+
+        def batches() -> Iterator[tuple[list[np.ndarray], list[str]]]:  # the pipeline's source: decoding
+            first = 0
+            for chunk in batched(iter_frames(cap), self.batch):
+                yield chunk, [f"{src.name}#frame={first + i}" for i in range(len(chunk))]
+                first += len(chunk)
+
         try:
-            for chunk in _batched(iter_frames(cap), self.batch):
-                names = [f"{src.name}#frame={done + i}" for i in range(len(chunk))]
-                results = self.detector.predict_batch(chunk, names)
-                for r in results:
-                    drawn = cv2.cvtColor(r.draw(), cv2.COLOR_RGB2BGR)
+            for results, drawn in self._pipeline().run(batches()):
+                for image in drawn:
                     if writer is None:
-                        h, w = drawn.shape[:2]
+                        h, w = image.shape[:2]
                         writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                         if not writer.isOpened():
                             raise DataError(f"{out}: cannot create the output video")
-                    writer.write(drawn)
+                    writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
                 self._account(results)
-                done += len(chunk)
-                bar.update(len(chunk))
+                done += len(results)
+                bar.update(len(results))
         except KeyboardInterrupt:
+            interrupted = True
             tqdm.write(f"{src.name}: stopped after {done} frames", file=sys.stderr)
         finally:
             bar.close()
@@ -166,6 +187,11 @@ class _DetectRun:
                 self.summary.written.append(out)
         if done == 0:
             self.report(f"{src.name}: no frame could be read")
+        elif not interrupted and done + 1 < count:  # (containers may count one frame more than they hold)
+            self.report(
+                f"{src.name}: ended after {done} of the {count} frames its header announces (a truncated or "
+                f"damaged file); the {done} frames read were processed"
+            )
 
     def finish(self) -> DetectSummary:
         """Write the JSON list and fill in the mean per-image stage timings."""
@@ -193,6 +219,8 @@ def run_detect(
     out: str | os.PathLike = "runs/detect",
     progress: bool = True,
     runner: Runner | None = None,
+    tile: TileConfig | None = None,
+    pipeline: bool = True,
 ) -> DetectSummary:
     """`yolo4 detect`: detect on images, folders, globs, videos and webcams (see
     `resolve_sources`); write annotated images (their own names), annotated videos
@@ -201,6 +229,10 @@ def run_detect(
     `model`/`weights` as `build_detector`; `postprocess` defaults to `DETECT_POSTPROCESS`.
     Inputs that fail are reported on stderr by name and skipped; the caller decides what
     `processed == 0` means. Prints one per-stage timing line at the end.
+
+    `tile` runs each image as overlapping tiles (`yolo4.inference.tiles`); `pipeline` runs
+    decoding, pre-processing, the network, post-processing and drawing in their own threads
+    (`yolo4.inference.pipeline`; off: one after another, as a baseline).
     """
     if batch < 1:
         raise Yolo4Error(f"--batch must be >= 1, got {batch}")
@@ -214,13 +246,15 @@ def run_detect(
         device=device,
         runner=runner,
     )
+    if tile is not None:
+        detector = TiledDetector(detector, tile)
     save = Path(out)
     try:
         save.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise Yolo4Error(f"{save}: cannot create the output folder ({e.strerror or e})") from None
     jpath = Path(json_path) if json_path is not None else Path("detections.json")
-    run = _DetectRun(detector, save, jpath if jpath.is_absolute() else save / jpath, batch, progress)
+    run = _DetectRun(detector, save, jpath if jpath.is_absolute() else save / jpath, batch, progress, pipeline)
     found, problems = resolve_sources(sources)
     for msg in problems:
         run.report(msg)
@@ -235,8 +269,9 @@ def run_detect(
         summary = run.finish()
     t = summary.timings
     h, w = detector.input_hw
+    tiles = f", {tile.describe()}" if tile is not None else ""
     print(
-        f"{summary.processed} images/frames at {w}x{h} ({detector.resize}), {len(summary.problems)} problems. "
+        f"{summary.processed} images/frames at {w}x{h} ({detector.resize}{tiles}), {len(summary.problems)} problems. "
         f"Per image: pre-process {t['preprocess']:.1f} ms, network {t['network']:.1f} ms, "
         f"post-process {t['postprocess']:.1f} ms. Results in {save}"
     )

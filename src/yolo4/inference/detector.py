@@ -9,7 +9,9 @@ files, folders, videos and webcams is `yolo4.inference.detect`).
 Stages, each timed per image: pre-process (resize to the network input: `stretch`, darknet's
 default, or `letterbox`, from the cfg's `letter_box`; RGB; / 255), network (one replaceable
 callable, `Detector.runner`), post-process (decode the [yolo] heads, confidence filter,
-NMS, map the boxes back to the original image's pixels).
+NMS, map the boxes back to the original image's pixels). They are three methods,
+`prepare`, `forward` and `finish`, passing a `Batch` along, so that a video pipeline
+(`yolo4.inference.pipeline`) can run each in its own thread; `predict_batch` chains them.
 
 The runner contract, for other back-ends (ONNX Runtime, TFLite): called with a float
 Tensor[B, 3, H, W] in [0, 1], RGB, on the detector's device, it returns either the raw
@@ -33,7 +35,7 @@ from yolo4.data.names import COCO_NAMES, read_names
 from yolo4.data.sources import ImageLike, as_rgb_array, load_image
 from yolo4.errors import DataError, WeightsError, Yolo4Error
 from yolo4.inference.device import select_device
-from yolo4.inference.preprocess import RESIZERS, preprocess
+from yolo4.inference.preprocess import RESIZERS, ResizeInfo, preprocess
 from yolo4.ops.boxes import DecodedHeads, decode_heads
 from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig, postprocess
 
@@ -107,6 +109,23 @@ class Detections:
                 for c, name, s, box in zip(self.class_ids.tolist(), self.labels, self.scores, self.boxes)
             ],
         }
+
+
+@dataclass
+class Batch:
+    """A batch on its way through the three stages of `Detector` (prepare -> forward -> finish).
+
+    images: the RGB uint8 inputs (H_i, W_i, 3); paths: their names (or None); x: the network
+    input Tensor[B, 3, H, W]; infos: one ResizeInfo per image; raw: the runner's output once
+    forwarded; ms: wall milliseconds of each stage done so far, for the whole batch.
+    """
+
+    images: list[np.ndarray]
+    paths: list[str | None]
+    x: Tensor
+    infos: list[ResizeInfo]
+    raw: Any = None
+    ms: dict[str, float] = field(default_factory=dict)
 
 
 # ================================================================== the detector
@@ -222,25 +241,34 @@ class Detector:
         lazy initialisation (kernel selection, allocator growth, CUDA context)."""
         self.predict_batch([np.zeros((*self.input_hw, 3), np.uint8)])
 
-    def predict_batch(
-        self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None
-    ) -> list[Detections]:
-        """One batch of RGB uint8 arrays (H_i, W_i, 3) -> one Detections per image."""
-        if not images:
-            return []
+    def prepare(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> Batch:
+        """Stage 1, pre-processing: RGB uint8 arrays (H_i, W_i, 3) -> a Batch holding the network
+        input Tensor[B, 3, H, W] and one ResizeInfo per image."""
         paths = list(paths) if paths is not None else [None] * len(images)
         t0 = time.perf_counter()
         x, infos = preprocess(images, self.input_hw, self.resize, self.device)
         self._sync()
-        t1 = time.perf_counter()
-        raw = self.runner(x)
+        batch = Batch(list(images), paths, x, infos)
+        batch.ms["preprocess"] = (time.perf_counter() - t0) * 1e3
+        return batch
+
+    def forward(self, batch: Batch) -> Batch:
+        """Stage 2, the network: fills `batch.raw` with the runner's output (see the module docstring)."""
+        t0 = time.perf_counter()
+        batch.raw = self.runner(batch.x)
         self._sync()
-        t2 = time.perf_counter()
+        batch.ms["network"] = (time.perf_counter() - t0) * 1e3
+        return batch
+
+    def finish(self, batch: Batch) -> list[Detections]:
+        """Stage 3, post-processing: decode, confidence filter, NMS, boxes back to each image's
+        pixels. Returns one Detections per image, each with the batch's per-image stage times."""
+        t0 = time.perf_counter()
         with torch.inference_mode():
-            dec = self._decode(raw)
+            dec = self._decode(batch.raw)
             kept = postprocess(*dec, self.postprocess, beta=self.beta_nms)
             results = []
-            for img, path, info, k in zip(images, paths, infos, kept):
+            for img, path, info, k in zip(batch.images, batch.paths, batch.infos, kept):
                 boxes = info.to_original(k.boxes.float())
                 results.append(
                     Detections(
@@ -254,12 +282,20 @@ class Detector:
                     )
                 )
         self._sync()
-        t3 = time.perf_counter()
-        n = len(images)
-        timings = dict(zip(STAGES, ((t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n)))
+        batch.ms["postprocess"] = (time.perf_counter() - t0) * 1e3
+        n = len(batch.images)
         for r in results:
-            r.timings = dict(timings)
+            r.timings = {k: batch.ms.get(k, 0.0) / n for k in STAGES}
         return results
+
+    def predict_batch(
+        self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None
+    ) -> list[Detections]:
+        """One batch of RGB uint8 arrays (H_i, W_i, 3) -> one Detections per image
+        (`finish(forward(prepare(images)))`; a video pipeline runs the three in separate threads)."""
+        if not len(images):
+            return []
+        return self.finish(self.forward(self.prepare(images, paths)))
 
     def __call__(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 16) -> list[Detections]:
         """Detect objects in paths, RGB numpy arrays or PIL images (one or a list).

@@ -51,7 +51,9 @@ def stretch(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, R
         uint8 (input_h, input_w, 3) and its ResizeInfo.
     """
     out, (sy, sx), (top, left) = transforms.stretch(image, input_hw)
-    return out, ResizeInfo(image.shape[:2], tuple(input_hw), (sx, sy), (float(left), float(top)))
+    return out, ResizeInfo(
+        (image.shape[0], image.shape[1]), (input_hw[0], input_hw[1]), (sx, sy), (float(left), float(top))
+    )
 
 
 def letterbox(
@@ -66,7 +68,9 @@ def letterbox(
         uint8 (input_h, input_w, 3) and its ResizeInfo.
     """
     out, (sy, sx), (top, left) = transforms.letterbox(image, input_hw, fill=pad_value)
-    return out, ResizeInfo(image.shape[:2], tuple(input_hw), (sx, sy), (float(left), float(top)))
+    return out, ResizeInfo(
+        (image.shape[0], image.shape[1]), (input_hw[0], input_hw[1]), (sx, sy), (float(left), float(top))
+    )
 
 
 RESIZERS: dict[str, Callable[[np.ndarray, tuple[int, int]], tuple[np.ndarray, ResizeInfo]]] = {

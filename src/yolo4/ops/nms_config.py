@@ -10,6 +10,8 @@ Two presets carry darknet's defaults for the two jobs:
                         OpenCV's darknet sample, one label per box)
     VAL_POSTPROCESS     conf 0.001, iou 0.6,  greedy, labels "all",  max_det 300 (scoring mAP:
                         darknet's `map`, every class above the threshold)
+    TRACK_POSTPROCESS   conf 0.1,   iou 0.45, greedy, labels "best", max_det 300 (`yolo4 track`:
+                        ByteTrack's second association uses the boxes between 0.1 and 0.5)
 
 No torch here, so the command line reads the defaults without importing it.
 """
@@ -77,3 +79,4 @@ class PostprocessConfig:
 
 DETECT_POSTPROCESS = PostprocessConfig()  # yolo4 detect: OpenCV's darknet sample (conf 0.25, NMS 0.45, best class)
 VAL_POSTPROCESS = PostprocessConfig(conf=0.001, iou=0.6, labels="all")  # yolo4 val / mAP: darknet's `map`
+TRACK_POSTPROCESS = PostprocessConfig(conf=0.1)  # yolo4 track: ByteTrack also associates the low-score boxes

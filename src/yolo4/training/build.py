@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from yolo4.training.anchors import kmeans_anchors as kmeans_anchors  # re-export
 from yolo4.training.anchors import train_box_sizes as train_box_sizes  # re-exported
 from yolo4.training.config import TrainConfig
 from yolo4.training.ema import unwrap
+
+if TYPE_CHECKING:
+    from yolo4.darknet import Darknet
 
 
 def make_loss(cfg: TrainConfig, model: nn.Module):
@@ -90,7 +93,7 @@ def build_model(cfg: TrainConfig, names: Sequence[str], train_wh: np.ndarray | N
 def init_head_biases(model: nn.Module, img_hw: tuple[int, int]) -> None:
     """Priors for freshly initialised heads (logit heads only): objectness ~ 8 objects per
     image spread over the head's cells, classes ~ 0.6 / C. Speeds up training from scratch."""
-    net = unwrap(model)
+    net = cast("Darknet", unwrap(model))
     for idx, layer in zip(net.head_indices, net.yolo_layers):
         if layer.new_coords:
             continue
@@ -104,7 +107,7 @@ def init_head_biases(model: nn.Module, img_hw: tuple[int, int]) -> None:
             b[:, 5:] += math.log(0.6 / max(nc - 0.99, 0.01))
 
 
-def _head_cells(net: nn.Module, idx: int, img_hw: tuple[int, int]) -> int:
+def _head_cells(net: Darknet, idx: int, img_hw: tuple[int, int]) -> int:
     from yolo4.darknet import infer_shapes
 
     info = infer_shapes(net.spec, img_hw)[idx]

@@ -1,33 +1,51 @@
-"""Training checkpoints: atomic writes, loads with `weights_only=True`, fallback to the
-previous good file.
+"""Training checkpoints and run folders: atomic writes, loads with `weights_only=True`,
+fallback to the previous good file, a lock against two trainings in one folder.
 
     save_checkpoint(state, run_dir / "last.pt")     # temp file + fsync + rename; keeps last.prev.pt
     state, path = load_latest(run_dir)               # last.pt, or last.prev.pt if last.pt is damaged
+    load_model_state(net, state["model"], path)      # names the first tensors that do not fit
+    with RunLock(run_dir): ...                       # a second training into run_dir is refused
 
 A checkpoint holds only tensors and primitives (dicts, lists, tuples, str, int, float, bool,
-None), so `torch.load(..., weights_only=True)` reads it without executing anything.
+None), so `torch.load(..., weights_only=True)` reads it without executing anything. Each one
+records its layout version (`format`); a checkpoint from a newer yolo4 is refused by name
+rather than misread. A write that fails (a full disk, a quota) leaves the previous file as it
+was and raises CheckpointError saying so.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
 import random
+import socket
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from yolo4.errors import Yolo4Error
 
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("model", "epoch", "step", "config")
+CHECKPOINT_FORMAT = 1  # the layout written here; raise it when older readers could not follow a change
+DISK_FULL = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "file too large",
+}
 
 
 class CheckpointError(Yolo4Error):
-    """A checkpoint file that cannot be used (truncated, not a checkpoint, missing keys)."""
+    """A checkpoint file that cannot be used (truncated, not a checkpoint, missing keys, from a
+    newer yolo4 or another network) or written (a full disk), or a run folder in use."""
 
 
 def _prev_path(path: Path) -> Path:
@@ -40,10 +58,13 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previou
     With keep_previous, the file already at `path` is first renamed to `<stem>.prev<suffix>`,
     so a reader always finds at least one complete checkpoint.
     """
+    from yolo4._version import __version__
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {**state, "format": CHECKPOINT_FORMAT, "yolo4_version": str(__version__)}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -51,10 +72,27 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previou
         if keep_previous and path.exists():
             os.replace(path, _prev_path(path))
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch's zip writer turns a failed write into a RuntimeError
+        os_error = _os_error(e)
+        if os_error is None:
+            raise
+        why = DISK_FULL.get(os_error.errno, os_error.strerror or str(os_error))
+        kept = f"the previous {path.name} is kept as it was" if path.exists() else f"no {path.name} was written yet"
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({why}); {kept}") from e
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _os_error(e: BaseException | None) -> OSError | None:
+    """The OSError behind `e` (itself, or one it was raised from or while handling)."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -64,6 +102,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         CheckpointError naming the file when it is missing, truncated or not a checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
@@ -72,7 +112,36 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: damaged or not a checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path}: not a yolo4 training checkpoint (needs keys {REQUIRED_KEYS})")
+    fmt = state.get("format", 0)
+    if not isinstance(fmt, int) or fmt > CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: written by a newer yolo4 ({state.get('yolo4_version', '?')}, checkpoint format {fmt}; this one "
+            f"reads formats up to {CHECKPOINT_FORMAT}): upgrade yolo4 to use it"
+        )
+    if not isinstance(state["model"], Mapping):
+        raise CheckpointError(f"{path}: its 'model' entry is not a state dict")
     return state
+
+
+def load_model_state(model: nn.Module, state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """`model.load_state_dict(state_dict)` after checking that every tensor fits.
+
+    Raises:
+        CheckpointError naming `path` and the first tensors that are missing, extra, or of
+        another shape: the checkpoint is from another network (or another number of classes).
+    """
+    own = model.state_dict()
+    problems = [f"{k} missing" for k in own if k not in state_dict]
+    problems += [f"{k} not in this network" for k in state_dict if k not in own]
+    for k, v in state_dict.items():
+        if k in own and not isinstance(v, torch.Tensor):
+            problems.append(f"{k} is not a tensor")
+        elif k in own and tuple(v.shape) != tuple(own[k].shape):
+            problems.append(f"{k} is {tuple(v.shape)}, the network's {tuple(own[k].shape)}")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(f"{path}: the weights are for another network: " + "; ".join(problems[:3]) + more)
+    model.load_state_dict(state_dict)
 
 
 def load_latest(
@@ -97,6 +166,89 @@ def load_latest(
             continue
         return state, p
     raise CheckpointError(f"{run_dir}: no usable checkpoint to resume from: " + "; ".join(problems))
+
+
+# ------------------------------------------------------------------ one training per run folder
+class RunLock:
+    """An exclusive lock on a run folder while a training writes there (`<folder>/.lock`).
+
+    The operating system holds the lock for the process (flock), so a killed training leaves
+    no stale lock behind; the file keeps who held it last (pid, host, start time) for the
+    message a second training gets.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder / self.NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock. Raises CheckpointError when another process holds it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock_fd(fd)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise CheckpointError(
+                f"{self.folder} is in use by another training ({holder}); give another --out, or stop that "
+                "training first (two runs in one folder would overwrite each other's checkpoints)"
+            ) from None
+        info = json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        )
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, info.encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            _unlock_fd(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock_fd(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlock_fd(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 4096).decode())
+        return f"pid {info['pid']} on {info['host']}, since {info['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
 
 
 # ------------------------------------------------------------------ RNG states as tensors/primitives

@@ -1,6 +1,7 @@
 """`TrainConfig`: everything a training run needs, as one flat typed dataclass.
 
     cfg = TrainConfig.from_args(["lr=0.02", "mosaic=0"], base=TrainConfig(data="shapes/data.yaml"))
+    cfg = TrainConfig.from_yaml("best.yaml", base=cfg)  # a mapping of fields (`yolo4 train --config`)
     cfg.to_dict()  /  TrainConfig.from_dict(d)      # primitives only: checkpoints, config.json
 
 Unknown keys and values that do not parse raise Yolo4Error.
@@ -9,9 +10,13 @@ Unknown keys and values that do not parse raise Yolo4Error.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from yolo4.errors import Yolo4Error
 from yolo4.ops.nms import VAL_POSTPROCESS, PostprocessConfig
@@ -126,6 +131,33 @@ class TrainConfig:
             setattr(out, key, _parse(types[key], text.strip(), key))
         return out
 
+    @classmethod
+    def parse_value(cls, key: str, value: Any) -> Any:
+        """`value` (text, or a YAML scalar or list) as field `key`'s type: `parse_value("lr", "0.02")`
+        is 0.02. Unknown keys and values that do not parse raise Yolo4Error."""
+        return getattr(cls.from_args([f"{key}={_as_text(value)}"]), key.strip().replace("-", "_"))
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, base: TrainConfig | None = None) -> TrainConfig:
+        """A YAML mapping of fields (`lr: 0.02`, `steps: [0.7, 0.9]`; what `yolo4 tune` writes as
+        best.yaml) applied to `base` like `from_args`. Errors name the file."""
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except OSError as e:
+            raise Yolo4Error(f"{path}: cannot read the training config ({e.strerror or e})") from None
+        except yaml.YAMLError as e:
+            raise Yolo4Error(f"{path}: not valid YAML ({e})") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise Yolo4Error(
+                f"{path}: expected a mapping of TrainConfig fields (KEY: VALUE), got {type(data).__name__}"
+            )
+        try:
+            return cls.from_args([f"{k}={_as_text(v)}" for k, v in data.items()], base=base)
+        except Yolo4Error as e:
+            raise Yolo4Error(f"{path}: {e}") from None
+
     def to_dict(self) -> dict[str, Any]:
         """Primitives only (for checkpoints and JSON)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -135,6 +167,17 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
         return cls(**kw)
+
+
+def _as_text(value: Any) -> str:
+    """A YAML value as `from_args` text: None -> none, a list -> comma-separated."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _parse(type_text: Any, text: str, key: str) -> Any:

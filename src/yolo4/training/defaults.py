@@ -140,7 +140,7 @@ def split_note(train_set, val_set, data: str) -> str:
     boxes = sum(len(val_set.labels(i)[0]) for i in range(len(val_set)))
     line = (
         f"split: {len(train_set)} train / {len(val_set)} val images ({boxes} val boxes) from "
-        f"{getattr(train_set, 'split_from', '') or data}"
+        f"{getattr(train_set, 'split_origin', '') or data}"
     )
     if boxes < MIN_VAL_BOXES:
         line += (

@@ -23,14 +23,17 @@ user's):
     on_end(state)           once, after the last epoch (or a stop)
 
 A hook stops the run by setting `state.stop = "reason"`: from on_step_start/on_step_end the
-loop leaves after that step, and the cut epoch is not counted (no on_epoch_end; last.pt holds
-the last complete epoch, so `--resume` repeats the cut epoch exactly as it would have run);
-from on_epoch_end it stops after that epoch's hooks. Under DDP a stop on one process stops
-all of them. on_end runs in both cases.
+loop leaves after that step, and the cut epoch is not counted yet (no on_epoch_end); last.pt
+then holds the run at that step, and `--resume` continues the epoch from the next step with
+the batches, learning rates and random state the uninterrupted run would have had. From
+on_epoch_end it stops after that epoch's hooks. Under DDP a stop on one process stops all of
+them. on_end runs in both cases. SIGTERM (what cluster schedulers send before SIGKILL) and
+SIGINT (Ctrl-C) stop the run this way (`StopOnSignal`), and it prints the command that resumes it.
 
 Built-in hooks (`default_hooks`): the lr and DropBlock schedules, EMA, the time budget (the
 epoch planner), precise BN + validation, logging (tqdm, results.csv, TensorBoard,
-results.png), checkpoints (last.pt / best.pt, atomic) and the darknet export of the best model.
+results.png), checkpoints (last.pt / best.pt, atomic; last.pt also when a run stops within an
+epoch), the darknet export of the best model, and the stop on SIGTERM / SIGINT.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from yolo4.training.build import autocast_dtype, set_drop_scale
-from yolo4.training.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from yolo4.training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint
 from yolo4.training.config import TrainConfig
 from yolo4.training.distributed import broadcast_object
 from yolo4.training.ema import ModelEMA
@@ -101,6 +104,7 @@ def default_hooks(cfg: TrainConfig) -> list[Hook]:
         hooks.append(EarlyStopHook(cfg.patience))
     if cfg.export:
         hooks.append(ExportHook())
+    hooks.append(StopOnSignal())  # last: its on_end message follows the checkpoint and the export
     return hooks
 
 
@@ -254,6 +258,7 @@ class LogHook(Hook):
         self.t0 = time.time()
         self.bar = tqdm(
             total=state.steps_per_epoch,
+            initial=state.epoch_step,  # (a run resumed within the epoch)
             desc=f"epoch {state.epoch + 1}/{state.epochs}",
             unit="step",
             disable=not (state.cfg.progress and self.enabled),
@@ -328,7 +333,13 @@ class LogHook(Hook):
 class CheckpointHook(Hook):
     """After every epoch (main process): last.pt (the previous one kept as last.prev.pt), and
     best.pt when the epoch's fitness (0.1 mAP50 + 0.9 mAP50-95) beats the best so far; both
-    written atomically (see `save_checkpoint`)."""
+    written atomically (see `save_checkpoint`). When a run stops within an epoch: last.pt at
+    that step. A write that fails (a full disk) keeps the previous file and ends the run with
+    a CheckpointError that says how to resume."""
+
+    def on_end(self, state: TrainState) -> None:
+        if state.dist.is_main and state.mid_epoch:
+            _save(state, checkpoint_dict(state), "last.pt")
 
     def on_epoch_end(self, state: TrainState) -> None:
         if not state.dist.is_main:
@@ -337,9 +348,19 @@ class CheckpointHook(Hook):
         if improved:
             state.best_fitness = fitness(state.row)
         ckpt = checkpoint_dict(state)
-        save_checkpoint(ckpt, state.out_dir / "last.pt")
+        _save(state, ckpt, "last.pt")
         if improved:
-            save_checkpoint(ckpt, state.out_dir / "best.pt", keep_previous=False)
+            _save(state, ckpt, "best.pt", keep_previous=False)
+
+
+def _save(state: TrainState, ckpt: dict[str, Any], name: str, keep_previous: bool = True) -> None:
+    try:
+        save_checkpoint(ckpt, state.out_dir / name, keep_previous=keep_previous)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{e}. The run stops here: free some space, then `yolo4 train --resume {state.out_dir}` continues "
+            "from the last checkpoint written"
+        ) from e
 
 
 def checkpoint_dict(state: TrainState) -> dict[str, Any]:
@@ -362,6 +383,10 @@ def checkpoint_dict(state: TrainState) -> dict[str, Any]:
         "cfg_text": format_cfg(state.net.spec),
         "names": list(state.names),
         "rng": rng_state(),
+        # a run stopped within an epoch: steps of it done, and their loss sums (box, obj, cls, total)
+        "epoch_step": state.epoch_step if state.mid_epoch else 0,
+        "epoch_loss": state.epoch_loss.tolist() if state.mid_epoch and state.epoch_loss is not None else None,
+        "epoch_counted": state.epoch_counted if state.mid_epoch else 0,
     }
 
 
@@ -401,3 +426,68 @@ class ExportHook(Hook):
         size = val_size(state.cfg)
         state.best_files = export_darknet(net, state.out_dir / "best.cfg", img_size=(size, size))
         say(state, f"best model exported to {state.best_files[0]} + {state.best_files[1]}")
+
+
+# ------------------------------------------------------------------ signals
+class StopOnSignal(Hook):
+    """SIGTERM (a cluster scheduler's warning before SIGKILL) or SIGINT (Ctrl-C) stops the run
+    after the step in progress: `state.stop` and `state.signal` are set, the checkpoint hook
+    writes last.pt at that step, and on_end prints the command that resumes the run. The
+    handlers are installed for the run only (and only from the main thread, where Python
+    allows it); after the first signal the default handling is back, so a second one acts at
+    once."""
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def on_start(self, state: TrainState) -> None:
+        import signal
+        import threading
+
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            log.debug("not the main thread: SIGTERM/SIGINT keep their handlers")
+            return
+        for name in self.SIGNALS:
+            num = getattr(signal, name, None)
+            if num is not None:
+                self.previous[num] = signal.signal(num, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.received is None:
+            self.received = signum
+            signal.signal(signum, self.previous.get(signum, signal.SIG_DFL))  # a second one acts at once
+
+    def on_step_end(self, state: TrainState) -> None:
+        if self.received is not None and state.stop is None:
+            import signal
+
+            state.signal = self.received
+            state.stop = f"{signal.Signals(self.received).name} received"
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch < state.epochs:  # (a signal during validation: stop after the epoch's checkpoint)
+            self.on_step_end(state)
+
+    def restore(self) -> None:
+        """Put the handlers back as they were before the run (the loop calls it however the run ends)."""
+        import signal
+
+        for num, handler in getattr(self, "previous", {}).items():
+            signal.signal(num, handler)
+        self.previous = {}
+
+    def on_end(self, state: TrainState) -> None:
+        import signal
+
+        self.restore()
+        if state.signal is None:
+            return
+        where = f"epoch {state.epoch + 1}, step {state.epoch_step}" if state.mid_epoch else f"epoch {state.epoch}"
+        say(
+            state,
+            f"{signal.Signals(state.signal).name}: stopped after {where} ({state.step} steps in all); "
+            f"{state.out_dir / 'last.pt'} holds the run. Resume it with:\n  yolo4 train --resume {state.out_dir}",
+        )

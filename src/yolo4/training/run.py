@@ -23,7 +23,7 @@ def run_train(
     *,
     demo: bool = False,
     options: Sequence[str] = (),
-    config: TrainConfig | None = None,
+    config: TrainConfig | str | os.PathLike | None = None,
     **settings: Any,
 ) -> TrainResult | dict:
     """`yolo4 train`: a TrainConfig, then `train`; with demo=True the main job
@@ -34,7 +34,8 @@ def run_train(
         demo: train the README's demo; it takes only `out` and `device` and raises Yolo4Error
             naming anything else it was given, rather than ignore it.
         options: `KEY=VALUE` strings (`--set`), applied first.
-        config: the TrainConfig to start from (default: TrainConfig()).
+        config: the TrainConfig to start from, or a YAML file of its fields (`--config`, e.g. the
+            best.yaml of `yolo4 tune`); default TrainConfig().
         settings: TrainConfig fields by name (model, epochs, batch, lr, ...), applied last;
             None leaves a field as it is. An unknown name raises Yolo4Error.
     Returns:
@@ -55,6 +56,8 @@ def run_train(
     unknown = sorted(set(settings) - set(known))
     if unknown:
         raise Yolo4Error(f"unknown training setting {', '.join(unknown)} (TrainConfig fields: {', '.join(known)})")
+    if config is not None and not isinstance(config, TrainConfig):
+        config = TrainConfig.from_yaml(config)
     cfg = TrainConfig.from_args(list(options), base=config)
     if data is not None:
         cfg.data = os.fspath(data)

@@ -70,7 +70,7 @@ def cosine_factor(step: int, start: int, total_steps: int, final_ratio: float) -
 
 def sgdr_factor(step: int, start: int, cycle: int, mult: float, final_ratio: float) -> float:
     """Cosine with warm restarts (Loshchilov & Hutter): cycles of cycle, cycle*mult, ... steps."""
-    t, length = max(step - start, 0), float(max(cycle, 1))
+    t, length = float(max(step - start, 0)), float(max(cycle, 1))
     while t >= length:
         t -= length
         length *= mult

@@ -49,9 +49,13 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)  # one row per completed epoch
     nan_skipped: int = 0
     last_loss: float = math.nan  # total loss per image of the last applied step
+    epoch_loss: torch.Tensor | None = None  # Tensor[4] sums over the epoch's applied steps: box, obj, cls, total
+    epoch_counted: int = 0  # applied steps summed in epoch_loss
     resumed: dict[str, Any] | None = None  # the checkpoint resumed from; hooks read their part in on_start
     stop: str | None = None  # set by a hook to end the run: the reason, printed
+    signal: int | None = None  # the signal (SIGTERM, SIGINT) that stopped the run, if one did
     best_files: tuple[Path, Path] | None = None  # (cfg, weights) exported at the end
+    run_lock: Any = None  # the RunLock on out_dir (main process), released when the run ends
 
     @property
     def net(self) -> Darknet:
@@ -67,6 +71,11 @@ class TrainState:
     def total_steps(self) -> int:
         """Optimizer steps of the planned run (the schedules' horizon)."""
         return self.epochs * self.steps_per_epoch
+
+    @property
+    def mid_epoch(self) -> bool:
+        """Whether the run stands inside an epoch (stopped, or resumed, after some of its steps)."""
+        return 0 < self.epoch_step < self.steps_per_epoch
 
     @property
     def row(self) -> dict[str, float]:

@@ -56,10 +56,11 @@ from yolo4.training.build import (
     select_device,
     train_box_sizes,
 )
-from yolo4.training.checkpoint import load_latest, set_rng_state
+from yolo4.training.checkpoint import DISK_FULL, CheckpointError, RunLock, load_latest, load_model_state, set_rng_state
 from yolo4.training.config import TrainConfig
 from yolo4.training.defaults import close_mosaic_epochs, resolve_defaults, split_note
 from yolo4.training.distributed import (
+    DistInfo,
     all_reduce_mean,
     any_true,
     barrier,
@@ -68,8 +69,9 @@ from yolo4.training.distributed import (
     wrap_model,
 )
 from yolo4.training.ema import unwrap
-from yolo4.training.hooks import Hook, default_hooks, say
+from yolo4.training.hooks import Hook, StopOnSignal, default_hooks, say
 from yolo4.training.state import TrainState, best_value, val_size
+from yolo4.training.validation import readable_subset
 
 
 @dataclass
@@ -84,6 +86,7 @@ class TrainResult:
     best_cfg: Path | None = None
     best_weights: Path | None = None
     stopped: str | None = None  # why a hook stopped the run early (None: it ran its planned epochs)
+    signal: int | None = None  # the signal (SIGTERM, SIGINT) that stopped it, if one did
 
 
 @dataclass
@@ -96,7 +99,8 @@ class _Data:
 
     def loader(self, state: TrainState):
         """The training loader of the current epoch (mosaic and friends off for the last
-        `close_mosaic_epochs` of the planned epochs)."""
+        `close_mosaic_epochs` of the planned epochs), from its step `state.epoch_step` on (a run
+        resumed within an epoch gets the rest of that epoch's batches, the same as uninterrupted)."""
         from yolo4.data.loader import build_loader
 
         cfg = state.cfg
@@ -112,6 +116,7 @@ class _Data:
             sampler=self.sampler,
             seed=cfg.seed + state.dist.rank,
             drop_last=True,
+            skip=state.epoch_step * cfg.subdivisions * self.mini,
         )
 
 
@@ -123,11 +128,35 @@ def train(cfg: TrainConfig, hooks: Sequence[Hook] = ()) -> TrainResult:
         if not isinstance(h, Hook):
             raise TypeError(f"{h!r} is not a yolo4.training.hooks.Hook")
     state, data = _setup(cfg)
-    hooks = [*default_hooks(state.cfg), *hooks]
+    try:
+        return _run(state, data, [*default_hooks(state.cfg), *hooks])
+    except OSError as e:  # a full disk while writing results, plots or exports (checkpoints say it themselves)
+        if e.errno not in DISK_FULL:
+            raise
+        raise CheckpointError(
+            f"{e.filename or state.out_dir}: cannot write ({DISK_FULL[e.errno]}); the run stops here. Free some "
+            f"space, then `yolo4 train --resume {state.out_dir}` continues from its last checkpoint"
+        ) from e
+    finally:
+        if state.run_lock is not None:
+            state.run_lock.release()
+
+
+def _run(state: TrainState, data: _Data, hooks: list[Hook]) -> TrainResult:
+    try:
+        return _loop(state, data, hooks)
+    finally:  # however the run ends, signals are handled as before it
+        for h in hooks:
+            if isinstance(h, StopOnSignal):
+                h.restore()
+
+
+def _loop(state: TrainState, data: _Data, hooks: list[Hook]) -> TrainResult:
     for h in hooks:
         h.on_start(state)
     state.resumed = None  # the hooks have taken their parts
-    mean_loss = torch.zeros(4, device=state.device)  # box, obj, cls, total (per image)
+    if state.epoch_loss is None:
+        state.epoch_loss = torch.zeros(4, device=state.device)  # box, obj, cls, total (per image)
     while state.epoch < state.epochs and state.stop is None:
         for h in hooks:
             h.on_epoch_start(state)
@@ -136,10 +165,10 @@ def train(cfg: TrainConfig, hooks: Sequence[Hook] = ()) -> TrainResult:
         state.model.train()
         if state.cfg.freeze:
             freeze_layers(state.net, state.cfg.freeze)
-        mean_loss.zero_()
-        counted = 0
+        if state.epoch_step == 0:  # (a run resumed within the epoch keeps the sums of its first steps)
+            state.epoch_loss.zero_()
+            state.epoch_counted = 0
         batches = iter(loader)
-        state.epoch_step = 0
         while state.epoch_step < state.steps_per_epoch and state.stop is None:
             for h in hooks:
                 h.on_step_start(state)
@@ -147,16 +176,17 @@ def train(cfg: TrainConfig, hooks: Sequence[Hook] = ()) -> TrainResult:
             state.epoch_step += 1
             state.step_ok = parts is not None
             if parts is not None:
-                mean_loss += parts
-                counted += 1
+                state.epoch_loss += parts
+                state.epoch_counted += 1
             for h in hooks:
                 h.on_step_end(state)
             _agree_on_stop(state)
         del batches, loader
-        if state.epoch_step < state.steps_per_epoch:  # stopped within the epoch: it does not count
+        if state.epoch_step < state.steps_per_epoch:  # stopped within the epoch: it is not counted yet
             break
         state.epoch += 1
-        box, obj, cls, total = (mean_loss / max(counted, 1)).tolist()
+        state.epoch_step = 0
+        box, obj, cls, total = (state.epoch_loss / max(state.epoch_counted, 1)).tolist()
         state.history.append(
             {
                 "epoch": state.epoch,
@@ -189,6 +219,7 @@ def train(cfg: TrainConfig, hooks: Sequence[Hook] = ()) -> TrainResult:
         best_cfg,
         best_weights,
         state.stop,
+        state.signal,
     )
 
 
@@ -201,13 +232,14 @@ def _agree_on_stop(state: TrainState) -> None:
 # ------------------------------------------------------------------ setup
 def _setup(cfg: TrainConfig) -> tuple[TrainState, _Data]:
     """Everything the loop needs, from the config (or from the checkpoint of `cfg.resume`)."""
-    from yolo4.data.dataset import load_dataset
-
     resumed: dict[str, Any] | None = None
+    resumed_from: Path | None = None
     if cfg.resume:
-        resumed, resumed_from = load_latest(cfg.resume)
+        run = Path(cfg.resume)
+        run = run.parent if run.is_file() else run  # (`--resume runs/x/last.pt` names the run too)
+        resumed, resumed_from = load_latest(run)
         keep = {k: getattr(cfg, k) for k in ("device", "workers", "progress", "threads")}
-        cfg = TrainConfig.from_dict({**resumed["config"], **keep, "resume": None, "out": str(cfg.resume)})
+        cfg = TrainConfig.from_dict({**resumed["config"], **keep, "resume": None, "out": str(run)})
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     _check_config(cfg)
@@ -221,15 +253,35 @@ def _setup(cfg: TrainConfig) -> tuple[TrainState, _Data]:
         )
     mini = cfg.batch // cfg.subdivisions // info.world_size
     out_dir = Path(cfg.out)
+    lock = RunLock(out_dir).acquire() if info.is_main else None  # before anything is written there
+    try:
+        return _build(cfg, resumed, resumed_from, info, device, mini, out_dir, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _build(
+    cfg: TrainConfig,
+    resumed: dict[str, Any] | None,
+    resumed_from: Path | None,
+    info: DistInfo,
+    device: torch.device,
+    mini: int,
+    out_dir: Path,
+    lock: RunLock | None,
+) -> tuple[TrainState, _Data]:
+    from yolo4.data.dataset import load_dataset
+
     if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     torch.manual_seed(cfg.seed + info.rank)
     np.random.seed(cfg.seed + info.rank)
 
-    # data
-    train_set = load_dataset(cfg.data, "train", progress=False)
-    val_set = load_dataset(cfg.data, "val", progress=False)
+    # data (the 90/10 split of a source without one is written down, for `yolo4 val` to find)
+    train_set = load_dataset(cfg.data, "train", progress=False, write_split=True)
+    val_set = load_dataset(cfg.data, "val", progress=False, write_split=True)
     if cfg.max_train_images:
         train_set = train_set.subset(list(range(min(cfg.max_train_images, len(train_set)))))
     cfg, auto_notes = resolve_defaults(cfg, train_set, device)  # the None/"auto" fields, from the data
@@ -240,6 +292,12 @@ def _setup(cfg: TrainConfig) -> tuple[TrainState, _Data]:
     epoch_val_set = (
         val_set.subset(list(range(min(cfg.max_val_images, len(val_set))))) if cfg.max_val_images else val_set
     )
+    epoch_val_set, unreadable = readable_subset(epoch_val_set)  # a damaged val image must not stop the run
+    if unreadable:
+        auto_notes.append(
+            f"validation leaves out {len(unreadable)} image(s) that cannot be decoded: {unreadable[0]}"
+            + (f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else "")
+        )
     names = list(train_set.names)
     sampler: DistributedSampler[int] = DistributedSampler(
         range(len(train_set)),  # type: ignore[arg-type]  # it reads only len(): indices 0..n-1
@@ -291,19 +349,21 @@ def _setup(cfg: TrainConfig) -> tuple[TrainState, _Data]:
         steps_per_epoch=steps_per_epoch,
         val_set=epoch_val_set,
         bn_batches=bn_batches,
+        run_lock=lock,
     )
     if cfg.cmbn and info.enabled and device.type == "cuda":
         say(state, "warning: cmbn=True: under DDP on CUDA SyncBatchNorm (statistics over all GPUs) replaces CmBN")
-    if resumed is not None:
-        _restore(state, resumed)
-        say(state, f"resuming {out_dir} from {resumed_from} after epoch {state.epoch} (step {state.step})")
+    if resumed is not None and resumed_from is not None:
+        _restore(state, resumed, resumed_from)
+        within = f", {state.epoch_step} steps into epoch {state.epoch + 1}" if state.epoch_step else ""
+        say(state, f"resuming {out_dir} from {resumed_from} after epoch {state.epoch}{within} (step {state.step})")
     say(
         state,
         f"train: {cfg.model} on {cfg.data}: {len(train_set)} train / {len(val_set)} val images, {len(names)} "
         f"classes, {cfg.img_size}px, batch {cfg.batch} ({info.world_size} x {cfg.subdivisions} x {mini}), "
         f"lr {state.base_lr:g}, {state.epochs} epochs x {steps_per_epoch} steps, {device}",
     )
-    for note in [split_note(train_set, val_set, cfg.data), *auto_notes]:
+    for note in [split_note(train_set, epoch_val_set, cfg.data), *auto_notes]:
         say(state, f"  {note}")
     return state, _Data(train_set, sampler, mini)
 
@@ -317,9 +377,9 @@ def _check_config(cfg: TrainConfig) -> None:
             raise Yolo4Error(f"{key}={size}: input sizes must be positive multiples of 32 (the network's stride)")
 
 
-def _restore(state: TrainState, ckpt: dict[str, Any]) -> None:
+def _restore(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
     """The loop's part of a checkpoint (the hooks restore theirs from `state.resumed` in on_start)."""
-    state.net.load_state_dict(ckpt["model"])
+    load_model_state(state.net, ckpt["model"], path)
     state.optimizer.load_state_dict(ckpt["optimizer"])
     if state.scaler is not None and ckpt.get("scaler"):
         state.scaler.load_state_dict(ckpt["scaler"])
@@ -328,6 +388,15 @@ def _restore(state: TrainState, ckpt: dict[str, Any]) -> None:
     state.best_fitness = float(ckpt["best_fitness"])
     state.history = list(ckpt["history"])
     state.nan_skipped = int(ckpt.get("nan_skipped", 0))
+    state.epoch_step = int(ckpt.get("epoch_step", 0))
+    if state.epoch_step:  # stopped within an epoch: its first steps' loss sums
+        if state.epoch_step >= state.steps_per_epoch:  # the data changed size since: redo the epoch
+            say(state, f"warning: {path} stopped {state.epoch_step} steps into an epoch of {state.steps_per_epoch} "
+                f"steps (the data changed?): epoch {state.epoch + 1} starts again")  # fmt: skip
+            state.epoch_step = 0
+        else:
+            state.epoch_loss = torch.tensor(ckpt["epoch_loss"], dtype=torch.float32, device=state.device)
+            state.epoch_counted = int(ckpt["epoch_counted"])
     set_rng_state(ckpt["rng"])
     state.resumed = ckpt
 

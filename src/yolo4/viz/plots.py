@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 
 class Metrics(Protocol):
@@ -173,4 +174,85 @@ def plot_training_curves(csv_path: str | Path, out_png: str | Path) -> Path:
         ax.axis("off")
     if not keys:
         axes.flat[0].text(0.5, 0.5, f"no numeric columns in {Path(csv_path).name}", ha="center")
+    return _save(fig, out_png)
+
+
+def plot_search(
+    trials: Sequence[dict],
+    keys: Sequence[str],
+    out_png: str | Path,
+    ranges: Mapping[str, tuple[float, float, bool]] | None = None,
+) -> Path:
+    """A hyper-parameter search at a glance: fitness per trial (the best so far as a line), then
+    one panel per parameter with each trial's value against its fitness (the best trial starred,
+    trial 0, the defaults, ringed; pruned trials as crosses, at the fitness they had when stopped).
+
+    Args:
+        trials: one dict per finished trial: "trial" (int), "status" ("done", "pruned" or
+            "failed"), "fitness" (float, NaN when none), and each key of `keys` (a number, or any
+            value for categorical parameters).
+        keys: the parameters, one panel each.
+        ranges: {key: (low, high, log)}: a numeric panel's x axis spans its searched range, on a
+            log scale when `log`.
+    Returns:
+        the PNG path.
+    """
+    ranges = ranges or {}
+    style = {"done": dict(marker="o", color="tab:blue"), "pruned": dict(marker="x", color="tab:orange")}
+    scored = [t for t in trials if math.isfinite(t["fitness"]) and t["status"] in style]
+    best = max((t for t in scored if t["status"] == "done"), key=lambda t: t["fitness"], default=None)
+    first = next((t for t in scored if t["trial"] == 0), None)
+    marks = {
+        "defaults": dict(s=130, facecolors="none", edgecolors="black"),
+        "best": dict(s=170, marker="*", color="tab:red", edgecolors="black"),
+    }
+    n = 1 + len(keys)
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.7 * nrows), layout="constrained", squeeze=False)
+    ax = axes.flat[0]
+    for status, st in style.items():
+        pts = [(t["trial"], t["fitness"]) for t in scored if t["status"] == status]
+        if pts:
+            ax.scatter(*zip(*pts), s=22, label=status, **st)
+    done = sorted((t["trial"], t["fitness"]) for t in scored if t["status"] == "done")
+    if done:
+        ax.plot(
+            [d[0] for d in done], np.maximum.accumulate([d[1] for d in done]), color="tab:green", label="best so far"
+        )
+    for t, mark in ((first, "defaults"), (best, "best")):
+        if t is not None:
+            ax.scatter([t["trial"]], [t["fitness"]], zorder=3, label=mark, **marks[mark])
+    ax.set_title("fitness per trial (0.1 mAP50 + 0.9 mAP50-95)", fontsize=9)
+    ax.set_xlabel("trial", fontsize=8)
+    ax.legend(fontsize=7)
+    for ax, key in zip(list(axes.flat)[1:], keys):
+        values = [t[key] for t in scored]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        cats = [] if numeric else sorted({str(v) for v in values})
+
+        def x(v, numeric=numeric, cats=cats) -> float:
+            return float(v) if numeric else float(cats.index(str(v)))
+
+        for status, st in style.items():
+            pts = [(x(t[key]), t["fitness"]) for t in scored if t["status"] == status]
+            if pts:
+                ax.scatter(*zip(*pts), s=18, alpha=0.8, **st)
+        for t, mark in ((first, "defaults"), (best, "best")):
+            if t is not None:
+                ax.scatter([x(t[key])], [t["fitness"]], zorder=3, **marks[mark])
+        if not numeric:
+            ax.set_xticks(range(len(cats)), cats, fontsize=7)
+        elif key in ranges:
+            low, high, log = ranges[key]
+            pad = 0.0 if log else 0.03 * (high - low)
+            ax.set_xlim(low - pad, high + pad)
+            if log:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(key, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
     return _save(fig, out_png)

@@ -1,15 +1,23 @@
-"""What every reader shares: the label index it returns, image discovery, header reads and
-box validation."""
+"""What every reader shares: the label index it returns, image discovery, header reads, paths
+that must stay inside the dataset, and box validation."""
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from yolo4.errors import DataError
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+# Images with more pixels than this are refused before they are decoded (a 1 MB PNG can hold
+# 400 million pixels: a "decompression bomb"). PIL's own limit, about 13,400 x 13,400.
+MAX_IMAGE_PIXELS = 178_956_970
 
 # A box may overshoot the image by this fraction of its side before it counts as outside
 # the image (converters often write 1.0000001); within the tolerance it is clipped.
@@ -114,20 +122,114 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(out)
 
 
-def image_hw(path: Path) -> tuple[int, int] | str:
-    """(height, width) of an image read from its header, or a problem string."""
-    from PIL import Image, UnidentifiedImageError
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, read without decoding its pixels.
+
+    hw: (height, width) of the stored pixels; format: PIL's name ("JPEG", "PNG", ...); mode:
+    PIL's pixel mode ("RGB", "L", "CMYK", "I;16", "RGBA", "P", ...); orientation: the EXIF
+    orientation tag, 1 (as stored) to 8; 5-8 swap width and height when applied.
+    """
+
+    hw: tuple[int, int]
+    format: str
+    mode: str
+    orientation: int = 1
+
+    @property
+    def swaps_axes(self) -> bool:
+        return self.orientation in (5, 6, 7, 8)
+
+
+def _orientation(im) -> int:
+    """The EXIF orientation of an open PIL image, without decoding it (1 when absent or unreadable)."""
+    from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except FileNotFoundError:
-        return f"{path}: image file is missing"
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        return f"{path}: corrupt or unreadable image ({type(e).__name__}: {e})"
+        if im.format == "TIFF":
+            exif = im.getexif()  # the tags are read with the header
+        elif im.info.get("exif"):  # (PNG's getexif() would decode the whole image)
+            exif = Image.Exif()
+            exif.load(im.info["exif"])
+        else:
+            return 1
+        value = exif.get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: the pixels are still readable, nothing to apply
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def read_image_header(source: Path | bytes, name: str | os.PathLike | None = None) -> ImageHeader:
+    """The header of an image file (a path, or its bytes with `name` for messages).
+
+    Raises:
+        DataError naming the file: missing, a folder, empty, not an image format, zero-sized, or
+        over MAX_IMAGE_PIXELS.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    where = name if name is not None else source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise DataError(f"{where}: empty file (0 bytes)")
+        fp = io.BytesIO(source)
+    else:
+        p = Path(source)
+        if p.is_dir():
+            raise DataError(f"{p}: is a folder, not an image")
+        if not p.is_file():
+            raise DataError(f"{p}: image file is missing")
+        if p.stat().st_size == 0:
+            raise DataError(f"{p}: empty file (0 bytes)")
+        fp = p
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fp) as im:
+                (w, h), fmt, mode = im.size, str(im.format), str(im.mode)
+                orientation = _orientation(im)
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{where}: refused, {e} (the limit is {MAX_IMAGE_PIXELS:,} pixels)") from None
+    except UnidentifiedImageError:
+        raise DataError(
+            f"{where}: not an image, or a format yolo4 does not read (JPEG, PNG, BMP, TIFF, WebP)"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # PIL's plugins raise all of these on bad headers
+        raise DataError(f"{where}: truncated or corrupt image header ({type(e).__name__}: {e})") from None
     if w <= 0 or h <= 0:
-        return f"{path}: image has size {w}x{h}"
-    return h, w
+        raise DataError(f"{where}: image has size {w}x{h}")
+    if w * h > MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"{where}: refused, {w}x{h} = {w * h:,} pixels is over the limit of {MAX_IMAGE_PIXELS:,} "
+            "(a decompression bomb, or an image to tile or downscale first)"
+        )
+    return ImageHeader((h, w), fmt, mode, orientation)
+
+
+def image_hw(path: Path) -> tuple[int, int] | str:
+    """(height, width) of an image read from its header, or a problem string naming the file."""
+    try:
+        return read_image_header(path).hw
+    except DataError as e:
+        return str(e)
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path` lies inside folder `root` once `..` are resolved (symbolic links are not
+    followed: a link a user placed in their dataset is theirs to place)."""
+    a = os.path.normpath(os.path.abspath(path))
+    b = os.path.normpath(os.path.abspath(root))
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
+
+
+def join_inside(root: Path, relative: str) -> Path | None:
+    """`root / relative` if that stays inside `root`, else None (an absolute `relative`, or one
+    whose `..` climb out of it: `../../etc/passwd` in a label file)."""
+    rel = Path(relative)
+    if rel.is_absolute() or rel.drive:
+        return None
+    p = root / rel
+    return p if inside(p, root) else None
 
 
 def check_boxes(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from yolo4.data.formats.common import IMAGE_SUFFIXES, IndexBuilder, LabelIndex, image_hw
+from yolo4.data.formats.common import IMAGE_SUFFIXES, IndexBuilder, LabelIndex, image_hw, join_inside
 
 
 def _parse(xml: Path) -> ET.Element | str:
@@ -33,15 +33,38 @@ def voc_names(xmls: list[Path]) -> list[str]:
     return sorted(names)
 
 
-def _find_image(xml: Path, root: ET.Element, image_dir: Path) -> Path | None:
+def _find_image(xml: Path, root: ET.Element, image_dir: Path) -> Path | str:
+    """The image of an annotation: its <filename> in image_dir, else the xml's stem with an image
+    suffix. Returns the path or a problem string."""
     fname = (root.findtext("filename") or "").strip()
-    if fname and (image_dir / fname).is_file():
-        return image_dir / fname
+    if fname:
+        named = join_inside(image_dir, fname)
+        if named is None:
+            return f"{xml}: <filename> {fname!r} leads outside {image_dir}; not followed"
+        if named.is_file():
+            return named
     for suf in sorted(IMAGE_SUFFIXES):
         p = image_dir / (xml.stem + suf)
         if p.is_file():
             return p
-    return None
+    return f"{xml}: its image {fname or xml.stem!r} is missing from {image_dir}"
+
+
+def _size(root: ET.Element, key: str) -> int:
+    """An integer <size> entry; 0 when missing or not a finite number."""
+    try:
+        v = float(root.findtext(f"size/{key}") or 0)
+    except ValueError:
+        return 0
+    return int(v) if 0 < v < 2**31 else 0
+
+
+def images_without_xml(xmls: list[Path], image_dir: Path) -> list[Path]:
+    """Images in `image_dir` that no annotation in `xmls` names by file stem (they are not used)."""
+    from yolo4.data.formats.common import list_images
+
+    stems = {x.stem for x in xmls}
+    return [p for p in list_images(image_dir) if p.stem not in stems]
 
 
 def read_voc(xmls: list[Path], image_dir: Path, names: list[str]) -> LabelIndex:
@@ -55,13 +78,10 @@ def read_voc(xmls: list[Path], image_dir: Path, names: list[str]) -> LabelIndex:
             b.skip(root)
             continue
         img = _find_image(xml, root, image_dir)
-        if img is None:
-            b.skip(f"{xml}: its image {root.findtext('filename')!r} is missing from {image_dir}")
+        if isinstance(img, str):
+            b.skip(img)
             continue
-        try:
-            hw = (int(float(root.findtext("size/height") or 0)), int(float(root.findtext("size/width") or 0)))
-        except ValueError:
-            hw = (0, 0)
+        hw = (_size(root, "height"), _size(root, "width"))
         if hw[0] <= 0 or hw[1] <= 0:  # some tools write size 0: read the image header instead
             hw = image_hw(img)
             if isinstance(hw, str):

@@ -5,13 +5,18 @@ parallel to `images/` (or `JPEGImages/`), or beside the image (darknet's two rul
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from yolo4.data.formats.common import IndexBuilder, LabelIndex, image_hw
+from yolo4.data.formats.common import IndexBuilder, LabelIndex, image_hw, inside
+from yolo4.data.names import read_names
 from yolo4.errors import DataError
+
+__all__ = ["find_label", "label_path_candidates", "parse_yolo_label", "read_image_list", "read_names", "read_yolo"]
+MAX_CLASS_ID = 2**31 - 1
 
 
 def label_path_candidates(image: Path) -> list[Path]:
@@ -55,8 +60,11 @@ def parse_yolo_label(text: str, path: Path, hw: tuple[int, int]) -> tuple[np.nda
         except ValueError:
             problems.append(f"{path}:{n}: not a number in {line.strip()!r}")
             continue
-        if c != int(c):
+        if not math.isfinite(c) or c != int(c):
             problems.append(f"{path}:{n}: class id {fields[0]!r} is not an integer")
+            continue
+        if not 0 <= c <= MAX_CLASS_ID:
+            problems.append(f"{path}:{n}: class id {fields[0]!r} is out of range")
             continue
         if polygon:  # a segmentation label: its box is the polygon's extent
             xs, ys = v[0::2], v[1::2]
@@ -96,30 +104,37 @@ def read_yolo(images: list[Path], num_classes: int | None, progress: bool = True
     return b.build()
 
 
-def read_names(path: Path) -> list[str]:
-    """Class names from a darknet `.names` / `classes.txt` file, one per line."""
-    try:
-        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-    except OSError as e:
-        raise DataError(f"{path}: cannot read class names ({e})") from e
-    if not names:
-        raise DataError(f"{path}: no class names in the file")
-    return names
+def read_image_list(path: Path, bases: list[Path]) -> tuple[list[Path], list[str]]:
+    """Image paths listed in a darknet `train.txt`, one per line.
 
-
-def read_image_list(path: Path, bases: list[Path]) -> list[Path]:
-    """Image paths listed in a darknet `train.txt`, one per line. A relative path is tried
-    against each of `bases` in turn; one found nowhere is returned against the first base,
-    so that the reader reports it as missing."""
+    A relative path is tried against each of `bases` in turn; one found nowhere is returned
+    against the first base, so that the reader reports it as missing. A relative path whose
+    `..` climb out of every base (`../../etc/passwd`) is not followed: it is listed as a
+    problem naming the list file and line. Absolute paths are taken as written (darknet's
+    lists are often absolute).
+    Returns:
+        (image paths, problems).
+    """
     try:
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise DataError(f"{path}: cannot read image list ({e})") from e
-    out = []
-    for ln in lines:
+        raise DataError(f"{path}: cannot read image list ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file (an image list holds one image path a line)") from None
+    out, problems = [], []
+    for n, raw in enumerate(text.splitlines(), 1):
+        ln = raw.strip()
+        if not ln or ln.startswith("#"):
+            continue
+        if "\x00" in ln:
+            problems.append(f"{path}:{n}: not a path (it holds a NUL byte)")
+            continue
         p = Path(ln).expanduser()
         if not p.is_absolute():
-            cands = [base / p for base in bases]
+            cands = [base / p for base in bases if inside(base / p, base)]
+            if not cands:
+                problems.append(f"{path}:{n}: {ln} leads outside the dataset folder; not followed")
+                continue
             p = next((c for c in cands if c.exists()), cands[0])
         out.append(p)
-    return out
+    return out, problems
