@@ -496,3 +496,28 @@ def test_patience_stops_a_run_that_stops_improving(tiny_data, tmp_path, capsys):
     assert "best epoch 1 of 3 (best.pt)" in err
     # patience 0: never stops
     assert train(tiny_cfg(tiny_data, tmp_path / "q", epochs=3, lr=0.0, patience=0, ema=False)).epochs == 3
+
+
+def test_validation_leaves_out_images_that_cannot_be_decoded():
+    from yolo4.errors import DataError
+    from yolo4.training.validation import readable_subset
+
+    class _Val:
+        def __init__(self, ids):
+            self.ids = ids
+
+        def __len__(self):
+            return len(self.ids)
+
+        def load(self, i):
+            if self.ids[i] == 1:
+                raise DataError("1.jpg: not a readable image: a truncated or corrupt JPEG file")
+            return np.zeros((4, 4, 3), np.uint8), np.zeros((0, 4)), np.zeros(0, np.int64)
+
+        def subset(self, idx):
+            return _Val([self.ids[i] for i in idx])
+
+    kept, problems = readable_subset(_Val([0, 1, 2]))
+    assert kept.ids == [0, 2] and problems == ["1.jpg: not a readable image: a truncated or corrupt JPEG file"]
+    whole = _Val([0, 2])
+    assert readable_subset(whole) == (whole, [])
