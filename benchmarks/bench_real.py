@@ -2,6 +2,7 @@
 
     python benchmarks/bench_real.py --ultralytics-python /path/to/venv/bin/python
     python benchmarks/bench_real.py --minutes 6 --models yolov4-tiny --set mosaic=0.5   # a recipe experiment
+    python benchmarks/bench_real.py --epochs 30 --threads 1 ...   # equal epochs instead of equal time
 
 Both train from scratch (random weights; YOLOv8n is built from its yaml) on the same fixed
 split (default: the `kangaroo` set of the project's shared data, `ImageSets/Main/{train,val}.txt`),
@@ -89,7 +90,8 @@ def run_yolo4(model: str, args, threads: int, out: Path) -> dict:
         model=model,
         img_size=args.img_size,
         batch=args.batch,
-        time_budget_min=args.minutes,
+        time_budget_min=None if args.epochs else args.minutes,
+        epochs=args.epochs or TrainConfig.epochs,
         out=str(out),
         threads=threads,
         progress=not args.quiet,
@@ -179,7 +181,7 @@ def run_ultralytics(args, threads: int, out: Path) -> dict | None:
         str(HERE / "real_ultralytics.py"),
         "--data", str(yaml_path),
         "--out", str(out),
-        "--minutes", str(args.minutes),
+        *(["--epochs", str(args.epochs)] if args.epochs else ["--minutes", str(args.minutes)]),
         "--img-size", str(args.img_size),
         "--batch", str(args.batch),
         "--threads", str(threads),
@@ -218,7 +220,8 @@ def run_ultralytics(args, threads: int, out: Path) -> dict | None:
 def table(rows: list[dict], args, threads: int, machine: str) -> str:
     head = (
         f"{args.data.name}: {args.img_size} px, batch {args.batch}, {threads} threads, "
-        f"{args.minutes:g} min of training each, from scratch; {machine}\n\n"
+        + (f"{args.epochs} epochs each" if args.epochs else f"{args.minutes:g} min of training each")
+        + f", from scratch; {machine}\n\n"
         "| run | epochs | minutes | mAP50 (own) | mAP50-95 (own) | mAP50 (pycocotools) | mAP50-95 (pycocotools) |\n"
         "|---|---|---|---|---|---|---|\n"
     )
@@ -256,6 +259,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a dataset with a train/val split")
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget of each run")
+    ap.add_argument("--epochs", type=int, default=None, help="a fixed number of epochs instead (sample efficiency)")
     ap.add_argument("--img-size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--models", nargs="+", default=["yolov4-tiny"], help="yolo4 zoo names")
