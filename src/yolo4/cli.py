@@ -476,6 +476,27 @@ def _run_tune(a: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- anchors
+def _add_anchors(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "anchors",
+        help="how a model's anchors fit a dataset's boxes, and k-means anchors as a cfg line",
+        description="Mean IoU and best possible recall of the model's anchors and of IoU k-means anchors on the "
+        "training boxes at the training size (what `yolo4 train --set anchors=auto` checks at its start).",
+    )
+    p.add_argument("--data", metavar="DATA", required=True, help=DATA_HELP)
+    p.add_argument("--model", metavar="M", default="yolov4-tiny", help=DARKNET_MODEL_HELP + " (default yolov4-tiny)")
+    p.add_argument("--img-size", type=int, default=416, help="training input size (default 416)")
+    p.set_defaults(func=_run_anchors)
+
+
+def _run_anchors(a: argparse.Namespace) -> int:
+    from yolo4.api import anchors
+
+    anchors(a.data, model=a.model, img_size=a.img_size)
+    return 0
+
+
 # ---------------------------------------------------------------- val
 def _add_val(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("val", help="COCO mAP (and darknet's mAP@0.5) of one or more models on a dataset")
@@ -856,6 +877,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_detect,
     _add_track,
     _add_train,
+    _add_anchors,
     _add_tune,
     _add_val,
     _add_export,
