@@ -412,7 +412,9 @@ def _from_folder(d: Path) -> _Source:
             parts = {"all": _Part("yolo", list_images(img))}
         if not any(p.images for p in parts.values()):
             raise DataError(f"{img}: no images")
-        split_from = " / ".join(f"images/{p.name}" for p in split_dirs.values()) if "train" in parts else ""
+        split_from = (
+            " / ".join(f"images/{p.name}" for p in (train_dir, val_dir) if p is not None) if "train" in parts else ""
+        )
         return _Source(d, d, parts, names, split_from=split_from)
     ann = next((d / n for n in ("Annotations", "annotations") if (d / n).is_dir()), None)
     imgs = next((d / n for n in ("JPEGImages", "images") if (d / n).is_dir()), None)

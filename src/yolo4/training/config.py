@@ -14,12 +14,21 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from yolo4.errors import Yolo4Error
 from yolo4.ops.nms import VAL_POSTPROCESS, PostprocessConfig
+
+T = TypeVar("T")
+
+
+def resolved(value: T | None, name: str) -> T:
+    """A TrainConfig field that `training.defaults.resolve_defaults` fills in (None before): its value."""
+    if value is None:
+        raise Yolo4Error(f"TrainConfig.{name} is None: resolve the defaults first (training.defaults.resolve_defaults)")
+    return value
 
 
 @dataclass
