@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev,onnx,tflite]"
+	$(BIN)/python -m pip install -q -e ".[dev,onnx,tflite,openvino,track,ray,tune]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -166,10 +166,12 @@ def _add_tiles(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--tile-merge",
         choices=TILE_MERGES,
-        default="nmm",
-        help="nmm: merge boxes covering each other (intersection over smaller; default); nms: IoU-NMS",
+        default="nms",
+        help="nms: IoU-NMS (default); nmm: merge boxes covering each other (intersection over smaller)",
     )
-    g.add_argument("--tile-merge-thresh", type=float, default=0.5, metavar="T", help="IoS (nmm) or IoU (nms)")
+    g.add_argument(
+        "--tile-merge-thresh", type=float, default=0.5, metavar="T", help="IoU (nms) or IoS (nmm, cut views)"
+    )
     g.add_argument("--no-full-image", action="store_true", help="tiles only, without the whole-image pass")
 
 
