@@ -94,7 +94,7 @@ def default_hooks(cfg: TrainConfig) -> list[Hook]:
     """The built-in hooks `cfg` asks for, in the order the loop calls them."""
     hooks: list[Hook] = [ScheduleHook()]
     if cfg.ema:
-        hooks.append(EMAHook(cfg.ema_decay, resolved(cfg.ema_tau, "ema_tau")))
+        hooks.append(EMAHook(resolved(cfg.ema_decay, "ema_decay"), resolved(cfg.ema_tau, "ema_tau")))
     if cfg.time_budget_min:
         hooks.append(TimeBudgetHook())
     # the planner re-plans before validation (a run cut to this epoch still validates it);
