@@ -110,6 +110,8 @@ def main() -> None:
     preds = {}
     for p in paths:  # decoded as yolo4 decodes them (OpenCV keeps what a truncated JPEG holds)
         img = cv2.imdecode(np.fromfile(p, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # BGR
+        if img is None:  # (predict(None) would run on Ultralytics' sample images instead)
+            raise SystemExit(f"{p}: cannot be decoded; bench_real lists only the val images that decode")
         r = model.predict(img, imgsz=a.img_size, conf=0.001, device="cpu", verbose=False, max_det=300)[0]
         b = r.boxes
         rows = torch.cat([b.xyxy, b.conf[:, None], b.cls[:, None]], 1).tolist() if len(b) else []
