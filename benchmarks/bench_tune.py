@@ -153,18 +153,22 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(machine_line(), flush=True)
     t0 = time.time()
-    result = yolo4.tune(
-        args.data,
-        model=args.model,
-        weights=weights,
-        img_size=args.img_size,
-        batch=args.batch,
-        options=args.options,
-        trials=args.trials,
-        epochs_per_trial=args.epochs_per_trial,
-        backend=args.backend,
-        out=out / "search",
-    )
+    for attempt in range(1, 6):  # a search that stops (Ray's memory monitor on a shared machine) resumes
+        result = yolo4.tune(
+            args.data,
+            model=args.model,
+            weights=weights,
+            img_size=args.img_size,
+            batch=args.batch,
+            options=args.options,
+            trials=args.trials,
+            epochs_per_trial=args.epochs_per_trial,
+            backend=args.backend,
+            out=out / "search",
+        )
+        if result.stopped is None:
+            break
+        print(f"search stopped ({result.stopped}): resuming, attempt {attempt + 1}", flush=True)
     search_min = (time.time() - t0) / 60
     if result.best is None:
         sys.exit("no trial finished: nothing to compare")

@@ -6,6 +6,11 @@ local Ray instance is started with this machine's cores (no dashboard) and shut 
 end; with one, the trials go to that cluster, whose workers must see the same dataset paths
 and the search's folder (a shared file system), since each trial writes its run folder there.
 
+Ray's memory monitor kills workers when the whole machine runs low on memory (others' processes
+count too), and Ray Tune 2.60 then stops the whole experiment with an exception: the search
+ends with that reason, its finished trials are in tune.csv, and the same command resumes it
+(`RAY_memory_usage_threshold`, 0.95 by default, moves the limit).
+
 The driver keeps the record: the searcher's `on_trial_complete` writes tune.csv, tune.png and
 best.yaml after every trial, exactly as the in-process runner does. Each epoch a trial reports
 its best fitness so far (`fitness`, ASHA's metric; `epoch`, its time attribute), that epoch's
@@ -141,7 +146,11 @@ def run_on_ray(search: Search) -> str | None:
             ),
             run_config=tune.RunConfig(name="ray", storage_path=str(search.out.resolve()), verbose=0, log_to_file=True),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        except Exception as e:  # Ray Tune itself failed (e.g. Ray 2.60 on a worker its memory monitor killed)
+            reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            return f"Ray Tune stopped ({reason}); run the same command again to resume"
     finally:
         if started:
             ray.shutdown()
