@@ -89,3 +89,26 @@ def test_asha_stops_below_the_quantile_of_earlier_trials():
         for value in (cutoff - 1e-6, cutoff + 1e-6):
             assert asha.should_stop(epoch, value, earlier) == (epoch in (1, 3) and value < cutoff)
     assert not asha.should_stop(1, 0.0, [])  # the first trial is never stopped
+
+
+def test_ray_asha_never_stops_the_defaults():
+    """On Ray, ASHA may stop any trial at a rung but trial 0, whose fitness still counts there."""
+    pytest.importorskip("ray.tune", reason="Ray Tune not installed (pip install 'yolo4[tune]')")
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from yolo4.tuning.ray_backend import ReferenceASHA
+
+    asha = ReferenceASHA(time_attr="epoch", metric="fitness", mode="max", max_t=8, grace_period=4, reduction_factor=3)
+    trials = [SimpleNamespace(trial_id=f"t{i}", config={"index": i}) for i in (1, 0, 2)]
+    for t in trials:
+        asha.on_trial_add(None, t)
+    assert asha.on_trial_result(None, trials[0], {"epoch": 4, "fitness": 0.5}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, trials[1], {"epoch": 4, "fitness": 0.1}) == TrialScheduler.CONTINUE  # trial 0
+    assert asha.on_trial_result(None, trials[2], {"epoch": 4, "fitness": 0.2}) == TrialScheduler.STOP
+    plain = ASHAScheduler(time_attr="epoch", metric="fitness", mode="max", max_t=8, grace_period=4, reduction_factor=3)
+    for t in trials[:2]:
+        plain.on_trial_add(None, t)
+    plain.on_trial_result(None, trials[0], {"epoch": 4, "fitness": 0.5})
+    assert plain.on_trial_result(None, trials[1], {"epoch": 4, "fitness": 0.1}) == TrialScheduler.STOP  # what it undoes

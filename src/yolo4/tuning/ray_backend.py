@@ -26,7 +26,7 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from yolo4.errors import Yolo4Error
@@ -66,6 +66,18 @@ class GeneticSearcher(Searcher):
         trial = self.running.pop(trial_id, None)
         if trial is not None:
             self.search.finish(from_ray_result(trial, result, error, self.search.settings.epochs_per_trial))
+
+
+class ReferenceASHA(ASHAScheduler):
+    """Ray's ASHA, except that trial 0 (the defaults, the figure to beat) is never stopped; its
+    fitness still counts at the rungs."""
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and trial.config.get("index") == 0:
+            self._num_stopped -= 1
+            return TrialScheduler.CONTINUE
+        return action
 
 
 def _trainable(config: dict[str, Any], base: dict[str, Any], epochs: int, trial_dir: str) -> None:
@@ -122,7 +134,7 @@ def run_on_ray(search: Search) -> str | None:
         )
         asha = s.asha
         scheduler = (
-            ASHAScheduler(
+            ReferenceASHA(
                 time_attr="epoch",
                 metric="fitness",
                 mode="max",

@@ -290,7 +290,7 @@ def run_local(search: Search) -> str | None:
                 trial,
                 search.trial_dir(trial.index),
                 search.settings.epochs_per_trial,
-                _asha_report(asha, list(search.finished)),
+                _asha_report(None if trial.index == 0 else asha, list(search.finished)),  # the defaults run whole
             )
         except TrialInterrupted as e:  # a signal or a hook stopped the training: resume later
             return f"{e}; run the same command again to resume"

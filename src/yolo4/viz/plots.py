@@ -211,10 +211,11 @@ def plot_search(
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.7 * nrows), layout="constrained", squeeze=False)
     ax = axes.flat[0]
+    labels = {"done": "done", "pruned": "pruned (when stopped)"}
     for status, st in style.items():
         pts = [(t["trial"], t["fitness"]) for t in scored if t["status"] == status]
         if pts:
-            ax.scatter(*zip(*pts), s=22, label=status, **st)
+            ax.scatter(*zip(*pts), s=22, label=labels[status], **st)
     done = sorted((t["trial"], t["fitness"]) for t in scored if t["status"] == "done")
     if done:
         ax.plot(
