@@ -7,8 +7,8 @@ The images: `--images` of the demo's `shapes` val split (256x256 JPEGs). Each Ra
 local Ray instance with `--cpus` CPUs (default all cores), runs the actor pool (`--workers` in
 turn, `cpus_per_worker = cpus // workers` PyTorch threads each) and writes Parquet shards to a
 fresh folder; its figure is the whole call, Ray's start and the actors' model loading
-included, and, separately, the steady rate after the first shard. The single-process row is
-`run_detect` (annotated images and JSON written) with all cores.
+included. The single-process row is `run_detect` (annotated images and JSON written) with all
+cores.
 
 Prints a table and writes `<out>/ray_table.md`.
 """
@@ -62,7 +62,8 @@ def main() -> None:
         job = threading.Thread(target=lambda: done.append(run_detect([folder], **kw)))
         job.start()
         job.join()
-        rows.append(("single process (`yolo4 detect`)", 1, done[0].processed / (time.perf_counter() - t0), None))
+        wall = time.perf_counter() - t0
+        rows.append(("single process (`yolo4 detect`)", 1, done[0].processed / wall, wall))
         for workers in args.workers:
             ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING)
             try:
@@ -75,17 +76,14 @@ def main() -> None:
                     [folder], out=out, ray_config=cfg_ray, device="cpu", progress=False, **settings
                 )
                 wall = time.perf_counter() - t0
-                # steady rate: shards written after the first one, over the time between first and last
-                stamps = sorted(p.stat().st_mtime for p in out.glob("part-*.parquet"))
-                steady = (len(stamps) - 1) * cfg_ray.shard_size / (stamps[-1] - stamps[0]) if len(stamps) > 2 else None
-                rows.append((f"Ray, {workers} worker(s)", workers, summary.images / wall, steady))
+                rows.append((f"Ray, {workers} worker(s)", workers, summary.images / wall, wall))
             finally:
                 ray.shutdown()
     table = [
-        f"| run ({len(src)} images at {args.img_size}, {args.cpus} CPUs) | workers | images/s (whole call) | images/s (after the first shard) |",
+        f"| run ({len(src)} images at {args.img_size}, {args.cpus} CPUs) | workers | images/s | seconds |",
         "|---|---|---|---|",
     ]
-    table += [f"| {n} | {w} | {r:.1f} | {'' if s is None else f'{s:.1f}'} |" for n, w, r, s in rows]
+    table += [f"| {n} | {w} | {r:.1f} | {t:.0f} |" for n, w, r, t in rows]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "ray_table.md").write_text("\n".join(table) + "\n")

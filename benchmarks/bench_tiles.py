@@ -9,9 +9,9 @@ small objects. The model: a detector trained on the 256 px `shapes` images (the 
 each on the same images through `evaluate` (conf 0.001, NMS 0.6, all labels, as `yolo4 val`):
 
     full image      the 1024 px image resized to the input (objects shrink to 4-13 px)
-    tiles           256 px tiles (overlap 0.2) resized to the input, merged (IoS merging)
+    tiles           256 px tiles (overlap 0.2) resized to the input, cut views dropped, IoU-NMS
     tiles + full    the same plus the whole-image pass
-    tiles (NMS)     tiles + full merged by IoU-NMS instead
+    tiles (NMM)     tiles + full merged by greedy non-maximum merging (IoS, union boxes) instead
     full @ tiles' pixels  the whole image at an input as large as the image (the cost reference)
 
 Prints a table (mAP50, mAP50-95, ms per image, forward passes per image) and writes it to
@@ -86,8 +86,8 @@ def main() -> None:
         ("tiles", TiledDetector(base, tile), None),
         ("tiles + full", TiledDetector(base, TileConfig(size=args.tile, overlap=args.overlap)), None),
         (
-            "tiles + full (NMS merge)",
-            TiledDetector(base, TileConfig(size=args.tile, overlap=args.overlap, merge="nms")),
+            "tiles + full (NMM merge)",
+            TiledDetector(base, TileConfig(size=args.tile, overlap=args.overlap, merge="nmm")),
             None,
         ),
         (f"full image at {args.size} input", big, 1),

@@ -32,6 +32,7 @@ from yolo4.training.build import (
     train_box_sizes,
 )
 from yolo4.training.config import TrainConfig
+from yolo4.training.defaults import resolve_defaults
 from yolo4.training.demo import DemoConfig
 from yolo4.training.ema import ModelEMA
 
@@ -45,6 +46,7 @@ def time_steps(
     cfg = DemoConfig(batch=batch).train_config(data, "unused", device, progress=False)
     cfg.amp, cfg.img_size = amp, size
     train_set = load_dataset(data, "train", progress=False)
+    cfg, _ = resolve_defaults(cfg, train_set, device)  # as a training run resolves them
     train_set.cache_images()
     model, _ = build_model(cfg, list(train_set.names), train_box_sizes(train_set, size))
     model.to(device)

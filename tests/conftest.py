@@ -21,6 +21,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 REFERENCE = Path(
     os.environ.get("YOLO4_REFERENCE") or Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 )
+KANGAROO = REFERENCE.parent / "datasets" / "kangaroo"
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,14 @@ def reference() -> Path:
     if not (REFERENCE / "README.md").is_file():
         pytest.skip(f"reference data not found at {REFERENCE} (only present in the project's workspace)")
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def kangaroo() -> Path:
+    """The shared real dataset (164 photos, VOC xml, ImageSets/Main split), read-only."""
+    if not (KANGAROO / "ImageSets" / "Main" / "train.txt").is_file():
+        pytest.skip(f"the kangaroo dataset was not found at {KANGAROO} (only present in the project's workspace)")
+    return KANGAROO
 
 
 def pytest_collection_modifyitems(config, items):

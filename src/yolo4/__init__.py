@@ -12,7 +12,7 @@ is imported on first use, so `import yolo4` and `import yolo4.darknet` stay ligh
 
 from __future__ import annotations
 
-import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 from yolo4._version import __version__
@@ -56,10 +56,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(importlib.import_module("yolo4.api"), name)
-    if name in ("api", "export"):  # modules; yolo4.export is callable: yolo4.export(...) runs the export
-        return importlib.import_module(f"yolo4.{name}")
+    # plain imports (no module named at run time): the api module, or the export package, which
+    # is callable: yolo4.export(...) runs the export
+    if name in _API or name == "api":
+        import yolo4.api
+
+        return sys.modules["yolo4.api"] if name == "api" else getattr(sys.modules["yolo4.api"], name)
+    if name == "export":
+        import yolo4.export  # noqa: F401
+
+        return sys.modules["yolo4.export"]
     raise AttributeError(f"module 'yolo4' has no attribute '{name}'")
 
 

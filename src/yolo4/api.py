@@ -52,6 +52,8 @@ from yolo4.inference.track import TrackConfig, TrackSummary
 from yolo4.inference.track import run_track as track
 from yolo4.models.summary import ModelInfo, print_info
 from yolo4.ops.nms_config import DETECT_POSTPROCESS, TRACK_POSTPROCESS, VAL_POSTPROCESS, PostprocessConfig
+from yolo4.training.anchors import AnchorReport
+from yolo4.training.anchors import run_anchors as anchors
 from yolo4.training.config import TrainConfig
 from yolo4.training.run import run_train as train
 from yolo4.training.train import TrainResult
@@ -59,6 +61,7 @@ from yolo4.tuning.run import TuneResult, TuneSettings
 from yolo4.tuning.run import run_tune as tune
 
 __all__ = [
+    "AnchorReport",
     "DETECT_POSTPROCESS",
     "TRACK_POSTPROCESS",
     "VAL_POSTPROCESS",
@@ -79,6 +82,7 @@ __all__ = [
     "TrainResult",
     "TuneResult",
     "TuneSettings",
+    "anchors",
     "benchmark",
     "detect",
     "detect_dataset",

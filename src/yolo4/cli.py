@@ -166,10 +166,12 @@ def _add_tiles(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--tile-merge",
         choices=TILE_MERGES,
-        default="nmm",
-        help="nmm: merge boxes covering each other (intersection over smaller; default); nms: IoU-NMS",
+        default="nms",
+        help="nms: IoU-NMS (default); nmm: merge boxes covering each other (intersection over smaller)",
     )
-    g.add_argument("--tile-merge-thresh", type=float, default=0.5, metavar="T", help="IoS (nmm) or IoU (nms)")
+    g.add_argument(
+        "--tile-merge-thresh", type=float, default=0.5, metavar="T", help="IoU (nms) or IoS (nmm, cut views)"
+    )
     g.add_argument("--no-full-image", action="store_true", help="tiles only, without the whole-image pass")
 
 
@@ -471,6 +473,27 @@ def _run_tune(a: argparse.Namespace) -> int:
         cpus_per_trial=a.cpus_per_trial,
         prune=False if a.no_prune else None,
     )
+    return 0
+
+
+# ---------------------------------------------------------------- anchors
+def _add_anchors(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "anchors",
+        help="how a model's anchors fit a dataset's boxes, and k-means anchors as a cfg line",
+        description="Mean IoU and best possible recall of the model's anchors and of IoU k-means anchors on the "
+        "training boxes at the training size (what `yolo4 train --set anchors=auto` checks at its start).",
+    )
+    p.add_argument("--data", metavar="DATA", required=True, help=DATA_HELP)
+    p.add_argument("--model", metavar="M", default="yolov4-tiny", help=DARKNET_MODEL_HELP + " (default yolov4-tiny)")
+    p.add_argument("--img-size", type=int, default=416, help="training input size (default 416)")
+    p.set_defaults(func=_run_anchors)
+
+
+def _run_anchors(a: argparse.Namespace) -> int:
+    from yolo4.api import anchors
+
+    anchors(a.data, model=a.model, img_size=a.img_size)
     return 0
 
 
@@ -854,6 +877,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_detect,
     _add_track,
     _add_train,
+    _add_anchors,
     _add_tune,
     _add_val,
     _add_export,

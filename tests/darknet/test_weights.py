@@ -89,6 +89,15 @@ def test_backbone_prefix_is_explicit(tiny, tmp_path):
     assert not torch.equal(fresh.blocks[29].conv.weight, tiny.blocks[29].conv.weight)
     with pytest.raises(WeightsError, match="outside"):
         dn.load_weights(fresh, prefix, upto=10_000)
+    # a whole-network file with upto: only its first layers are read (darknet's `partial`)
+    full = dn.save_weights(tiny, tmp_path / "tiny.weights")
+    other = dn.Darknet(tiny.spec)
+    dn.load_weights(other, full, upto=29)
+    assert torch.equal(other.blocks[27].conv.weight, tiny.blocks[27].conv.weight)
+    assert not torch.equal(other.blocks[29].conv.weight, tiny.blocks[29].conv.weight)
+    full.write_bytes(full.read_bytes()[:-4])  # neither the prefix nor the whole network: refused
+    with pytest.raises(WeightsError, match="does not match"):
+        dn.load_weights(other, full, upto=29)
 
 
 def test_load_helper_returns_eval_module(tiny, tmp_path):

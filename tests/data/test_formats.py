@@ -338,9 +338,18 @@ def test_voc_imagesets_split_and_broken_files(tmp_path):
     (sets / "val.txt").write_text("3\n")
     tr = load_dataset(tmp_path, "train")
     assert len(tr) == 3 and len(load_dataset(tmp_path, "val")) == 1
+    assert tr.split_origin == "ImageSets/Main/train.txt / val.txt"
     text = "\n".join(tr.problems)
     assert "4.xml: unreadable VOC xml" in text and "5.xml: its image 'missing.jpg' is missing" in text
     assert "6.xml: object #0 (cat)" in text and "outside" in text and "7.xml" in text
+
+
+def test_kangaroo_uses_its_imagesets_split(kangaroo):
+    tr, va = load_dataset(kangaroo, "train", progress=False), load_dataset(kangaroo, "val", progress=False)
+    assert (len(tr), len(va)) == (132, 32) and tr.names == ["kangaroo"]
+    assert set(tr.image_paths).isdisjoint(va.image_paths)
+    ids = (kangaroo / "ImageSets" / "Main" / "val.txt").read_text().split()
+    assert [p.stem for p in va.image_paths] == ids and va.split_origin == "ImageSets/Main/train.txt / val.txt"
 
 
 # ---------------------------------------------------------------- split and cache

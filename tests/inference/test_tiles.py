@@ -8,8 +8,18 @@ import pytest
 import torch
 
 from yolo4.errors import Yolo4Error
+from yolo4.inference import tiles
 from yolo4.inference.detector import Batch, Detections, Detector
-from yolo4.inference.tiles import TileConfig, TiledDetector, box_ios, merge_nmm, merge_nms, tile_windows
+from yolo4.inference.tiles import (
+    TileConfig,
+    TiledDetector,
+    box_ios,
+    cut_by_tile,
+    drop_cut_parts,
+    merge_nmm,
+    merge_nms,
+    tile_windows,
+)
 from yolo4.ops.nms_config import DETECT_POSTPROCESS
 
 
@@ -117,7 +127,7 @@ def _canvas(rects):
     return img
 
 
-def test_objects_on_tile_seams_are_found_once_with_their_whole_box():
+def test_objects_on_tile_seams_are_found_once_with_their_whole_box(monkeypatch):
     # tiles of 100 px, overlap 0.3: x windows [0,100) [70,170) [140,240) [200,300), y [0,100) [70,170) [100,200)
     rects = [
         (75, 10, 95, 30),  # inside the overlap of two tiles: found whole twice
@@ -126,21 +136,40 @@ def test_objects_on_tile_seams_are_found_once_with_their_whole_box():
         (10, 150, 30, 175),  # in one tile row overlap only
     ]
     image = _canvas(rects)
-    tiled = TiledDetector(_ComponentDetector(), TileConfig(size=100, overlap=0.3, full_image=False))
-    [det] = tiled.predict_batch([image])
-    assert sorted(map(tuple, det.boxes.tolist())) == sorted(tuple(map(float, r)) for r in rects)
-    assert det.image_hw == (200, 300)
-    # without merging, the same tiles give duplicates and parts: the test above can fail
-    raw = TiledDetector(_ComponentDetector(), TileConfig(size=100, overlap=0.3, full_image=False, merge="nms"))
-    [nms_det] = raw.predict_batch([image])
-    assert len(nms_det) > len(rects)
+    for merge in ("nms", "nmm"):
+        tiled = TiledDetector(_ComponentDetector(), TileConfig(size=100, overlap=0.3, full_image=False, merge=merge))
+        [det] = tiled.predict_batch([image])
+        assert sorted(map(tuple, det.boxes.tolist())) == sorted(tuple(map(float, r)) for r in rects), merge
+        assert det.image_hw == (200, 300)
+    # without the cut-view rule NMS keeps the part of the cut object: the test above can fail
+    with monkeypatch.context() as m:
+        m.setattr(tiles, "drop_cut_parts", lambda boxes, *a: torch.ones(len(boxes), dtype=torch.bool))
+        [raw] = TiledDetector(_ComponentDetector(), TileConfig(size=100, overlap=0.3, full_image=False)).predict_batch(
+            [image]
+        )
+    assert len(raw) == len(rects) + 1 and [90.0, 40.0, 100.0, 60.0] in raw.boxes.tolist()
 
 
 def test_full_image_pass_adds_an_object_larger_than_a_tile():
     rects = [(20, 20, 180, 180)]  # larger than any 100 px tile: only parts in the tiles
-    tiled = TiledDetector(_ComponentDetector(), TileConfig(size=100, overlap=0.3, full_image=True))
-    [det] = tiled.predict_batch([_canvas(rects)])
-    assert det.boxes.tolist() == [[20.0, 20.0, 180.0, 180.0]]
+    for merge in ("nms", "nmm"):
+        tiled = TiledDetector(_ComponentDetector(), TileConfig(size=100, overlap=0.3, full_image=True, merge=merge))
+        [det] = tiled.predict_batch([_canvas(rects)])
+        assert det.boxes.tolist() == [[20.0, 20.0, 180.0, 180.0]], merge
+
+
+def test_cut_views_are_the_boxes_on_inner_tile_sides():
+    boxes = torch.tensor([[101.0, 10, 120, 30], [150, 10, 199, 30], [110, 0, 130, 20], [130, 50, 150, 80]])
+    # tile (100, 0)-(200, 100) of a 300 x 100 image: its left and right sides are inside the image
+    assert cut_by_tile(boxes, (100, 0, 200, 100), (100, 300)).tolist() == [True, True, False, False]
+    assert cut_by_tile(boxes, (0, 0, 300, 100), (100, 300)).tolist() == [False] * 4  # the whole image: never cut
+    keep = drop_cut_parts(
+        torch.tensor([[90.0, 10, 100, 30], [90, 10, 115, 30], [0, 0, 10, 10]]),
+        torch.tensor([0, 0, 0]),
+        torch.tensor([True, False, True]),
+        0.5,
+    )
+    assert keep.tolist() == [False, True, True]  # a part inside a whole box goes; a lone cut box stays
 
 
 def test_tiled_real_detector_shifts_tile_boxes_into_the_image(tiny_cfg, fake_runner):

@@ -295,3 +295,31 @@ def test_neighbor_cells_add_the_two_nearest_cells():
     a = YoloLoss([h])([out], truth, (64, 64))[1]
     b = YoloLoss([h], neighbor_cells=True)([out], truth, (64, 64))[1]
     assert a["obj"] != b["obj"] and a["box"] != b["box"]
+
+
+def test_iou_objectness_targets_the_predictions_iou_by_hand():
+    # as test_one_cell_by_hand: the prediction 16x16 at (16, 16), the truth 32x16 around it -> IoU 0.5
+    h = head()
+    out = torch.zeros(1, 7, 2, 2)
+    truth = torch.tensor([[0, 1, 0.0, 8.0, 32.0, 24.0]])
+    _, plain = YoloLoss([h])([out], truth, (64, 64))
+    _, aware = YoloLoss([h], iou_objectness=True)([out], truth, (64, 64))
+    # BCE(logit 0, target t) = log 2 whatever t: same objectness loss at logit 0 ...
+    assert aware["obj"].item() == pytest.approx(plain["obj"].item(), rel=1e-6)
+    out[0, 4, 0, 0] = 3.0  # ... but a confident prediction is now pushed towards 0.5, not 1
+
+    def bce(x, t):
+        p = 1 / (1 + math.exp(-x))
+        return -(t * math.log(p) + (1 - t) * math.log(1 - p))
+
+    _, aware = YoloLoss([h], iou_objectness=True)([out], truth, (64, 64))
+    assert aware["obj"].item() == pytest.approx((bce(3.0, 0.5) + 3 * math.log(2)) / 4 * 0.4, rel=1e-5)
+    assert aware["box"].item() == pytest.approx(plain["box"].item()) and aware["cls"].item() == plain["cls"].item()
+
+
+def test_paired_box_iou_matches_box_iou_diagonal():
+    from yolo4.ops.losses import paired_box_iou
+
+    a = torch.tensor([[0.0, 0, 10, 10], [5, 5, 15, 25], [0, 0, 1, 1]])
+    b = torch.tensor([[5.0, 5, 15, 15], [5, 5, 15, 25], [2, 2, 3, 3]])
+    torch.testing.assert_close(paired_box_iou(a, b), box_iou(a, b).diagonal())

@@ -461,3 +461,63 @@ def test_run_train_reads_a_config_file(tmp_path, monkeypatch):
     path.write_text("lr: fast\n")
     with pytest.raises(Yolo4Error, match="best.yaml: train option lr='fast'"):
         run.run_train(config=path)
+
+
+# ------------------------------------------------------------------ best epoch and early stopping
+def _row(epoch, m50=None, m=None):
+    r = {"epoch": epoch, "train/loss": 1.0}
+    if m50 is not None:
+        r["val/mAP50"], r["val/mAP50-95"] = m50, m
+    return r
+
+
+def test_progress_note_and_best_row():
+    from yolo4.training.state import best_row, progress_note
+
+    h = [_row(1, 0.2, 0.05)]
+    assert progress_note(h) == "best so far" and best_row(h) is h[0]
+    h.append(_row(2))  # not validated: nothing to say
+    assert progress_note(h) == ""
+    h.append(_row(3, 0.5, 0.04))  # better mAP50, worse mAP50-95: fitness 0.086 against 0.065 -> better
+    assert progress_note(h) == "best so far"
+    h.append(_row(4, 0.6, 0.01))  # fitness 0.069 < 0.086
+    assert progress_note(h) == "no better for 1 epoch (best: epoch 3, mAP50-95 0.0400, mAP50 0.5000)"
+    h.append(_row(5, 0.5, 0.04))  # equal to the best: the first stays the best
+    assert progress_note(h).startswith("no better for 2 epochs (best: epoch 3")
+    assert best_row([_row(1), _row(2)]) is None
+
+
+def test_patience_stops_a_run_that_stops_improving(tiny_data, tmp_path, capsys):
+    # lr 0: the weights never change, so no epoch beats the first one
+    result = train(tiny_cfg(tiny_data, tmp_path / "p", epochs=5, lr=0.0, patience=2, ema=False, precise_bn_batches=0))
+    assert result.epochs == 3 and result.stopped.startswith("early stop: no better mAP50-95 for 2 epochs")
+    err = capsys.readouterr().err
+    assert "epoch 1/5:" in err and "best so far" in err and "no better for 2 epochs (best: epoch 1" in err
+    assert "best epoch 1 of 3 (best.pt)" in err
+    # patience 0: never stops
+    assert train(tiny_cfg(tiny_data, tmp_path / "q", epochs=3, lr=0.0, patience=0, ema=False)).epochs == 3
+
+
+def test_validation_leaves_out_images_that_cannot_be_decoded():
+    from yolo4.errors import DataError
+    from yolo4.training.validation import readable_subset
+
+    class _Val:
+        def __init__(self, ids):
+            self.ids = ids
+
+        def __len__(self):
+            return len(self.ids)
+
+        def load(self, i):
+            if self.ids[i] == 1:
+                raise DataError("1.jpg: not a readable image: a truncated or corrupt JPEG file")
+            return np.zeros((4, 4, 3), np.uint8), np.zeros((0, 4)), np.zeros(0, np.int64)
+
+        def subset(self, idx):
+            return _Val([self.ids[i] for i in idx])
+
+    kept, problems = readable_subset(_Val([0, 1, 2]))
+    assert kept.ids == [0, 2] and problems == ["1.jpg: not a readable image: a truncated or corrupt JPEG file"]
+    whole = _Val([0, 2])
+    assert readable_subset(whole) == (whole, [])

@@ -115,7 +115,8 @@ def load_weights(model: Darknet, path: str | os.PathLike, upto: int | None = Non
 
     Args:
         upto: read only layers 0..upto-1 (e.g. 137 for `yolov4.conv.137`); the file must then
-            hold exactly those layers.
+            hold exactly those layers, or the whole network (whose first layers are read, as
+            darknet's `partial` would cut them out).
     Raises:
         WeightsError naming the file, expected and actual sizes, when they differ.
     """
@@ -123,7 +124,8 @@ def load_weights(model: Darknet, path: str | os.PathLike, upto: int | None = Non
     header = read_header(path)
     expected = weights_nbytes(model, upto, header)
     actual = path.stat().st_size
-    if actual != expected:
+    whole_file = upto is not None and actual == weights_nbytes(model, None, header)
+    if actual != expected and not whole_file:
         hint = ""
         if actual < expected and upto is None:
             hint = (
@@ -135,7 +137,7 @@ def load_weights(model: Darknet, path: str | os.PathLike, upto: int | None = Non
             f"{model.spec.source} ({expected} bytes expected"
             f"{'' if upto is None else f' for layers 0..{upto - 1}'}){hint}"
         )
-    data = np.fromfile(path, dtype="<f4", offset=header.nbytes)
+    data = np.fromfile(path, dtype="<f4", offset=header.nbytes, count=(expected - header.nbytes) // 4)
     pos = 0
     values = []
     for i, block in _convs(model, upto):

@@ -76,6 +76,8 @@ class DetectionDataset:
         problems: one line per skipped image or annotation, naming its file.
         num_skipped: how many images of the source were skipped.
         category_ids: for COCO sources, the COCO category id of each class; else None.
+        split_origin: where the train/val split comes from ("ImageSets/Main/train.txt / val.txt",
+            "the split training wrote to ...", ...), for messages.
 
     `cache_images()` keeps every decoded image in memory (YOLOv5's `--cache ram`): later
     `load` calls, and loader worker processes forked after it, skip the disk and the decoder.
@@ -233,6 +235,7 @@ class _Source:
     parts: dict[str, _Part]  # {"train", "val"} or {"all"}
     names: list[str] | None
     category_ids: list[int] | None = None
+    split_from: str = ""  # where the train/val split comes from, for messages
 
 
 def _yolo_part(spec, root: Path, where: Path, key: str) -> _Part:
@@ -309,7 +312,7 @@ def _from_yaml(path: Path) -> _Source:
         parts["val"] = _yolo_part(doc["val"], root, path, "val")
     else:
         parts = {"all": parts["train"]}
-    return _Source(path, path.parent, parts, names)
+    return _Source(path, path.parent, parts, names, split_from=f"{path.name}: train / val")
 
 
 def _from_darknet(path: Path) -> _Source:
@@ -351,7 +354,7 @@ def _from_darknet(path: Path) -> _Source:
         parts = {"train": images("train"), "val": images(valid_key)}
     else:
         parts = {"all": images("train")}
-    return _Source(path, path.parent, parts, names)
+    return _Source(path, path.parent, parts, names, split_from=f"{path.name}: train / {valid_key}")
 
 
 def _from_coco(path: Path) -> _Source:
@@ -395,7 +398,8 @@ def _from_folder(d: Path) -> _Source:
             parts = {"all": _Part("yolo", list_images(img))}
         if not any(p.images for p in parts.values()):
             raise DataError(f"{img}: no images")
-        return _Source(d, d, parts, names)
+        split_from = " / ".join(f"images/{p.name}" for p in split_dirs.values()) if "train" in parts else ""
+        return _Source(d, d, parts, names, split_from=split_from)
     ann = next((d / n for n in ("Annotations", "annotations") if (d / n).is_dir()), None)
     imgs = next((d / n for n in ("JPEGImages", "images") if (d / n).is_dir()), None)
     if ann is not None and imgs is not None and any(ann.glob("*.xml")):
@@ -410,13 +414,15 @@ def _from_folder(d: Path) -> _Source:
                 parts[s] = _Part("voc", xmls=[x for x in xmls if x is not None], image_dir=imgs, problems=bad)
         else:
             parts = {"all": _Part("voc", xmls=xmls, image_dir=imgs)}
-        return _Source(d, d, parts, names or voc_names(xmls))
+        split_from = "ImageSets/Main/train.txt / val.txt" if "train" in parts else ""
+        return _Source(d, d, parts, names or voc_names(xmls), split_from=split_from)
     jsons = sorted(d.glob("*.json")) + (sorted(ann.glob("*.json")) if ann is not None else [])
     if jsons:
         train = [j for j in jsons if "train" in j.name]
         val = [j for j in jsons if "val" in j.name]
         if len(train) == 1 and len(val) == 1:
-            return _Source(d, d, {"train": _Part("coco", json=train[0]), "val": _Part("coco", json=val[0])}, None)
+            parts = {"train": _Part("coco", json=train[0]), "val": _Part("coco", json=val[0])}
+            return _Source(d, d, parts, None, split_from=f"{train[0].name} / {val[0].name}")
         if len(jsons) == 1:
             return _from_coco(jsons[0])
         raise DataError(f"{d}: several COCO json files ({', '.join(j.name for j in jsons)}); name one")
@@ -691,7 +697,7 @@ def load_dataset(
             splits, origin = _auto_split(idx, src, seed, write_split)
             idx = splits[split]
     else:
-        origin = "the source's own split" if split != "all" else "every image of both splits"
+        origin = (src.split_from or "the source's own split") if split != "all" else "every image of both splits"
         wanted = ["train", "val"] if split == "all" else [split]
         got = [_index_part(src, p, cache, progress) for p in wanted]
         idx = LabelIndex()

@@ -176,8 +176,9 @@ def export_model(model, options: ExportOptions, out: str | os.PathLike, names: l
         from yolo4.export.tflite import export_tflite
 
         report = export_tflite(model, out, options, names, calib, calib_source)
+    mixed_notes = mixed.pop("notes", [])
     report.update(mixed)
-    notes = list(report.get("notes", [])) + mixed.get("notes", [])
+    notes = list(report.get("notes", [])) + mixed_notes
     if options.int8:
         from yolo4.export.graph import uses_mish
 
@@ -213,6 +214,7 @@ def _mixed_precision(model, options: ExportOptions, calib, out: Path) -> tuple[E
     part["sensitivity"] = analysis
     if options.analyse:
         png = out.with_name(out.stem + ".sensitivity.png")
+        png.parent.mkdir(parents=True, exist_ok=True)
         analysis.plot(png)
         part["sensitivity_png"] = png
     keep = set(options.int8_keep_float)

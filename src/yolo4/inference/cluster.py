@@ -6,8 +6,9 @@ as Parquet.
     # results/summary.json            counts, failures, images/s, the settings
 
 How it runs: the image paths (sorted as `yolo4 detect` lists them) are cut into shards of
-`shard_size`; the shards not already in `out` become a Ray dataset of paths, read by light
-tasks (file I/O, `num_cpus=0`, so reading never waits for a detector slot), and detected by a
+`shard_size`; the shards not already in `out` become a Ray dataset of paths, read by a small
+pool of light tasks (file I/O, `num_cpus=0`, so reading never waits for a detector slot, and
+at most max(2, workers) at a time, since unbounded zero-CPU tasks exhaust memory), and detected by a
 pool of actors, each holding one `Detector` (one actor per GPU, or one per `cpus_per_worker`
 cores with that many PyTorch threads). The model files travel to the actors through Ray's
 object store, so the workers need no copy of them; the images must be readable at the same
@@ -37,13 +38,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from yolo4.errors import Yolo4Error
-from yolo4.inference.tiles import TileConfig, TiledDetector
 from yolo4.ops.nms_config import DETECT_POSTPROCESS, PostprocessConfig
+
+if TYPE_CHECKING:  # the read tasks import this module: no torch at its top
+    from yolo4.inference.tiles import TileConfig
 
 SUMMARY_FILE = "summary.json"
 _SETTINGS_KEY = b"yolo4.settings"
@@ -155,6 +158,7 @@ class ModelFiles:
 
 def _build(files: ModelFiles, options: dict[str, Any], folder: Path):
     from yolo4.inference.detector import build_detector
+    from yolo4.inference.tiles import TileConfig, TiledDetector
 
     model, weights, names = files.unpack(folder)
     opts = dict(options)
@@ -439,7 +443,9 @@ def _run_shards(ray, job: _Job, summary: DatasetSummary, progress: bool) -> None
     rows = [{"path": p, "shard": k, "index": i} for k in job.todo for i, p in enumerate(shards[k])]
     worker_options = {**job.options, "device": "cuda" if gpus else "cpu"}
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // cfg.batch, 4 * workers * 8)))
-    ds = ds.map_batches(_read_files, batch_size=cfg.batch, num_cpus=0)
+    # reading is file I/O: no CPU slot (all of them may go to actors), but a bounded pool of tasks
+    readers = ray.data.TaskPoolStrategy(size=max(2, workers))
+    ds = ds.map_batches(_read_files, batch_size=cfg.batch, num_cpus=0, compute=readers)
     ds = ds.map_batches(
         _DetectWorker,
         batch_size=cfg.batch,

@@ -11,17 +11,22 @@ merged where tiles overlap:
     [det] = tiled.predict_batch([image])      # Detections in the image's pixels
 
 Merging: an object inside the overlap of two tiles is found twice, with nearly the same box;
-an object cut by a tile's edge is found whole in the neighbouring tile (when the overlap is
-wider than the object) and as a part in the cut one. IoU-NMS ("nms") removes the first kind
-but keeps most parts, whose IoU with the whole box is low. Greedy non-maximum merging
-("nmm", the default) groups same-class boxes whose intersection covers more than
-`merge_threshold` of the smaller box (intersection over smaller, IoS) and keeps the union
-box at the best score, which removes both kinds (SAHI's default postprocess works this way).
+an object cut by a tile's side is found whole in the neighbouring tile (when the overlap is
+wider than the object) or in the whole-image pass, and as a part in the cut tile. First, a
+box that touches a side of its tile lying inside the image is a cut view (`cut_by_tile`),
+and it is dropped when a box of its class that no tile cut covers most of it
+(`drop_cut_parts`: intersection over the smaller box, IoS > `merge_threshold`). Then the
+boxes of all tiles are merged class by class: IoU-NMS ("nms", the default) removes the
+repeated views; greedy non-maximum merging ("nmm", SAHI's default) instead groups boxes by
+IoS and keeps their union. On the benchmark (`benchmarks/bench_tiles.py`) NMS scored higher:
+at the low thresholds of mAP, IoS also swallows small true boxes lying inside a large
+confident one.
 
-Why not SAHI itself: its slicing runs the model on one slice at a time through its own model
-adapters, and its package pulls `opencv-python` (which clashes with the headless OpenCV this
-project uses) and shapely; the part needed here, tile windows and a merge, is a few pure
-functions, and the tiles then go through `Detector` in batches like any other images.
+Why not SAHI itself: it runs models through its own `DetectionModel` adapters (one more to write
+and keep for `Detector`, exported files included), its package requires `opencv-python` (which
+clashes with the headless OpenCV this project uses) and shapely, and it has no rule for cut
+views; the part needed here, tile windows and a merge, is a few pure functions, and the tiles
+go through `Detector` in batches like any other images.
 """
 
 from __future__ import annotations
@@ -50,16 +55,16 @@ class TileConfig:
     overlap: fraction of a tile shared with its neighbour, in [0, 1); it should be wider than
         the largest object that tiles are meant to catch whole.
     full_image: also run the whole image through the detector (for objects larger than a tile).
-    merge: "nmm" (greedy merging by intersection over smaller, default) or "nms" (IoU NMS),
+    merge: "nms" (IoU-NMS, default) or "nmm" (greedy merging by intersection over smaller),
         class by class; see the module docstring.
-    merge_threshold: IoS for "nmm", IoU for "nms".
+    merge_threshold: IoU for "nms", IoS for "nmm" and for dropping cut views.
     batch: tiles per forward pass.
     """
 
     size: int | tuple[int, int] = 416
     overlap: float = 0.2
     full_image: bool = True
-    merge: str = "nmm"
+    merge: str = "nms"
     merge_threshold: float = 0.5
     batch: int = 16
 
@@ -195,20 +200,66 @@ def merge_nmm(boxes: Tensor, scores: Tensor, class_ids: Tensor, threshold: float
 
 
 MERGERS: dict[str, MergeFn] = {"nmm": merge_nmm, "nms": merge_nms}
+EDGE_MARGIN = 2.0  # pixels: a box this close to a tile side inside the image is a cut view
+
+
+def cut_by_tile(boxes: Tensor, window: tuple[int, int, int, int], image_hw: tuple[int, int]) -> Tensor:
+    """Which boxes touch a side of their tile that lies inside the image (the object may go on
+    beyond it), within EDGE_MARGIN pixels.
+
+    Args:
+        boxes: Tensor[N, 4] xyxy in image pixels. window: the tile's (x1, y1, x2, y2).
+        image_hw: (height, width) of the image.
+    Returns:
+        bool Tensor[N].
+    """
+    x1, y1, x2, y2 = window
+    h, w = image_hw
+    m = EDGE_MARGIN
+    cut = torch.zeros(boxes.shape[0], dtype=torch.bool)
+    if x1 > 0:
+        cut |= boxes[:, 0] <= x1 + m
+    if y1 > 0:
+        cut |= boxes[:, 1] <= y1 + m
+    if x2 < w:
+        cut |= boxes[:, 2] >= x2 - m
+    if y2 < h:
+        cut |= boxes[:, 3] >= y2 - m
+    return cut
+
+
+def drop_cut_parts(boxes: Tensor, class_ids: Tensor, cut: Tensor, threshold: float) -> Tensor:
+    """Keep-mask without the cut views (`cut_by_tile`) that lie mostly (IoS > threshold) inside a
+    box of the same class that no tile cut: the part of an object that one tile sees when a
+    neighbouring tile, or the whole-image pass, sees all of it.
+
+    Args:
+        boxes: Tensor[N, 4] xyxy. class_ids: Tensor[N] int. cut: bool Tensor[N].
+    Returns:
+        bool Tensor[N], True for the boxes to keep.
+    """
+    keep = torch.ones(boxes.shape[0], dtype=torch.bool)
+    whole = ~cut
+    if not cut.any() or not whole.any():
+        return keep
+    inside = box_ios(boxes[cut], boxes[whole]) > threshold  # (Nc, Nw)
+    same = class_ids[cut][:, None] == class_ids[whole][None, :]
+    keep[torch.nonzero(cut).squeeze(1)] = ~(inside & same).any(dim=1)
+    return keep
 
 
 # ================================================================== the tiled detector
 @dataclass
 class TiledBatch:
     """Images on their way through `TiledDetector` (prepare -> forward -> finish): `parts` are
-    the inner detector's batches of tiles; tile k belongs to image `owners[k]` and starts at
-    pixel `origins[k]` = (x, y) of it."""
+    the inner detector's batches of tiles; tile k belongs to image `owners[k]` and covers its
+    pixels `windows[k]` = (x1, y1, x2, y2)."""
 
     images: list[np.ndarray]
     paths: list[str | None]
     parts: list[Batch]
     owners: list[int]
-    origins: list[tuple[int, int]]
+    windows: list[tuple[int, int, int, int]]
     ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -237,15 +288,15 @@ class TiledDetector:
         """Cut every image into its windows and pre-process the tiles in batches of `config.batch`."""
         paths = list(paths) if paths is not None else [None] * len(images)
         t0 = time.perf_counter()
-        tiles, owners, origins = [], [], []
+        tiles, owners, windows = [], [], []
         for i, img in enumerate(images):
             for x1, y1, x2, y2 in self.windows(img.shape[:2]).tolist():
                 tiles.append(img[y1:y2, x1:x2])
                 owners.append(i)
-                origins.append((x1, y1))
+                windows.append((x1, y1, x2, y2))
         n = self.config.batch
         parts = [self.detector.prepare(tiles[j : j + n]) for j in range(0, len(tiles), n)]
-        tb = TiledBatch(list(images), paths, parts, owners, origins)
+        tb = TiledBatch(list(images), paths, parts, owners, windows)
         tb.ms["preprocess"] = (time.perf_counter() - t0) * 1e3
         return tb
 
@@ -262,17 +313,22 @@ class TiledDetector:
         per_tile = [d for part in tb.parts for d in self.detector.finish(part)]
         results = []
         for i, (img, path) in enumerate(zip(tb.images, tb.paths)):
-            boxes, scores, class_ids = [], [], []
-            for d, owner, (ox, oy) in zip(per_tile, tb.owners, tb.origins):
+            hw = (int(img.shape[0]), int(img.shape[1]))
+            boxes, scores, class_ids, cut = [], [], [], []
+            for d, owner, win in zip(per_tile, tb.owners, tb.windows):
                 if owner != i or not len(d):
                     continue
-                boxes.append(torch.from_numpy(d.boxes) + torch.tensor([ox, oy, ox, oy], dtype=torch.float32))
+                shifted = torch.from_numpy(d.boxes) + torch.tensor(
+                    [win[0], win[1], win[0], win[1]], dtype=torch.float32
+                )
+                boxes.append(shifted)
                 scores.append(torch.from_numpy(d.scores))
                 class_ids.append(torch.from_numpy(d.class_ids))
+                cut.append(cut_by_tile(shifted, win, hw))
             if boxes:
-                b, s, c = self._merge(
-                    torch.cat(boxes), torch.cat(scores), torch.cat(class_ids), self.config.merge_threshold
-                )
+                b, s, c = torch.cat(boxes), torch.cat(scores), torch.cat(class_ids)
+                keep = drop_cut_parts(b, c, torch.cat(cut), self.config.merge_threshold)
+                b, s, c = self._merge(b[keep], s[keep], c[keep], self.config.merge_threshold)
                 b, s, c = b[: self.max_det], s[: self.max_det], c[: self.max_det]
             else:
                 b, s, c = torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)
@@ -282,7 +338,7 @@ class TiledDetector:
                     scores=s.numpy().astype(np.float32),
                     class_ids=c.numpy().astype(np.int64),
                     names=self.names,
-                    image_hw=(int(img.shape[0]), int(img.shape[1])),
+                    image_hw=hw,
                     path=path,
                     image=img,
                 )

@@ -16,8 +16,9 @@ What it does, per `[yolo]` head (all values come from the head's cfg keys):
   darknet's coordinate MSE (tx, ty, log-wh) scaled by (2 - w*h/area). Decoding is the
   grid-sensitive `sigmoid(t) * scale_x_y - (scale_x_y - 1) / 2`, or the `new_coords=1` style
   (`t * s - (s-1)/2`, `(2 t)^2 * anchor`) whose inputs are already logistic.
-* Objectness: BCE, target 1 at assigned cells, 0 elsewhere except predictions whose best IoU
-  with any truth of their image exceeds `ignore_thresh` (not negatives, not positives).
+* Objectness: BCE, target 1 at assigned cells (or, with `iou_objectness`, the prediction's IoU
+  with its truth), 0 elsewhere except predictions whose best IoU with any truth of their image
+  exceeds `ignore_thresh` (not negatives, not positives).
 * Classes: BCE at assigned cells, targets smoothed by `label_smooth_eps`
   (1 - eps/2 for the class, eps/2 for the others, darknet's rule).
 
@@ -171,6 +172,16 @@ def decode_xy_wh(raw: Tensor, anchor_wh: Tensor, head: LossHeadSpec) -> tuple[Te
     return xy, wh
 
 
+def paired_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of boxes1[i] with boxes2[i]. Both Tensor[P, 4] xyxy. Returns Tensor[P] (0 for empty unions)."""
+    lt = torch.max(boxes1[:, :2], boxes2[:, :2])  # (P, 2)
+    rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
+    inter = (rb - lt).clamp_min(0).prod(-1)  # (P,)
+    area1 = (boxes1[:, 2:] - boxes1[:, :2]).clamp_min(0).prod(-1)
+    area2 = (boxes2[:, 2:] - boxes2[:, :2]).clamp_min(0).prod(-1)
+    return inter / (area1 + area2 - inter).clamp_min(1e-9)
+
+
 # ------------------------------------------------------------------ box losses, one per variant
 def mse_box_loss(
     pred_xy: Tensor, pred_wh: Tensor, true_xy: Tensor, true_wh: Tensor, anchor_wh: Tensor, input_hw: tuple[int, int]
@@ -264,6 +275,9 @@ class YoloLoss:
         balance: per-head objectness weights; default by stride (STRIDE_BALANCE).
         overrides: freebie switches applied to every head.
         neighbor_cells: 3 cells per (truth, anchor) instead of darknet's 1 (see `assign_targets`).
+        iou_objectness: the objectness target of an assigned prediction is its IoU with the truth
+            (detached; YOLOv5 / Scaled-YOLOv4, darknet's `objectness_smooth`) instead of 1, so that
+            the score ranks boxes by how well they fit.
     """
 
     def __init__(
@@ -272,9 +286,11 @@ class YoloLoss:
         balance: Sequence[float] | None = None,
         overrides: LossOverrides = LossOverrides(),
         neighbor_cells: bool = False,
+        iou_objectness: bool = False,
     ):
         self.heads = [overrides.apply(h) for h in heads]
         self.neighbor_cells = neighbor_cells
+        self.iou_objectness = iou_objectness
         for h in self.heads:
             if h.iou_loss not in BOX_LOSS_NAMES:
                 raise ValueError(f"[yolo] iou_loss={h.iou_loss} is not supported ({', '.join(BOX_LOSS_NAMES)})")
@@ -330,28 +346,26 @@ class YoloLoss:
             obj_t = torch.zeros_like(p[..., 4])  # (B, A, H, W)
             weight = (~ignored).float()
             if len(asg.truth):
-                obj_t[asg.batch, asg.anchor, asg.gy, asg.gx] = 1.0
+                ps = p[asg.batch, asg.anchor, asg.gy, asg.gx]  # (P, 5+C)
+                t = targets[asg.truth]  # (P, 6)
+                anchor_wh = anchors[asg.anchor]  # (P, 2)
+                pxy, pwh = decode_xy_wh(ps[:, :4], anchor_wh, head)
+                cell = torch.stack([asg.gx, asg.gy], -1).float()  # (P, 2)
+                pc = (pxy + cell) * stride
+                pbox = torch.cat([pc - pwh / 2, pc + pwh / 2], -1)  # (P, 4) xyxy
+                if head.iou_loss == "mse":
+                    true_c = (t[:, 2:4] + t[:, 4:6]) / 2 / stride - cell  # (P, 2) in cells
+                    true_wh = (t[:, 4:6] - t[:, 2:4]).clamp_min(1e-6)
+                    box = mse_box_loss(pxy, pwh, true_c, true_wh, anchor_wh, input_hw)
+                else:
+                    box = IOU_LOSSES[head.iou_loss](pbox, t[:, 2:6], reduction="none")
+                box_l = box_l + box.mean() * head.iou_normalizer
+                cls_t = smooth_class_targets(t[:, 1].long(), nc, head.label_smooth_eps)
+                cls_l = cls_l + _bce(ps[:, 5:], cls_t, logits).mean() * head.cls_normalizer
+                target = paired_box_iou(pbox.detach(), t[:, 2:6]).clamp(0, 1) if self.iou_objectness else 1.0
+                obj_t[asg.batch, asg.anchor, asg.gy, asg.gx] = target
                 weight[asg.batch, asg.anchor, asg.gy, asg.gx] = 1.0
             obj = (_bce(p[..., 4], obj_t, logits) * weight).mean()
             obj_l = obj_l + obj * head.obj_normalizer * self._balance(i, float(stride[0]))
-
-            if not len(asg.truth):
-                continue
-            ps = p[asg.batch, asg.anchor, asg.gy, asg.gx]  # (P, 5+C)
-            t = targets[asg.truth]  # (P, 6)
-            anchor_wh = anchors[asg.anchor]  # (P, 2)
-            pxy, pwh = decode_xy_wh(ps[:, :4], anchor_wh, head)
-            cell = torch.stack([asg.gx, asg.gy], -1).float()  # (P, 2)
-            if head.iou_loss == "mse":
-                true_c = (t[:, 2:4] + t[:, 4:6]) / 2 / stride - cell  # (P, 2) in cells
-                true_wh = (t[:, 4:6] - t[:, 2:4]).clamp_min(1e-6)
-                box = mse_box_loss(pxy, pwh, true_c, true_wh, anchor_wh, input_hw)
-            else:
-                pc = (pxy + cell) * stride
-                pbox = torch.cat([pc - pwh / 2, pc + pwh / 2], -1)  # (P, 4) xyxy
-                box = IOU_LOSSES[head.iou_loss](pbox, t[:, 2:6], reduction="none")
-            box_l = box_l + box.mean() * head.iou_normalizer
-            cls_t = smooth_class_targets(t[:, 1].long(), nc, head.label_smooth_eps)
-            cls_l = cls_l + _bce(ps[:, 5:], cls_t, logits).mean() * head.cls_normalizer
         total = (box_l + obj_l + cls_l) * bsz
         return total, {"box": box_l.detach(), "obj": obj_l.detach(), "cls": cls_l.detach()}

@@ -15,72 +15,14 @@ from torch import nn
 
 from yolo4.errors import Yolo4Error
 from yolo4.inference.device import select_device as select_device  # the one device rule, re-exported
+from yolo4.training.anchors import check_anchors, set_kmeans_anchors
+from yolo4.training.anchors import kmeans_anchors as kmeans_anchors  # re-exported
+from yolo4.training.anchors import train_box_sizes as train_box_sizes  # re-exported
 from yolo4.training.config import TrainConfig
 from yolo4.training.ema import unwrap
 
 if TYPE_CHECKING:
     from yolo4.darknet import Darknet
-
-
-def kmeans_anchors(wh: np.ndarray, k: int, iters: int = 50, seed: int = 0) -> list[tuple[float, float]]:
-    """darknet `calc_anchors`: k-means of box sizes with 1 - IoU as the distance.
-
-    Args:
-        wh: (N, 2) box widths and heights in input pixels.
-    Returns:
-        k (w, h) anchors sorted by area.
-    """
-    wh = np.asarray(wh, np.float64).reshape(-1, 2)
-    rng = np.random.default_rng(seed)
-    if len(wh) < k:
-        raise Yolo4Error(f"k-means anchors: {len(wh)} boxes for {k} anchors")
-    centres = wh[rng.choice(len(wh), k, replace=False)]
-    for _ in range(iters):
-        inter = np.minimum(wh[:, None], centres[None]).prod(-1)
-        iou = inter / (wh.prod(-1)[:, None] + centres.prod(-1)[None] - inter)
-        assign = iou.argmax(1)
-        new = np.array([np.median(wh[assign == j], 0) if (assign == j).any() else centres[j] for j in range(k)])
-        if np.allclose(new, centres):
-            break
-        centres = new
-    centres = centres[np.argsort(centres.prod(-1))]
-    return [(float(round(w, 1)), float(round(h, 1))) for w, h in centres]
-
-
-def set_kmeans_anchors(spec, train_wh: np.ndarray, img_size: int, seed: int = 0) -> None:
-    """Refit the anchors of every [yolo] layer of `spec` (in place) to the training boxes.
-
-    As many anchors are fitted as the heads use in all, and every one is used: the finest grid
-    gets the smallest ones (darknet's advice when anchors are recalculated). This also retires
-    yolov4-tiny's unused anchor 0 (its official masks are 3,4,5 and 1,2,3).
-
-    Args:
-        train_wh: (N, 2) box widths and heights in input pixels at `img_size`.
-    """
-    from yolo4.darknet import infer_shapes
-    from yolo4.darknet.layers import YoloLayer
-
-    heads = [i for i, layer in enumerate(spec.layers) if isinstance(layer, YoloLayer)]
-    shapes = infer_shapes(spec, (img_size, img_size))
-    by_fineness = sorted(heads, key=lambda i: -shapes[i].out_chw[1] * shapes[i].out_chw[2])
-    anchors = kmeans_anchors(train_wh, sum(len(spec.layers[i].mask) for i in heads), seed=seed)
-    start = 0
-    for i in by_fineness:
-        layer = spec.layers[i]
-        layer.mask = list(range(start, start + len(layer.mask)))
-        start += len(layer.mask)
-    for i in heads:
-        spec.layers[i].anchors = list(anchors)
-        spec.layers[i].num = len(anchors)
-
-
-def train_box_sizes(dataset, img_size: int) -> np.ndarray:
-    """(N, 2) widths and heights of every training box, in input pixels at `img_size` (the
-    input to k-means anchors; sizes are scaled by the first image's longer side)."""
-    wh = [b[:, 2:] - b[:, :2] for b in (dataset.labels(i)[0] for i in range(len(dataset))) if len(b)]
-    if not wh:
-        return np.zeros((0, 2))
-    return np.concatenate(wh) * (img_size / max(dataset.image_hw[0]))
 
 
 def make_loss(cfg: TrainConfig, model: nn.Module):
@@ -99,7 +41,8 @@ def make_loss(cfg: TrainConfig, model: nn.Module):
             obj_normalizer=cfg.obj_normalizer,
             scale_x_y=cfg.scale_x_y,
         ),
-        neighbor_cells=cfg.neighbor_cells,
+        neighbor_cells=bool(cfg.neighbor_cells),
+        iou_objectness=cfg.iou_objectness,
     )
 
 
@@ -121,12 +64,15 @@ def build_model(cfg: TrainConfig, names: Sequence[str], train_wh: np.ndarray | N
         for layer in spec.layers:
             if isinstance(layer, Convolutional) and layer.batch_normalize:
                 layer.batch_normalize = 2  # CmBatchNorm2d; plain BN in eval mode and in exported cfgs
-    if cfg.anchors == "kmeans":
+    if cfg.anchors not in ("auto", "cfg", "kmeans"):
+        raise Yolo4Error(f"anchors={cfg.anchors!r}: choose auto, cfg or kmeans")
+    kmeans = cfg.anchors == "kmeans"
+    if cfg.anchors == "auto" and train_wh is not None:  # (a training run decides this before, with the weights)
+        kmeans = check_anchors(spec, train_wh, cfg.img_size, cfg.seed).use_kmeans
+    if kmeans:
         if train_wh is None:
             raise Yolo4Error("anchors=kmeans needs the training boxes")
         set_kmeans_anchors(spec, train_wh, cfg.img_size, cfg.seed)
-    elif cfg.anchors != "cfg":
-        raise Yolo4Error(f"anchors={cfg.anchors!r}: choose cfg or kmeans")
     if cfg.scale_x_y is not None:  # decoding changes: it goes into the spec (and the exported cfg)
         for y in spec.yolo_layers:
             y.scale_x_y = float(cfg.scale_x_y)

@@ -32,13 +32,13 @@ class TrainConfig:
     weights: str | None = None  # darknet .weights: full model, or a backbone prefix with weights_upto
     weights_upto: int | None = None  # load only layers 0..N-1 (yolov4.conv.137 style)
     freeze: int = 0  # layers 0..freeze-1 are not trained (BN frozen too)
-    anchors: str = "cfg"  # "cfg" or "kmeans" (IoU k-means on the training boxes at img_size)
+    anchors: str = "auto"  # auto (k-means when the cfg's fit the training boxes badly) | cfg | kmeans
     max_train_images: int | None = None  # use only the first N training images
     max_val_images: int | None = None  # validate each epoch on the first N val images
-    cache_images: bool = False  # decode the training images once and keep them in memory (if they fit in 1/4 of RAM)
+    cache_images: bool = True  # decode the training images once and keep them in memory (if they fit in 1/4 of RAM)
     # how long, how big
     epochs: int = 100
-    batch: int = 64  # images per optimizer step over all processes (darknet batch)
+    batch: int = 16  # images per optimizer step over all processes (darknet batch; lr follows it)
     subdivisions: int = 1  # mini-batches per step (gradient accumulation; darknet subdivisions)
     cmbn: bool = False  # CmBN (darknet batch_normalize=2): BN statistics accumulate over a step's mini-batches
     img_size: int = 416
@@ -53,7 +53,8 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4  # conv weights only, not BN or biases
     policy: str = "cosine"  # steps | cosine | sgdr | constant
-    burn_in: int = 1000  # optimizer steps of darknet warm-up (lr * (step / burn_in) ** 4)
+    burn_in: int | None = None  # optimizer steps of darknet warm-up (lr * (step / burn_in) ** 4); None: warmup_epochs
+    warmup_epochs: float = 3.0  # the warm-up when burn_in is None, at most a fifth of the epochs
     steps: tuple[float, ...] = (0.8, 0.9)  # policy=steps: boundaries (fractions of all steps if < 1)
     scales: tuple[float, ...] = (0.1, 0.1)
     final_lr_ratio: float = 0.01  # cosine / sgdr end value, relative to lr
@@ -61,7 +62,7 @@ class TrainConfig:
     sgdr_mult: float = 2.0
     ema: bool = True
     ema_decay: float = 0.9999
-    ema_tau: float = 2000.0
+    ema_tau: float | None = None  # EMA decay ramp in steps (None: a tenth of the planned steps, at most 2000)
     amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 (see autocast_dtype)
     grad_clip: float = 0.0  # max gradient norm, 0: off (the gradient sums lr_batch images: norms of 100s are normal)
     # freebies of the detector (None: the cfg's [yolo] value)
@@ -73,7 +74,9 @@ class TrainConfig:
     cls_normalizer: float | None = None
     obj_normalizer: float | None = None
     scale_x_y: float | None = None
-    neighbor_cells: bool = False  # Scaled-YOLOv4 style: 3 cells per truth and anchor (use with scale_x_y=2)
+    neighbor_cells: bool | None = None  # 3 cells per truth and anchor (Scaled-YOLOv4; with scale_x_y=2);
+    # None: on for heads trained anew (scale_x_y then 2 unless given), off for heads loaded from weights
+    iou_objectness: bool = True  # objectness target = the prediction's IoU with its truth (YOLOv5), not 1
     # freebies of the backbone / data
     dropblock: bool = True  # ramp the [dropout] layers' rate up over the first half of training
     sat_eps: float = 0.0  # self-adversarial training: FGSM step on the input first (0: off)
@@ -87,12 +90,13 @@ class TrainConfig:
     hue: float = 0.015
     saturation: float = 1.5
     exposure: float = 1.5
-    close_mosaic: int = 0  # turn mosaic/mixup/cutmix off for the last N epochs
+    close_mosaic: int | None = None  # turn mosaic/mixup/cutmix off for the last N epochs (None: a tenth of them)
     time_budget_min: float | None = (
         None  # after every epoch, re-plan `epochs` (at most the given) to fit this many minutes
     )
     # validation
     val_every: int = 1
+    patience: int = 50  # stop after this many epochs without a better mAP50-95 (fitness); 0: never
     val_img_size: int | None = None  # input size of validation, precise BN and best.cfg (None: img_size);
     # a larger one than the training size finds more small objects (as darknet users infer at 608 after 416)
     precise_bn_batches: int = 8  # recompute the evaluated model's BN statistics on this many train batches first
@@ -102,7 +106,7 @@ class TrainConfig:
     out: str = "runs/train"
     resume: str | None = None  # a run folder: continue from its last.pt
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    workers: int = 2
+    workers: int | None = None  # loader processes (None: 0 on CPUs of <= 4 cores, else cores / 4)
     seed: int = 0
     export: bool = True  # write best.cfg + best.weights at the end
     progress: bool = True

@@ -55,7 +55,7 @@ from yolo4.training.config import TrainConfig
 from yolo4.training.distributed import broadcast_object
 from yolo4.training.ema import ModelEMA
 from yolo4.training.schedule import ScheduleConfig, lr_at
-from yolo4.training.state import TrainState, epoch_img_size, fitness, val_size
+from yolo4.training.state import TrainState, best_row, epoch_img_size, fitness, progress_note, val_size
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ def default_hooks(cfg: TrainConfig) -> list[Hook]:
     # the planner re-plans before validation (a run cut to this epoch still validates it);
     # the log row (with time_s) is complete before the checkpoint saves the history
     hooks += [EvalHook(), LogHook(), CheckpointHook()]
+    if cfg.patience > 0:
+        hooks.append(EarlyStopHook(cfg.patience))
     if cfg.export:
         hooks.append(ExportHook())
     hooks.append(StopOnSignal())  # last: its on_end message follows the checkpoint and the export
@@ -276,15 +278,24 @@ class LogHook(Hook):
         row = state.row
         row["time_s"] = time.time() - self.t0
         self._write(state.history)
-        val = f", mAP50 {row['val/mAP50']:.4f}, mAP50-95 {row['val/mAP50-95']:.4f}" if "val/mAP50" in row else ""
+        val = f", mAP50-95 {row['val/mAP50-95']:.4f}, mAP50 {row['val/mAP50']:.4f}" if "val/mAP50" in row else ""
+        note = progress_note(state.history)
         say(
             state,
             f"epoch {state.epoch}/{state.epochs}: loss {row['train/loss']:.4f} (box {row['train/box']:.4f} "
-            f"obj {row['train/obj']:.4f} cls {row['train/cls']:.4f}){val}, {row['time_s']:.0f}s",
+            f"obj {row['train/obj']:.4f} cls {row['train/cls']:.4f}){val}, {row['time_s']:.0f}s"
+            + (f"; {note}" if note else ""),
         )
 
     def on_end(self, state: TrainState) -> None:
         self._close_bar()
+        best = best_row(state.history)
+        if best is not None and self.enabled:
+            say(
+                state,
+                f"best epoch {int(best['epoch'])} of {state.epoch} (best.pt): mAP50-95 {best['val/mAP50-95']:.4f}, "
+                f"mAP50 {best['val/mAP50']:.4f}",
+            )
         if self.tb is not None:
             self.tb.close()
 
@@ -377,6 +388,23 @@ def checkpoint_dict(state: TrainState) -> dict[str, Any]:
         "epoch_loss": state.epoch_loss.tolist() if state.mid_epoch and state.epoch_loss is not None else None,
         "epoch_counted": state.epoch_counted if state.mid_epoch else 0,
     }
+
+
+# ------------------------------------------------------------------ early stopping
+class EarlyStopHook(Hook):
+    """Stops the run when `patience` epochs have gone by since the best validated one (by
+    `fitness`: mAP50-95 first, mAP50 beside it); best.pt keeps that epoch."""
+
+    def __init__(self, patience: int):
+        self.patience = int(patience)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        best = best_row(state.history)
+        if best is not None and state.epoch - int(best["epoch"]) >= self.patience and state.epoch < state.epochs:
+            state.stop = (
+                f"early stop: no better mAP50-95 for {self.patience} epochs (patience); best epoch "
+                f"{int(best['epoch'])}: mAP50-95 {best['val/mAP50-95']:.4f}, mAP50 {best['val/mAP50']:.4f}"
+            )
 
 
 # ------------------------------------------------------------------ export

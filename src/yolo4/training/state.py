@@ -111,3 +111,26 @@ def best_value(history: list[dict[str, float]], key: str) -> float:
     """The largest finite `key` over the rows (NaN when there is none)."""
     vals = [r[key] for r in history if key in r and math.isfinite(r[key])]
     return max(vals) if vals else math.nan
+
+
+def best_row(history: list[dict[str, float]]) -> dict[str, float] | None:
+    """The validated row of the highest `fitness` (the first of equals; None before any)."""
+    rows = [r for r in history if fitness(r) > -1.0]
+    return max(rows, key=fitness) if rows else None
+
+
+def progress_note(history: list[dict[str, float]]) -> str:
+    """Whether the last row (validated) beat every earlier one on `fitness`: "best so far", or
+    how many epochs have gone without a better one and which epoch holds the best. "" when the
+    last row was not validated."""
+    if not history or fitness(history[-1]) <= -1.0:
+        return ""
+    best = best_row(history)
+    assert best is not None
+    if best is history[-1]:
+        return "best so far"
+    since = int(history[-1]["epoch"] - best["epoch"])
+    return (
+        f"no better for {since} epoch{'s' * (since != 1)} (best: epoch {int(best['epoch'])}, "
+        f"mAP50-95 {best['val/mAP50-95']:.4f}, mAP50 {best['val/mAP50']:.4f})"
+    )

@@ -58,6 +58,7 @@ from yolo4.training.build import (
 )
 from yolo4.training.checkpoint import DISK_FULL, CheckpointError, RunLock, load_latest, load_model_state, set_rng_state
 from yolo4.training.config import TrainConfig
+from yolo4.training.defaults import close_mosaic_epochs, resolve_defaults, split_note
 from yolo4.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -70,6 +71,7 @@ from yolo4.training.distributed import (
 from yolo4.training.ema import unwrap
 from yolo4.training.hooks import Hook, StopOnSignal, default_hooks, say
 from yolo4.training.state import TrainState, best_value, val_size
+from yolo4.training.validation import readable_subset
 
 
 @dataclass
@@ -97,12 +99,13 @@ class _Data:
 
     def loader(self, state: TrainState):
         """The training loader of the current epoch (mosaic and friends off for the last
-        cfg.close_mosaic planned epochs), from its step `state.epoch_step` on (a run resumed
-        within an epoch gets the rest of that epoch's batches, the same as uninterrupted)."""
+        `close_mosaic_epochs` of the planned epochs), from its step `state.epoch_step` on (a run
+        resumed within an epoch gets the rest of that epoch's batches, the same as uninterrupted)."""
         from yolo4.data.loader import build_loader
 
         cfg = state.cfg
-        final = cfg.close_mosaic > 0 and state.epoch >= state.epochs - cfg.close_mosaic
+        closing = close_mosaic_epochs(cfg, state.epochs)
+        final = closing > 0 and state.epoch >= state.epochs - closing
         return build_loader(
             self.train_set,
             state.img_size(),
@@ -281,11 +284,20 @@ def _build(
     val_set = load_dataset(cfg.data, "val", progress=False, write_split=True)
     if cfg.max_train_images:
         train_set = train_set.subset(list(range(min(cfg.max_train_images, len(train_set)))))
+    cfg, auto_notes = resolve_defaults(cfg, train_set, device)  # the None/"auto" fields, from the data
+    if info.is_main:
+        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     if cfg.cache_images:
         train_set.cache_images(progress=cfg.progress and info.is_main)
     epoch_val_set = (
         val_set.subset(list(range(min(cfg.max_val_images, len(val_set))))) if cfg.max_val_images else val_set
     )
+    epoch_val_set, unreadable = readable_subset(epoch_val_set)  # a damaged val image must not stop the run
+    if unreadable:
+        auto_notes.append(
+            f"validation leaves out {len(unreadable)} image(s) that cannot be decoded: {unreadable[0]}"
+            + (f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else "")
+        )
     names = list(train_set.names)
     sampler: DistributedSampler[int] = DistributedSampler(
         range(len(train_set)),  # type: ignore[arg-type]  # it reads only len(): indices 0..n-1
@@ -351,6 +363,8 @@ def _build(
         f"classes, {cfg.img_size}px, batch {cfg.batch} ({info.world_size} x {cfg.subdivisions} x {mini}), "
         f"lr {state.base_lr:g}, {state.epochs} epochs x {steps_per_epoch} steps, {device}",
     )
+    for note in [split_note(train_set, epoch_val_set, cfg.data), *auto_notes]:
+        say(state, f"  {note}")
     return state, _Data(train_set, sampler, mini)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,3 +66,25 @@ def validate(
 
     det = Detector(model, names=list(names), img_size=img_size, postprocess=postprocess, device=device)
     return evaluate(det, dataset, batch_size=batch_size, progress=progress, plots_dir=plots_dir)
+
+
+def readable_subset(dataset, workers: int | None = None) -> tuple[Any, list[str]]:
+    """`dataset` without the images that cannot be decoded (a truncated download, say), which
+    training skips too, so that validation scores the rest instead of stopping the run; and one
+    problem line per image left out. Decodes every image once, in threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from yolo4.errors import DataError
+
+    def bad(i: int) -> str | None:
+        try:
+            dataset.load(i)
+            return None
+        except DataError as e:
+            return str(e)
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        problems = list(pool.map(bad, range(len(dataset))))
+    if not any(problems):
+        return dataset, []
+    return dataset.subset([i for i, p in enumerate(problems) if p is None]), [p for p in problems if p]

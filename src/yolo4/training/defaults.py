@@ -1,0 +1,159 @@
+"""Defaults decided from the data: the `TrainConfig` fields left to `None` (or `anchors="auto"`)
+get values that fit the dataset, the starting point and the machine, once, at the start of a
+run; the resolved config is what the run saves (so `--resume` repeats it exactly), and each
+choice is said on the run's first lines.
+
+    cfg, notes = resolve_defaults(cfg, train_set, device)
+
+What is decided, and why:
+
+* warm-up (`burn_in` None): `warmup_epochs` epochs of optimizer steps, at most a fifth of the
+  run. darknet's `burn_in=1000` steps is COCO's (120k images); on 200 images at batch 16 it
+  would be 80 epochs of warm-up. A `burn_in` the user gives is kept.
+* anchors (`anchors="auto"`): the cfg's anchors are checked against the training boxes at the
+  training size (`yolo4.training.anchors.check_anchors`) and replaced by k-means anchors (every
+  mask used) when they fit badly, for heads trained anew only: heads loaded from darknet weights
+  were trained with the cfg's anchors.
+* more positives (`neighbor_cells` None): heads trained anew also train the two nearest
+  neighbour cells of each truth, with `scale_x_y` 2 (unless given) so that those cells can
+  reach the centre (Scaled-YOLOv4), and every anchor whose IoU with the truth exceeds 0.213
+  (`iou_thresh`, yolov4.cfg's value; unless given); loaded heads keep darknet's one cell and
+  the cfg's values.
+* EMA horizon (`ema_tau` None): a tenth of the planned optimizer steps (at most 2000, YOLOv5's
+  value for COCO): with 2000 on a run of 300 steps the average would be the raw weights.
+* loader processes (`workers` None): on CPU none when there are 4 cores or fewer (the training
+  threads need them; decoded images are cached), else a quarter of the cores; on CUDA 8 at most.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import torch
+
+from yolo4.training.config import TrainConfig
+
+WARMUP_MAX_FRACTION = 0.2  # the warm-up takes at most this fraction of the planned steps
+NEIGHBOR_SCALE_X_Y = 2.0  # scale_x_y that lets a cell predict a centre in its neighbour cells
+MULTI_ANCHOR_IOU = 0.213  # iou_thresh of yolov4.cfg: every anchor this close to a truth trains on it
+MIN_VAL_BOXES = 50  # fewer validation boxes than this: the run warns that its mAP is noisy
+
+
+def steps_per_epoch(num_images: int, batch: int) -> int:
+    """Optimizer steps in one epoch of `num_images` at global batch `batch` (incomplete batches
+    dropped, as the loop does)."""
+    return max(1, num_images // max(batch, 1))
+
+
+def warmup_steps(cfg: TrainConfig, epoch_steps: int) -> int:
+    """Optimizer steps of warm-up: `burn_in` when given, else `warmup_epochs` epochs, at most
+    WARMUP_MAX_FRACTION of the planned `epochs`."""
+    if cfg.burn_in is not None:
+        return int(cfg.burn_in)
+    epochs = min(cfg.warmup_epochs, WARMUP_MAX_FRACTION * cfg.epochs)
+    return max(0, round(epochs * epoch_steps))
+
+
+def heads_are_fresh(cfg: TrainConfig, spec, num_classes: int) -> bool:
+    """Whether the [yolo] heads start from random weights: no weights, a backbone prefix that
+    stops before the first head, or a class count other than the weights'."""
+    if cfg.weights is None:
+        return True
+    if any(y.classes != num_classes for y in spec.yolo_layers):
+        return True
+    if cfg.weights_upto is not None:
+        from yolo4.darknet.layers import YoloLayer
+
+        first_head = min(i for i, layer in enumerate(spec.layers) if isinstance(layer, YoloLayer))
+        return cfg.weights_upto < first_head  # layers 0..upto-1 load: the conv feeding the head is not among them
+    return False
+
+
+def auto_workers(device: torch.device) -> int:
+    """DataLoader processes: none on a CPU of 4 cores or fewer, else a quarter of the cores (at
+    most 8); on CUDA min(8, cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cpu":
+        return 0 if cores <= 4 else min(8, cores // 4)
+    return min(8, cores)
+
+
+def resolve_defaults(cfg: TrainConfig, train_set, device: torch.device) -> tuple[TrainConfig, list[str]]:
+    """`cfg` with every automatic field decided (see the module docstring), and one note per
+    decision for the run's log. Fields the user set are kept; a resolved config is returned
+    unchanged (so resuming repeats the run).
+
+    Args:
+        train_set: the training DetectionDataset (labels and image sizes are read, no pixels).
+    """
+    from yolo4.models.zoo import resolve_spec
+    from yolo4.training.anchors import check_anchors, train_box_sizes
+
+    changes: dict = {}
+    notes: list[str] = []
+    epoch_steps = steps_per_epoch(len(train_set), cfg.batch)
+    if cfg.burn_in is None:
+        changes["burn_in"] = warmup_steps(cfg, epoch_steps)
+        notes.append(
+            f"warm-up {changes['burn_in']} steps (~{changes['burn_in'] / epoch_steps:.1f} epochs of {epoch_steps} steps)"
+        )
+    spec = None
+    if cfg.anchors == "auto" or cfg.neighbor_cells is None:
+        spec = resolve_spec(cfg.model, img_size=cfg.img_size)
+    fresh = heads_are_fresh(cfg, spec, len(train_set.names)) if spec is not None else True
+    if cfg.anchors == "auto":
+        if not fresh:
+            changes["anchors"] = "cfg"
+            notes.append("anchors: the cfg's (the heads come with the weights)")
+        else:
+            wh = train_box_sizes(train_set, cfg.img_size)
+            report = check_anchors(spec, wh, cfg.img_size, cfg.seed)
+            changes["anchors"] = "kmeans" if report.use_kmeans else "cfg"
+            notes.append(report.summary())
+    if cfg.neighbor_cells is None:
+        changes["neighbor_cells"] = fresh
+        if fresh and cfg.scale_x_y is None:
+            changes["scale_x_y"] = NEIGHBOR_SCALE_X_Y
+        if fresh and cfg.iou_thresh is None:
+            changes["iou_thresh"] = MULTI_ANCHOR_IOU
+        notes.append(
+            "positives: 3 cells per truth (neighbour cells, scale_x_y "
+            f"{changes.get('scale_x_y', cfg.scale_x_y)}), every anchor with IoU > "
+            f"{changes.get('iou_thresh', cfg.iou_thresh)}"
+            if fresh
+            else "positives: darknet's one cell per truth (the heads come with the weights)"
+        )
+    if cfg.ema and cfg.ema_tau is None:
+        changes["ema_tau"] = float(np.clip(round(0.1 * cfg.epochs * epoch_steps), 10, 2000))
+        notes.append(f"EMA horizon {changes['ema_tau']:g} steps")
+    if cfg.workers is None:
+        changes["workers"] = auto_workers(device)
+        notes.append(f"{changes['workers']} loader processes")
+    return dataclasses.replace(cfg, **changes), notes
+
+
+def split_note(train_set, val_set, data: str) -> str:
+    """Where the run's train/val split comes from, its size, and a warning when the validation
+    set has too few boxes for its mAP to mean much (fewer than MIN_VAL_BOXES)."""
+    boxes = sum(len(val_set.labels(i)[0]) for i in range(len(val_set)))
+    line = (
+        f"split: {len(train_set)} train / {len(val_set)} val images ({boxes} val boxes) from "
+        f"{getattr(train_set, 'split_origin', '') or data}"
+    )
+    if boxes < MIN_VAL_BOXES:
+        line += (
+            f"; warning: {boxes} validation boxes are too few to trust (one box moves mAP50 by "
+            f"~{1 / max(boxes, 1):.0%}); compare runs on their curves, not one epoch"
+        )
+    return line
+
+
+def close_mosaic_epochs(cfg: TrainConfig, epochs: int | None = None) -> int:
+    """The last epochs trained without Mosaic/MixUp/CutMix: `close_mosaic`, or when None a tenth
+    of the run's `epochs` (the planned count, which the time budget re-plans; default
+    cfg.epochs), none for runs under 10 epochs."""
+    if cfg.close_mosaic is not None:
+        return int(cfg.close_mosaic)
+    return int(0.1 * (cfg.epochs if epochs is None else epochs))

@@ -1,0 +1,90 @@
+"""Defaults decided from the data: warm-up, anchors, positives, EMA horizon, workers, the split
+line and its small-validation warning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from yolo4.models.zoo import build
+from yolo4.training.config import TrainConfig
+from yolo4.training.defaults import (
+    auto_workers,
+    close_mosaic_epochs,
+    heads_are_fresh,
+    resolve_defaults,
+    split_note,
+    warmup_steps,
+)
+
+
+class _Set:
+    """A training-set stand-in: `n` images of 320x320 with one large box each, one class."""
+
+    def __init__(self, n: int, boxes_per_image: int = 1, split_origin: str = "ImageSets/Main/train.txt / val.txt"):
+        self.n, self.k = n, boxes_per_image
+        self.names = ["kangaroo"]
+        self.image_hw = np.full((n, 2), 320)
+        self.split_origin = split_origin
+        rng = np.random.default_rng(0)
+        self._wh = rng.uniform(120, 300, (n, 2))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def labels(self, i):
+        w, h = self._wh[i]
+        return np.tile(np.array([[0, 0, w, h]], np.float32), (self.k, 1)), np.zeros(self.k, np.int64)
+
+
+def test_warmup_is_epochs_bounded_by_the_run_and_burn_in_wins():
+    assert warmup_steps(TrainConfig(epochs=100), epoch_steps=8) == 24  # 3 epochs
+    assert warmup_steps(TrainConfig(epochs=5), epoch_steps=8) == 8  # at most a fifth of 5 epochs
+    assert warmup_steps(TrainConfig(epochs=100, burn_in=1000), epoch_steps=8) == 1000
+
+
+def test_heads_are_fresh():
+    spec = build("yolov4-tiny", num_classes=80)
+    assert heads_are_fresh(TrainConfig(), spec, 1)
+    assert heads_are_fresh(TrainConfig(weights="w.weights"), spec, 1)  # other class count: new heads
+    assert not heads_are_fresh(TrainConfig(weights="w.weights"), spec, 80)
+    assert heads_are_fresh(TrainConfig(weights="w.conv.29", weights_upto=29), spec, 80)
+    assert not heads_are_fresh(TrainConfig(weights="w.weights", weights_upto=len(spec.layers)), spec, 80)
+
+
+def test_resolve_defaults_from_scratch_on_large_boxes():
+    cfg, notes = resolve_defaults(
+        TrainConfig(model="yolov4-tiny", img_size=320, epochs=40), _Set(160), torch.device("cpu")
+    )
+    assert cfg.burn_in == 30 and cfg.anchors == "kmeans"  # 10 steps/epoch x 3; big boxes, COCO anchors fit badly
+    assert cfg.neighbor_cells is True and cfg.scale_x_y == 2.0 and cfg.iou_thresh == 0.213
+    assert cfg.ema_tau == 40.0 and cfg.workers == auto_workers(torch.device("cpu"))
+    text = "\n".join(notes)
+    assert "warm-up 30 steps" in text and "-> k-means" in text and "neighbour cells" in text
+    again, _ = resolve_defaults(cfg, _Set(160), torch.device("cpu"))
+    assert again == cfg  # a resolved config (as a checkpoint holds it) stays as it is
+
+
+def test_resolve_defaults_keeps_what_the_user_set_and_loaded_heads():
+    user = TrainConfig(model="yolov4-tiny", burn_in=7, anchors="cfg", neighbor_cells=False, ema_tau=99.0, workers=3)
+    cfg, notes = resolve_defaults(user, _Set(160), torch.device("cpu"))
+    assert cfg == user and notes == []
+    loaded = TrainConfig(model="yolov4-tiny", weights="yolov4-tiny.weights")  # 80 classes: heads come with it
+    names80 = _Set(160)
+    names80.names = [str(k) for k in range(80)]
+    cfg, notes = resolve_defaults(loaded, names80, torch.device("cpu"))
+    assert cfg.anchors == "cfg" and cfg.neighbor_cells is False and cfg.scale_x_y is None and cfg.iou_thresh is None
+    assert "the heads come with the weights" in "\n".join(notes)
+
+
+def test_split_note_warns_on_a_small_validation_set():
+    small = split_note(_Set(100), _Set(20), "d")
+    assert "100 train / 20 val images (20 val boxes) from ImageSets/Main/train.txt / val.txt" in small
+    assert "warning" in small and "too few" in small
+    assert "warning" not in split_note(_Set(100), _Set(20, boxes_per_image=3), "d")
+
+
+@pytest.mark.parametrize(("given", "epochs", "expected"), [(None, 100, 10), (None, 9, 0), (None, 35, 3), (2, 100, 2)])
+def test_close_mosaic_is_a_tenth_unless_given(given, epochs, expected):
+    assert close_mosaic_epochs(TrainConfig(close_mosaic=given, epochs=epochs)) == expected
