@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 
@@ -120,7 +121,7 @@ def main() -> None:
         "train_s": train_s,
         "curve": _curve(out / "train" / "results.csv"),
         "predictions": preds,
-        "ultralytics": __import__("ultralytics").__version__,
+        "ultralytics": version("ultralytics"),
         "threads": torch.get_num_threads(),
         "amp": a.amp,
     }

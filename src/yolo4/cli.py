@@ -310,7 +310,7 @@ def _run_detect(a: argparse.Namespace) -> int:
             shard_size=a.shard_size,
             batch=max(a.batch, 1),
         )
-        summary = detect_dataset(
+        dataset_summary = detect_dataset(
             a.sources,
             model=a.model,
             weights=a.weights,
@@ -323,7 +323,7 @@ def _run_detect(a: argparse.Namespace) -> int:
             out=a.out,
             ray_config=ray_config,
         )
-        return 0 if summary.detected else 1
+        return 0 if dataset_summary.detected else 1
     summary = detect(
         a.sources,
         model=a.model,

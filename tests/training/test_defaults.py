@@ -59,7 +59,8 @@ def test_resolve_defaults_from_scratch_on_large_boxes():
     )
     assert cfg.burn_in == 30 and cfg.anchors == "kmeans"  # 10 steps/epoch x 3; big boxes, COCO anchors fit badly
     assert cfg.neighbor_cells is True and cfg.scale_x_y == 2.0 and cfg.iou_thresh == 0.213
-    assert cfg.ema_tau == 40.0 and cfg.workers == auto_workers(torch.device("cpu"))
+    assert cfg.ema_tau == 40.0 and cfg.ema_decay == pytest.approx(1 - 1 / 40)  # a tenth of 400 steps
+    assert cfg.workers == auto_workers(torch.device("cpu"))
     text = "\n".join(notes)
     assert "warm-up 30 steps" in text and "-> k-means" in text and "neighbour cells" in text
     again, _ = resolve_defaults(cfg, _Set(160), torch.device("cpu"))
@@ -67,7 +68,9 @@ def test_resolve_defaults_from_scratch_on_large_boxes():
 
 
 def test_resolve_defaults_keeps_what_the_user_set_and_loaded_heads():
-    user = TrainConfig(model="yolov4-tiny", burn_in=7, anchors="cfg", neighbor_cells=False, ema_tau=99.0, workers=3)
+    user = TrainConfig(
+        model="yolov4-tiny", burn_in=7, anchors="cfg", neighbor_cells=False, ema_decay=0.99, ema_tau=99.0, workers=3
+    )
     cfg, notes = resolve_defaults(user, _Set(160), torch.device("cpu"))
     assert cfg == user and notes == []
     loaded = TrainConfig(model="yolov4-tiny", weights="yolov4-tiny.weights")  # 80 classes: heads come with it

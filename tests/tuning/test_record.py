@@ -59,16 +59,16 @@ def test_csv_of_another_space_or_broken_rows_is_refused(tmp_path):
 
 
 def test_best_yaml_is_a_train_config(tmp_path):
-    base = TrainConfig(data="data/kangaroo", model="yolov4-tiny", img_size=256, batch=16, epochs=7, out="x", workers=0)
+    base = TrainConfig(data="data/kangaroo", model="yolov4-tiny", img_size=256, batch=8, epochs=7, out="x", workers=0)
     best = _trials()[0]
     entries = best_config_entries(base, best)
-    assert entries["data"] == "data/kangaroo" and entries["img_size"] == 256 and entries["batch"] == 16
+    assert entries["data"] == "data/kangaroo" and entries["img_size"] == 256 and entries["batch"] == 8
     assert not {"epochs", "out", "workers"} & set(entries)  # how a run is run is not part of the result
     path = write_best_yaml(tmp_path / "best.yaml", base, best, epochs_per_trial=5, n=3)
     text = path.read_text()
     assert text.startswith("# yolo4 tune: the best of 3 trials of 5 epochs: trial 0, fitness 0.3100")
     cfg = TrainConfig.from_yaml(path)
-    assert (cfg.data, cfg.model, cfg.img_size, cfg.batch) == ("data/kangaroo", "yolov4-tiny", 256, 16)
+    assert (cfg.data, cfg.model, cfg.img_size, cfg.batch) == ("data/kangaroo", "yolov4-tiny", 256, 8)
     assert (cfg.lr, cfg.burn_in, cfg.iou_loss) == (0.01, 20, "ciou")
     assert cfg.epochs == TrainConfig().epochs
     assert set_options(best, {"lr": 0.01, "burn_in": 10, "iou_loss": "ciou"}) == ["--set burn_in=20"]

@@ -75,7 +75,7 @@ def _check_search_files(out: Path, n: int) -> list[dict[str, str]]:
     assert best.data.endswith("data.yaml") and best.img_size == 64 and best.model == "yolov4-tiny"
     for r in rows:  # every trial trained in its folder, with its parameters
         cfg = TrainConfig.from_dict(json.loads((out / "trials" / f"{int(r['trial']):03d}" / "config.json").read_text()))
-        assert (cfg.lr, cfg.epochs, cfg.img_size) == (float(r["lr"]), 1, 64)
+        assert (cfg.lr, cfg.epochs, cfg.img_size, cfg.patience) == (float(r["lr"]), 1, 64, 0)
     return rows
 
 

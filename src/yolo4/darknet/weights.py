@@ -58,7 +58,11 @@ def _conv_tensors(block: Conv) -> list[torch.Tensor]:
     """The tensors of one conv in file order."""
     if isinstance(block.bn, torch.nn.BatchNorm2d):
         bn = block.bn
+        if bn.running_mean is None or bn.running_var is None:
+            raise WeightsError("a BatchNorm2d without running statistics has no darknet weights layout")
         return [bn.bias, bn.weight, bn.running_mean, bn.running_var, block.conv.weight]
+    if block.conv.bias is None:
+        raise WeightsError("a convolution without batch norm must have a bias in the darknet weights layout")
     return [block.conv.bias, block.conv.weight]
 
 

@@ -39,6 +39,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import yaml
@@ -208,6 +209,16 @@ def _physical_memory() -> int:
 
 
 # ---------------------------------------------------------------- sources
+T = TypeVar("T")
+
+
+def _required(value: T | None, what: str) -> T:
+    """`value`, or a DataError when a dataset part lacks what its reader needs."""
+    if value is None:
+        raise DataError(f"the dataset part has no {what}")
+    return value
+
+
 @dataclass
 class _Part:
     """How to index one part (a split, or the whole of an unsplit source)."""
@@ -224,7 +235,7 @@ class _Part:
             labels = [find_label(p) for p in self.images]
             return self.images + [p for p in labels if p is not None]
         if self.reader == "coco":
-            return [self.json]
+            return [_required(self.json, "COCO json file")]
         return list(self.xmls)
 
 
@@ -347,6 +358,8 @@ def _from_darknet(path: Path) -> _Source:
 
     def images(key: str) -> _Part:
         p = find(key)
+        if p is None:
+            raise DataError(f"{path}: no `{key}=` line")
         return _yolo_part(str(p), p.parent, path, key)
 
     valid_key = "valid" if opts.get("valid") else "val" if opts.get("val") else None
@@ -392,13 +405,16 @@ def _from_folder(d: Path) -> _Source:
             s: next((img / n for n in alias if (img / n).is_dir()), None)
             for s, alias in (("train", ("train",)), ("val", ("val", "valid", "validation")))
         }
-        if split_dirs["train"] and split_dirs["val"]:
-            parts = {s: _Part("yolo", list_images(p)) for s, p in split_dirs.items()}
+        train_dir, val_dir = split_dirs["train"], split_dirs["val"]
+        if train_dir and val_dir:
+            parts = {"train": _Part("yolo", list_images(train_dir)), "val": _Part("yolo", list_images(val_dir))}
         else:
             parts = {"all": _Part("yolo", list_images(img))}
         if not any(p.images for p in parts.values()):
             raise DataError(f"{img}: no images")
-        split_from = " / ".join(f"images/{p.name}" for p in split_dirs.values()) if "train" in parts else ""
+        split_from = (
+            " / ".join(f"images/{p.name}" for p in (train_dir, val_dir) if p is not None) if "train" in parts else ""
+        )
         return _Source(d, d, parts, names, split_from=split_from)
     ann = next((d / n for n in ("Annotations", "annotations") if (d / n).is_dir()), None)
     imgs = next((d / n for n in ("JPEGImages", "images") if (d / n).is_dir()), None)
@@ -409,9 +425,12 @@ def _from_folder(d: Path) -> _Source:
             parts = {}
             for s in ("train", "val"):
                 ids = [ln.split()[0] for ln in _read_text(sets / f"{s}.txt", "image set").splitlines() if ln.strip()]
-                xmls = [join_inside(ann, f"{i}.xml") for i in ids]
-                bad = [f"{sets / s}.txt: {i} leads outside {ann}; not followed" for i, x in zip(ids, xmls) if x is None]
-                parts[s] = _Part("voc", xmls=[x for x in xmls if x is not None], image_dir=imgs, problems=bad)
+                listed = [join_inside(ann, f"{i}.xml") for i in ids]
+                bad = [
+                    f"{sets / s}.txt: {i} leads outside {ann}; not followed" for i, x in zip(ids, listed) if x is None
+                ]
+                xmls = [x for x in listed if x is not None]
+                parts[s] = _Part("voc", xmls=xmls, image_dir=imgs, problems=bad)
         else:
             parts = {"all": _Part("voc", xmls=xmls, image_dir=imgs)}
         split_from = "ImageSets/Main/train.txt / val.txt" if "train" in parts else ""
@@ -541,9 +560,9 @@ def _index_part(
         if part.reader == "yolo":
             idx = read_yolo(part.images, len(names) if names is not None else None, progress)
         elif part.reader == "voc":
-            idx = read_voc(part.xmls, part.image_dir, names or [])
+            idx = read_voc(part.xmls, _required(part.image_dir, "VOC image folder"), names or [])
         else:
-            idx, names, cat_ids = read_coco(part.json)
+            idx, names, cat_ids = read_coco(_required(part.json, "COCO json file"))
         if cache_file is not None:
             _save_index(cache_file, key, idx, names, cat_ids)
     unused = _unused_files(part, part_name, idx)
@@ -654,7 +673,7 @@ def _auto_split(idx: LabelIndex, src: _Source, seed: int, write: bool) -> tuple[
     return out, f"a seeded {round(100 * (1 - VAL_FRACTION))}/{round(100 * VAL_FRACTION)} split of a source without one"
 
 
-def evaluation_split(data: str | Path) -> str:
+def evaluation_split(data: str | os.PathLike) -> str:
     """The split `yolo4 val` scores when none is asked for: `val` of a source that defines a
     split or whose 90/10 split a training wrote down, else `all` (every image)."""
     src = _resolve(Path(data).expanduser())
@@ -664,7 +683,7 @@ def evaluation_split(data: str | Path) -> str:
 
 
 def load_dataset(
-    data: str | Path,
+    data: str | os.PathLike,
     split: str = "train",
     *,
     seed: int = 0,

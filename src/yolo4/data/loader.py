@@ -12,7 +12,8 @@ from __future__ import annotations
 import itertools
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
+from typing import cast
 
 import cv2
 import numpy as np
@@ -41,7 +42,7 @@ class _SeededSampler(Sampler):
         self._passes = 0
 
     def __len__(self) -> int:
-        return max(len(self.inner) - self.skip, 0)
+        return max(len(cast(Sized, self.inner)) - self.skip, 0)
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.inner, "set_epoch"):

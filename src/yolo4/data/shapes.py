@@ -30,6 +30,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -366,7 +367,7 @@ def render_shapes_video(cfg: ShapesVideoConfig = ShapesVideoConfig()):
     rng = np.random.default_rng([cfg.seed, 7])
     n = cfg.img_size
     background = _background(rng, ShapesConfig(img_size=n, size_range=(1.0, float(n))))
-    objects = []
+    objects: list[dict[str, Any]] = []
     for _ in range(cfg.num_objects):
         cls = int(rng.integers(len(cfg.classes)))
         size = float(np.exp(rng.uniform(*np.log(cfg.size_range))))

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import cv2
 import numpy as np
@@ -102,13 +102,18 @@ Source = ImageSource | VideoSource
 _GLOB_CHARS = set("*?[")
 
 
-def _classify(path: Path, in_folder: bool) -> tuple[Source | None, str | None]:
+@overload
+def _classify(path: Path, in_folder: Literal[False]) -> Source: ...
+@overload
+def _classify(path: Path, in_folder: bool) -> Source | str: ...
+def _classify(path: Path, in_folder: bool) -> Source | str:
+    """The source `path` is, or (only `in_folder`) why it is skipped."""
     ext = path.suffix.lower()
     if ext in VIDEO_EXTS:
-        return VideoSource(path=path), None
+        return VideoSource(path=path)
     if ext in IMAGE_SUFFIXES or not in_folder:
-        return ImageSource(path), None  # a file named on its own is tried as an image
-    return None, f"{path}: skipped, not an image or video file"
+        return ImageSource(path)  # a file named on its own is tried as an image
+    return f"{path}: skipped, not an image or video file"
 
 
 def resolve_sources(sources: Sequence[str | os.PathLike]) -> tuple[list[Source], list[str]]:
@@ -124,11 +129,11 @@ def resolve_sources(sources: Sequence[str | os.PathLike]) -> tuple[list[Source],
 
     def add_listed(files: list[Path]) -> None:  # files of a folder or a glob: non-media skipped
         for f in files:
-            src, why = _classify(f, in_folder=True)
-            if src is not None:
-                found.append(src)
+            src = _classify(f, in_folder=True)
+            if isinstance(src, str):
+                problems.append(src)
             else:
-                problems.append(why)
+                found.append(src)
 
     for raw in sources:
         s = str(raw)
@@ -139,7 +144,7 @@ def resolve_sources(sources: Sequence[str | os.PathLike]) -> tuple[list[Source],
             if len(found) == before:
                 problems.append(f"{p}: folder has no images or videos")
         elif p.is_file():
-            found.append(_classify(p, in_folder=False)[0])
+            found.append(_classify(p, in_folder=False))
         elif s.isdigit():
             found.append(VideoSource(camera=int(s)))
         elif _GLOB_CHARS & set(s):
@@ -154,7 +159,12 @@ def resolve_sources(sources: Sequence[str | os.PathLike]) -> tuple[list[Source],
 
 def open_video(source: VideoSource) -> tuple[cv2.VideoCapture, float, int]:
     """Open a video or webcam. Returns (capture, fps, frame_count or 0). Raises DataError."""
-    cap = cv2.VideoCapture(str(source.path)) if source.path is not None else cv2.VideoCapture(source.camera)
+    if source.path is not None:
+        cap = cv2.VideoCapture(str(source.path))
+    elif source.camera is not None:
+        cap = cv2.VideoCapture(source.camera)
+    else:
+        raise DataError("a VideoSource needs a path or a camera index")
     if not cap.isOpened():
         cap.release()
         raise DataError(f"{source.name}: cannot open video")

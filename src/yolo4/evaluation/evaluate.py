@@ -49,7 +49,8 @@ from yolo4.ops.nms import VAL_POSTPROCESS, PostprocessConfig
 class EvalDataset(Protocol):
     """What `evaluate` needs from a dataset."""
 
-    names: Sequence[str]
+    @property
+    def names(self) -> Sequence[str]: ...
 
     def __len__(self) -> int: ...
 
@@ -333,7 +334,7 @@ def run_val(
         one Metrics per (model, weights) pair, in order.
     """
     from yolo4.data.dataset import evaluation_split, load_dataset
-    from yolo4.inference.detector import build_detector
+    from yolo4.inference.detector import Detector, build_detector
 
     pairs = model_pairs(model, weights)
     split = split or evaluation_split(data)
@@ -344,9 +345,8 @@ def run_val(
     results: list[Metrics] = []
     labels: list[str] = []
     for m, w in pairs:
-        detector = build_detector(m, w, names, img_size, resize, postprocess=postprocess, device=device)
-        if tile is not None:
-            detector = TiledDetector(detector, tile)
+        base = build_detector(m, w, names, img_size, resize, postprocess=postprocess, device=device)
+        detector: Detector | TiledDetector = base if tile is None else TiledDetector(base, tile)
         label = w if w is not None else m
         labels.append(str(label))
         out_dir = root / Path(str(label)).name if (root is not None and several) else root

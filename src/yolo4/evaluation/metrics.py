@@ -38,6 +38,7 @@ import contextlib
 import io
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -440,7 +441,7 @@ def coco_results(
 def write_coco_json(
     preds: Sequence[Prediction],
     image_ids: Sequence[int],
-    path: str | Path,
+    path: str | os.PathLike,
     category_ids: Sequence[int] | None = None,
 ) -> Path:
     """Write `coco_results(preds, image_ids, category_ids)` to `path` (pycocotools' loadRes

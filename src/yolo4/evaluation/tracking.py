@@ -84,8 +84,9 @@ def clear_mot(gt_frames: Sequence[Frame], track_frames: Sequence[Frame], iou_thr
     seen_frames: dict[int, int] = {}
     matched_frames: dict[int, int] = {}
     track_ids: set[int] = set()
-    for (g_ids, g_boxes), (t_ids, t_boxes) in zip(gt_frames, track_frames):
-        g_ids, t_ids = np.asarray(g_ids).reshape(-1).tolist(), np.asarray(t_ids).reshape(-1).tolist()
+    for (g_raw, g_boxes), (t_raw, t_boxes) in zip(gt_frames, track_frames):
+        g_ids: list[int] = np.asarray(g_raw).reshape(-1).tolist()
+        t_ids: list[int] = np.asarray(t_raw).reshape(-1).tolist()
         iou = _iou(np.asarray(g_boxes, np.float64).reshape(-1, 4), np.asarray(t_boxes, np.float64).reshape(-1, 4))
         track_ids.update(t_ids)
         pairs: list[tuple[int, int]] = []

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ import torch
 from yolo4.errors import Yolo4Error
 from yolo4.export.common import ExportOptions
 from yolo4.export.run import export_model
+
+if TYPE_CHECKING:
+    from yolo4.darknet import Darknet
 
 BACKENDS = (
     "pytorch",
@@ -165,7 +169,9 @@ def compare_backends(
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise Yolo4Error(f"unknown back-end(s) {', '.join(unknown)} (choose from {', '.join(BACKENDS)})")
-    net = model if isinstance(model, torch.nn.Module) else load_model(model, weights, img_size=img_size)
+    net = (
+        cast("Darknet", model) if isinstance(model, torch.nn.Module) else load_model(model, weights, img_size=img_size)
+    )
     net = net.eval()
     h, w = (img_size, img_size) if img_size else net.input_hw
     threads = list(threads or sorted({1, os.cpu_count() or 1}))

@@ -22,6 +22,7 @@ x * tanh(softplus(x)), for runtimes without a Mish op (TFLite).
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,9 @@ from yolo4.darknet import Darknet
 from yolo4.darknet.network import MaxPoolDarknet
 from yolo4.errors import ExportError
 from yolo4.ops.boxes import decode_heads
+
+#: any nn.Module subclass (`decompose_mish` returns the type it is given)
+M = TypeVar("M", bound=nn.Module)
 
 
 class HeadsGraph(nn.Module):
@@ -98,7 +102,7 @@ class MishDecomposed(nn.Module):
         return x * torch.tanh(softplus)
 
 
-def decompose_mish(model: nn.Module) -> nn.Module:
+def decompose_mish(model: M) -> M:
     """A deep copy of `model` with every nn.Mish replaced by MishDecomposed (the input is not modified)."""
     out = copy.deepcopy(model)
     for _name, module in list(out.named_modules()):

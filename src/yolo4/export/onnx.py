@@ -253,6 +253,8 @@ def export_onnx(
         if options.int8:
             from yolo4.export.quantize import quantize_onnx
 
+            if calib is None:  # checked above; narrows the type
+                raise ExportError("int8 export needs calibration images")
             onnx.save(proto, str(fp32))
             q_path = Path(tmp) / "int8.onnx"
             quant = quantize_onnx(

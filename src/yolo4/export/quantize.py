@@ -135,7 +135,8 @@ def network_nodes(model_path: str | os.PathLike, keep_float: Sequence[int] = ())
     m = onnx.load(str(model_path))
     prefixes = ("/model/", "/decoded/model/")
     floats = tuple(f"{p}blocks.{i}/" for p in prefixes for i in keep_float)
-    inside, outside = [], []
+    inside: list[str] = []
+    outside: list[str] = []
     for n in m.graph.node:
         quantise = n.name.startswith(prefixes) and not n.name.startswith(floats)
         (inside if quantise else outside).append(n.name)
@@ -280,7 +281,7 @@ def _quantize_ort(fp32_path, out_path, calib: np.ndarray, input_name: str, batch
     }
     if method not in methods:
         raise ExportError(f"unknown calibration method '{method}' (choose from {', '.join(methods)})")
-    extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    extra: dict[str, bool | float] = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     root = logging.getLogger()

@@ -131,7 +131,7 @@ def export_model(model, options: ExportOptions, out: str | os.PathLike, names: l
         from yolo4.export.darknet import export_darknet, opencv_problems
 
         cfg, weights = export_darknet(model, out, options.img_size)
-        report = {"notes": [f"OpenCV DNN cannot load this: {p}" for p in opencv_problems(model)]}
+        report: dict[str, Any] = {"notes": [f"OpenCV DNN cannot load this: {p}" for p in opencv_problems(model)]}
         return ExportResult([cfg, weights], options, report)
     if options.format == "onnx":
         from yolo4.export.onnx import choose_opset
@@ -160,6 +160,8 @@ def export_model(model, options: ExportOptions, out: str | os.PathLike, names: l
 
         spec = exported_spec(model, options.img_size)
         pre = preprocess_record(spec)
+        if options.calib is None:  # ExportOptions checks this; narrows the type
+            raise ExportError("--int8 needs calibration images: --calib DATASET_OR_IMAGE_FOLDER")
         calib, calib_source = calibration_images(
             options.calib, options.calib_count, tuple(pre["input_hw"]), pre["resize"], options.calib_split
         )

@@ -33,10 +33,11 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from yolo4.darknet import Darknet
 from yolo4.darknet.layers import Concat, Conv, Residual
@@ -196,7 +197,9 @@ class _Simulator:
         self.net = net
         self.units = quant_units(net)
         self.batch = batch
-        self.float_weights = {i: net.blocks[i].conv.weight.detach().clone() for i in self.units if self._is_conv(i)}
+        self.float_weights = {
+            i: cast(nn.Conv2d, net.blocks[i].conv).weight.detach().clone() for i in self.units if self._is_conv(i)
+        }
         self.quant_weights = {i: fake_quant_weight(w) for i, w in self.float_weights.items()}
         self.ranges = self._calibrate(calib)
         self.active: set[int] = set()
@@ -249,7 +252,7 @@ class _Simulator:
         self.active = set(units)
         for i in self.float_weights:
             w = self.quant_weights[i] if i in units else self.float_weights[i]
-            self.net.blocks[i].conv.weight.data.copy_(w)
+            cast(nn.Conv2d, self.net.blocks[i].conv).weight.data.copy_(w)
 
     @torch.no_grad()
     def heads(self, x: Tensor) -> list[Tensor]:
@@ -266,7 +269,7 @@ class _Simulator:
         config = DETECT_POSTPROCESS.replace(conf=conf, iou=iou)
         out = []
         for chunk in x.split(self.batch):
-            dec = decode_heads(self.net(chunk), self.net.yolo_layers, tuple(x.shape[-2:]))
+            dec = decode_heads(self.net(chunk), self.net.yolo_layers, (int(x.shape[-2]), int(x.shape[-1])))
             for c in postprocess(dec.boxes, dec.objectness, dec.class_probs, config):
                 out.append((c.boxes, c.class_ids))
         return out

@@ -254,6 +254,8 @@ def export_tflite(
     quant: dict[str, Any] | None = None
     try:
         if options.int8:
+            if calib is None:  # checked above; narrows the type
+                raise ExportError("int8 export needs calibration images")
             if len(calib) < options.batch:
                 raise ExportError(f"{len(calib)} calibration images for a batch of {options.batch}")
             content = _convert_int8(

@@ -169,7 +169,7 @@ class _DetectRun:
                 for image in drawn:
                     if writer is None:
                         h, w = image.shape[:2]
-                        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                        writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
                         if not writer.isOpened():
                             raise DataError(f"{out}: cannot create the output video")
                     writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -236,7 +236,7 @@ def run_detect(
     """
     if batch < 1:
         raise Yolo4Error(f"--batch must be >= 1, got {batch}")
-    detector = build_detector(
+    base = build_detector(
         model,
         weights,
         names=names,
@@ -246,8 +246,7 @@ def run_detect(
         device=device,
         runner=runner,
     )
-    if tile is not None:
-        detector = TiledDetector(detector, tile)
+    detector: Detector | TiledDetector = base if tile is None else TiledDetector(base, tile)
     save = Path(out)
     try:
         save.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from yolo4.inference.device import select_device
 from yolo4.inference.preprocess import RESIZERS, ResizeInfo, preprocess
 from yolo4.ops.boxes import DecodedHeads, decode_heads
 from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig, postprocess
+
+if TYPE_CHECKING:
+    from yolo4.darknet.layers import NetworkSpec
 
 NO_WEIGHTS_MESSAGE = (
     "no weights given, and yolo4 will not draw boxes from an untrained network. Either\n"
@@ -186,7 +189,7 @@ class Detector:
                     "yolo4.darknet.Darknet (or a module with its `spec` and forward contract)"
                 )
             self.model = model_or_cfg
-            spec = model_or_cfg.spec
+            spec = cast("NetworkSpec", model_or_cfg.spec)
         else:
             spec = _resolve_spec(model_or_cfg)
             if runner is None:

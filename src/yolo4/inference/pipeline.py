@@ -65,7 +65,7 @@ class Pipeline:
                 yield item
             return
         stop = threading.Event()
-        queues = [queue.Queue(self.queue_size) for _ in range(len(self.stages) + 1)]
+        queues: list[queue.Queue[Any]] = [queue.Queue(self.queue_size) for _ in range(len(self.stages) + 1)]
 
         def put(q: queue.Queue, item: Any) -> bool:
             while not stop.is_set():

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -464,7 +464,7 @@ def load_exported(path: str | os.PathLike, threads: int | None = None, runtime: 
     if not p.is_file():
         raise ExportError(f"{p}: no such file")
     suffix = p.suffix.lower()
-    readers = {
+    readers: dict[str, dict[str, Callable[[Path, int | None], ExportedModel]]] = {
         ".onnx": {"onnxruntime": OnnxModel, "openvino": OpenVinoModel},
         ".tflite": {"ai-edge-litert": TfliteModel},
         ".xml": {"openvino": OpenVinoModel},

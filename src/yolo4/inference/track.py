@@ -393,7 +393,8 @@ def run_track(
         raise Yolo4Error(f"{out_dir}: cannot create the output folder ({e.strerror or e})") from None
     cap, fps, count = open_video(src)
     stem = src.path.stem if src.path is not None else f"webcam{src.camera}"
-    summary = TrackSummary(video=out_dir / f"{stem}.mp4", mot=out_dir / f"{stem}.txt", json=out_dir / f"{stem}.jsonl")
+    video, mot_path, json_path = out_dir / f"{stem}.mp4", out_dir / f"{stem}.txt", out_dir / f"{stem}.jsonl"
+    summary = TrackSummary(video=video, mot=mot_path, json=json_path)
     tracker = ByteTracker(config, frame_rate=fps)
     seen: set[int] = set()
 
@@ -419,14 +420,14 @@ def run_track(
     bar = tqdm(total=count or None, desc=src.name, unit="frame", disable=not progress, file=sys.stderr)
     pipe = Pipeline([prepare, detector.forward, detector.finish, track_and_draw], threaded=pipeline)
     try:
-        with open(summary.mot, "w") as mot, open(summary.json, "w") as js:
+        with open(mot_path, "w") as mot, open(json_path, "w") as js:
             for items in pipe.run(batches()):
                 for tracks, drawn in items:
                     summary.frames += 1
                     seen.update(tracks.ids.tolist())
                     if writer is None:
                         h, w = drawn.shape[:2]
-                        writer = cv2.VideoWriter(str(summary.video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                        writer = cv2.VideoWriter(str(summary.video), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
                         if not writer.isOpened():
                             raise DataError(f"{summary.video}: cannot create the output video")
                     writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
@@ -446,6 +447,6 @@ def run_track(
         raise DataError(f"{src.name}: no frame could be read")
     summary.ids = len(seen)
     print(
-        f"{summary.frames} frames, {summary.ids} track ids. Results in {out_dir}: {summary.video.name}, {summary.mot.name}, {summary.json.name}"
+        f"{summary.frames} frames, {summary.ids} track ids. Results in {out_dir}: {video.name}, {mot_path.name}, {json_path.name}"
     )
     return summary

@@ -213,7 +213,7 @@ def run_anchors(
     report = check_anchors(spec, wh, img_size, seed)
     print(f"{model} on {data} ({len(train_set)} training images, {report.boxes} boxes, {img_size} px):")
     print(f"  cfg anchors     {_fmt(report.cfg_anchors)}: {report.cfg_fit}, IoU>0.5 for {report.cfg_fit.recall50:.1%}")
-    if report.kmeans is not None:
+    if report.kmeans is not None and report.kmeans_fit is not None:
         kf = report.kmeans_fit
         print(f"  k-means anchors {_fmt(report.kmeans)}: {kf}, IoU>0.5 for {kf.recall50:.1%}")
         verdict = "k-means (the cfg's fit badly)" if report.use_kmeans else "the cfg's (they fit well enough)"

@@ -30,7 +30,7 @@ def make_loss(cfg: TrainConfig, model: nn.Module):
     from yolo4.ops.losses import LossOverrides, YoloLoss
 
     return YoloLoss(
-        unwrap(model).yolo_layers,
+        cast("Darknet", unwrap(model)).yolo_layers,
         overrides=LossOverrides(
             iou_loss=cfg.iou_loss,
             iou_thresh=cfg.iou_thresh,
@@ -97,7 +97,7 @@ def init_head_biases(model: nn.Module, img_hw: tuple[int, int]) -> None:
     for idx, layer in zip(net.head_indices, net.yolo_layers):
         if layer.new_coords:
             continue
-        conv = net.blocks[idx - 1].conv
+        conv = cast(nn.Conv2d, net.blocks[idx - 1].conv)
         if conv.bias is None:
             continue
         na, nc = len(layer.mask), layer.classes
@@ -140,7 +140,7 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 def freeze_layers(model: nn.Module, n: int) -> None:
     """Layers 0..n-1: no gradients, BatchNorm in eval mode (call after every model.train())."""
-    net = unwrap(model)
+    net = cast("Darknet", unwrap(model))
     for block in list(net.blocks)[:n]:
         for p in block.parameters():
             p.requires_grad_(False)

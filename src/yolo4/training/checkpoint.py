@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previou
         os_error = _os_error(e)
         if os_error is None:
             raise
-        why = DISK_FULL.get(os_error.errno, os_error.strerror or str(os_error))
+        why = DISK_FULL.get(os_error.errno or 0, os_error.strerror or str(os_error))
         kept = f"the previous {path.name} is kept as it was" if path.exists() else f"no {path.name} was written yet"
         raise CheckpointError(f"{path}: cannot write the checkpoint ({why}); {kept}") from e
     finally:
@@ -225,7 +225,7 @@ def _lock_fd(fd: int) -> None:
     except ImportError:  # Windows
         import msvcrt
 
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]  # Windows-only stubs
         return
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
@@ -237,7 +237,7 @@ def _unlock_fd(fd: int) -> None:
         import msvcrt
 
         os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]  # Windows-only stubs
         return
     fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -254,7 +254,7 @@ def _read_holder(fd: int) -> str:
 # ------------------------------------------------------------------ RNG states as tensors/primitives
 def rng_state() -> dict[str, Any]:
     """Python, NumPy, torch (and CUDA) generator states, as tensors and primitives only."""
-    np_state = np.random.get_state()
+    np_state = cast("tuple[Any, ...]", np.random.get_state())  # the legacy (default) form is a tuple
     state = {
         "python": _to_lists(random.getstate()),
         "numpy": {

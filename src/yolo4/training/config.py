@@ -14,12 +14,21 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from yolo4.errors import Yolo4Error
 from yolo4.ops.nms import VAL_POSTPROCESS, PostprocessConfig
+
+T = TypeVar("T")
+
+
+def resolved(value: T | None, name: str) -> T:
+    """A TrainConfig field that `training.defaults.resolve_defaults` fills in (None before): its value."""
+    if value is None:
+        raise Yolo4Error(f"TrainConfig.{name} is None: resolve the defaults first (training.defaults.resolve_defaults)")
+    return value
 
 
 @dataclass
@@ -61,8 +70,8 @@ class TrainConfig:
     sgdr_cycle_epochs: float = 10.0
     sgdr_mult: float = 2.0
     ema: bool = True
-    ema_decay: float = 0.9999
-    ema_tau: float | None = None  # EMA decay ramp in steps (None: a tenth of the planned steps, at most 2000)
+    ema_decay: float | None = None  # the EMA's final decay (None with ema_tau None: from the run's length;
+    ema_tau: float | None = None  # its ramp in steps       with one of them given: YOLOv5's 0.9999 / 2000)
     amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 (see autocast_dtype)
     grad_clip: float = 0.0  # max gradient norm, 0: off (the gradient sums lr_batch images: norms of 100s are normal)
     # freebies of the detector (None: the cfg's [yolo] value)
@@ -165,7 +174,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
         return cls(**kw)
 
 

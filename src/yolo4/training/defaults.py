@@ -19,8 +19,10 @@ What is decided, and why:
   reach the centre (Scaled-YOLOv4), and every anchor whose IoU with the truth exceeds 0.213
   (`iou_thresh`, yolov4.cfg's value; unless given); loaded heads keep darknet's one cell and
   the cfg's values.
-* EMA horizon (`ema_tau` None): a tenth of the planned optimizer steps (at most 2000, YOLOv5's
-  value for COCO): with 2000 on a run of 300 steps the average would be the raw weights.
+* EMA horizon (`ema_decay` and `ema_tau` None): the average spans a tenth of the planned
+  optimizer steps (decay 1 - 1/H, ramp H; at most YOLOv5's 0.9999 and 2000, meant for COCO's
+  hundreds of thousands of steps). YOLOv5's values on a run of 300 steps would give the raw
+  weights, and a short ramp to 0.9999 would freeze the average after a few epochs.
 * loader processes (`workers` None): on CPU none when there are 4 cores or fewer (the training
   threads need them; decoded images are cached), else a quarter of the cores; on CUDA 8 at most.
 """
@@ -125,9 +127,14 @@ def resolve_defaults(cfg: TrainConfig, train_set, device: torch.device) -> tuple
             if fresh
             else "positives: darknet's one cell per truth (the heads come with the weights)"
         )
-    if cfg.ema and cfg.ema_tau is None:
-        changes["ema_tau"] = float(np.clip(round(0.1 * cfg.epochs * epoch_steps), 10, 2000))
-        notes.append(f"EMA horizon {changes['ema_tau']:g} steps")
+    if cfg.ema_decay is None and cfg.ema_tau is None:
+        horizon = float(np.clip(round(0.1 * cfg.epochs * epoch_steps), 10, 10_000))
+        changes["ema_decay"], changes["ema_tau"] = 1.0 - 1.0 / horizon, min(horizon, 2000.0)
+        if cfg.ema:
+            notes.append(f"EMA over the last ~{horizon:g} steps (decay {changes['ema_decay']:.4f})")
+    elif cfg.ema_decay is None or cfg.ema_tau is None:
+        changes["ema_decay"] = 0.9999 if cfg.ema_decay is None else cfg.ema_decay
+        changes["ema_tau"] = 2000.0 if cfg.ema_tau is None else cfg.ema_tau
     if cfg.workers is None:
         changes["workers"] = auto_workers(device)
         notes.append(f"{changes['workers']} loader processes")

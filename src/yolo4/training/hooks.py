@@ -51,7 +51,7 @@ import numpy as np
 
 from yolo4.training.build import autocast_dtype, set_drop_scale
 from yolo4.training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint
-from yolo4.training.config import TrainConfig
+from yolo4.training.config import TrainConfig, resolved
 from yolo4.training.distributed import broadcast_object
 from yolo4.training.ema import ModelEMA
 from yolo4.training.schedule import ScheduleConfig, lr_at
@@ -94,7 +94,7 @@ def default_hooks(cfg: TrainConfig) -> list[Hook]:
     """The built-in hooks `cfg` asks for, in the order the loop calls them."""
     hooks: list[Hook] = [ScheduleHook()]
     if cfg.ema:
-        hooks.append(EMAHook(cfg.ema_decay, cfg.ema_tau))
+        hooks.append(EMAHook(resolved(cfg.ema_decay, "ema_decay"), resolved(cfg.ema_tau, "ema_tau")))
     if cfg.time_budget_min:
         hooks.append(TimeBudgetHook())
     # the planner re-plans before validation (a run cut to this epoch still validates it);
@@ -117,7 +117,7 @@ class ScheduleHook(Hook):
         cfg = state.cfg
         self.schedule = ScheduleConfig(
             policy=cfg.policy,
-            burn_in=cfg.burn_in,
+            burn_in=resolved(cfg.burn_in, "burn_in"),
             steps=cfg.steps,
             scales=cfg.scales,
             final_ratio=cfg.final_lr_ratio,

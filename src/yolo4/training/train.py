@@ -57,7 +57,7 @@ from yolo4.training.build import (
     train_box_sizes,
 )
 from yolo4.training.checkpoint import DISK_FULL, CheckpointError, RunLock, load_latest, load_model_state, set_rng_state
-from yolo4.training.config import TrainConfig
+from yolo4.training.config import TrainConfig, resolved
 from yolo4.training.defaults import close_mosaic_epochs, resolve_defaults, split_note
 from yolo4.training.distributed import (
     DistInfo,
@@ -112,7 +112,7 @@ class _Data:
             self.mini,
             augment_config(cfg, final),
             shuffle=False,
-            workers=cfg.workers,
+            workers=resolved(cfg.workers, "workers"),
             sampler=self.sampler,
             seed=cfg.seed + state.dist.rank,
             drop_last=True,

@@ -240,7 +240,7 @@ def run_tune(
     settings.check()
     base = _absolute_paths(replace(base, progress=False))  # Ray runs trials in other folders
     space = load_space(settings.space, base)
-    start = start_values(space, base, yolo_defaults(base))
+    start = start_values(space, resolved_defaults(base, settings.epochs_per_trial), yolo_defaults(base))
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out / "search.json", base, space, settings)
@@ -334,6 +334,20 @@ def _summary(search: Search, backend: str, stopped: str | None) -> TuneResult:
 
 
 # ------------------------------------------------------------------ helpers
+def resolved_defaults(base: TrainConfig, epochs: int) -> TrainConfig:
+    """`base` as a trial of `epochs` epochs resolves its automatic fields from the data
+    (`yolo4.training.defaults.resolve_defaults`: warm-up, anchors, positives, EMA horizon), so
+    that trial 0 sets exactly the values the defaults would use."""
+    from yolo4.data.dataset import load_dataset
+    from yolo4.training.build import select_device
+    from yolo4.training.defaults import resolve_defaults
+
+    train_set = load_dataset(base.data, "train", progress=False)
+    if base.max_train_images:
+        train_set = train_set.subset(list(range(min(base.max_train_images, len(train_set)))))
+    return resolve_defaults(replace(base, epochs=epochs), train_set, select_device(base.device))[0]
+
+
 def yolo_defaults(cfg: TrainConfig) -> dict[str, Any]:
     """The [yolo] values of cfg.model that TrainConfig's None loss fields stand for (the first
     head's; YOLO_KEYS maps the names)."""

@@ -224,9 +224,10 @@ def default_space_entries(base: TrainConfig) -> dict[str, Any]:
 
 
 def start_values(space: SearchSpace, base: TrainConfig, yolo_defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Where the search starts: each field's value in `base` (the defaults at run time, with the
-    user's --set), or for the None fields that mean "the cfg's [yolo] value", `yolo_defaults`
-    (see `YOLO_KEYS`). Raises Yolo4Error for a start value outside its range, or none at all."""
+    """Where the search starts: each field's value in `base` (the defaults at run time with the
+    user's --set, automatic fields resolved: `yolo4.tuning.run.resolved_defaults`), or for the None
+    fields that mean "the cfg's [yolo] value", `yolo_defaults` (see `YOLO_KEYS`). Raises
+    Yolo4Error for a start value outside its range, or none at all."""
     values = {}
     for p in space.params:
         v = getattr(base, p.key)

@@ -47,7 +47,8 @@ class ReportHook(Hook):
 
 def trial_config(base: TrainConfig, trial: Trial, trial_dir: str | Path, epochs: int) -> TrainConfig:
     """The TrainConfig of `trial`: `base` with the trial's parameters, `epochs` epochs validated
-    after each one (the fitness curve ASHA needs), no darknet export and no time budget."""
+    after each one (the fitness curve ASHA needs), no darknet export, no time budget and no
+    early stop on patience (ASHA decides; a trial is short)."""
     return dataclasses.replace(
         base,
         **trial.params,
@@ -57,6 +58,7 @@ def trial_config(base: TrainConfig, trial: Trial, trial_dir: str | Path, epochs:
         val_every=1,
         export=False,
         time_budget_min=None,
+        patience=0,
     )
 
 

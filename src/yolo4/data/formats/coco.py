@@ -9,6 +9,7 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import TypeGuard
 
 from yolo4.data.formats.common import IndexBuilder, LabelIndex, join_inside
 from yolo4.errors import DataError
@@ -18,7 +19,7 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v) -> bool:
+def _is_number(v: object) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 

@@ -115,7 +115,7 @@ class IndexBuilder:
 
 def list_images(folder: Path) -> list[Path]:
     """All image files under `folder` (recursive), sorted."""
-    out = []
+    out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         out.extend(Path(dirpath, f) for f in filenames if Path(f).suffix.lower() in IMAGE_SUFFIXES)
@@ -168,11 +168,11 @@ def read_image_header(source: Path | bytes, name: str | os.PathLike | None = Non
     """
     from PIL import Image, UnidentifiedImageError
 
-    where = name if name is not None else source
+    where = name if name is not None else str(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise DataError(f"{where}: empty file (0 bytes)")
-        fp = io.BytesIO(source)
+        fp: io.BytesIO | Path = io.BytesIO(source)
     else:
         p = Path(source)
         if p.is_dir():

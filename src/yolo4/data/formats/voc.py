@@ -24,7 +24,7 @@ def _parse(xml: Path) -> ET.Element | str:
 
 def voc_names(xmls: list[Path]) -> list[str]:
     """The sorted set of object names in `xmls` (unparseable files are ignored here)."""
-    names = set()
+    names: set[str] = set()
     for x in xmls:
         root = _parse(x)
         if not isinstance(root, str):
@@ -83,10 +83,11 @@ def read_voc(xmls: list[Path], image_dir: Path, names: list[str]) -> LabelIndex:
             continue
         hw = (_size(root, "height"), _size(root, "width"))
         if hw[0] <= 0 or hw[1] <= 0:  # some tools write size 0: read the image header instead
-            hw = image_hw(img)
-            if isinstance(hw, str):
-                b.skip(hw)
+            header_hw = image_hw(img)
+            if isinstance(header_hw, str):
+                b.skip(header_hw)
                 continue
+            hw = header_hw
         boxes, cls, where, problems = [], [], [], []
         for n, obj in enumerate(root.iter("object")):
             name = (obj.findtext("name") or "").strip()
@@ -95,7 +96,7 @@ def read_voc(xmls: list[Path], image_dir: Path, names: list[str]) -> LabelIndex:
                 problems.append(f"{loc}: class {name!r} is not among the {len(names)} names")
                 continue
             try:
-                x1, y1, x2, y2 = (float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax"))
+                x1, y1, x2, y2 = (float(obj.findtext(f"bndbox/{k}") or "") for k in ("xmin", "ymin", "xmax", "ymax"))
             except (TypeError, ValueError):
                 problems.append(f"{loc}: missing or non-numeric bndbox")
                 continue
