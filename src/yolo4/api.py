@@ -35,6 +35,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from yolo4 import _API
 from yolo4.errors import Yolo4Error
 from yolo4.evaluation.evaluate import run_val as val
 from yolo4.export import ExportOptions
@@ -60,40 +61,7 @@ from yolo4.training.train import TrainResult
 from yolo4.tuning.run import TuneResult, TuneSettings
 from yolo4.tuning.run import run_tune as tune
 
-__all__ = [
-    "AnchorReport",
-    "DETECT_POSTPROCESS",
-    "TRACK_POSTPROCESS",
-    "VAL_POSTPROCESS",
-    "BenchResult",
-    "DatasetSummary",
-    "DetectSummary",
-    "Detections",
-    "Detector",
-    "ExportOptions",
-    "ExportResult",
-    "ModelInfo",
-    "PostprocessConfig",
-    "RayConfig",
-    "TileConfig",
-    "TrackConfig",
-    "TrackSummary",
-    "TrainConfig",
-    "TrainResult",
-    "TuneResult",
-    "TuneSettings",
-    "anchors",
-    "benchmark",
-    "detect",
-    "detect_dataset",
-    "export",
-    "info",
-    "load",
-    "track",
-    "train",
-    "tune",
-    "val",
-]
+__all__ = list(_API)  # the one list of public names: yolo4/__init__.py, which resolves them lazily
 
 
 def load(
