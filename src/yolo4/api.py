@@ -73,6 +73,7 @@ def load(
     resize: str | None = None,
     postprocess: PostprocessConfig = DETECT_POSTPROCESS,
     device: str = "auto",
+    runtime: str = "auto",
 ) -> Detector:
     """A ready `Detector`: images in, `Detections` out (what `yolo4 detect` runs).
 
@@ -85,6 +86,8 @@ def load(
         resize: "stretch" or "letterbox" (default the cfg's `letter_box`, or the export's rule).
         postprocess: conf, iou, NMS kind, labels rule, max_det (default DETECT_POSTPROCESS).
         device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N".
+        runtime: what runs an exported file: "auto" (the fastest installed here, said on stderr),
+            "onnxruntime", "openvino", "tflite" or "opencv"; a darknet model runs in "pytorch".
     Returns:
         Detector; `detector(images)` takes paths, RGB uint8 arrays (H, W, 3) or PIL images and
         returns one Detections per image: boxes float32 (N, 4) xyxy in that image's pixels,
@@ -93,7 +96,9 @@ def load(
         WeightsError for a darknet model without weights (with where to get them); Yolo4Error
         subclasses naming the file for anything unreadable.
     """
-    return build_detector(model, weights, names, img_size, resize, postprocess=postprocess, device=device)
+    return build_detector(
+        model, weights, names, img_size, resize, runtime=runtime, postprocess=postprocess, device=device
+    )
 
 
 def info(

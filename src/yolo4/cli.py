@@ -30,6 +30,7 @@ CALIB_METHODS = ("minmax", "percentile", "entropy")
 INT8_TOOLS = ("auto", "nncf", "onnxruntime")
 RESIZE_RULES = ("stretch", "letterbox")
 TILE_MERGES = ("nmm", "nms")
+RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino", "tflite", "opencv")
 
 DESCRIPTION = "The YOLOv4 family of object detectors, darknet-compatible, in PyTorch. See `yolo4 COMMAND --help`."
 VOCABULARY = """\
@@ -39,6 +40,8 @@ Every command names things the same way:
   --weights W   darknet .weights for a zoo name or .cfg
   --data DATA   a dataset: folder, data.yaml, darknet .data or COCO .json
   --device D    auto (CUDA when PyTorch sees a GPU, else CPU), cpu, cuda or cuda:N
+  --runtime R   what runs the model: auto (the fastest installed for the file), pytorch, onnxruntime,
+                openvino, tflite or opencv (detect, val, benchmark)
   --out PATH    where results go: a folder (detect, val, train, dataset shapes) or a file
                 (export, dataset show, dataset check)
   --json FILE   the JSON results (detect: its detections; val: COCO-format results)
@@ -53,6 +56,11 @@ WEIGHTS_HELP = "darknet .weights (AlexeyAB/darknet releases, or yolo4 train's be
 DATA_HELP = "dataset: a folder, data.yaml, darknet .data or COCO .json"
 DEVICE_HELP = "auto (default: CUDA when PyTorch sees a GPU, else CPU), cpu, cuda or cuda:N"
 RESIZE_HELP = "pre-processing (default: the cfg's letter_box key, else stretch; an export's own rule)"
+RUNTIME_HELP = (
+    "what runs the model: auto (default: pytorch for darknet models; for an exported file the fastest "
+    "installed here, said on stderr), or pytorch, onnxruntime, openvino, tflite, opencv (.onnx: onnxruntime, "
+    "openvino, opencv; .tflite: tflite; .xml: openvino)"
+)
 
 
 # ---------------------------------------------------------------- old spellings
@@ -146,6 +154,10 @@ def _required_model(a: argparse.Namespace, command: str) -> None:
 
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto", metavar="R", help=RUNTIME_HELP)
 
 
 def _add_input(p: argparse.ArgumentParser, batch_default: int, batch_help: str) -> None:
@@ -309,6 +321,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
         help="image files, folders, globs ('imgs/*.jpg'), video files or a webcam index (0)",
     )
     _add_detector(p, "images or frames per forward pass (default 1)")
+    _add_runtime(p)
     _add_out(
         p, "runs/detect", "folder for the annotated images/videos and the JSON (default runs/detect)", "--save-dir"
     )
@@ -344,6 +357,9 @@ def _run_detect(a: argparse.Namespace) -> int:
     if a.ray:
         from yolo4.inference.cluster import RayConfig
 
+        if a.runtime != "auto":
+            a.parser.error("--runtime applies without --ray (Ray workers choose the fastest runtime themselves)")
+
         ray_config = RayConfig(
             address=a.ray_address,
             workers=a.ray_workers,
@@ -361,6 +377,7 @@ def _run_detect(a: argparse.Namespace) -> int:
         out=a.out,
         tile=_tile(a),
         pipeline=not a.no_pipeline,
+        runtime=a.runtime,
     )
     return 0 if summary.processed else 1
 
@@ -541,6 +558,7 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
         help="darknet .weights for a zoo name or .cfg; several (of one --model) are compared in one table",
     )
     _add_input(p, 16, "images per forward pass (default 16)")
+    _add_runtime(p)
     _add_out(
         p, "runs/val", "folder for the PR curves, confusion matrix and per-class table (default runs/val)", "--save-dir"
     )
@@ -567,6 +585,7 @@ def _run_val(a: argparse.Namespace) -> int:
         json_path=a.json,
         out=a.out,
         tile=_tile(a),
+        runtime=a.runtime,
     )
     return 0
 
@@ -747,6 +766,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img-size", type=int, default=None, metavar="N", help="input size (default: the cfg's)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="images per forward pass (default 1)")
     _add_device(p)
+    _add_runtime(p)
     p.add_argument(
         "--iters", type=int, default=20, metavar="N", help="timed passes (default 20; the median is reported)"
     )
@@ -781,6 +801,8 @@ def _run_benchmark(a: argparse.Namespace) -> int:
 
     _required_model(a, "benchmark")
     if a.backends:
+        if a.runtime != "auto":
+            a.parser.error("--runtime and --backends: --backends times every runtime side by side")
         from yolo4.export.backends import BACKENDS, backends_table, compare_backends, cpu_description
 
         names = BACKENDS if a.backends == "all" else tuple(b.strip() for b in a.backends.split(",") if b.strip())
@@ -802,6 +824,7 @@ def _run_benchmark(a: argparse.Namespace) -> int:
         fuse=not a.no_fuse,
         compile=a.compile,
         postprocess=_postprocess(a),
+        runtime=a.runtime,
     )
     print(r.summary())
     if a.peak_tflops:
