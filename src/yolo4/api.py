@@ -17,9 +17,10 @@
 
 Every `yolo4 COMMAND` calls the function of the same name here, and the keyword arguments carry
 the options' names: `--model` model, `--weights` weights, `--out` out, `--json` json_path,
-`--device` device ("auto": CUDA when PyTorch sees a GPU), and `--conf --iou --nms --labels
---max-det` together as one `postprocess=PostprocessConfig(...)` (presets DETECT_POSTPROCESS for
-detect/benchmark/export, VAL_POSTPROCESS for val).
+`--device` device ("auto": CUDA when PyTorch sees a GPU), `--runtime` runtime ("auto": the fastest
+installed runtime for an exported file), and `--conf --iou --nms --labels --max-det` together as one
+`postprocess=PostprocessConfig(...)` (presets DETECT_POSTPROCESS for detect/benchmark/export,
+VAL_POSTPROCESS for val).
 
 A model is named the same way everywhere: a zoo name (`yolov4`, `yolov4-tiny`, ...) or a
 darknet `.cfg` path, with darknet `weights`; or an exported `.onnx` / `.tflite` file, which
