@@ -20,7 +20,6 @@ import csv
 import json
 import os
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 
@@ -50,6 +49,33 @@ def _curve(results_csv: Path) -> list[dict[str, float]]:
     return rows
 
 
+def train(a: argparse.Namespace, out: Path) -> float:
+    """YOLOv8n (or `a.model`) from its yaml, random weights, Ultralytics' defaults with the given
+    size, batch, budget and seed. Returns the training seconds."""
+    from ultralytics import YOLO
+
+    model = YOLO(a.model)  # built from the yaml: random weights
+    extra = {} if a.amp == "default" else {"amp": a.amp if a.amp == "bf16" else False}
+    t0 = time.time()
+    model.train(
+        data=a.data,
+        epochs=a.epochs or 1000,  # with a budget, `time` decides
+        time=a.minutes / 60 if a.minutes else None,
+        imgsz=a.img_size,
+        batch=a.batch,
+        device="cpu",
+        project=str(out),
+        name="train",
+        exist_ok=True,
+        pretrained=False,
+        plots=False,
+        seed=a.seed,
+        verbose=False,
+        **extra,
+    )
+    return time.time() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="Ultralytics dataset yaml")
@@ -71,29 +97,17 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     _offline()
+    import ultralytics
     from ultralytics import YOLO
 
     out = Path(a.out).resolve()
-    model = YOLO(a.model)  # built from the yaml: random weights
-    extra = {} if a.amp == "default" else {"amp": a.amp if a.amp == "bf16" else False}
-    t0 = time.time()
-    model.train(
-        data=a.data,
-        epochs=a.epochs or 1000,  # with a budget, `time` decides
-        time=a.minutes / 60 if a.minutes else None,
-        imgsz=a.img_size,
-        batch=a.batch,
-        device="cpu",
-        project=str(out),
-        name="train",
-        exist_ok=True,
-        pretrained=False,
-        plots=False,
-        seed=a.seed,
-        verbose=False,
-        **extra,
-    )
-    train_s = time.time() - t0
+    trained = out / "train" / "trained.json"  # a finished training is reused when this is run again
+    if trained.exists():
+        train_s = json.loads(trained.read_text())["train_s"]
+        print(f"reusing the finished training in {trained.parent} ({train_s / 60:.1f} min)")
+    else:
+        train_s = train(a, out)
+        trained.write_text(json.dumps({"train_s": train_s}))
     best = out / "train" / "weights" / "best.pt"
     model = YOLO(str(best))
     m = model.val(
@@ -123,7 +137,7 @@ def main() -> None:
         "train_s": train_s,
         "curve": _curve(out / "train" / "results.csv"),
         "predictions": preds,
-        "ultralytics": version("ultralytics"),
+        "ultralytics": ultralytics.__version__,
         "threads": torch.get_num_threads(),
         "amp": a.amp,
     }

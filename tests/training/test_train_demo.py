@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
+from yolo4.training.config import TrainConfig
 from yolo4.training.demo import DemoConfig, run_demo
+
+# what the demo may set itself: where and how big, how long, how it validates; the recipe is the defaults'
+DEMO_OWN_FIELDS = {
+    "data", "out", "device", "progress", "seed", "img_size", "small_img_size", "small_img_epochs", "batch",
+    "epochs", "time_budget_min", "max_val_images", "val_every", "val_img_size",
+}  # fmt: skip
+
+
+def test_demo_trains_with_the_defaults_a_user_gets():
+    cfg = DemoConfig().train_config("d", "o", torch.device("cpu"))
+    base = TrainConfig()
+    differ = {f.name for f in dataclasses.fields(TrainConfig) if getattr(cfg, f.name) != getattr(base, f.name)}
+    assert differ <= DEMO_OWN_FIELDS, f"the demo sets recipe fields of its own: {sorted(differ - DEMO_OWN_FIELDS)}"
 
 
 def test_demo_config_uses_time_budget_on_cpu_only():

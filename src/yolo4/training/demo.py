@@ -40,12 +40,10 @@ from yolo4.training.validation import validate
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The demo's size and budget, and the recipe values it still sets itself (the dataset's
-    difficulty is the `shapes` default). Anchors (k-means: the check finds COCO's a poor fit
-    for shapes), neighbour cells with scale_x_y 2, several anchors per truth, the image cache
-    and the loader processes come from `yolo4.training.defaults`, as for any dataset. The
-    values below were tuned on shapes before those defaults existed and are what the README's
-    figures were measured with; darknet's objectness target 1 is kept for the same reason."""
+    """The demo's size and budget; everything else is `yolo4 train`'s defaults, as any dataset
+    gets them (optimizer, learning rate, warm-up, augmentation, EMA, objectness target from
+    `TrainConfig`; anchors, positives, image cache and loader processes from
+    `yolo4.training.defaults`). What the demo proves is what a user's run does."""
 
     num_train: int = 1500
     img_size: int = 256
@@ -54,16 +52,6 @@ class DemoConfig:
     epochs: int = 40  # at most; on CPU the time budget decides
     train_minutes: float = 12.5  # training budget (dataset generation and evaluation come on top)
     batch: int = 16
-    optimizer: str = "sgd"
-    lr: float = 0.02
-    burn_in: int = 50
-    jitter: float = 0.2
-    mosaic: float = 0.5
-    scale_min: float = 0.75
-    scale_max: float = 1.25
-    close_mosaic: int = 2
-    ema_tau: float = 200.0
-    iou_objectness: bool = False
     val_img_size: int = 320  # validation, final evaluation and detection: small objects need the pixels
     max_val_images: int = 100  # per-epoch validation subset; the final evaluation uses all 300
     val_every: int = 2  # validate every 2nd epoch (and the last): each pass costs about a tenth of an epoch
@@ -87,21 +75,11 @@ class DemoConfig:
             small_img_size=self.small_img_size,
             small_img_epochs=self.small_img_epochs,
             batch=self.batch,
-            optimizer=self.optimizer,
-            lr=self.lr,
-            burn_in=self.burn_in,
             epochs=self.epochs if cpu else self.gpu_epochs,
             time_budget_min=self.train_minutes if cpu else None,
-            mosaic=self.mosaic,
-            close_mosaic=self.close_mosaic,
-            scale_min=self.scale_min,
-            scale_max=self.scale_max,
-            jitter=self.jitter,
-            ema_tau=self.ema_tau,
             max_val_images=self.max_val_images,
             val_every=self.val_every,
             val_img_size=self.val_img_size,
-            iou_objectness=self.iou_objectness,
         )
 
 

@@ -241,7 +241,10 @@ class EvalHook(Hook):
 class LogHook(Hook):
     """Main process: a tqdm bar per epoch; after each epoch its time (row["time_s"], start of the
     epoch to the end of validation), results.csv, TensorBoard scalars (when tensorboard is
-    installed), results.png and a one-line summary."""
+    installed) and a one-line summary; results.png at the end and after an epoch when the last
+    drawing is PLOT_EVERY_S old (a drawing costs ~1 s: on a small dataset, as much as an epoch)."""
+
+    PLOT_EVERY_S = 60.0
 
     def on_start(self, state: TrainState) -> None:
         self.enabled = state.dist.is_main
@@ -249,6 +252,7 @@ class LogHook(Hook):
         self.png = state.out_dir / "results.png"
         self.tb = None
         self.bar: Any = None
+        self.plotted_at = -math.inf
         if self.enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -294,6 +298,8 @@ class LogHook(Hook):
 
     def on_end(self, state: TrainState) -> None:
         self._close_bar()
+        if self.enabled and state.history:
+            self._plot()
         best = best_row(state.history)
         if best is not None and self.enabled:
             say(
@@ -326,6 +332,11 @@ class LogHook(Hook):
                 if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
                     self.tb.add_scalar(k, v, int(row["epoch"]))
             self.tb.flush()
+        if time.monotonic() - self.plotted_at >= self.PLOT_EVERY_S:
+            self._plot()
+
+    def _plot(self) -> None:
+        self.plotted_at = time.monotonic()
         try:
             from yolo4.viz.plots import plot_training_curves
 
