@@ -233,6 +233,10 @@ def export_onnx(
     opset = choose_opset(model, options.opset)
     hw = input_hw(model, options)
     graph = build_graph(model, options.outputs, hw, options.postprocess.labels)
+    if qat:
+        from yolo4.export.qat import use_qdq_export
+
+        use_qdq_export(graph)  # (on build_graph's copy)
     spec = exported_spec(model, options.img_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

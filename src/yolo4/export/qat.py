@@ -22,8 +22,9 @@ loss, EMA, validation and checkpoints need no second code path):
 4. `torch.onnx.export` writes each FakeQuantize as QuantizeLinear/DequantizeLinear with
    the learned scales: an int8 QDQ graph that onnxruntime and OpenVINO run as int8 kernels.
 
-NNCF's fake-quantise functions are used in their torch-native form (what NNCF itself falls
-back to without a C++ compiler), so QAT needs no extension build at first use.
+NNCF's fake-quantise functions are used in their torch-native form, run eagerly (what NNCF
+itself falls back to without a C++ compiler, without its torch.compile), so QAT needs no
+extension build and no compilation at first use.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import logging
+import types
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -62,15 +65,18 @@ def require_nncf_torch():
     try:
         import nncf
         from nncf.torch.quantization.quantize_functions import QuantizedFunctionsCPU
-        from nncf.torch.quantization.reference import ReferenceQuantizedFunctions
+        from nncf.torch.quantization.reference import torch_executor
     except ImportError as e:
         raise ExportError(
             f"quantisation-aware training needs NNCF (the 'openvino' extra): pip install 'yolo4[openvino]' ({e})"
         ) from None
-    # NNCF compiles a C++ extension for these on first use (minutes, and a compiler); its own
-    # fallback, the reference functions in plain torch ops, computes the same thing
+    # NNCF compiles a C++ extension for these on first use (minutes, and a compiler), and its own
+    # fallback wraps the reference functions in torch.compile (minutes again, recompiled per
+    # input shape); the reference functions run eagerly compute the same thing, at once
     if getattr(QuantizedFunctionsCPU, "_loaded_namespace", None) is None:
-        QuantizedFunctionsCPU._loaded_namespace = ReferenceQuantizedFunctions
+        QuantizedFunctionsCPU._loaded_namespace = types.SimpleNamespace(
+            Quantize_forward=torch_executor.forward, Quantize_backward=torch_executor.backward
+        )
     return nncf
 
 
@@ -141,12 +147,24 @@ def prepare_qat(model: Darknet, calib: torch.Tensor, batch: int = 8) -> Darknet:
     return quantised.train()
 
 
+def use_qdq_export(model: nn.Module) -> None:
+    """Make the NNCF quantisers in `model` (in place) trace as ONNX QuantizeLinear/DequantizeLinear
+    pairs, which every runtime reads (their default is OpenVINO's own FakeQuantize op)."""
+    require_nncf_torch()
+    from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+
+    for m in model.modules():
+        if isinstance(m, BaseQuantizer):
+            m.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
+
+
 def qat_config(model: nn.Module) -> dict[str, Any]:
-    """Where the quantisers of a QAT model sit (JSON-able; what `restore_qat` needs)."""
+    """Where the quantisers of a QAT model sit (what `restore_qat` needs), as plain JSON values
+    (NNCF's enums become their strings), so that checkpoints load with `weights_only=True`."""
     require_nncf_torch()
     from nncf.torch import get_config
 
-    return get_config(model)
+    return json.loads(json.dumps(get_config(model)))
 
 
 def restore_qat(model: Darknet, config: dict[str, Any]) -> Darknet:
