@@ -83,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    val = load_dataset(a.data, "val", progress=False)
+    from yolo4.training.validation import readable_subset
+
+    val, unreadable = readable_subset(load_dataset(a.data, "val", progress=False))
+    for problem in unreadable:
+        print(f"val image left out (as training's validation does): {problem}", file=sys.stderr)
     names = list(val.names)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-qat-") as tmp:

@@ -113,9 +113,8 @@ def fold_batchnorm(model: Darknet) -> Darknet:
     model.eval()
     with torch.no_grad():
         for src, dst in zip(model.blocks, out.blocks):
-            if isinstance(src, Conv) and isinstance(src.bn, nn.BatchNorm2d):
-                fused = fuse_conv_bn_eval(src.conv, src.bn)
-                dst.conv.load_state_dict(fused.state_dict())
+            if isinstance(src, Conv) and isinstance(dst, Conv) and isinstance(src.bn, nn.BatchNorm2d):
+                dst.conv.load_state_dict(fuse_conv_bn_eval(src.conv, src.bn).state_dict())
             else:
                 dst.load_state_dict(src.state_dict())
     model.train(was_training)
