@@ -41,6 +41,38 @@ def kangaroo() -> Path:
     return KANGAROO
 
 
+SMALL_CFG = """[net]
+width=64
+height=64
+channels=3
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+[convolutional]
+filters=21
+size=1
+stride=1
+pad=1
+activation=linear
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58
+classes=2
+num=3
+"""
+
+
+@pytest.fixture(scope="session")
+def small_cfg_text() -> str:
+    """The darknet cfg of the smallest useful network, for exported, weights and metadata files: a
+    64x64 input, a batch-normalised 3x3 convolution, one [yolo] head on a 32x32 grid, 2 classes."""
+    return SMALL_CFG
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import yolo4.api
-from yolo4.cli import CALIB_METHODS, FORMATS, INT8_TOOLS, OUTPUT_KINDS, RESIZE_RULES, build_parser, main
+from yolo4.cli import CALIB_METHODS, FORMATS, INT8_TOOLS, OUTPUT_KINDS, RESIZE_RULES, RUNTIMES, build_parser, main
 from yolo4.ops.nms_config import DETECT_POSTPROCESS, VAL_POSTPROCESS
 
 SUBCOMMANDS = ("info", "detect", "track", "train", "tune", "val", "export", "benchmark")
@@ -113,6 +113,9 @@ def test_choices_match_the_library():
 
     assert (formats, outputs, calib, tuple(RESIZERS)) == (FORMATS, OUTPUT_KINDS, CALIB_METHODS, RESIZE_RULES)
     assert tools == INT8_TOOLS
+    from yolo4.inference.runtime import RUNTIMES as runtimes
+
+    assert runtimes == RUNTIMES
 
 
 def test_format_has_choices(capsys):
@@ -337,3 +340,16 @@ def test_track_passes_its_bytetrack_settings(api, capsys):
     args, kw, _ = _call(api, "track", ["track", "clip.mp4", "--model", "m.onnx", "--track-buffer", "60"], capsys)
     assert args == ("clip.mp4",) and kw["config"] == TrackConfig(track_buffer=60)
     assert kw["postprocess"] == TRACK_POSTPROCESS and kw["out"] == "runs/track" and kw["device"] == "auto"
+
+
+@pytest.mark.parametrize("command", ["detect", "val", "benchmark"])
+def test_runtime_reaches_the_api(api, command, capsys):
+    """--runtime (default auto) is handed to detect, val and benchmark; an unknown one is refused."""
+    argv = {"detect": ["detect", "a.jpg"], "val": ["val", "--data", "d"], "benchmark": ["benchmark"]}[command]
+    _, kwargs, _ = _call(api, command, [*argv, "--model", "m.onnx", "--runtime", "openvino"], capsys)
+    assert kwargs["runtime"] == "openvino"
+    _, kwargs, _ = _call(api, command, [*argv, "--model", "m.onnx"], capsys)
+    assert kwargs["runtime"] == "auto"
+    with pytest.raises(SystemExit):
+        main([*argv, "--model", "m.onnx", "--runtime", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from yolo4._version import __version__
 
+# The public API: the one list of what `yolo4.api` exports (its `__all__`), kept here so that the
+# lazy attribute lookup below needs no import.
 _API = (
+    "AnchorReport",
     "DETECT_POSTPROCESS",
     "TRACK_POSTPROCESS",
     "VAL_POSTPROCESS",
@@ -38,9 +41,11 @@ _API = (
     "TrainResult",
     "TuneResult",
     "TuneSettings",
+    "anchors",
     "benchmark",
     "detect",
     "detect_dataset",
+    "export",
     "info",
     "load",
     "track",
@@ -48,7 +53,7 @@ _API = (
     "tune",
     "val",
 )
-__all__ = ["__version__", "export", *_API]
+__all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:  # pragma: no cover
     from yolo4.api import *  # noqa: F403
@@ -58,14 +63,14 @@ if TYPE_CHECKING:  # pragma: no cover
 def __getattr__(name: str) -> Any:
     # plain imports (no module named at run time): the api module, or the export package, which
     # is callable: yolo4.export(...) runs the export
-    if name in _API or name == "api":
-        import yolo4.api
-
-        return sys.modules["yolo4.api"] if name == "api" else getattr(sys.modules["yolo4.api"], name)
     if name == "export":
         import yolo4.export  # noqa: F401
 
         return sys.modules["yolo4.export"]
+    if name in _API or name == "api":
+        import yolo4.api  # noqa: F401
+
+        return sys.modules["yolo4.api"] if name == "api" else getattr(sys.modules["yolo4.api"], name)
     raise AttributeError(f"module 'yolo4' has no attribute '{name}'")
 
 

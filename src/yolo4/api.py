@@ -17,9 +17,10 @@
 
 Every `yolo4 COMMAND` calls the function of the same name here, and the keyword arguments carry
 the options' names: `--model` model, `--weights` weights, `--out` out, `--json` json_path,
-`--device` device ("auto": CUDA when PyTorch sees a GPU), and `--conf --iou --nms --labels
---max-det` together as one `postprocess=PostprocessConfig(...)` (presets DETECT_POSTPROCESS for
-detect/benchmark/export, VAL_POSTPROCESS for val).
+`--device` device ("auto": CUDA when PyTorch sees a GPU), `--runtime` runtime ("auto": the fastest
+installed runtime for an exported file), and `--conf --iou --nms --labels --max-det` together as one
+`postprocess=PostprocessConfig(...)` (presets DETECT_POSTPROCESS for detect/benchmark/export,
+VAL_POSTPROCESS for val).
 
 A model is named the same way everywhere: a zoo name (`yolov4`, `yolov4-tiny`, ...) or a
 darknet `.cfg` path, with darknet `weights`; or an exported `.onnx` / `.tflite` file, which
@@ -35,6 +36,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from yolo4 import _API
 from yolo4.errors import Yolo4Error
 from yolo4.evaluation.evaluate import run_val as val
 from yolo4.export import ExportOptions
@@ -60,40 +62,7 @@ from yolo4.training.train import TrainResult
 from yolo4.tuning.run import TuneResult, TuneSettings
 from yolo4.tuning.run import run_tune as tune
 
-__all__ = [
-    "AnchorReport",
-    "DETECT_POSTPROCESS",
-    "TRACK_POSTPROCESS",
-    "VAL_POSTPROCESS",
-    "BenchResult",
-    "DatasetSummary",
-    "DetectSummary",
-    "Detections",
-    "Detector",
-    "ExportOptions",
-    "ExportResult",
-    "ModelInfo",
-    "PostprocessConfig",
-    "RayConfig",
-    "TileConfig",
-    "TrackConfig",
-    "TrackSummary",
-    "TrainConfig",
-    "TrainResult",
-    "TuneResult",
-    "TuneSettings",
-    "anchors",
-    "benchmark",
-    "detect",
-    "detect_dataset",
-    "export",
-    "info",
-    "load",
-    "track",
-    "train",
-    "tune",
-    "val",
-]
+__all__ = list(_API)  # the one list of public names: yolo4/__init__.py, which resolves them lazily
 
 
 def load(
@@ -105,6 +74,7 @@ def load(
     resize: str | None = None,
     postprocess: PostprocessConfig = DETECT_POSTPROCESS,
     device: str = "auto",
+    runtime: str = "auto",
 ) -> Detector:
     """A ready `Detector`: images in, `Detections` out (what `yolo4 detect` runs).
 
@@ -117,6 +87,8 @@ def load(
         resize: "stretch" or "letterbox" (default the cfg's `letter_box`, or the export's rule).
         postprocess: conf, iou, NMS kind, labels rule, max_det (default DETECT_POSTPROCESS).
         device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N".
+        runtime: what runs an exported file: "auto" (the fastest installed here, said on stderr),
+            "onnxruntime", "openvino", "tflite" or "opencv"; a darknet model runs in "pytorch".
     Returns:
         Detector; `detector(images)` takes paths, RGB uint8 arrays (H, W, 3) or PIL images and
         returns one Detections per image: boxes float32 (N, 4) xyxy in that image's pixels,
@@ -125,7 +97,9 @@ def load(
         WeightsError for a darknet model without weights (with where to get them); Yolo4Error
         subclasses naming the file for anything unreadable.
     """
-    return build_detector(model, weights, names, img_size, resize, postprocess=postprocess, device=device)
+    return build_detector(
+        model, weights, names, img_size, resize, runtime=runtime, postprocess=postprocess, device=device
+    )
 
 
 def info(

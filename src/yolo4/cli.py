@@ -30,6 +30,7 @@ CALIB_METHODS = ("minmax", "percentile", "entropy")
 INT8_TOOLS = ("auto", "nncf", "onnxruntime")
 RESIZE_RULES = ("stretch", "letterbox")
 TILE_MERGES = ("nmm", "nms")
+RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino", "tflite", "opencv")
 
 DESCRIPTION = "The YOLOv4 family of object detectors, darknet-compatible, in PyTorch. See `yolo4 COMMAND --help`."
 VOCABULARY = """\
@@ -39,6 +40,8 @@ Every command names things the same way:
   --weights W   darknet .weights for a zoo name or .cfg
   --data DATA   a dataset: folder, data.yaml, darknet .data or COCO .json
   --device D    auto (CUDA when PyTorch sees a GPU, else CPU), cpu, cuda or cuda:N
+  --runtime R   what runs the model: auto (the fastest installed for the file), pytorch, onnxruntime,
+                openvino, tflite or opencv (detect, val, benchmark)
   --out PATH    where results go: a folder (detect, val, train, dataset shapes) or a file
                 (export, dataset show, dataset check)
   --json FILE   the JSON results (detect: its detections; val: COCO-format results)
@@ -53,6 +56,11 @@ WEIGHTS_HELP = "darknet .weights (AlexeyAB/darknet releases, or yolo4 train's be
 DATA_HELP = "dataset: a folder, data.yaml, darknet .data or COCO .json"
 DEVICE_HELP = "auto (default: CUDA when PyTorch sees a GPU, else CPU), cpu, cuda or cuda:N"
 RESIZE_HELP = "pre-processing (default: the cfg's letter_box key, else stretch; an export's own rule)"
+RUNTIME_HELP = (
+    "what runs the model: auto (default: pytorch for darknet models; for an exported file the fastest "
+    "installed here, said on stderr), or pytorch, onnxruntime, openvino, tflite, opencv (.onnx: onnxruntime, "
+    "openvino, opencv; .tflite: tflite; .xml: openvino)"
+)
 
 
 # ---------------------------------------------------------------- old spellings
@@ -119,10 +127,73 @@ class _NmsKindOrOldSwitch(argparse.Action):
             namespace.nms = values
 
 
-def _add_model(p: argparse.ArgumentParser, *, required: bool = False, darknet_only: bool = False) -> None:
+def _add_model(
+    p: argparse.ArgumentParser, *, required: bool = False, darknet_only: bool = False, many: str | None = None
+) -> None:
+    """--model (and its old spelling --cfg); `many`: the help of a --model that takes several."""
     which = p.add_mutually_exclusive_group(required=required)
-    which.add_argument("--model", metavar="M", help=DARKNET_MODEL_HELP if darknet_only else MODEL_HELP)
-    _old_option(which, "--cfg", "model", "--model", metavar="CFG")
+    if many:
+        which.add_argument("--model", metavar="M", nargs="+", help=many)
+        _old_option(which, "--cfg", "model", "--model", metavar="CFG", nargs=1)
+    else:
+        which.add_argument("--model", metavar="M", help=DARKNET_MODEL_HELP if darknet_only else MODEL_HELP)
+        _old_option(which, "--cfg", "model", "--model", metavar="CFG")
+
+
+def _add_required_model(p: argparse.ArgumentParser, help: str) -> None:
+    """--model, required, or the old positional MODEL (`yolo4 info yolov4`); see `_required_model`."""
+    p.add_argument("--model", metavar="M", help=help)
+    p.add_argument("old_model", nargs="?", help=argparse.SUPPRESS)
+
+
+def _required_model(a: argparse.Namespace, command: str) -> None:
+    _old_positional(a, "model", "--model", command, "MODEL")
+    if a.model is None:
+        a.parser.error("the following arguments are required: --model")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto", metavar="R", help=RUNTIME_HELP)
+
+
+def _add_input(p: argparse.ArgumentParser, batch_default: int, batch_help: str) -> None:
+    """The network input: --img-size, --resize, --device and --batch, as detect, track and val name them."""
+    p.add_argument("--img-size", type=int, default=None, metavar="N", help="network input size (default: the cfg's)")
+    p.add_argument("--resize", choices=RESIZE_RULES, default=None, help=RESIZE_HELP)
+    _add_device(p)
+    p.add_argument("--batch", type=int, default=batch_default, metavar="N", help=batch_help)
+
+
+def _add_detector(p: argparse.ArgumentParser, batch_help: str) -> None:
+    """What detect and track build their Detector from: --model, --weights, --names and the input options."""
+    _add_model(p)
+    p.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
+    p.add_argument("--names", metavar="FILE", help="class names, one a line (default: the model's; COCO's for 80)")
+    _add_input(p, 1, batch_help)
+
+
+def _detector(a: argparse.Namespace) -> dict:
+    """The keyword arguments of the api functions that build a Detector from `_add_detector`'s options."""
+    return dict(
+        model=a.model,
+        weights=a.weights,
+        names=a.names,
+        img_size=a.img_size,
+        resize=a.resize,
+        postprocess=_postprocess(a),
+        device=a.device,
+    )
+
+
+def _add_json(p: argparse.ArgumentParser, what: str, old: str | None = None) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--json", metavar="FILE", default=None, help=what)
+    if old:
+        _old_option(group, old, "json", "--json", metavar="FILE")
 
 
 def _add_postprocess(p: argparse.ArgumentParser, preset: PostprocessConfig, why: str, in_graph: bool = False) -> None:
@@ -211,12 +282,7 @@ def _data(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- info
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print a model's darknet-style layer table, params and BFLOPs")
-    p.add_argument(
-        "--model",
-        metavar="M",
-        help="zoo name (yolov4, yolov4-tiny, ...), darknet .cfg, or exported .onnx / .tflite (required)",
-    )
-    p.add_argument("old_model", nargs="?", help=argparse.SUPPRESS)
+    _add_required_model(p, "zoo name (yolov4, yolov4-tiny, ...), darknet .cfg, or exported .onnx / .tflite (required)")
     p.add_argument(
         "--img-size", type=int, default=None, metavar="N", help="input size (default: the [net] width/height)"
     )
@@ -240,9 +306,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 def _run_info(a: argparse.Namespace) -> int:
     from yolo4.api import info
 
-    _old_positional(a, "model", "--model", "info", "MODEL")
-    if a.model is None:
-        a.parser.error("the following arguments are required: --model")
+    _required_model(a, "info")
     info(a.model, img_size=a.img_size, num_classes=a.classes, peak_tflops=a.peak_tflops)
     return 0
 
@@ -256,22 +320,12 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
         metavar="SOURCE",
         help="image files, folders, globs ('imgs/*.jpg'), video files or a webcam index (0)",
     )
-    _add_model(p)
-    p.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
-    p.add_argument("--names", metavar="FILE", help="class names, one a line (default: the model's; COCO's for 80)")
-    p.add_argument("--img-size", type=int, default=None, metavar="N", help="network input size (default: the cfg's)")
-    p.add_argument("--resize", choices=RESIZE_RULES, default=None, help=RESIZE_HELP)
-    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
-    p.add_argument("--batch", type=int, default=1, metavar="N", help="images or frames per forward pass (default 1)")
+    _add_detector(p, "images or frames per forward pass (default 1)")
+    _add_runtime(p)
     _add_out(
         p, "runs/detect", "folder for the annotated images/videos and the JSON (default runs/detect)", "--save-dir"
     )
-    p.add_argument(
-        "--json",
-        metavar="FILE",
-        default=None,
-        help="detections file (default detections.json; a relative path is inside --out)",
-    )
+    _add_json(p, "detections file (default detections.json; a relative path is inside --out)")
     _add_postprocess(p, DETECT_POSTPROCESS, "darknet's detector test and OpenCV's sample")
     _add_tiles(p)
     p.add_argument(
@@ -303,6 +357,9 @@ def _run_detect(a: argparse.Namespace) -> int:
     if a.ray:
         from yolo4.inference.cluster import RayConfig
 
+        if a.runtime != "auto":
+            a.parser.error("--runtime applies without --ray (Ray workers choose the fastest runtime themselves)")
+
         ray_config = RayConfig(
             address=a.ray_address,
             workers=a.ray_workers,
@@ -310,34 +367,17 @@ def _run_detect(a: argparse.Namespace) -> int:
             shard_size=a.shard_size,
             batch=max(a.batch, 1),
         )
-        dataset_summary = detect_dataset(
-            a.sources,
-            model=a.model,
-            weights=a.weights,
-            names=a.names,
-            img_size=a.img_size,
-            resize=a.resize,
-            postprocess=_postprocess(a),
-            device=a.device,
-            tile=_tile(a),
-            out=a.out,
-            ray_config=ray_config,
-        )
+        dataset_summary = detect_dataset(a.sources, **_detector(a), tile=_tile(a), out=a.out, ray_config=ray_config)
         return 0 if dataset_summary.detected else 1
     summary = detect(
         a.sources,
-        model=a.model,
-        weights=a.weights,
-        names=a.names,
-        img_size=a.img_size,
-        resize=a.resize,
-        postprocess=_postprocess(a),
-        device=a.device,
+        **_detector(a),
         batch=a.batch,
         json_path=a.json,
         out=a.out,
         tile=_tile(a),
         pipeline=not a.no_pipeline,
+        runtime=a.runtime,
     )
     return 0 if summary.processed else 1
 
@@ -357,9 +397,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "detections on held-out images, all in --out (default runs/demo); takes only --out and --device",
     )
     p.add_argument("--data", metavar="DATA", help=DATA_HELP)
-    _add_model(p, darknet_only=True)
-    p.add_argument("--weights", metavar="W", help="darknet .weights to start from (full model or backbone prefix)")
-    p.add_argument("--weights-upto", type=int, metavar="N", help="load only layers 0..N-1 of --weights")
+    _add_start(p, "darknet .weights to start from (full model or backbone prefix)")
     p.add_argument("--freeze", type=int, metavar="N", help="do not train layers 0..N-1")
     p.add_argument("--epochs", type=int, metavar="N", help="epochs (default 100)")
     p.add_argument(
@@ -367,7 +405,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--subdivisions", type=int, metavar="N", help="mini-batches per step (gradient accumulation; 1)")
     p.add_argument("--img-size", type=int, metavar="N", help="training input size (default 416)")
-    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+    _add_device(p)
     p.add_argument("--workers", type=int, metavar="N", help="data loader processes per training process (default 2)")
     p.add_argument("--out", metavar="PATH", help="run folder (default runs/train; runs/demo with --demo)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its last.pt")
@@ -379,6 +417,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     _add_config_and_set(p)
     p.set_defaults(func=_run_train, parser=p)
+
+
+def _add_start(p: argparse.ArgumentParser, weights_help: str) -> None:
+    """What train and tune start from: --model (darknet), --weights and --weights-upto."""
+    _add_model(p, darknet_only=True)
+    p.add_argument("--weights", metavar="W", help=weights_help)
+    p.add_argument("--weights-upto", type=int, metavar="N", help="load only layers 0..N-1 of --weights")
+
+
+def _training(a: argparse.Namespace) -> dict:
+    """The keyword arguments train and tune share: the recipe (--config, --set), the start and the input."""
+    return dict(
+        config=a.config,
+        options=a.options,
+        model=a.model,
+        weights=a.weights,
+        weights_upto=a.weights_upto,
+        img_size=a.img_size,
+        batch=a.batch,
+        device=a.device,
+        out=a.out,
+    )
 
 
 def _add_config_and_set(p: argparse.ArgumentParser) -> None:
@@ -403,19 +463,11 @@ def _run_train(a: argparse.Namespace) -> int:
     result = train(
         a.data,
         demo=a.demo,
-        config=a.config,
-        options=a.options,
-        model=a.model,
-        weights=a.weights,
-        weights_upto=a.weights_upto,
+        **_training(a),
         freeze=a.freeze,
         epochs=a.epochs,
-        batch=a.batch,
         subdivisions=a.subdivisions,
-        img_size=a.img_size,
-        device=a.device,
         workers=a.workers,
-        out=a.out,
         resume=a.resume,
         qat=True if a.qat else None,
     )
@@ -434,9 +486,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
         "--config) in --out; the same command again resumes the search.",
     )
     p.add_argument("--data", metavar="DATA", required=True, help=DATA_HELP)
-    _add_model(p, darknet_only=True)
-    p.add_argument("--weights", metavar="W", help="darknet .weights every trial starts from")
-    p.add_argument("--weights-upto", type=int, metavar="N", help="load only layers 0..N-1 of --weights")
+    _add_start(p, "darknet .weights every trial starts from")
     p.add_argument("--trials", type=int, metavar="N", help="trials in all, counting finished ones (default 30)")
     p.add_argument("--epochs-per-trial", type=int, metavar="E", help="epochs of each trial (default 10)")
     p.add_argument(
@@ -445,7 +495,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", metavar="FILE", help="YAML of fields and ranges to evolve (default: the built-in space)")
     p.add_argument("--img-size", type=int, metavar="N", help="training input size of the trials")
     p.add_argument("--batch", type=int, metavar="N", help="images per optimizer step")
-    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+    _add_device(p)
     p.add_argument("--out", metavar="PATH", help="search folder (default runs/tune)")
     p.add_argument(
         "--backend", choices=("auto", "ray", "local"), help="auto (default: Ray Tune when installed), ray, or local"
@@ -462,19 +512,11 @@ def _run_tune(a: argparse.Namespace) -> int:
 
     tune(
         a.data,
-        config=a.config,
-        options=a.options,
-        model=a.model,
-        weights=a.weights,
-        weights_upto=a.weights_upto,
+        **_training(a),
         trials=a.trials,
         epochs_per_trial=a.epochs_per_trial,
         budget_min=a.time_budget,
         space=a.space,
-        img_size=a.img_size,
-        batch=a.batch,
-        device=a.device,
-        out=a.out,
         backend=a.backend,
         ray_address=a.ray_address,
         cpus_per_trial=a.cpus_per_trial,
@@ -515,32 +557,19 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
         help="default: val of a source with a split (or whose 90/10 split a training wrote down), "
         "else all: every image",
     )
-    which = p.add_mutually_exclusive_group()
-    which.add_argument(
-        "--model",
-        metavar="M",
-        nargs="+",
-        help=MODEL_HELP + "; several are scored on the same images and compared in one table",
-    )
-    _old_option(which, "--cfg", "model", "--model", metavar="CFG", nargs=1)
+    _add_model(p, many=MODEL_HELP + "; several are scored on the same images and compared in one table")
     p.add_argument(
         "--weights",
         metavar="W",
         nargs="+",
         help="darknet .weights for a zoo name or .cfg; several (of one --model) are compared in one table",
     )
-    p.add_argument("--img-size", type=int, default=None, metavar="N", help="network input size (default: the cfg's)")
-    p.add_argument("--batch", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
-    p.add_argument("--resize", choices=RESIZE_RULES, default=None, help=RESIZE_HELP)
-    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+    _add_input(p, 16, "images per forward pass (default 16)")
+    _add_runtime(p)
     _add_out(
         p, "runs/val", "folder for the PR curves, confusion matrix and per-class table (default runs/val)", "--save-dir"
     )
-    json_group = p.add_mutually_exclusive_group()
-    json_group.add_argument(
-        "--json", metavar="FILE", default=None, help="COCO-format results file (a relative path is inside --out)"
-    )
-    _old_option(json_group, "--save-json", "json", "--json", metavar="FILE")
+    _add_json(p, "COCO-format results file (a relative path is inside --out)", "--save-json")
     _add_postprocess(p, VAL_POSTPROCESS, "darknet's map: a low threshold and every class, as mAP needs")
     _add_tiles(p)
     p.set_defaults(func=_run_val, parser=p)
@@ -563,6 +592,7 @@ def _run_val(a: argparse.Namespace) -> int:
         json_path=a.json,
         out=a.out,
         tile=_tile(a),
+        runtime=a.runtime,
     )
     return 0
 
@@ -577,13 +607,7 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
         "(frame,id,left,top,width,height,score,-1,-1,-1) and <name>.jsonl (one JSON record per frame).",
     )
     p.add_argument("source", metavar="SOURCE", help="a video file or a webcam index (0)")
-    _add_model(p)
-    p.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
-    p.add_argument("--names", metavar="FILE", help="class names, one a line (default: the model's; COCO's for 80)")
-    p.add_argument("--img-size", type=int, default=None, metavar="N", help="network input size (default: the cfg's)")
-    p.add_argument("--resize", choices=RESIZE_RULES, default=None, help=RESIZE_HELP)
-    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
-    p.add_argument("--batch", type=int, default=1, metavar="N", help="frames per forward pass (default 1)")
+    _add_detector(p, "frames per forward pass (default 1)")
     _add_out(p, "runs/track", "folder for the video, MOT text and JSON lines (default runs/track)")
     _add_postprocess(p, TRACK_POSTPROCESS, "low, so that ByteTrack's second association sees weak boxes")
     t = p.add_argument_group("ByteTrack", "defaults: the paper's")
@@ -609,13 +633,7 @@ def _run_track(a: argparse.Namespace) -> int:
     )
     track(
         a.source,
-        model=a.model,
-        weights=a.weights,
-        names=a.names,
-        img_size=a.img_size,
-        resize=a.resize,
-        postprocess=_postprocess(a),
-        device=a.device,
+        **_detector(a),
         config=config,
         batch=a.batch,
         out=a.out,
@@ -748,14 +766,14 @@ def _run_export(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- benchmark
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="measure a model's speed (ms/img, FPS with and without post-processing)")
-    p.add_argument("--model", metavar="M", help=MODEL_HELP + " (timed in its runtime on the CPU; required)")
-    p.add_argument("old_model", nargs="?", help=argparse.SUPPRESS)
+    _add_required_model(p, MODEL_HELP + " (timed in its runtime on the CPU; required)")
     p.add_argument(
         "--weights", metavar="W", default=None, help="darknet .weights (random weights time the network, not NMS)"
     )
     p.add_argument("--img-size", type=int, default=None, metavar="N", help="input size (default: the cfg's)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="images per forward pass (default 1)")
-    p.add_argument("--device", default="auto", metavar="D", help=DEVICE_HELP)
+    _add_device(p)
+    _add_runtime(p)
     p.add_argument(
         "--iters", type=int, default=20, metavar="N", help="timed passes (default 20; the median is reported)"
     )
@@ -788,10 +806,10 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 def _run_benchmark(a: argparse.Namespace) -> int:
     from yolo4.api import benchmark
 
-    _old_positional(a, "model", "--model", "benchmark", "MODEL")
-    if a.model is None:
-        a.parser.error("the following arguments are required: --model")
+    _required_model(a, "benchmark")
     if a.backends:
+        if a.runtime != "auto":
+            a.parser.error("--runtime and --backends: --backends times every runtime side by side")
         from yolo4.export.backends import BACKENDS, backends_table, compare_backends, cpu_description
 
         names = BACKENDS if a.backends == "all" else tuple(b.strip() for b in a.backends.split(",") if b.strip())
@@ -813,6 +831,7 @@ def _run_benchmark(a: argparse.Namespace) -> int:
         fuse=not a.no_fuse,
         compile=a.compile,
         postprocess=_postprocess(a),
+        runtime=a.runtime,
     )
     print(r.summary())
     if a.peak_tflops:

@@ -119,41 +119,16 @@ def test_real_model_loads(reference):
 
 
 # ---------------------------------------------------------------- files that are not what they claim
-SMALL = """[net]
-width=32
-height=32
-channels=3
-[convolutional]
-batch_normalize=1
-filters=4
-size=3
-stride=2
-pad=1
-activation=leaky
-[convolutional]
-filters=18
-size=1
-stride=1
-pad=1
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-num=3
-"""
-
-
 @pytest.fixture(scope="module")
-def small():
-    return dn.Darknet(dn.parse_cfg(SMALL, "small.cfg"))
+def small(small_cfg_text):
+    return dn.Darknet(dn.parse_cfg(small_cfg_text, "small.cfg"))
 
 
 def _good(small, path):
     return dn.save_weights(small, path)
 
 
-def test_other_kinds_of_file_are_named(small, tmp_path):
+def test_other_kinds_of_file_are_named(small, small_cfg_text, tmp_path):
     """A training checkpoint, an exported model, a pickle, a cfg or a folder given as --weights."""
     torch.save({"model": small.state_dict()}, tmp_path / "best.pt")
     (tmp_path / "model.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(200))
@@ -161,7 +136,7 @@ def test_other_kinds_of_file_are_named(small, tmp_path):
     import pickle
 
     (tmp_path / "evil.weights").write_bytes(pickle.dumps({"a": 1}, protocol=4))
-    (tmp_path / "yolov4.cfg").write_text(SMALL)
+    (tmp_path / "yolov4.cfg").write_text(small_cfg_text)
     (tmp_path / "folder.weights").mkdir()
     for name, message in {
         "best.pt": "not darknet weights but a zip archive, as PyTorch writes .pt checkpoints",

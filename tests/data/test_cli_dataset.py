@@ -95,3 +95,29 @@ def test_shapes_writes_the_dataset(tmp_path, capsys):
     assert meta["val"] == "images/val" and len(meta["names"]) >= 6
     assert len(list((tmp_path / "s" / "images" / "train").glob("*.jpg"))) == 6
     assert cv2.imread(str(tmp_path / "s" / "images" / "val" / "000000.jpg")).shape == (128, 128, 3)
+
+
+def test_show_skips_an_undecodable_image_with_a_warning_naming_it(tmp_path, capsys):
+    """`load_image` refuses a corrupt file; `dataset show` names it on stderr and draws the others."""
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for k in range(4):
+        cv2.imwrite(str(root / "images" / f"{k}.png"), np.full((40, 60, 3), 60 * k, np.uint8))
+        (root / "labels" / f"{k}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    good = (root / "images" / "2.png").read_bytes()
+    (root / "images" / "2.png").write_bytes(good[: len(good) // 2])  # truncated: the header reads, the pixels do not
+    (root / "classes.txt").write_text("a\n")
+    out = tmp_path / "grid.png"
+    for extra in ([], ["--augment"]):
+        argv = ["dataset", "show", "--data", str(root), "--split", "all", "--out", str(out), "--count", "4"]
+        assert main([*argv, "--img-size", "64", *extra]) == 0
+        err = capsys.readouterr().err
+        assert "2.png: not a readable image" in err and "skipped" in err, err
+        assert cv2.imread(str(out)) is not None
+    # nothing readable at all: a clear error, not a traceback
+    for k in (0, 1, 3):
+        whole = (root / "images" / f"{k}.png").read_bytes()
+        (root / "images" / f"{k}.png").write_bytes(whole[: len(whole) // 2])
+    assert main(["dataset", "show", "--data", str(root), "--split", "all", "--out", str(out)]) == 2
+    assert "none of the 4 images" in capsys.readouterr().err

@@ -441,32 +441,7 @@ def test_model_pairs_pairs_darknet_models_with_weights_and_exports_alone():
         model_pairs(None, None)
 
 
-SMALL_CFG = """[net]
-width=64
-height=64
-channels=3
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-[convolutional]
-filters=21
-size=1
-stride=1
-pad=1
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=2
-num=3
-"""
-
-
-def test_yolo4_val_scores_every_image_of_a_coco_json_without_a_split(tmp_path, capsys):
+def test_yolo4_val_scores_every_image_of_a_coco_json_without_a_split(small_cfg_text, tmp_path, capsys):
     """A COCO json defines no split: `yolo4 val` scores all of its images (and says so), and its
     12 COCO numbers are pycocotools' on the same file. `--split val` still picks the 10 %."""
     import cv2
@@ -481,8 +456,8 @@ def test_yolo4_val_scores_every_image_of_a_coco_json_without_a_split(tmp_path, c
     from yolo4.ops.nms_config import VAL_POSTPROCESS
 
     torch.manual_seed(0)
-    (tmp_path / "small.cfg").write_text(SMALL_CFG)
-    net = dn.Darknet(dn.parse_cfg(SMALL_CFG, "small.cfg"))
+    (tmp_path / "small.cfg").write_text(small_cfg_text)
+    net = dn.Darknet(dn.parse_cfg(small_cfg_text, "small.cfg"))
     dn.save_weights(net, tmp_path / "small.weights")
     rng = np.random.default_rng(3)
     (tmp_path / "images").mkdir()

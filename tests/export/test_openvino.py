@@ -87,7 +87,7 @@ def test_onnx_int8_keep_float_leaves_layers_unquantised(tiny, make_images, tmp_p
     assert load_exported(out).runtime == ("openvino" if tool == "nncf" else "onnxruntime")
     assert load_exported(out, runtime="onnxruntime").runtime == "onnxruntime"
     with pytest.raises(ExportError, match="cannot run .onnx"):
-        load_exported(out, runtime="ai-edge-litert")
+        load_exported(out, runtime="tflite")
 
 
 def test_keep_float_out_of_range_is_refused(tiny, make_images, tmp_path):

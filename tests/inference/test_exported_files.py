@@ -13,35 +13,12 @@ import yolo4.darknet as dn
 from yolo4.errors import CfgError, ExportError
 from yolo4.inference.runtime import ExportMetadata, load_exported, parse_metadata
 
-SMALL = """[net]
-width=64
-height=64
-channels=3
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-[convolutional]
-filters=21
-size=1
-stride=1
-pad=1
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=2
-num=3
-"""
 
-
-def _meta(**changes: str | None) -> dict[str, str]:
+def _meta(cfg_text: str, **changes: str | None) -> dict[str, str]:
+    """The metadata yolo4 writes for `cfg_text` with classes cat and dog, with `changes` (None: removed)."""
     from yolo4.export.common import ExportOptions, metadata
 
-    meta = metadata(dn.parse_cfg(SMALL, "small.cfg"), ["cat", "dog"], ExportOptions())
+    meta = metadata(dn.parse_cfg(cfg_text, "small.cfg"), ["cat", "dog"], ExportOptions())
     for k, v in changes.items():
         key = "yolo4." + k
         if v is None:
@@ -52,7 +29,7 @@ def _meta(**changes: str | None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory):
+def onnx_file(small_cfg_text, tmp_path_factory):
     """A real ONNX export of the small network (raw heads), and a function that rewrites its metadata."""
     import onnx
 
@@ -60,19 +37,21 @@ def onnx_file(tmp_path_factory):
     from yolo4.export.onnx import export_onnx, set_metadata
 
     path = tmp_path_factory.mktemp("onnx") / "small.onnx"
-    export_onnx(dn.Darknet(dn.parse_cfg(SMALL, "small.cfg")).eval(), path, ExportOptions(), names=["cat", "dog"])
+    export_onnx(
+        dn.Darknet(dn.parse_cfg(small_cfg_text, "small.cfg")).eval(), path, ExportOptions(), names=["cat", "dog"]
+    )
 
     def forged(dest, **changes):
         proto = onnx.load(str(path))
-        set_metadata(proto, _meta(**changes))
+        set_metadata(proto, _meta(small_cfg_text, **changes))
         onnx.save(proto, str(dest))
         return dest
 
     return path, forged
 
 
-def test_genuine_metadata_parses():
-    m = parse_metadata(_meta(), "x.onnx")
+def test_genuine_metadata_parses(small_cfg_text):
+    m = parse_metadata(_meta(small_cfg_text), "x.onnx")
     assert isinstance(m, ExportMetadata) and m.outputs == "heads" and m.names == ["cat", "dog"]
     assert m.num_outputs() == 1 and (m.spec.net.height, m.spec.net.width) == (64, 64)
 
@@ -93,9 +72,9 @@ def test_genuine_metadata_parses():
         ({"quantization": "{"}, "yolo4.quantization is not valid JSON"),
     ],
 )
-def test_forged_metadata_is_named(changes, message):
+def test_forged_metadata_is_named(small_cfg_text, changes, message):
     with pytest.raises((ExportError, CfgError), match=message):
-        parse_metadata(_meta(**changes), "x.onnx")
+        parse_metadata(_meta(small_cfg_text, **changes), "x.onnx")
 
 
 def test_files_that_are_not_models_are_refused(tmp_path):
@@ -113,11 +92,11 @@ def test_files_that_are_not_models_are_refused(tmp_path):
         load_exported(tmp_path / "dir.onnx")
 
 
-def test_onnx_graph_that_disagrees_with_its_metadata_is_refused(onnx_file, tmp_path):
+def test_onnx_graph_that_disagrees_with_its_metadata_is_refused(onnx_file, small_cfg_text, tmp_path):
     path, forged = onnx_file
     net = load_exported(path)
     assert net.input_hw == (64, 64) and net.names == ["cat", "dog"]
-    other_size = SMALL.replace("width=64", "width=96").replace("height=64", "height=96")
+    other_size = small_cfg_text.replace("width=64", "width=96").replace("height=64", "height=96")
     with pytest.raises(
         ExportError, match=r"graph's input is \[1, 3, 64, 64\] but its metadata describe \(B, 3, 96, 96\)"
     ):
@@ -133,21 +112,18 @@ def test_onnx_graph_that_disagrees_with_its_metadata_is_refused(onnx_file, tmp_p
 
 
 # ---------------------------------------------------------------- fuzzing parse_metadata
-_GENUINE = _meta()
-
-
 @st.composite
-def forged_metadata(draw):
-    """The genuine metadata with some entries removed, replaced by random or JSON-shaped text, or
-    edited character by character."""
-    meta = dict(_GENUINE)
+def forged_metadata(draw, genuine: dict[str, str]):
+    """`genuine` with some entries removed, replaced by random or JSON-shaped text, or edited
+    character by character."""
+    meta = dict(genuine)
     json_like = st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
         max_leaves=8,
     ).map(json.dumps)
     for _ in range(draw(st.integers(1, 4))):
-        key = draw(st.sampled_from([*_GENUINE, "yolo4.other"]))
+        key = draw(st.sampled_from([*genuine, "yolo4.other"]))
         op = draw(st.sampled_from(["drop", "json", "text", "edit"]))
         if op == "drop":
             meta.pop(key, None)
@@ -176,13 +152,13 @@ def _check(meta: dict[str, str]) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(meta=forged_metadata())
-def test_fuzzed_metadata_raises_only_project_errors(meta):
-    _check(meta)
+@given(data=st.data())
+def test_fuzzed_metadata_raises_only_project_errors(small_cfg_text, data):
+    _check(data.draw(forged_metadata(_meta(small_cfg_text))))
 
 
 @pytest.mark.slow
 @settings(max_examples=6000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(meta=forged_metadata())
-def test_fuzzed_metadata_raises_only_project_errors_long(meta):
-    _check(meta)
+@given(data=st.data())
+def test_fuzzed_metadata_raises_only_project_errors_long(small_cfg_text, data):
+    _check(data.draw(forged_metadata(_meta(small_cfg_text))))

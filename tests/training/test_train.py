@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,9 +173,22 @@ def test_progressive_resizing_sizes_and_budget():
     # one small epoch of 25 s predicts full-size ones at 100 s (area ratio 1/4);
     # 9 epochs (4 small, 5 full): 25 + 3 * 25 + 5 * 100 = 600 s
     assert plan_epochs(cfg, [(25, True)], 25, 50) == 9
-    # once a full-size epoch has been timed (50 s) that time is used;
-    # 15 epochs (5 done in 150 s, then 2 small and 8 full): 150 + 2 * 25 + 8 * 50 = 600 s; 16 take 625 s
-    assert plan_epochs(cfg, [(25, True)] * 4 + [(50, False)], 150, 50) == 15
+    # once a full-size epoch has been timed (50 s) that time is used, and every later epoch is full
+    # size (the run never goes back to the small one): 5 done in 150 s, then 9 full: 600 s
+    assert plan_epochs(cfg, [(25, True)] * 4 + [(50, False)], 150, 50) == 14
+
+
+def test_progressive_resizing_never_goes_back_to_the_small_size():
+    cfg = TrainConfig(epochs=10, img_size=256, small_img_size=128, small_img_epochs=0.5)
+    state = TrainState(
+        cfg=cfg, out_dir=Path("."), model=torch.nn.Identity(), optimizer=None, scaler=None,  # type: ignore[arg-type]
+        device=torch.device("cpu"), dist=None, names=[], loss_fn=None, base_lr=0.0, epochs=10, steps_per_epoch=1,  # type: ignore[arg-type]
+    )  # fmt: skip
+    state.history = [{"epoch": e + 1, "img_size": state.img_size(e)} for e in range(6)]  # 5 small, 1 full
+    assert [r["img_size"] for r in state.history] == [128] * 5 + [256]
+    state.epochs = 14  # the budget re-plans a longer run: the switch would now come after epoch 7
+    assert epoch_img_size(cfg, 6, 14) == 128 and state.img_size(6) == 256
+    assert state.img_size(3) == 128  # (epochs before the first full one keep their size)
 
 
 # ------------------------------------------------------------------ starting points

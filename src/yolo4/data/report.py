@@ -194,21 +194,38 @@ def show_dataset(
     augment_config: AugmentConfig | None = None,
 ) -> Path:
     """Draw `count` samples of `data` with their boxes into the image `out`: as stored
-    (letterboxed to img_size) or, with `augment`, as the training pipeline makes them."""
+    (letterboxed to img_size) or, with `augment`, as the training pipeline makes them.
+
+    An image `load_image` refuses (undecodable, truncated, too large) is skipped with a warning
+    naming it on stderr, and the next random image takes its place.
+    Raises:
+        DataError when no image of the split can be read, or `out` cannot be written."""
     from yolo4.viz.grid import draw_grid
 
     ds = load_dataset(data, split)
     rng = np.random.default_rng(seed)
-    picks = rng.choice(len(ds), size=min(count, len(ds)), replace=False)
+    order = rng.permutation(len(ds)).tolist()  # the first `count` are the picks, the rest stand in for bad ones
     cfg = augment_config or AugmentConfig()
-    samples, titles = [], []
-    for k, i in enumerate(picks.tolist()):
-        if augment:
-            img, b, c, _ = train_sample(ds, i, img_size, cfg, np.random.default_rng([seed, k]))
-        else:
-            img, b, c, _ = eval_sample(ds, i, img_size)
+    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    titles: list[str] = []
+    skipped = 0
+    for i in order:
+        if len(samples) == count:
+            break
+        k = len(samples) + skipped
+        try:
+            if augment:
+                img, b, c, _ = train_sample(ds, i, img_size, cfg, np.random.default_rng([seed, k]))
+            else:
+                img, b, c, _ = eval_sample(ds, i, img_size)
+        except DataError as e:  # the message names the file (a mosaic partner may be the bad one)
+            print(f"warning: {e}; skipped", file=sys.stderr)
+            skipped += 1
+            continue
         samples.append((img, b, c))
         titles.append(Path(ds.image_paths[i]).name)
+    if not samples:
+        raise DataError(f"{data}: none of the {len(ds)} images of split {split} could be read")
     grid = draw_grid(samples, ds.names, titles=titles)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -315,6 +315,7 @@ def run_val(
     out: str | os.PathLike | None = "runs/val",
     progress: bool = True,
     tile: TileConfig | None = None,
+    runtime: str = "auto",
 ) -> list[Metrics]:
     """`yolo4 val`: build the Detector (the same pre-processing as `yolo4 detect`; post-processing
     `postprocess`, default `VAL_POSTPROCESS`: conf 0.001, NMS 0.6, every class above conf),
@@ -328,7 +329,8 @@ def run_val(
     with every darknet weights file, and every exported .onnx / .tflite on its own. Each is
     evaluated on the same images, its files go to `out/<file name>/`, and a comparison table
     ends the report. `tile` evaluates tiled inference (`yolo4.inference.tiles`), to measure
-    what it gains on small objects.
+    what it gains on small objects. `runtime` runs the exported files ("auto": the fastest installed;
+    see `build_detector`); darknet models run in PyTorch.
 
     Returns:
         one Metrics per (model, weights) pair, in order.
@@ -345,7 +347,7 @@ def run_val(
     results: list[Metrics] = []
     labels: list[str] = []
     for m, w in pairs:
-        base = build_detector(m, w, names, img_size, resize, postprocess=postprocess, device=device)
+        base = build_detector(m, w, names, img_size, resize, runtime=runtime, postprocess=postprocess, device=device)
         detector: Detector | TiledDetector = base if tile is None else TiledDetector(base, tile)
         label = w if w is not None else m
         labels.append(str(label))

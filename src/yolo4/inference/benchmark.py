@@ -94,6 +94,7 @@ def benchmark(
     fuse: bool = True,
     compile: bool = False,
     postprocess: PostprocessConfig = DETECT_POSTPROCESS,
+    runtime: str = "auto",
 ) -> BenchResult:
     """Time the network and its post-processing (decode + `postprocess`).
 
@@ -107,10 +108,12 @@ def benchmark(
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:N".
         half: fp16 on CUDA. fuse: fold BatchNorm into convs first. compile: torch.compile the module.
         postprocess: the settings post-processing is timed at (default `DETECT_POSTPROCESS`).
+        runtime: what runs an exported file: "auto" (the fastest installed, said on stderr) or one of
+            `yolo4.inference.runtime.RUNTIMES`; "auto" or "pytorch" for darknet models (`resolve_runtime`).
     Returns:
         BenchResult with median per-image milliseconds.
     """
-    from yolo4.inference.runtime import ExportedModel, is_exported, load_exported
+    from yolo4.inference.runtime import ExportedModel, is_exported, load_exported, resolve_runtime
     from yolo4.models.zoo import load_model
     from yolo4.ops.boxes import DecodedHeads, decode_heads
     from yolo4.ops.nms import postprocess as run_postprocess
@@ -120,6 +123,7 @@ def benchmark(
         if isinstance(model, (str, os.PathLike))
         else getattr(getattr(model, "spec", None), "source", str(model))
     )
+    chosen = resolve_runtime(model, runtime, announce=True)
     dev = select_device(device)
     if isinstance(model, (str, os.PathLike)) and is_exported(model):
         given = [
@@ -127,7 +131,7 @@ def benchmark(
         ]
         if given:
             raise Yolo4Error(f"{model}: {', '.join(given)} apply to darknet models, not to an exported file")
-        net: Darknet | ExportedModel = load_exported(model)
+        net: Darknet | ExportedModel = load_exported(model, runtime=chosen)
         if img_size and (img_size, img_size) != tuple(net.input_hw):
             raise Yolo4Error(f"{model}: exported at {net.input_hw[1]}x{net.input_hw[0]}, not --img-size {img_size}")
         if dev.type != "cpu" and device != "auto":

@@ -221,6 +221,7 @@ def run_detect(
     runner: Runner | None = None,
     tile: TileConfig | None = None,
     pipeline: bool = True,
+    runtime: str = "auto",
 ) -> DetectSummary:
     """`yolo4 detect`: detect on images, folders, globs, videos and webcams (see
     `resolve_sources`); write annotated images (their own names), annotated videos
@@ -232,7 +233,8 @@ def run_detect(
 
     `tile` runs each image as overlapping tiles (`yolo4.inference.tiles`); `pipeline` runs
     decoding, pre-processing, the network, post-processing and drawing in their own threads
-    (`yolo4.inference.pipeline`; off: one after another, as a baseline).
+    (`yolo4.inference.pipeline`; off: one after another, as a baseline). `runtime` runs an exported
+    model ("auto": the fastest installed; see `build_detector`).
     """
     if batch < 1:
         raise Yolo4Error(f"--batch must be >= 1, got {batch}")
@@ -245,6 +247,7 @@ def run_detect(
         postprocess=postprocess,
         device=device,
         runner=runner,
+        runtime=runtime,
     )
     detector: Detector | TiledDetector = base if tile is None else TiledDetector(base, tile)
     save = Path(out)

@@ -324,21 +324,24 @@ def build_detector(
     names: str | os.PathLike | Sequence[str] | None = None,
     img_size: int | None = None,
     resize: str | None = None,
+    runtime: str = "auto",
     **kw: Any,
 ) -> Detector:
     """The Detector for `--model M [--weights W]`: M is a zoo name or darknet .cfg (with W, darknet
     .weights), an exported .onnx / .tflite file (its cfg, names, input size and resize rule come
     from the file's metadata; no W), or a built `Darknet` module. No weights for a darknet model
-    -> WeightsError with where to get them. `kw` goes to Detector (postprocess, device, runner).
+    -> WeightsError with where to get them. `runtime` runs an exported file: "auto" (the fastest
+    installed, said on stderr) or one of `yolo4.inference.runtime.RUNTIMES`; darknet models run in
+    "pytorch" (`resolve_runtime`). `kw` goes to Detector (postprocess, device, runner).
 
     An exported file given as `weights` (the old `--cfg C --weights FILE.onnx` spelling) is
     still accepted and used on its own."""
-    from yolo4.inference.runtime import is_exported, load_exported
+    from yolo4.inference.runtime import is_exported, load_exported, resolve_runtime
 
     if weights is None and is_exported(model):  # `--model FILE.onnx|.tflite` names the exported file itself
         model, weights = None, model
     if weights is not None and is_exported(weights):
-        net = load_exported(weights)
+        net = load_exported(weights, runtime=resolve_runtime(weights, runtime, announce=True))
         if img_size is not None and (img_size, img_size) != tuple(net.input_hw):
             raise Yolo4Error(f"{weights}: exported at {net.input_hw[1]}x{net.input_hw[0]}, not --img-size {img_size}")
         return Detector(net, names=names if names is not None else net.names, resize=resize or net.resize, **kw)
@@ -349,4 +352,5 @@ def build_detector(
         )
     if weights is None and kw.get("runner") is None and not isinstance(model, nn.Module):
         raise WeightsError(NO_WEIGHTS_MESSAGE)
+    resolve_runtime(model, runtime)  # a darknet model runs in pytorch: refuse any other runtime by name
     return Detector(model, weights, names=names, img_size=img_size, resize=resize, **kw)

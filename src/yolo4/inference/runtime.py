@@ -330,7 +330,7 @@ def _require_litert():
 class TfliteModel(ExportedModel):
     """An exported .tflite file run in the ai-edge-litert interpreter (CPU, XNNPACK)."""
 
-    runtime = "ai-edge-litert"
+    runtime = "tflite"
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         Interpreter = _require_litert()
@@ -420,30 +420,126 @@ class OpenVinoModel(ExportedModel):
         return [np.array(res[o]) for o in self.compiled.outputs]
 
 
-RUNTIMES = ("auto", "onnxruntime", "openvino", "ai-edge-litert")
+class OpenCvModel(ExportedModel):
+    """An exported .onnx file run by OpenCV's DNN module (CPU); the same graph, no extra package."""
+
+    runtime = "opencv"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        import cv2
+
+        onnx, _ = require_onnx()
+        super().__init__(path, onnx_metadata(path))
+        graph = onnx.load(str(path), load_external_data=False).graph
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in graph.input[0].type.tensor_type.shape.dim]
+        self._check_graph(dims, len(graph.output))
+        self.output_names = [o.name for o in graph.output]
+        self.static_batch = dims[0] if dims and dims[0] else None
+        try:
+            self.net = cv2.dnn.readNetFromONNX(str(path))
+        except cv2.error as e:
+            raise ExportError(f"{path}: OpenCV DNN cannot read it ({str(e).strip().splitlines()[-1]})") from None
+        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        if threads:
+            cv2.setNumThreads(int(threads))
+
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        self.net.setInput(np.ascontiguousarray(x, dtype=np.float32))
+        return [np.array(o) for o in self.net.forward(self.output_names)]
 
 
-def choose_runtime(path: str | os.PathLike) -> str:
-    """The fastest installed runtime for an exported file, by measured rule:
+RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino", "tflite", "opencv")
+READERS: dict[str, dict[str, Callable[[Path, int | None], ExportedModel]]] = {
+    ".onnx": {"onnxruntime": OnnxModel, "openvino": OpenVinoModel, "opencv": OpenCvModel},
+    ".tflite": {"tflite": TfliteModel},
+    ".xml": {"openvino": OpenVinoModel},
+}
+_PACKAGES = {  # runtime -> (the module it needs, the yolo4 extra that installs it)
+    "onnxruntime": ("onnxruntime", "onnx"),
+    "openvino": ("openvino", "openvino"),
+    "tflite": ("ai_edge_litert", "tflite"),
+    "opencv": ("cv2", ""),
+}
 
-    .tflite -> ai-edge-litert; .xml -> openvino; .onnx -> onnxruntime, except an int8 file
-    quantised by NNCF when OpenVINO is installed: onnxruntime's kernels do not fuse NNCF's QDQ
-    layout and run it about 2x slower than its own (270 against 137 ms for yolov4-tiny at 416,
-    one thread), while OpenVINO runs it in int8 (`yolo4 benchmark --backends`).
+
+def installed(runtime: str) -> bool:
+    """Whether the package `runtime` needs can be imported here (found, not imported)."""
+    import importlib.util
+
+    module = _PACKAGES.get(runtime, ("torch", ""))[0]
+    return importlib.util.find_spec(module) is not None
+
+
+def runtime_preference(path: str | os.PathLike) -> tuple[tuple[str, ...], str]:
+    """The runtimes that can run the exported file `path`, fastest first, and why, by a rule measured with
+    `yolo4 benchmark --backends` (README, "CPU back-ends side by side"):
+
+    .tflite: tflite. .xml: openvino. A .onnx file: onnxruntime, then openvino, then opencv (OpenCV DNN
+    was the slowest; onnxruntime and OpenVINO are within 5 % of each other on float32), except an int8
+    file quantised by NNCF: openvino first, because onnxruntime's kernels do not fuse NNCF's QDQ layout
+    and run it about 2x slower (270 against 137 ms for yolov4-tiny at 416, one thread).
     """
     suffix = Path(path).suffix.lower()
     if suffix == ".tflite":
-        return "ai-edge-litert"
+        return ("tflite",), "the one runtime of .tflite files"
     if suffix == ".xml":
-        return "openvino"
+        return ("openvino",), "the one runtime of OpenVINO IR"
     quant = json.loads(onnx_metadata(path).get("yolo4.quantization", '"none"'))
     if isinstance(quant, dict) and str(quant.get("tool", "")).startswith("nncf"):
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return "onnxruntime"
-        return "openvino"
-    return "onnxruntime"
+        return ("openvino", "onnxruntime", "opencv"), "NNCF int8: OpenVINO runs it in int8, ~2x onnxruntime"
+    return ("onnxruntime", "openvino", "opencv"), "the fastest measured for .onnx"
+
+
+def choose_runtime(path: str | os.PathLike) -> str:
+    """The fastest installed runtime for the exported file `path` (`runtime_preference`, first installed).
+
+    Raises:
+        ExportError naming the file and what to install when none of its runtimes is installed.
+    """
+    order, _ = runtime_preference(path)
+    for name in order:
+        if installed(name):
+            return name
+    extras = " or ".join(f"pip install 'yolo4[{_PACKAGES[n][1]}]'" for n in order if _PACKAGES[n][1])
+    raise ExportError(f"{path}: no runtime for {Path(path).suffix} files is installed ({extras})")
+
+
+def resolve_runtime(model: Any, runtime: str = "auto", announce: bool = False) -> str:
+    """The runtime `--runtime` names for `model` (a zoo name, .cfg, exported file or module):
+    "pytorch" for darknet models and modules, `choose_runtime` for an exported file under "auto".
+    `announce`: say on stderr which runtime "auto" chose for an exported file, and why.
+
+    Raises:
+        ExportError (a Yolo4Error) naming the model when `runtime` is unknown, cannot read its file
+        format, or is not installed here (with the pip command that installs it).
+    """
+    if runtime not in RUNTIMES:
+        raise ExportError(f"unknown runtime '{runtime}' (choose from {', '.join(RUNTIMES)})")
+    if not is_exported(model):
+        if runtime not in ("auto", "pytorch"):
+            raise ExportError(
+                f"{model}: --runtime {runtime} runs exported files ({', '.join(EXPORTED_SUFFIXES)}); a darknet "
+                "model runs in pytorch (`yolo4 export` it first)"
+            )
+        return "pytorch"
+    suffix = Path(model).suffix.lower()
+    if runtime == "auto":
+        name = choose_runtime(model)
+        if announce:
+            import sys
+
+            why = runtime_preference(model)[1]
+            print(f"runtime: {name} for {Path(model).name} (auto: {why}; installed here)", file=sys.stderr)
+        return name
+    if runtime not in READERS[suffix]:
+        raise ExportError(f"{model}: {runtime} cannot run {suffix} files (use {', '.join(READERS[suffix])})")
+    if not installed(runtime):
+        module, extra = _PACKAGES[runtime]
+        raise ExportError(
+            f"{model}: --runtime {runtime} is not installed here (no module '{module}'): pip install 'yolo4[{extra}]'"
+        )
+    return runtime
 
 
 def load_exported(path: str | os.PathLike, threads: int | None = None, runtime: str = "auto") -> ExportedModel:
@@ -452,11 +548,11 @@ def load_exported(path: str | os.PathLike, threads: int | None = None, runtime: 
 
     Args:
         threads: CPU threads for the runtime (None: its default).
-        runtime: "auto" (`choose_runtime`), or "onnxruntime" / "openvino" for a .onnx file
-            (OpenVINO reads ONNX too), "openvino" for .xml, "ai-edge-litert" for .tflite.
+        runtime: "auto" (`choose_runtime`), or "onnxruntime" / "openvino" / "opencv" for a .onnx file,
+            "openvino" for .xml, "tflite" for .tflite (see `resolve_runtime`).
     Raises:
         ExportError naming the file when it is missing, has another suffix, lacks yolo4 metadata,
-        or `runtime` cannot read it.
+        or `runtime` cannot read it or is not installed.
     """
     p = Path(path)
     if p.is_dir():
@@ -464,19 +560,9 @@ def load_exported(path: str | os.PathLike, threads: int | None = None, runtime: 
     if not p.is_file():
         raise ExportError(f"{p}: no such file")
     suffix = p.suffix.lower()
-    readers: dict[str, dict[str, Callable[[Path, int | None], ExportedModel]]] = {
-        ".onnx": {"onnxruntime": OnnxModel, "openvino": OpenVinoModel},
-        ".tflite": {"ai-edge-litert": TfliteModel},
-        ".xml": {"openvino": OpenVinoModel},
-    }
-    if suffix not in readers:
+    if suffix not in READERS:
         raise ExportError(f"{p}: not an exported model (expected {', '.join(EXPORTED_SUFFIXES)})")
-    if runtime not in RUNTIMES:
-        raise ExportError(f"unknown runtime '{runtime}' (choose from {', '.join(RUNTIMES)})")
-    name = choose_runtime(p) if runtime == "auto" else runtime
-    if name not in readers[suffix]:
-        raise ExportError(f"{p}: {name} cannot run {suffix} files (use {', '.join(readers[suffix])})")
-    return readers[suffix][name](p, threads)
+    return READERS[suffix][resolve_runtime(p, runtime)](p, threads)
 
 
 def is_exported(path: Any) -> bool:

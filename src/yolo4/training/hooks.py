@@ -209,7 +209,8 @@ def plan_epochs(cfg: TrainConfig, epoch_times: Sequence[tuple[float, bool]], spe
     t_small = float(np.median(small_t)) if small_t else t_full * area
     best = done
     for n in range(done + 1, max_epochs + 1):
-        n_small = sum(epoch_img_size(cfg, e, n) != cfg.img_size for e in range(done, n))
+        # once a full-size epoch has run, no small one follows (TrainState.img_size)
+        n_small = 0 if full_t else sum(epoch_img_size(cfg, e, n) != cfg.img_size for e in range(done, n))
         if spent_s + n_small * t_small + (n - done - n_small) * t_full <= budget_s:
             best = n
     return best

@@ -83,8 +83,13 @@ class TrainState:
         return self.history[-1]
 
     def img_size(self, epoch: int | None = None) -> int:
-        """The training input size of `epoch` (default: the current one) under the planned epochs."""
-        return epoch_img_size(self.cfg, self.epoch if epoch is None else epoch, self.epochs)
+        """The training input size of `epoch` (default: the current one) under the planned epochs.
+        Once an epoch has run at full size the rest do too (a re-plan that adds epochs moves the
+        switch later, but the run does not go back to the small size)."""
+        e = self.epoch if epoch is None else epoch
+        if any(r.get("epoch", math.inf) <= e and r.get("img_size") == self.cfg.img_size for r in self.history):
+            return self.cfg.img_size
+        return epoch_img_size(self.cfg, e, self.epochs)
 
 
 def val_size(cfg: TrainConfig) -> int:
