@@ -409,6 +409,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="data loader processes per training process (default 2)")
     p.add_argument("--out", metavar="PATH", help="run folder (default runs/train; runs/demo with --demo)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its last.pt")
+    p.add_argument(
+        "--qat",
+        action="store_true",
+        help="quantisation-aware training: fine-tune the trained --weights (or a run's best.pt) with simulated "
+        "int8, then write int8 files (--set qat_export=onnx,openvino,tflite)",
+    )
     _add_config_and_set(p)
     p.set_defaults(func=_run_train, parser=p)
 
@@ -463,6 +469,7 @@ def _run_train(a: argparse.Namespace) -> int:
         subdivisions=a.subdivisions,
         workers=a.workers,
         resume=a.resume,
+        qat=True if a.qat else None,
     )
     signum = getattr(result, "signal", None)
     return 128 + signum if signum else 0  # stopped by SIGTERM/SIGINT (checkpointed): the shell's convention

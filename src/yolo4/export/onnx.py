@@ -223,11 +223,20 @@ def export_onnx(
     options.validate()
     if options.format != "onnx":
         raise ExportError(f"export_onnx got format '{options.format}'")
+    from yolo4.export.qat import QAT_CHECK_ATOL, QAT_RECIPE, is_qat
+
+    qat = is_qat(model)  # trained with simulated int8: its quantisers export as QDQ, no calibration
+    if qat and options.int8:
+        raise ExportError("this model is already int8 (quantisation-aware trained): export it without --int8")
     if options.int8 and calib is None:
         raise ExportError("int8 export needs calibration images")
     opset = choose_opset(model, options.opset)
     hw = input_hw(model, options)
     graph = build_graph(model, options.outputs, hw, options.postprocess.labels)
+    if qat:
+        from yolo4.export.qat import use_qdq_export
+
+        use_qdq_export(graph)  # (on build_graph's copy)
     spec = exported_spec(model, options.img_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +245,15 @@ def export_onnx(
         fp32 = Path(tmp) / "fp32.onnx"
         x = torch.rand(options.batch, 3, *hw, generator=torch.Generator().manual_seed(0))
         _export_graph(graph, x, fp32, _trace_names(model, options.outputs), opset, options.dynamic_batch)
-        if options.check:
+        if options.check and qat:
+            diff = compare_with_torch(fp32, graph, check_input(options, hw))
+            report["int8_max_abs_diff"] = diff
+            if diff > QAT_CHECK_ATOL:
+                raise ExportError(
+                    f"{path}: onnxruntime's int8 output differs from the fake-quantised PyTorch model by {diff:.3g} "
+                    f"(relative to the output scale; allowed {QAT_CHECK_ATOL})"
+                )
+        elif options.check:
             diff = compare_with_torch(fp32, graph, check_input(options, hw))
             report["max_abs_diff"] = diff
             if diff > CHECK_ATOL:
@@ -249,7 +266,7 @@ def export_onnx(
         if options.outputs == "nms":
             p = options.postprocess
             proto = append_nms(proto, p.conf, p.iou, p.max_det)
-        quant: dict[str, Any] | None = None
+        quant: dict[str, Any] | None = dict(QAT_RECIPE) if qat else None
         if options.int8:
             from yolo4.export.quantize import quantize_onnx
 

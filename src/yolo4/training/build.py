@@ -177,7 +177,7 @@ def augment_config(cfg: TrainConfig, final_epochs: bool = False):
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """Mixed precision for the forward pass: float16 on CUDA (with a GradScaler), bfloat16 on
     CPUs whose oneDNN has native bf16 kernels (about 2x faster there; no scaler needed), else None."""
-    if not cfg.amp:
+    if not cfg.amp or cfg.qat:  # fake int8 rounding in bf16/fp16 would not be the deployed int8
         return None
     if device.type == "cuda":
         return torch.float16

@@ -40,6 +40,11 @@ class TrainConfig:
     model: str = "yolov4-tiny"  # zoo name or darknet .cfg path
     weights: str | None = None  # darknet .weights: full model, or a backbone prefix with weights_upto
     weights_upto: int | None = None  # load only layers 0..N-1 (yolov4.conv.137 style)
+    # quantisation-aware training: fine-tune the trained `weights` (darknet .weights, or a run's best.pt)
+    # with simulated int8 (NNCF; BN folded), validate the int8 model, export it (yolo4.export.qat)
+    qat: bool = False
+    qat_calib_images: int = 100  # train images that calibrate the int8 ranges before fine-tuning
+    qat_export: str = "onnx"  # int8 files written from best.pt at the end: onnx, openvino, tflite (comma-separated)
     freeze: int = 0  # layers 0..freeze-1 are not trained (BN frozen too)
     anchors: str = "auto"  # auto (k-means when the cfg's fit the training boxes badly) | cfg | kmeans
     max_train_images: int | None = None  # use only the first N training images

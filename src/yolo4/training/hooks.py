@@ -103,7 +103,12 @@ def default_hooks(cfg: TrainConfig) -> list[Hook]:
     if cfg.patience > 0:
         hooks.append(EarlyStopHook(cfg.patience))
     if cfg.export:
-        hooks.append(ExportHook())
+        if cfg.qat:
+            from yolo4.training.qat import QatExportHook
+
+            hooks.append(QatExportHook())
+        else:
+            hooks.append(ExportHook())
     hooks.append(StopOnSignal())  # last: its on_end message follows the checkpoint and the export
     return hooks
 
@@ -399,7 +404,16 @@ def checkpoint_dict(state: TrainState) -> dict[str, Any]:
         "epoch_step": state.epoch_step if state.mid_epoch else 0,
         "epoch_loss": state.epoch_loss.tolist() if state.mid_epoch and state.epoch_loss is not None else None,
         "epoch_counted": state.epoch_counted if state.mid_epoch else 0,
+        "qat": _qat_structure(state),  # where a QAT model's quantisers sit (None: a float model)
     }
+
+
+def _qat_structure(state: TrainState) -> dict[str, Any] | None:
+    if not state.cfg.qat:
+        return None
+    from yolo4.export.qat import qat_config
+
+    return qat_config(state.net)
 
 
 # ------------------------------------------------------------------ early stopping

@@ -243,6 +243,10 @@ def _setup(cfg: TrainConfig) -> tuple[TrainState, _Data]:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     _check_config(cfg)
+    if cfg.qat and resumed is None and str(cfg.weights).endswith(".pt"):
+        from yolo4.training.qat import checkpoint_as_darknet
+
+        cfg = checkpoint_as_darknet(cfg)
     device = select_device(cfg.device)
     info = init_distributed(device)
     if device.type == "cuda" and info.enabled:
@@ -324,6 +328,10 @@ def _build(
     model, fresh_head = build_model(cfg, names, train_wh)
     if fresh_head and resumed is None:
         init_head_biases(model, (cfg.img_size, cfg.img_size))
+    if cfg.qat:  # BN folded, int8 simulated from here on (calibrated, or the checkpoint's structure)
+        from yolo4.training.qat import qat_model
+
+        model = qat_model(model, cfg, resumed, fresh_head)
     model.to(device)
     if device.type == "cpu":  # oneDNN's convolutions are faster in NHWC (bf16 and fp32); before DDP
         model.to(memory_format=torch.channels_last)  # builds its gradient buckets on the parameters' layout
@@ -371,6 +379,10 @@ def _build(
 def _check_config(cfg: TrainConfig) -> None:
     if not cfg.data:
         raise Yolo4Error("no dataset: give --data DATA")
+    if cfg.qat:
+        from yolo4.training.qat import check_qat_config
+
+        check_qat_config(cfg)
     for key in ("img_size", "small_img_size", "val_img_size"):
         size = getattr(cfg, key)
         if size is not None and (size <= 0 or size % 32):

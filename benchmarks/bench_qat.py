@@ -1,0 +1,167 @@
+"""int8 on a model trained on real photos: every post-training recipe against quantisation-aware
+training, scored against the ground truth of the val split.
+
+    python benchmarks/bench_qat.py --cfg best.cfg --weights best.weights --data ../shared/datasets/kangaroo
+    python benchmarks/bench_qat.py --checkpoint runs/train/best.pt --data ../shared/datasets/kangaroo
+
+1. The float model (darknet cfg + weights, or a run's best.pt) is scored on the val split
+   (COCO mAP50 and mAP50-95, `yolo4 val`'s post-processing: conf 0.001, NMS 0.6).
+2. Post-training int8 (calibrated on `--calib-count` train images): onnxruntime percentile,
+   NNCF, NNCF + float layers chosen by the sensitivity analysis, OpenVINO int8 (NNCF), TFLite
+   PT2E int8 (`bench_export.RECIPES` rows), each scored the same way.
+3. Quantisation-aware training: `yolo4 train --qat` for `--qat-epochs` epochs at `--qat-lr`
+   from the same model, then its int8 files (ONNX in onnxruntime, OpenVINO IR, and TFLite: the
+   QAT weights quantised by PT2E) scored the same way.
+
+Writes `<out>/qat_table.md` and `<out>/qat_results.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_export import AUTO, EVAL, export_variants
+from yolo4.darknet import load
+from yolo4.evaluation.evaluate import evaluate
+from yolo4.export import load_exported
+from yolo4.inference.detector import Detector
+
+PTQ = (
+    ("ONNX int8 onnxruntime percentile", "onnx", {"int8": True, "int8_tool": "onnxruntime"}),
+    ("ONNX int8 NNCF", "onnx", {"int8": True, "int8_tool": "nncf"}),
+    ("ONNX int8 NNCF + auto float layers", "onnx", {"int8": True, "int8_tool": "nncf", **AUTO}),
+    ("OpenVINO int8 NNCF", "openvino", {"int8": True, "int8_tool": "nncf"}),
+    ("TFLite int8 PT2E", "tflite", {"int8": True}),
+)
+QAT_FILES = (
+    ("QAT int8 ONNX (onnxruntime)", "best-int8.onnx", "onnxruntime"),
+    ("QAT int8 OpenVINO IR", "best-int8.xml", "auto"),
+    ("QAT weights, TFLite int8 PT2E", "best-int8.tflite", "auto"),
+)
+
+
+def score(net, val, names: list[str]) -> tuple[float, float]:
+    det = Detector(net, names=names, postprocess=EVAL, device="cpu")
+    m = evaluate(det, val, batch_size=1, progress=False)
+    return float(m.map50), float(m.map)
+
+
+def from_checkpoint(path: Path, folder: Path) -> tuple[Path, Path]:
+    """A run's best.pt as darknet cfg + weights (its EMA weights)."""
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.export.darknet import export_darknet
+    from yolo4.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    net = Darknet(parse_cfg(ckpt["cfg_text"], source=str(path)))
+    net.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
+    return export_darknet(net, folder / "fp32.cfg")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cfg", help="the trained model's darknet cfg")
+    p.add_argument("--weights", help="its darknet weights")
+    p.add_argument("--checkpoint", help="or a run's best.pt instead of --cfg/--weights")
+    p.add_argument("--data", required=True, help="its dataset (val split scored, train split calibrates)")
+    p.add_argument("--name", default="model", help="the model's name in the table")
+    p.add_argument("--calib-count", type=int, default=100)
+    p.add_argument("--qat-epochs", type=int, default=3)
+    p.add_argument("--qat-lr", type=float, default=0.001)
+    p.add_argument("--qat-batch", type=int, default=16)
+    p.add_argument("--skip-ptq", action="store_true")
+    p.add_argument("--out", default="benchmarks/results", help="where the table and JSON go")
+    a = p.parse_args(argv)
+    from yolo4.api import train
+    from yolo4.data.dataset import load_dataset
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from yolo4.training.validation import readable_subset
+
+    val, unreadable = readable_subset(load_dataset(a.data, "val", progress=False))
+    for problem in unreadable:
+        print(f"val image left out (as training's validation does): {problem}", file=sys.stderr)
+    names = list(val.names)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="bench-qat-") as tmp:
+        if a.checkpoint:
+            cfg, weights = from_checkpoint(Path(a.checkpoint), Path(tmp))
+        else:
+            cfg, weights = Path(a.cfg), Path(a.weights)
+        model = load(cfg, weights)
+        size = model.input_hw[0]
+
+        def add(label: str, net, seconds: float = 0.0, note: str = "") -> None:
+            m50, m = score(net, val, names)
+            rows.append({"variant": label, "map50": m50, "map": m, "seconds": seconds, "note": note})
+            print(f"{label:40s} mAP50 {m50:.4f}  mAP50-95 {m:.4f}", file=sys.stderr)
+
+        add("PyTorch fp32", model)
+        if not a.skip_ptq:
+            import bench_export
+
+            bench_export.RECIPES = PTQ
+            t = time.perf_counter()
+            files, floats = export_variants(
+                model, Path(tmp) / "ptq", a.data, a.calib_count, "train", names, {"onnx", "openvino", "tflite"}
+            )
+            print(f"PTQ exports: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+            for label, path in files.items():
+                runtime = "onnxruntime" if path.suffix == ".onnx" else "auto"
+                note = f"float: {', '.join(map(str, floats[label]))}" if floats.get(label) else ""
+                add(label, load_exported(path, threads=2, runtime=runtime), note=note)
+        qat_dir = out / f"qat_run_{a.name}"
+        t = time.perf_counter()
+        train(
+            a.data,
+            model=str(cfg),
+            weights=str(weights),
+            qat=True,
+            epochs=a.qat_epochs,
+            img_size=size,
+            batch=a.qat_batch,
+            out=str(qat_dir),
+            options=[f"lr={a.qat_lr}", f"qat_calib_images={a.calib_count}", "qat_export=onnx,openvino,tflite"],
+        )
+        qat_s = time.perf_counter() - t
+        history = list(csv.DictReader((qat_dir / "results.csv").open()))
+        best = max(history, key=lambda r: 0.1 * float(r["val/mAP50"]) + 0.9 * float(r["val/mAP50-95"]))
+        rows.append(
+            {
+                "variant": "QAT, fake-quantised PyTorch (training's own validation of best.pt)",
+                "map50": float(best["val/mAP50"]),
+                "map": float(best["val/mAP50-95"]),
+                "seconds": qat_s,
+                "note": f"epoch {best['epoch']} of {len(history)}",
+            }
+        )
+        for label, name, runtime in QAT_FILES:
+            path = qat_dir / name
+            if path.is_file():
+                add(label, load_exported(path, threads=2, runtime=runtime), qat_s)
+    base = rows[0]["map50"]
+    lines = [
+        f"### {a.name} on the val split of {a.data} ({len(val)} images): int8 recipes against its ground truth",
+        "",
+        "| variant | mAP50 | mAP50-95 | ΔmAP50 vs fp32 (points) |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        note = f" ({r['note']})" if r["note"] else ""
+        lines.append(f"| {r['variant']}{note} | {r['map50']:.4f} | {r['map']:.4f} | {100 * (r['map50'] - base):+.2f} |")
+    md = "\n".join(lines) + "\n"
+    print(md)
+    (out / f"qat_table_{a.name}.md").write_text(md)
+    (out / f"qat_results_{a.name}.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Quantisation-aware training (QAT) with NNCF: a trained Darknet turned into one that trains
+with simulated int8, and back.
+
+    qmodel = prepare_qat(model, calib)            # BN folded, NNCF FakeQuantize inserted and calibrated
+    ... fine-tune qmodel with the normal training loop (`yolo4 train --qat`) ...
+    config = qat_config(qmodel)                   # JSON-able: where the quantisers sit (goes in checkpoints)
+    again = restore_qat(fresh_model, config)      # the same structure; then load_state_dict(...)
+    export_model(qmodel, ExportOptions(format="onnx"), "model-qat-int8.onnx")   # QDQ, no calibration
+
+The flow (NNCF's PyTorch QAT, chosen because its result exports to ONNX QDQ and OpenVINO IR
+with the trained ranges, and because the model stays a `Darknet`, so the training loop, the
+loss, EMA, validation and checkpoints need no second code path):
+
+1. BatchNorm is folded into the convolutions first (the exported graphs fold it too), so the
+   int8 weights that training sees are the ones that are deployed; the network's spec then
+   has `batch_normalize=0` and conv biases, which darknet reads as well.
+2. `nncf.quantize` on the torch module (MIXED preset: symmetric per-channel int8 weights,
+   asymmetric per-tensor int8 activations, fast bias correction) inserts FakeQuantize
+   modules whose ranges are calibrated on real images: the same recipe as the ONNX PTQ
+   default, so QAT starts from the PTQ model and the fine-tuning only has to improve it.
+3. Training updates the weights and the quantisers' ranges (straight-through estimator).
+4. `torch.onnx.export` writes each FakeQuantize as QuantizeLinear/DequantizeLinear with
+   the learned scales: an int8 QDQ graph that onnxruntime and OpenVINO run as int8 kernels.
+
+NNCF's fake-quantise functions are used in their torch-native form, run eagerly (what NNCF
+itself falls back to without a C++ compiler, without its torch.compile), so QAT needs no
+extension build and no compilation at first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import types
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from yolo4.darknet import Darknet
+from yolo4.darknet.layers import Conv, Convolutional
+from yolo4.errors import ExportError
+
+QAT_RECIPE = {
+    "tool": "NNCF quantisation-aware training (nncf.quantize on the PyTorch model, then fine-tuned)",
+    "format": "QDQ",
+    "weights": "int8 symmetric, per output channel (BatchNorm folded before training)",
+    "activations": "int8 asymmetric, per tensor, ranges calibrated then trained",
+    "float32": "decoding and NMS (everything outside the network)",
+}
+# onnxruntime's int8 kernels against the fake-quantised PyTorch model: both compute the same
+# integer grid, but requantisation of a value that falls on a rounding boundary can differ by one
+# step of the output scale, and such a step propagates; relative to max(1, |output|)
+QAT_CHECK_ATOL = 0.05
+
+
+def require_nncf_torch():
+    """NNCF with its PyTorch backend, using the torch-native fake-quantise functions."""
+    try:
+        import nncf
+        from nncf.torch.quantization.quantize_functions import QuantizedFunctionsCPU
+        from nncf.torch.quantization.reference import torch_executor
+    except ImportError as e:
+        raise ExportError(
+            f"quantisation-aware training needs NNCF (the 'openvino' extra): pip install 'yolo4[openvino]' ({e})"
+        ) from None
+    # NNCF compiles a C++ extension for these on first use (minutes, and a compiler), and its own
+    # fallback wraps the reference functions in torch.compile (minutes again, recompiled per
+    # input shape); the reference functions run eagerly compute the same thing, at once
+    if getattr(QuantizedFunctionsCPU, "_loaded_namespace", None) is None:
+        QuantizedFunctionsCPU._loaded_namespace = types.SimpleNamespace(
+            Quantize_forward=torch_executor.forward, Quantize_backward=torch_executor.backward
+        )
+    return nncf
+
+
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    loggers = [logging.getLogger(), logging.getLogger("nncf")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def is_qat(model: nn.Module) -> bool:
+    """Whether `model` carries NNCF quantisers (a `prepare_qat` / `restore_qat` model)."""
+    return hasattr(model, "__nncf_hooks")
+
+
+def fold_batchnorm(model: Darknet) -> Darknet:
+    """A new Darknet equal to `model` in eval mode, with every BatchNorm folded into its
+    convolution (`W' = W * gamma / sqrt(var + eps)`, `b' = beta - mean * gamma / sqrt(var + eps)`)
+    and the spec saying so (`batch_normalize=0`: a conv with a bias). `model` is not changed."""
+    spec = copy.deepcopy(model.spec)
+    for i, layer in enumerate(spec.layers):
+        if isinstance(layer, Convolutional) and layer.batch_normalize:
+            spec.layers[i] = dataclasses.replace(layer, batch_normalize=0)
+    out = Darknet(spec)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for src, dst in zip(model.blocks, out.blocks):
+            if isinstance(src, Conv) and isinstance(dst, Conv) and isinstance(src.bn, nn.BatchNorm2d):
+                dst.conv.load_state_dict(fuse_conv_bn_eval(src.conv, src.bn).state_dict())
+            else:
+                dst.load_state_dict(src.state_dict())
+    model.train(was_training)
+    return out.train(was_training)
+
+
+def prepare_qat(model: Darknet, calib: torch.Tensor, batch: int = 8) -> Darknet:
+    """`model` (not changed) as a QAT network: BatchNorm folded, NNCF FakeQuantize on every
+    conv's weights and on the activations, ranges calibrated on `calib`.
+
+    Args:
+        calib: float32 Tensor[N, 3, H, W] in [0, 1], prepared as `yolo4 detect` prepares images.
+    Returns:
+        a Darknet (in train mode) whose forward simulates int8; `qat_config` describes it.
+    """
+    nncf = require_nncf_torch()
+    if len(calib) == 0:
+        raise ExportError("quantisation-aware training needs calibration images (got none)")
+    folded = fold_batchnorm(model).eval()
+    items = [calib[i : i + batch] for i in range(0, len(calib), batch)]
+    with _quiet_nncf():
+        quantised = nncf.quantize(
+            folded,
+            nncf.Dataset(items),
+            preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(items),
+            fast_bias_correction=True,
+        )
+    return quantised.train()
+
+
+def use_qdq_export(model: nn.Module) -> None:
+    """Make the NNCF quantisers in `model` (in place) trace as ONNX QuantizeLinear/DequantizeLinear
+    pairs, which every runtime reads (their default is OpenVINO's own FakeQuantize op)."""
+    require_nncf_torch()
+    from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+
+    for m in model.modules():
+        if isinstance(m, BaseQuantizer):
+            m.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
+
+
+def qat_config(model: nn.Module) -> dict[str, Any]:
+    """Where the quantisers of a QAT model sit (what `restore_qat` needs), as plain JSON values
+    (NNCF's enums become their strings), so that checkpoints load with `weights_only=True`."""
+    require_nncf_torch()
+    from nncf.torch import get_config
+
+    return json.loads(json.dumps(get_config(model)))
+
+
+def restore_qat(model: Darknet, config: dict[str, Any]) -> Darknet:
+    """A QAT network of the structure `config` describes, built on `model` (not changed; BN is
+    folded as `prepare_qat` does). Its quantiser values are placeholders until a state dict of
+    the QAT model is loaded into it."""
+    require_nncf_torch()
+    from nncf.torch import load_from_config
+
+    folded = fold_batchnorm(model) if _has_bn(model) else copy.deepcopy(model)
+    with _quiet_nncf():
+        return load_from_config(folded, config)
+
+
+def float_network(model: Darknet) -> Darknet:
+    """The plain (BN-folded) Darknet inside a QAT model, with its trained float weights and no
+    quantisers: what `best.weights` holds after QAT, and what TFLite's own int8 quantiser starts from."""
+    plain = Darknet(copy.deepcopy(model.spec))
+    own = plain.state_dict()
+    state = model.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ExportError(f"the QAT model has no tensor {missing[0]} (and {len(missing) - 1} more)")
+    plain.load_state_dict({k: state[k] for k in own})
+    return plain.eval()
+
+
+def _has_bn(model: Darknet) -> bool:
+    return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())

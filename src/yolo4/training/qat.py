@@ -1,0 +1,155 @@
+"""`yolo4 train --qat`: quantisation-aware fine-tuning of a trained model in the normal loop.
+
+    yolo4 train --data DATA --model best.cfg --weights best.weights --qat --epochs 5 --set lr=0.001
+    yolo4.train("DATA", weights="runs/train/best.pt", qat=True, epochs=5, options=["lr=0.001"])
+
+What changes against a normal run (everything else, the loop, the hooks, validation and
+checkpoints, is the same):
+  * setup: the loaded network becomes a QAT network (`yolo4.export.qat.prepare_qat`: BN folded,
+    NNCF FakeQuantize calibrated on `qat_calib_images` training images, prepared as `yolo4
+    detect` prepares them); a resumed run rebuilds the same structure from its checkpoint;
+  * mixed precision is off (the simulated int8 must be the deployed int8);
+  * each epoch's validation evaluates the fake-quantised model (its EMA), so val/mAP50 is the
+    int8 model's accuracy;
+  * at the end `QatExportHook` writes best.pt's int8 model in the `qat_export` formats, and
+    best.cfg + best.weights with its float weights (BN folded).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from yolo4.errors import Yolo4Error
+from yolo4.training.config import TrainConfig
+from yolo4.training.hooks import Hook, say
+from yolo4.training.state import TrainState, val_size
+
+QAT_FORMATS = ("onnx", "openvino", "tflite")
+
+
+def qat_formats(cfg: TrainConfig) -> list[str]:
+    """The formats of cfg.qat_export, checked."""
+    formats = [f.strip() for f in cfg.qat_export.split(",") if f.strip()]
+    bad = [f for f in formats if f not in QAT_FORMATS]
+    if bad:
+        raise Yolo4Error(
+            f"qat_export={cfg.qat_export!r}: unknown format {bad[0]} (choose from {', '.join(QAT_FORMATS)})"
+        )
+    return formats
+
+
+def check_qat_config(cfg: TrainConfig) -> None:
+    """Yolo4Error for a QAT run that cannot work, naming the setting (before anything is loaded)."""
+    if not cfg.resume and not cfg.weights:
+        raise Yolo4Error(
+            "--qat fine-tunes a trained model with simulated int8: give its weights (--weights best.weights "
+            "with --model best.cfg, or a run's best.pt); quantising an untrained network is pointless"
+        )
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise Yolo4Error(f"{cfg.weights}: weights file not found (--qat needs the trained model)")
+    if cfg.weights_upto is not None:
+        raise Yolo4Error("--qat needs the whole trained model: drop --weights-upto (a backbone prefix has no heads)")
+    if cfg.anchors == "kmeans":
+        raise Yolo4Error("--qat keeps the trained model's anchors: anchors=kmeans would change what its heads predict")
+    if cfg.cmbn:
+        raise Yolo4Error("--qat folds BatchNorm into the convolutions (as deployed): cmbn cannot be used with it")
+    if cfg.qat_calib_images < 1:
+        raise Yolo4Error(f"qat_calib_images={cfg.qat_calib_images}: at least one image calibrates the int8 ranges")
+    qat_formats(cfg)
+
+
+def checkpoint_as_darknet(cfg: TrainConfig) -> TrainConfig:
+    """A QAT run starting from a yolo4 checkpoint (`weights=.../best.pt`): its network (EMA weights
+    when it has them) written as darknet `<out>/qat_start.cfg` + `.weights`, and `cfg` pointing at
+    them (model, weights), so that the rest of the run and its resume treat it as any trained model."""
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.export.darknet import export_darknet
+    from yolo4.training.checkpoint import load_checkpoint
+
+    path = Path(str(cfg.weights))
+    ckpt = load_checkpoint(path)
+    if "cfg_text" not in ckpt:
+        raise Yolo4Error(f"{path}: not a yolo4 training checkpoint (no network description)")
+    if ckpt.get("qat"):
+        raise Yolo4Error(f"{path}: this checkpoint is already a QAT model; start QAT from the float model's best.pt")
+    net = Darknet(parse_cfg(ckpt["cfg_text"], source=str(path)))
+    net.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = ckpt.get("names")
+    if names:
+        (out / "qat_start.names").write_text("\n".join(names) + "\n")
+    cfg_path, weights_path = export_darknet(net, out / "qat_start.cfg")
+    new = copy.copy(cfg)
+    new.model, new.weights = str(cfg_path), str(weights_path)
+    return new
+
+
+def qat_model(model: torch.nn.Module, cfg: TrainConfig, resumed: dict[str, Any] | None, fresh_head: bool):
+    """The QAT network for a run: `model` (the loaded trained Darknet) with BN folded and
+    calibrated NNCF quantisers; when resuming, the checkpoint's quantiser structure (its values
+    are loaded with the rest of the state)."""
+    from yolo4.export.qat import prepare_qat, restore_qat
+
+    if resumed is not None:
+        if not resumed.get("qat"):
+            raise Yolo4Error("--resume: this run's checkpoint holds no QAT model (was it trained with --qat?)")
+        return restore_qat(model, resumed["qat"]).train()  # type: ignore[arg-type]
+    if fresh_head:
+        raise Yolo4Error(
+            f"--qat: the weights {cfg.weights} do not hold this dataset's heads (another class count?): QAT "
+            "fine-tunes a model trained on the same classes; train one first"
+        )
+    return prepare_qat(model, _calibration(cfg, model))  # type: ignore[arg-type]
+
+
+def _calibration(cfg: TrainConfig, net) -> torch.Tensor:
+    from yolo4.export.common import exported_spec, preprocess_record
+    from yolo4.export.quantize import calibration_images
+
+    size = val_size(cfg)
+    pre = preprocess_record(exported_spec(net, (size, size)))
+    images, _ = calibration_images(cfg.data, cfg.qat_calib_images, (size, size), pre["resize"], "train")
+    return torch.from_numpy(images)
+
+
+class QatExportHook(Hook):
+    """At the end (main process): best.pt's QAT model exported as int8 files (`cfg.qat_export`:
+    `best-int8.onnx`, `best-int8.xml`, `best-int8.tflite`), and its float weights (BN folded) as
+    darknet best.cfg + best.weights (state.best_files). TFLite has no importer for the trained
+    ranges: its file is litert-torch's PT2E int8 of the QAT-trained weights, calibrated anew."""
+
+    def on_end(self, state: TrainState) -> None:
+        best = state.out_dir / "best.pt"
+        if not state.dist.is_main or not best.exists():
+            return
+        from yolo4.export import ExportOptions, export_model
+        from yolo4.export.darknet import export_darknet
+        from yolo4.export.qat import float_network, restore_qat
+        from yolo4.training.checkpoint import load_checkpoint, load_model_state
+
+        ckpt = load_checkpoint(best)
+        qmodel = restore_qat(float_network(state.net), ckpt["qat"])
+        load_model_state(qmodel, ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"], best)
+        qmodel.eval()
+        size = val_size(state.cfg)
+        (state.out_dir / "names.txt").write_text("\n".join(state.names) + "\n")
+        plain = float_network(qmodel)
+        state.best_files = export_darknet(plain, state.out_dir / "best.cfg", img_size=(size, size))
+        say(state, f"best QAT model's float weights (BN folded) exported to {state.best_files[0]} + .weights")
+        for fmt in qat_formats(state.cfg):
+            out = state.out_dir / f"best-int8{ {'onnx': '.onnx', 'openvino': '.xml', 'tflite': '.tflite'}[fmt] }"
+            if fmt == "tflite":  # the trained weights, quantised by TFLite's own PT2E quantiser
+                options = ExportOptions(
+                    format="tflite", img_size=(size, size), int8=True, calib=state.cfg.data, calib_count=100
+                )
+                result = export_model(plain, options, out, names=state.names)
+            else:
+                result = export_model(qmodel, ExportOptions(format=fmt, img_size=(size, size)), out, names=state.names)
+            diff = result.report.get("int8_max_abs_diff")
+            check = f" (vs the fake-quantised PyTorch model: max difference {diff:.3g})" if diff is not None else ""
+            say(state, f"int8 {fmt} of best.pt's QAT model: {result.paths[0]}{check}")

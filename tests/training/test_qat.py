@@ -1,0 +1,163 @@
+"""Quantisation-aware training (`yolo4 train --qat`): the settings, the refusals, and a 1-epoch
+run on a tiny shapes set whose int8 ONNX matches the fake-quantised PyTorch model."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from yolo4.errors import Yolo4Error
+from yolo4.training.config import TrainConfig
+from yolo4.training.train import train
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    from yolo4.data.shapes import ShapesConfig, make_shapes
+
+    root = tmp_path_factory.mktemp("qat_shapes")
+    cfg = ShapesConfig(num_train=16, num_val=4, img_size=64, size_range=(10, 32), num_objects=(1, 3))
+    return make_shapes(root / "shapes", cfg, workers=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(shapes, tmp_path_factory):
+    """A 'trained' yolov4-tiny for the shapes classes: random weights with realistic BN
+    statistics, as darknet best.cfg + best.weights."""
+    from yolo4.darknet import Darknet, format_cfg, save_weights
+    from yolo4.data.dataset import load_dataset
+    from yolo4.models.zoo import build
+
+    start = tmp_path_factory.mktemp("qat_start")
+    classes = len(load_dataset(shapes, "train", progress=False).names)
+    torch.manual_seed(0)
+    net = Darknet(build("yolov4-tiny", num_classes=classes, img_size=64))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) * 0.5 + 0.05)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    (start / "best.cfg").write_text(format_cfg(net.spec))
+    save_weights(net, start / "best.weights")
+    return start / "best.cfg", start / "best.weights"
+
+
+def qat_cfg(data, out, **kw) -> TrainConfig:
+    base = dict(
+        data=str(data),
+        img_size=64,
+        epochs=1,
+        batch=8,
+        burn_in=1,
+        lr=0.001,
+        workers=0,
+        device="cpu",
+        progress=False,
+        out=str(out),
+        mosaic=0.0,
+        ema_tau=5.0,
+        qat=True,
+        qat_calib_images=8,
+        precise_bn_batches=1,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_qat_config_round_trips():
+    cfg = TrainConfig(qat=True, qat_calib_images=7, qat_export="onnx,openvino", weights="w.weights")
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    parsed = TrainConfig.from_args(["qat=1", "qat_export=onnx,tflite", "qat_calib_images=3"])
+    assert parsed.qat and parsed.qat_export == "onnx,tflite" and parsed.qat_calib_images == 3
+    assert not TrainConfig().qat
+
+
+@pytest.mark.parametrize(
+    "settings, words",
+    [
+        ({}, ["--qat", "weights"]),  # no trained model to start from
+        ({"weights": "missing.weights"}, ["missing.weights", "not found"]),
+        ({"weights": "W", "cmbn": True}, ["cmbn"]),
+        ({"weights": "W", "anchors": "kmeans"}, ["anchors=kmeans"]),
+        ({"weights": "W", "weights_upto": 10}, ["--weights-upto"]),
+        ({"weights": "W", "qat_export": "onnx,caffe"}, ["caffe"]),
+        ({"weights": "W", "qat_calib_images": 0}, ["qat_calib_images"]),
+    ],
+)
+def test_bad_qat_settings_name_the_problem(shapes, trained, tmp_path, settings, words):
+    if settings.get("weights") == "W":
+        settings = {**settings, "model": str(trained[0]), "weights": str(trained[1])}
+    with pytest.raises(Yolo4Error) as e:
+        train(qat_cfg(shapes, tmp_path / "run", **settings))
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+def test_qat_on_other_classes_is_refused(shapes, tmp_path):
+    from yolo4.darknet import Darknet, save_weights
+    from yolo4.models.zoo import build
+
+    pytest.importorskip("nncf")
+    net = Darknet(build("yolov4-tiny", num_classes=80, img_size=64))
+    save_weights(net, tmp_path / "coco.weights")
+    with pytest.raises(Yolo4Error, match="heads"):
+        train(qat_cfg(shapes, tmp_path / "run", model="yolov4-tiny", weights=str(tmp_path / "coco.weights")))
+
+
+QAT_ONNX_ATOL = 0.05  # yolo4.export.qat.QAT_CHECK_ATOL: int8 kernels vs fake-quant, relative to max(1, |out|)
+
+
+def test_qat_run_writes_an_int8_onnx_that_matches_the_fake_quantised_model(shapes, trained, tmp_path):
+    pytest.importorskip("nncf")
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    from yolo4.cli import main
+    from yolo4.darknet import load
+    from yolo4.export.qat import QAT_CHECK_ATOL, restore_qat
+    from yolo4.training.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    cfg_path, weights = trained
+    rc = main(
+        ["train", "--data", str(shapes), "--model", str(cfg_path), "--weights", str(weights), "--qat"]
+        + ["--epochs", "1", "--batch", "8", "--img-size", "64", "--device", "cpu", "--out", str(out)]
+        + [f"--set={kv}" for kv in ("lr=0.001", "mosaic=0", "workers=0", "progress=false", "qat_calib_images=8")]
+    )
+    assert rc == 0
+    for name in ("best.pt", "last.pt", "results.csv", "best-int8.onnx", "best.cfg", "best.weights"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 1 and 0.0 <= float(rows[0]["val/mAP50"]) <= 1.0
+
+    # the ONNX file is int8: QDQ pairs around the convolutions, the QAT recipe in its metadata
+    proto = onnx.load(str(out / "best-int8.onnx"))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QuantizeLinear") >= 10 and ops.count("DequantizeLinear") >= 10
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert "quantisation-aware" in json.loads(meta["yolo4.quantization"])["tool"]
+
+    # ... and agrees with best.pt's fake-quantised PyTorch model on an input it was not exported with
+    ckpt = load_checkpoint(out / "best.pt")
+    qmodel = restore_qat(load(out / "best.cfg", out / "best.weights"), ckpt["qat"])
+    qmodel.load_state_dict(ckpt["ema"]["module"])
+    qmodel.eval()
+    x = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (1, 3, 64, 64)).astype(np.float32) / 255)
+    with torch.no_grad():
+        ref = [r.numpy() for r in qmodel(x)]
+    sess = ort.InferenceSession(str(out / "best-int8.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"images": x.numpy()})
+    assert QAT_CHECK_ATOL == QAT_ONNX_ATOL
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape
+        assert np.abs(g - r).max() / max(1.0, float(np.abs(r).max())) <= QAT_ONNX_ATOL
+    # the fake-quantised model is not the float one: quantisation is really simulated
+    plain = load(out / "best.cfg", out / "best.weights")
+    with torch.no_grad():
+        floats = [f.numpy() for f in plain(x)]
+    assert any(np.abs(f - r).max() > 1e-4 for f, r in zip(floats, ref))
