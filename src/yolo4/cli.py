@@ -328,6 +328,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     _add_json(p, "detections file (default detections.json; a relative path is inside --out)")
     _add_postprocess(p, DETECT_POSTPROCESS, "darknet's detector test and OpenCV's sample")
     _add_tiles(p)
+    _add_speed(p)
     p.add_argument(
         "--no-pipeline",
         action="store_true",
@@ -378,6 +379,7 @@ def _run_detect(a: argparse.Namespace) -> int:
         tile=_tile(a),
         pipeline=not a.no_pipeline,
         runtime=a.runtime,
+        speed=_speed(a),
     )
     return 0 if summary.processed else 1
 
@@ -572,6 +574,7 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     _add_json(p, "COCO-format results file (a relative path is inside --out)", "--save-json")
     _add_postprocess(p, VAL_POSTPROCESS, "darknet's map: a low threshold and every class, as mAP needs")
     _add_tiles(p)
+    _add_speed(p)
     p.set_defaults(func=_run_val, parser=p)
 
 
@@ -593,6 +596,7 @@ def _run_val(a: argparse.Namespace) -> int:
         out=a.out,
         tile=_tile(a),
         runtime=a.runtime,
+        speed=_speed(a),
     )
     return 0
 
@@ -763,6 +767,41 @@ def _run_export(a: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- speed (detect, val, benchmark)
+def _add_speed(p: argparse.ArgumentParser) -> None:
+    from yolo4.inference.speed import COMPILE_MODES
+
+    g = p.add_argument_group(
+        "speed",
+        "how the network runs (default: on CUDA fp16, BatchNorm folded, channels_last, compiled; else eager fp32)",
+    )
+    g.add_argument("--half", action="store_true", help="fp16 weights and activations (CUDA only)")
+    g.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help=f"torch.compile the network: {', '.join(COMPILE_MODES)} (bare --compile: default)",
+    )
+    g.add_argument("--no-fuse", action="store_true", help="keep BatchNorm separate from convolutions")
+    g.add_argument("--eager", action="store_true", help="start from plain PyTorch (fp32, eager, nothing folded)")
+
+
+def _speed(a: argparse.Namespace, benchmark: bool = False):
+    """The SpeedConfig of --half/--compile/--no-fuse/--eager; None (the device's default) without them."""
+    if not (a.half or a.compile or a.no_fuse or a.eager):
+        return None
+    from yolo4.inference.benchmark import benchmark_speed
+    from yolo4.inference.device import select_device
+    from yolo4.inference.fastpath import EAGER, SpeedConfig
+
+    device = select_device(a.device)
+    base = EAGER if a.eager else benchmark_speed(device) if benchmark else SpeedConfig.for_device(device)
+    return base.with_flags(half=a.half, compile=a.compile, fuse=not a.no_fuse)
+
+
 # ---------------------------------------------------------------- benchmark
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="measure a model's speed (ms/img, FPS with and without post-processing)")
@@ -778,9 +817,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         "--iters", type=int, default=20, metavar="N", help="timed passes (default 20; the median is reported)"
     )
     p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed passes first (default 3)")
-    p.add_argument("--half", action="store_true", help="fp16 (CUDA only)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network")
-    p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm separate from convolutions")
+    _add_speed(p)
     p.add_argument(
         "--peak-tflops",
         type=float,
@@ -827,9 +864,7 @@ def _run_benchmark(a: argparse.Namespace) -> int:
         device=a.device,
         iters=a.iters,
         warmup=a.warmup,
-        half=a.half,
-        fuse=not a.no_fuse,
-        compile=a.compile,
+        speed=_speed(a, benchmark=True),
         postprocess=_postprocess(a),
         runtime=a.runtime,
     )

@@ -11,6 +11,7 @@ from yolo4.ops.nms import (
     VAL_POSTPROCESS,
     PostprocessConfig,
     agnostic_nms,
+    batched_postprocess,
     diou_nms,
     get_nms,
     greedy_nms,
@@ -151,6 +152,67 @@ def test_postprocess_pre_nms_cap_keeps_the_top_scores():
     cls = torch.ones(1, 3, 1)
     [r] = postprocess(boxes, obj, cls, PostprocessConfig(conf=0.1, max_nms=2))
     torch.testing.assert_close(r.scores, torch.tensor([0.9, 0.7]))
+
+
+def _decoded_batch(seed: int, b: int = 5, n: int = 300, c: int = 4):
+    """Random decoded heads: boxes Tensor[B, N, 4] xyxy in a 0..300 image, obj Tensor[B, N], cls Tensor[B, N, C];
+    image 2 has no box above any threshold."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(b, n, 2, generator=g) * 250
+    boxes = torch.cat([p, p + 4 + torch.rand(b, n, 2, generator=g) * 60], 2)
+    obj = torch.rand(b, n, generator=g)
+    obj[2] = 0.0
+    return boxes, obj, torch.rand(b, n, c, generator=g)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("labels", ["best", "all"])
+@pytest.mark.parametrize("nms", ["greedy", "agnostic", "diou"])
+@pytest.mark.parametrize("max_boxes", [32768, 150, 1])
+def test_batched_postprocess_equals_image_by_image(seed, labels, nms, max_boxes):
+    """One NMS call for several images (max_boxes 150 and 1: several groups) keeps what
+    `postprocess` keeps image by image, in the same order, with both caps binding."""
+    boxes, obj, cls = _decoded_batch(seed)
+    for config in (
+        PostprocessConfig(conf=0.2, iou=0.45, nms=nms, labels=labels),
+        PostprocessConfig(conf=0.05, iou=0.6, nms=nms, labels=labels, max_det=40, max_nms=120),
+    ):
+        copies = boxes.clone(), obj.clone(), cls.clone()
+        ref = postprocess(boxes, obj, cls, config, beta=0.6)
+        got = batched_postprocess(boxes, obj, cls, config, beta=0.6, max_boxes=max_boxes)
+        assert len(got) == len(ref) == 5 and len(got[2].scores) == 0
+        assert any(len(r.scores) == config.max_det for r in ref) or config.max_det == 300
+        for g, r in zip(got, ref):
+            torch.testing.assert_close(g.scores, r.scores, rtol=0, atol=0)
+            torch.testing.assert_close(g.boxes, r.boxes, rtol=0, atol=0)
+            assert g.class_ids.tolist() == r.class_ids.tolist()
+        for before, after in zip(copies, (boxes, obj, cls)):
+            assert torch.equal(before, after)
+
+
+def test_batched_postprocess_keeps_groups_apart_when_coordinates_are_negative():
+    """Two boxes of different classes that overlap only after torchvision's shift (which assumes
+    coordinates >= 0) both survive class-aware NMS."""
+    boxes = torch.tensor([[[90.0, 0, 100, 10], [-100, 0, -89, 10]]])  # class 0 at x 90..100, class 1 at x < 0
+    obj = torch.tensor([[0.9, 0.8]])
+    cls = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    [r] = batched_postprocess(boxes, obj, cls, PostprocessConfig(conf=0.1, iou=0.3))
+    assert r.class_ids.tolist() == [0, 1]
+    [empty] = batched_postprocess(boxes, obj * 0, cls, PostprocessConfig(conf=0.1))
+    assert empty.boxes.shape == (0, 4) and empty.scores.shape == (0,)
+
+
+@pytest.mark.gpu
+def test_batched_postprocess_on_cuda_equals_cpu():
+    boxes, obj, cls = _decoded_batch(0, b=8, n=2000)
+    for labels in ("best", "all"):
+        config = PostprocessConfig(conf=0.01, iou=0.6, labels=labels)
+        cpu = postprocess(boxes, obj, cls, config)
+        gpu = batched_postprocess(boxes.cuda(), obj.cuda(), cls.cuda(), config)
+        for g, c in zip(gpu, cpu):
+            assert g.boxes.device.type == "cuda"
+            torch.testing.assert_close(g.boxes.cpu(), c.boxes)
+            assert g.class_ids.cpu().tolist() == c.class_ids.tolist()
 
 
 @pytest.mark.gpu

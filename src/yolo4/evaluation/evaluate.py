@@ -42,6 +42,7 @@ from yolo4.evaluation.metrics import (
     comparison_table,
     write_coco_json,
 )
+from yolo4.inference.fastpath import SpeedConfig
 from yolo4.inference.tiles import TileConfig, TiledDetector
 from yolo4.ops.nms import VAL_POSTPROCESS, PostprocessConfig
 
@@ -316,6 +317,7 @@ def run_val(
     progress: bool = True,
     tile: TileConfig | None = None,
     runtime: str = "auto",
+    speed: SpeedConfig | None = None,
 ) -> list[Metrics]:
     """`yolo4 val`: build the Detector (the same pre-processing as `yolo4 detect`; post-processing
     `postprocess`, default `VAL_POSTPROCESS`: conf 0.001, NMS 0.6, every class above conf),
@@ -330,7 +332,8 @@ def run_val(
     evaluated on the same images, its files go to `out/<file name>/`, and a comparison table
     ends the report. `tile` evaluates tiled inference (`yolo4.inference.tiles`), to measure
     what it gains on small objects. `runtime` runs the exported files ("auto": the fastest installed;
-    see `build_detector`); darknet models run in PyTorch.
+    see `build_detector`); darknet models run in PyTorch, as `speed` says
+    (`yolo4.inference.fastpath.SpeedConfig`; default: the device's, the fast path on CUDA).
 
     Returns:
         one Metrics per (model, weights) pair, in order.
@@ -347,7 +350,9 @@ def run_val(
     results: list[Metrics] = []
     labels: list[str] = []
     for m, w in pairs:
-        base = build_detector(m, w, names, img_size, resize, runtime=runtime, postprocess=postprocess, device=device)
+        base = build_detector(
+            m, w, names, img_size, resize, runtime=runtime, postprocess=postprocess, device=device, speed=speed
+        )
         detector: Detector | TiledDetector = base if tile is None else TiledDetector(base, tile)
         label = w if w is not None else m
         labels.append(str(label))

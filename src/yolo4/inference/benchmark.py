@@ -9,6 +9,10 @@ post-processing"); decoding + NMS are timed separately on the head outputs, so b
 come from one run. Timing is `torch.utils.benchmark.Timer` (CUDA synchronisation, the
 process's thread count), one measurement per iteration, the median reported. Darknet's rule of thumb (40% of the device's peak TFLOPS spent
 on the model's BFLOPs) is printed beside the measurement.
+
+The network runs as `yolo4.inference.fastpath.FastNetwork` with a `SpeedConfig`, the same
+object and defaults as `yolo4 detect` and `yolo4 val` (on CUDA the fast path: fp16, BatchNorm
+folded, channels_last, compiled; on the CPU eager float32 with BatchNorm folded).
 """
 
 from __future__ import annotations
@@ -17,14 +21,15 @@ import os
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.benchmark import Measurement, Timer
 
-from yolo4.darknet.network import Conv, Darknet, infer_shapes
+from yolo4.darknet.network import Darknet, infer_shapes
 from yolo4.errors import Yolo4Error
 from yolo4.inference.device import select_device
+from yolo4.inference.fastpath import EAGER, PRECISIONS, FastNetwork, SpeedConfig, fuse_conv_bn
 from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig
+
+__all__ = ["BenchResult", "benchmark", "benchmark_speed", "fuse_conv_bn"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class BenchResult:
     network_ms: float  # per image, median over iterations
     postprocess_ms: float  # decode + NMS per image
     iters: int
+    speed: str = ""  # SpeedConfig.describe() of the run ("" for an exported file)
 
     @property
     def fps_network(self) -> float:
@@ -57,21 +63,14 @@ class BenchResult:
             f"{self.model} {w}x{h} batch {self.batch} {self.dtype} on {self.device}: "
             f"network {self.network_ms:.2f} ms/img ({self.fps_network:.1f} FPS), "
             f"+ decode/NMS {self.postprocess_ms:.2f} ms/img ({self.fps_total:.1f} FPS with post-processing), "
-            f"{self.bflops:.3f} BFLOPs/img"
+            f"{self.bflops:.3f} BFLOPs/img" + (f" [{self.speed}]" if self.speed else "")
         )
 
 
-def fuse_conv_bn(model: Darknet) -> Darknet:
-    """Fold every BatchNorm into its convolution (in place, eval mode only); returns `model`.
-
-    y = gamma * (W x - mean) / sqrt(var + eps) + beta  ==  W' x + b'  (torch's fuse_conv_bn_eval).
-    """
-    if model.training:
-        raise ValueError("fuse_conv_bn needs an eval-mode model (BatchNorm statistics are frozen)")
-    for block in model.blocks:
-        if isinstance(block, Conv) and isinstance(block.bn, nn.BatchNorm2d):
-            block.conv, block.bn = fuse_conv_bn_eval(block.conv, block.bn), nn.Identity()
-    return model
+def benchmark_speed(device: torch.device) -> SpeedConfig:
+    """`benchmark`'s default: the device's (`SpeedConfig.for_device`), with BatchNorm folded on the CPU too."""
+    speed = SpeedConfig.for_device(device)
+    return speed if speed.fold_bn else speed.replace(fold_bn=True)
 
 
 def _median_s(timer: Timer, iters: int, warmup: int) -> float:
@@ -90,9 +89,7 @@ def benchmark(
     device: str | torch.device = "auto",
     iters: int = 20,
     warmup: int = 3,
-    half: bool = False,
-    fuse: bool = True,
-    compile: bool = False,
+    speed: SpeedConfig | None = None,
     postprocess: PostprocessConfig = DETECT_POSTPROCESS,
     runtime: str = "auto",
 ) -> BenchResult:
@@ -100,13 +97,13 @@ def benchmark(
 
     Args:
         model: a zoo name, a .cfg path, a built Darknet, or an exported .onnx / .tflite file
-            (timed in its own runtime on the CPU, at its exported size; no weights, fuse,
-            half or compile).
+            (timed in its own runtime on the CPU, at its exported size; no weights, no speed).
         weights: darknet weights; without them the network is random, which times the network
             fairly but makes post-processing unrepresentative (random scores hover near conf).
         img_size: square input size; default the model's [net] size.
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:N".
-        half: fp16 on CUDA. fuse: fold BatchNorm into convs first. compile: torch.compile the module.
+        speed: precision, BatchNorm folding, channels_last, compile, batched NMS (a `SpeedConfig`;
+            default `benchmark_speed(device)`).
         postprocess: the settings post-processing is timed at (default `DETECT_POSTPROCESS`).
         runtime: what runs an exported file: "auto" (the fastest installed, said on stderr) or one of
             `yolo4.inference.runtime.RUNTIMES`; "auto" or "pytorch" for darknet models (`resolve_runtime`).
@@ -116,6 +113,7 @@ def benchmark(
     from yolo4.inference.runtime import ExportedModel, is_exported, load_exported, resolve_runtime
     from yolo4.models.zoo import load_model
     from yolo4.ops.boxes import DecodedHeads, decode_heads
+    from yolo4.ops.nms import batched_postprocess
     from yolo4.ops.nms import postprocess as run_postprocess
 
     name = (
@@ -127,7 +125,9 @@ def benchmark(
     dev = select_device(device)
     if isinstance(model, (str, os.PathLike)) and is_exported(model):
         given = [
-            flag for flag, on in (("--weights", weights is not None), ("--half", half), ("--compile", compile)) if on
+            flag
+            for flag, on in (("--weights", weights is not None), ("--half/--compile", speed not in (None, EAGER)))
+            if on
         ]
         if given:
             raise Yolo4Error(f"{model}: {', '.join(given)} apply to darknet models, not to an exported file")
@@ -144,12 +144,15 @@ def benchmark(
         h = w = int(img_size)
     else:
         h, w = net.input_hw
-    dtype = torch.float16 if half and dev.type == "cuda" else torch.float32
-    if fuse and isinstance(net, Darknet):
-        net = fuse_conv_bn(net)
-    net = net.to(dev, dtype)
-    runner = torch.compile(net) if compile else net
-    x = torch.rand(batch, net.spec.net.channels, h, w, device=dev, dtype=dtype)
+    if isinstance(net, Darknet):
+        speed = (speed or benchmark_speed(dev)).on(dev)
+        fast = FastNetwork(net, speed, dev, owned=not isinstance(model, Darknet))
+        runner: FastNetwork | ExportedModel = fast
+        x = fast.input(torch.rand(batch, net.spec.net.channels, h, w))
+    else:
+        speed, runner = EAGER, net
+        x = torch.rand(batch, net.spec.net.channels, h, w)
+    nms = batched_postprocess if speed.batched_nms else run_postprocess
     beta = float(net.yolo_layers[-1].beta_nms) if net.yolo_layers else 0.6
     bflops = sum(i.bflops for i in infer_shapes(net.spec, (h, w)))
 
@@ -162,7 +165,7 @@ def benchmark(
 
         def post() -> None:
             dec = outs if isinstance(outs, DecodedHeads) else decode_heads(outs, net.yolo_layers, (h, w))
-            run_postprocess(dec.boxes, dec.objectness, dec.class_probs, postprocess, beta=beta)
+            nms(dec.boxes, dec.objectness, dec.class_probs, postprocess, beta=beta)
 
         post_s = _median_s(Timer("post()", globals={"post": post}, num_threads=threads), iters, warmup)
     return BenchResult(
@@ -170,9 +173,10 @@ def benchmark(
         f"cpu ({net.runtime})" if isinstance(net, ExportedModel) else str(dev),
         batch,
         (h, w),
-        str(dtype).replace("torch.", ""),
+        str(PRECISIONS[speed.precision]).replace("torch.", ""),
         bflops,
         net_s * 1000 / batch,
         post_s * 1000 / batch,
         iters,
+        speed.describe() if isinstance(net, Darknet) else "",
     )

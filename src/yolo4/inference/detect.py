@@ -34,6 +34,7 @@ from yolo4.inference.detector import (
     Runner,
     build_detector,
 )
+from yolo4.inference.fastpath import SpeedConfig
 from yolo4.inference.pipeline import Pipeline, batched
 from yolo4.inference.tiles import TileConfig, TiledDetector
 from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig
@@ -222,6 +223,7 @@ def run_detect(
     tile: TileConfig | None = None,
     pipeline: bool = True,
     runtime: str = "auto",
+    speed: SpeedConfig | None = None,
 ) -> DetectSummary:
     """`yolo4 detect`: detect on images, folders, globs, videos and webcams (see
     `resolve_sources`); write annotated images (their own names), annotated videos
@@ -234,7 +236,8 @@ def run_detect(
     `tile` runs each image as overlapping tiles (`yolo4.inference.tiles`); `pipeline` runs
     decoding, pre-processing, the network, post-processing and drawing in their own threads
     (`yolo4.inference.pipeline`; off: one after another, as a baseline). `runtime` runs an exported
-    model ("auto": the fastest installed; see `build_detector`).
+    model ("auto": the fastest installed; see `build_detector`). `speed`: how a darknet
+    network runs (`yolo4.inference.fastpath.SpeedConfig`; default: the device's).
     """
     if batch < 1:
         raise Yolo4Error(f"--batch must be >= 1, got {batch}")
@@ -248,6 +251,7 @@ def run_detect(
         device=device,
         runner=runner,
         runtime=runtime,
+        speed=speed,
     )
     detector: Detector | TiledDetector = base if tile is None else TiledDetector(base, tile)
     save = Path(out)
@@ -261,7 +265,10 @@ def run_detect(
     for msg in problems:
         run.report(msg)
     if found:
-        detector.warmup()
+        if tile is None and base.speed.compile != "off":
+            base.warmup(batch)  # compiled for the run's batch size (smaller batches are padded to it)
+        else:
+            detector.warmup()
     try:
         run.images([s for s in found if isinstance(s, ImageSource)])
         for src in found:

@@ -9,7 +9,11 @@ files, folders, videos and webcams is `yolo4.inference.detect`).
 Stages, each timed per image: pre-process (resize to the network input: `stretch`, darknet's
 default, or `letterbox`, from the cfg's `letter_box`; RGB; / 255), network (one replaceable
 callable, `Detector.runner`), post-process (decode the [yolo] heads, confidence filter,
-NMS, map the boxes back to the original image's pixels). They are three methods,
+NMS, map the boxes back to the original image's pixels). How the network runs (precision,
+BatchNorm folding, channels_last, torch.compile, asynchronous upload, batched NMS) is one
+`yolo4.inference.fastpath.SpeedConfig`: the fast path on CUDA, plain eager PyTorch elsewhere.
+On the fast path the stages do not synchronise with the GPU: the network is timed with CUDA
+events and `finish` is the one place that waits for it. They are three methods,
 `prepare`, `forward` and `finish`, passing a `Batch` along, so that a video pipeline
 (`yolo4.inference.pipeline`) can run each in its own thread; `predict_batch` chains them.
 
@@ -35,9 +39,10 @@ from yolo4.data.names import COCO_NAMES, read_names
 from yolo4.data.sources import ImageLike, as_rgb_array, load_image
 from yolo4.errors import DataError, WeightsError, Yolo4Error
 from yolo4.inference.device import select_device
-from yolo4.inference.preprocess import RESIZERS, ResizeInfo, preprocess
+from yolo4.inference.fastpath import EAGER, FastNetwork, SpeedConfig, upload
+from yolo4.inference.preprocess import RESIZERS, ResizeInfo
 from yolo4.ops.boxes import DecodedHeads, decode_heads
-from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig, postprocess
+from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig, batched_postprocess, postprocess
 
 if TYPE_CHECKING:
     from yolo4.darknet.layers import NetworkSpec
@@ -129,6 +134,7 @@ class Batch:
     infos: list[ResizeInfo]
     raw: Any = None
     ms: dict[str, float] = field(default_factory=dict)
+    events: tuple[Any, Any] | None = None  # (start, end) CUDA events of the network, on the fast path
 
 
 # ================================================================== the detector
@@ -163,6 +169,9 @@ class Detector:
             DIoU-NMS takes its beta from the cfg's `beta_nms`.
         device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N" or a torch.device.
         runner: replaces the network call (see the module docstring); the module is then not built.
+        speed: how the network runs (`yolo4.inference.fastpath.SpeedConfig`); default
+            `SpeedConfig.for_device(device)`: FAST_CUDA on CUDA, EAGER elsewhere. A runner or an
+            exported model always gets float32 input and EAGER's settings, bar batched NMS.
     """
 
     def __init__(
@@ -175,13 +184,17 @@ class Detector:
         postprocess: PostprocessConfig = DETECT_POSTPROCESS,
         device: str | torch.device = "auto",
         runner: Runner | None = None,
+        speed: SpeedConfig | None = None,
     ):
         if not isinstance(postprocess, PostprocessConfig):
             raise Yolo4Error(f"postprocess must be a PostprocessConfig, not {type(postprocess).__name__}")
         if resize is not None and resize not in RESIZERS:
             raise Yolo4Error(f"unknown resize '{resize}' (choose from {', '.join(RESIZERS)})")
+        if speed is not None and not isinstance(speed, SpeedConfig):
+            raise Yolo4Error(f"speed must be a SpeedConfig, not {type(speed).__name__}")
         self.device = select_device(device)
         self.model: nn.Module | None = None
+        owned = False  # a module loaded here may be folded and cast in place
         if isinstance(model_or_cfg, nn.Module):
             if not hasattr(model_or_cfg, "spec"):
                 raise Yolo4Error(
@@ -197,9 +210,19 @@ class Detector:
                     raise WeightsError(NO_WEIGHTS_MESSAGE)
                 from yolo4.darknet import load
 
-                self.model = load(spec, weights)
-        if self.model is not None:
-            self.model = self.model.to(self.device).eval()
+                self.model, owned = load(spec, weights), True
+        from yolo4.darknet.network import Darknet
+
+        speed = (speed or SpeedConfig.for_device(self.device)).on(self.device)
+        self.network: FastNetwork | None = None
+        if isinstance(self.model, Darknet) and runner is None:
+            self.network = FastNetwork(self.model, speed, self.device, owned=owned)
+            self.model = self.network.module if owned else self.model.to(self.device).eval()
+        else:  # a runner or an exported model: float32 input, as the runner contract says
+            speed = EAGER.replace(batched_nms=speed.batched_nms)
+            if self.model is not None:
+                self.model = self.model.to(self.device).eval()
+        self.speed = speed
         self.spec = spec
         self.yolo_layers = list(spec.yolo_layers)
         if not self.yolo_layers:
@@ -212,7 +235,7 @@ class Detector:
         self.resize = resize or ("letterbox" if spec.net.letter_box else "stretch")
         self.postprocess = postprocess
         self.beta_nms = float(self.yolo_layers[-1].beta_nms)
-        self.runner: Runner = runner if runner is not None else self._run_module
+        self.runner: Runner = runner if runner is not None else (self.network or self._run_module)
 
     def _names(self, names: Sequence[str] | str | os.PathLike | None) -> list[str]:
         if names is None:
@@ -229,7 +252,7 @@ class Detector:
         return self.model(x)
 
     def _sync(self) -> None:
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and not self.speed.async_upload:
             torch.cuda.synchronize(self.device)
 
     @torch.inference_mode()
@@ -239,25 +262,35 @@ class Detector:
         heads = [torch.as_tensor(t, device=self.device) for t in out]
         return decode_heads(heads, self.yolo_layers, self.input_hw)
 
-    def warmup(self) -> None:
-        """One untimed pass on a blank image, so that the first timed batch does not pay for
-        lazy initialisation (kernel selection, allocator growth, CUDA context)."""
-        self.predict_batch([np.zeros((*self.input_hw, 3), np.uint8)])
+    def warmup(self, batch: int = 1) -> None:
+        """One untimed pass on `batch` blank images, so that the first timed batch does not pay
+        for lazy initialisation (kernel selection, allocator growth, CUDA context, the compile
+        for that batch size)."""
+        self.predict_batch([np.zeros((*self.input_hw, 3), np.uint8)] * batch)
 
     def prepare(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> Batch:
         """Stage 1, pre-processing: RGB uint8 arrays (H_i, W_i, 3) -> a Batch holding the network
         input Tensor[B, 3, H, W] and one ResizeInfo per image."""
         paths = list(paths) if paths is not None else [None] * len(images)
         t0 = time.perf_counter()
-        x, infos = preprocess(images, self.input_hw, self.resize, self.device)
+        resize = RESIZERS[self.resize]
+        done = [resize(img, self.input_hw) for img in images]
+        x = upload([d[0] for d in done], self.device, self.speed)  # (B, 3, H, W) in [0, 1]
         self._sync()
-        batch = Batch(list(images), paths, x, infos)
+        batch = Batch(list(images), paths, x, [d[1] for d in done])
         batch.ms["preprocess"] = (time.perf_counter() - t0) * 1e3
         return batch
 
     def forward(self, batch: Batch) -> Batch:
         """Stage 2, the network: fills `batch.raw` with the runner's output (see the module docstring)."""
         t0 = time.perf_counter()
+        if self.speed.async_upload and self.device.type == "cuda":  # timed on the GPU, no waiting here
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            batch.raw = self.runner(batch.x)
+            end.record()
+            batch.events = (start, end)
+            return batch
         batch.raw = self.runner(batch.x)
         self._sync()
         batch.ms["network"] = (time.perf_counter() - t0) * 1e3
@@ -266,18 +299,27 @@ class Detector:
     def finish(self, batch: Batch) -> list[Detections]:
         """Stage 3, post-processing: decode, confidence filter, NMS, boxes back to each image's
         pixels. Returns one Detections per image, each with the batch's per-image stage times."""
+        if batch.events is not None:  # the network's end on the GPU is where this stage starts
+            start, end = batch.events
+            end.synchronize()
+            batch.ms["network"] = float(start.elapsed_time(end))
         t0 = time.perf_counter()
+        nms = batched_postprocess if self.speed.batched_nms else postprocess
         with torch.inference_mode():
             dec = self._decode(batch.raw)
-            kept = postprocess(*dec, self.postprocess, beta=self.beta_nms)
+            kept = nms(*dec, self.postprocess, beta=self.beta_nms)
+            # one copy to the host for the whole batch: (K, 6) boxes, score, class id
+            packed = torch.cat(
+                [torch.cat([k.boxes.float(), k.scores.float()[:, None], k.class_ids[:, None].float()], 1) for k in kept]
+            )
+            rows = packed.cpu().split([len(k.scores) for k in kept])
             results = []
-            for img, path, info, k in zip(batch.images, batch.paths, batch.infos, kept):
-                boxes = info.to_original(k.boxes.float())
+            for img, path, info, r in zip(batch.images, batch.paths, batch.infos, rows):
                 results.append(
                     Detections(
-                        boxes=boxes.cpu().numpy().astype(np.float32),
-                        scores=k.scores.float().cpu().numpy(),
-                        class_ids=k.class_ids.cpu().numpy().astype(np.int64),
+                        boxes=info.to_original(r[:, :4]).numpy().astype(np.float32),
+                        scores=np.ascontiguousarray(r[:, 4].numpy()),
+                        class_ids=r[:, 5].numpy().astype(np.int64),
                         names=self.names,
                         image_hw=info.orig_hw,
                         path=path,

@@ -5,7 +5,8 @@ Two steps, each with one function per variant, chosen through a small dict:
     candidates:  CANDIDATES = {"best": select_best_class, "all": select_all_classes}
     suppression: get_nms(name, beta) from {"greedy", "agnostic", "diou"}
 
-`postprocess` chains them per image, with its settings in one frozen `PostprocessConfig`
+`postprocess` chains them per image (`batched_postprocess`: the same result with one NMS
+call for many images, what the GPU fast path uses), with its settings in one frozen `PostprocessConfig`
 (`yolo4.ops.nms_config`, re-exported here; presets DETECT_POSTPROCESS and VAL_POSTPROCESS).
 Everything runs on the input tensors' device.
 
@@ -43,6 +44,7 @@ __all__ = [
     "Candidates",
     "PostprocessConfig",
     "agnostic_nms",
+    "batched_postprocess",
     "diou_nms",
     "get_nms",
     "greedy_nms",
@@ -221,3 +223,85 @@ def postprocess(
         keep = suppress(cand.boxes, cand.scores, cand.class_ids, config.iou)[: config.max_det]
         out.append(Candidates(cand.boxes[keep], cand.scores[keep], cand.class_ids[keep]))
     return out
+
+
+def _grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS within each group, in one `torchvision.ops.nms` call: each group's boxes are
+    shifted by group * (coordinate span + 1), so boxes of different groups never overlap. The
+    shift is done in float64 (float32 would round boxes shifted by millions of pixels to a
+    quarter pixel), and the span covers negative coordinates, which torchvision's `batched_nms`
+    shift does not.
+
+    Args:
+        boxes: Tensor[K, 4] xyxy. scores: Tensor[K]. groups: Tensor[K] int64 (image * C + class, or image).
+    Returns:
+        Tensor[M] int64 indices of the kept boxes, by decreasing score.
+    """
+    if boxes.shape[0] == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    b = boxes.double()
+    span = b.max() - b.min() + 1  # (a tensor: no host synchronisation)
+    shifted = b + (groups.double() * span)[:, None]  # (K, 4)
+    return torchvision.ops.nms(shifted, scores.double(), iou_threshold)
+
+
+def batched_postprocess(
+    boxes: Tensor,
+    objectness: Tensor,
+    class_probs: Tensor,
+    config: PostprocessConfig = DETECT_POSTPROCESS,
+    beta: float = 0.6,
+    max_boxes: int = 32768,
+) -> list[Candidates]:
+    """`postprocess` for a whole batch at once: the confidence filter and the `max_nms` cap
+    vectorised over the batch, then one greedy NMS call per group of consecutive images holding
+    at most `max_boxes` candidates together (NMS's memory grows with the square of its input,
+    so one image of 30,000 candidates is one call and 32 images of 500 are one call too).
+    The same detections as `postprocess` (greedy and agnostic NMS; "diou" runs `postprocess`).
+
+    Args:
+        boxes: Tensor[B, N, 4] xyxy. objectness: Tensor[B, N]. class_probs: Tensor[B, N, C].
+    Returns:
+        B Candidates, each with M <= config.max_det rows sorted by decreasing score.
+    """
+    if config.nms == "diou":
+        return postprocess(boxes, objectness, class_probs, config, beta)
+    b_count, _, c_count = class_probs.shape
+    if config.labels == "best":
+        scores, best = (objectness[..., None] * class_probs).max(dim=2)  # (B, N)
+        img, box = torch.nonzero(scores > config.conf, as_tuple=True)  # (K,), (K,)
+        score, cls = scores[img, box], best[img, box]
+    else:
+        all_scores = objectness[..., None] * class_probs  # (B, N, C)
+        img, box, cls = torch.nonzero(all_scores > config.conf, as_tuple=True)
+        score = all_scores[img, box, cls]
+    # by image, then by decreasing score; a rank within its image for the max_nms cap
+    order = score.argsort(descending=True, stable=True)
+    order = order[img[order].argsort(stable=True)]
+    img, box, score, cls = img[order], box[order], score[order], cls[order]
+    counts = torch.bincount(img, minlength=b_count)  # (B,)
+    cap = torch.arange(img.shape[0], device=img.device) - (counts.cumsum(0) - counts)[img] < config.max_nms
+    img, box, score, cls = img[cap], box[cap], score[cap], cls[cap]
+    cand = boxes[img, box]  # (K, 4)
+    groups = img * c_count + cls if config.nms == "greedy" else img
+    # one NMS call per run of consecutive images with <= max_boxes candidates together
+    bounds, start, end = [], 0, 0
+    for n in counts.clamp(max=config.max_nms).tolist():  # (the host synchronisation before NMS)
+        if end > start and end - start + n > max_boxes:
+            bounds.append((start, end))
+            start = end
+        end += n
+    bounds.append((start, end))
+    kept_parts = [a + _grouped_nms(cand[a:z], score[a:z], groups[a:z], config.iou) for a, z in bounds]
+    kept = torch.cat(kept_parts)
+    kept = kept[img[kept].argsort(stable=True)]  # by image, still by decreasing score within each
+    k_img = img[kept]
+    k_counts = torch.bincount(k_img, minlength=b_count)
+    k_rank = torch.arange(kept.shape[0], device=kept.device) - (k_counts.cumsum(0) - k_counts)[k_img]
+    kept = kept[k_rank < config.max_det]
+    per_image = torch.bincount(img[kept], minlength=b_count).tolist()
+    out_boxes, out_scores, out_cls = cand[kept], score[kept], cls[kept]
+    return [
+        Candidates(bx, sc, cl)
+        for bx, sc, cl in zip(out_boxes.split(per_image), out_scores.split(per_image), out_cls.split(per_image))
+    ]

@@ -129,12 +129,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov) or AdamW over `param_groups` (no weight decay on BN and biases)."""
+    """SGD (momentum, nesterov) or AdamW over `param_groups` (no weight decay on BN and biases).
+    On CUDA the fused implementation (one kernel for every parameter; GradScaler-aware), else
+    PyTorch's default (foreach on the CPU)."""
     groups = param_groups(model, cfg.weight_decay)
+    fused = {"fused": True} if all(p.is_cuda for g in groups for p in g["params"]) and groups else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), **fused)
     raise Yolo4Error(f"optimizer={cfg.optimizer!r}: choose sgd or adamw")
 
 

@@ -36,9 +36,7 @@ def recompute_bn_stats(model: nn.Module, batches, amp_dtype: torch.dtype | None 
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         for x in batches:
             reset_cmbn(model)  # CmBN layers: each batch's own statistics, as plain BN
-            x = x.to(device)
-            if device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.to(device).contiguous(memory_format=torch.channels_last)  # as training runs
             model(x)
             n += 1
     reset_cmbn(model)
@@ -63,8 +61,11 @@ def validate(
     `yolo4 val` does by default (`VAL_POSTPROCESS`: conf 0.001, NMS 0.6, every class > conf)."""
     from yolo4.evaluation.evaluate import evaluate
     from yolo4.inference.detector import Detector
+    from yolo4.inference.fastpath import SpeedConfig
 
-    det = Detector(model, names=list(names), img_size=img_size, postprocess=postprocess, device=device)
+    # the fast path without compiling: a new compile every epoch would cost more than it saves
+    speed = SpeedConfig.for_device(device).replace(compile="off")
+    det = Detector(model, names=list(names), img_size=img_size, postprocess=postprocess, device=device, speed=speed)
     return evaluate(det, dataset, batch_size=batch_size, progress=progress, plots_dir=plots_dir)
 
 
