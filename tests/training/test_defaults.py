@@ -91,3 +91,23 @@ def test_split_note_warns_on_a_small_validation_set():
 @pytest.mark.parametrize(("given", "epochs", "expected"), [(None, 100, 10), (None, 9, 0), (None, 35, 3), (2, 100, 2)])
 def test_close_mosaic_is_a_tenth_unless_given(given, epochs, expected):
     assert close_mosaic_epochs(TrainConfig(close_mosaic=given, epochs=epochs)) == expected
+
+
+def test_loaded_heads_decoding_with_scale_x_y_2_keep_training_on_neighbour_cells(tmp_path):
+    """A model this project trained with neighbour cells exports scale_x_y=2: a fine-tune of it
+    (`--qat` in particular) must train the same positives, or it unlearns them (mAP50 0.64 -> 0.03
+    after one QAT epoch on kangaroo with darknet's one cell per truth)."""
+    from dataclasses import replace
+
+    from yolo4.darknet import format_cfg
+
+    spec = build("yolov4-tiny", num_classes=1, img_size=320)
+    spec.layers = [replace(layer, scale_x_y=2.0) if hasattr(layer, "scale_x_y") else layer for layer in spec.layers]
+    (tmp_path / "best.cfg").write_text(format_cfg(spec))
+    loaded = TrainConfig(model=str(tmp_path / "best.cfg"), weights="best.weights")
+    cfg, notes = resolve_defaults(loaded, _Set(160), torch.device("cpu"))
+    assert cfg.anchors == "cfg" and cfg.neighbor_cells is True and cfg.iou_thresh == 0.213
+    assert cfg.scale_x_y is None  # the cfg's 2 decodes and trains
+    assert "trained so" in "\n".join(notes)
+    own = replace(loaded, iou_thresh=0.5, neighbor_cells=None)
+    assert resolve_defaults(own, _Set(160), torch.device("cpu"))[0].iou_thresh == 0.5  # a given value wins

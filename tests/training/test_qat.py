@@ -161,3 +161,25 @@ def test_qat_run_writes_an_int8_onnx_that_matches_the_fake_quantised_model(shape
     with torch.no_grad():
         floats = [f.numpy() for f in plain(x)]
     assert any(np.abs(f - r).max() > 1e-4 for f, r in zip(floats, ref))
+
+
+def test_qat_setup_keeps_the_float_models_outputs(shapes, trained, tmp_path):
+    """Right after setup (BN folded with the running statistics, quantisers calibrated on the
+    training images as `yolo4 detect` prepares them), before any step, the fake-quantised
+    network computes what the float one does, up to int8 rounding."""
+    pytest.importorskip("nncf")
+    from yolo4.darknet import load
+    from yolo4.export.qat import is_qat
+    from yolo4.training.qat import qat_model
+
+    cfg_path, weights = trained
+    cfg = qat_cfg(shapes, tmp_path / "run", model=str(cfg_path), weights=str(weights))
+    net = load(cfg_path, weights)
+    qmodel = qat_model(net, cfg, None, fresh_head=False).eval()
+    assert is_qat(qmodel) and not is_qat(net)
+    x = torch.from_numpy(np.random.default_rng(5).random((2, 3, 64, 64), dtype=np.float32))
+    with torch.no_grad():
+        pairs = list(zip(net.eval()(x), qmodel(x.contiguous(memory_format=torch.channels_last))))
+    for f, q in pairs:
+        rel = float((q - f).norm() / f.norm())
+        assert 1e-5 < rel < 0.1, rel  # simulated int8, close to float

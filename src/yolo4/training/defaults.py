@@ -18,7 +18,8 @@ What is decided, and why:
   neighbour cells of each truth, with `scale_x_y` 2 (unless given) so that those cells can
   reach the centre (Scaled-YOLOv4), and every anchor whose IoU with the truth exceeds 0.213
   (`iou_thresh`, yolov4.cfg's value; unless given); loaded heads keep darknet's one cell and
-  the cfg's values.
+  the cfg's values, unless they decode with scale_x_y >= 2 (trained so: a fine-tune, `--qat`
+  in particular, that trained them on one cell per truth would unlearn the neighbours).
 * EMA horizon (`ema_decay` and `ema_tau` None): the average spans a tenth of the planned
   optimizer steps (decay 1 - 1/H, ramp H; at most YOLOv5's 0.9999 and 2000, meant for COCO's
   hundreds of thousands of steps). YOLOv5's values on a run of 300 steps would give the raw
@@ -73,6 +74,14 @@ def heads_are_fresh(cfg: TrainConfig, spec, num_classes: int) -> bool:
     return False
 
 
+def trained_on_neighbours(cfg: TrainConfig, spec) -> bool:
+    """Whether heads loaded from weights were trained on neighbour cells: they decode with
+    scale_x_y >= NEIGHBOR_SCALE_X_Y (the cfg's, or the run's `scale_x_y`), as this project's
+    runs with neighbour cells export them."""
+    scales = [cfg.scale_x_y] if cfg.scale_x_y is not None else [y.scale_x_y for y in spec.yolo_layers]
+    return all(s >= NEIGHBOR_SCALE_X_Y for s in scales)
+
+
 def auto_workers(device: torch.device) -> int:
     """DataLoader processes: none on a CPU of 4 cores or fewer, else a quarter of the cores (at
     most 8); on CUDA min(8, cores)."""
@@ -115,16 +124,20 @@ def resolve_defaults(cfg: TrainConfig, train_set, device: torch.device) -> tuple
             changes["anchors"] = "kmeans" if report.use_kmeans else "cfg"
             notes.append(report.summary())
     if cfg.neighbor_cells is None:
-        changes["neighbor_cells"] = fresh
+        # loaded heads that decode with scale_x_y >= 2 were trained on neighbour cells (a centre
+        # may lie in the next cell): training them on one cell per truth would unlearn that
+        spread = fresh or trained_on_neighbours(cfg, spec)
+        changes["neighbor_cells"] = spread
         if fresh and cfg.scale_x_y is None:
             changes["scale_x_y"] = NEIGHBOR_SCALE_X_Y
-        if fresh and cfg.iou_thresh is None:
+        if spread and cfg.iou_thresh is None and all(y.iou_thresh >= 1.0 for y in spec.yolo_layers):
             changes["iou_thresh"] = MULTI_ANCHOR_IOU
         notes.append(
             "positives: 3 cells per truth (neighbour cells, scale_x_y "
-            f"{changes.get('scale_x_y', cfg.scale_x_y)}), every anchor with IoU > "
+            f"{changes.get('scale_x_y', cfg.scale_x_y or spec.yolo_layers[0].scale_x_y)}), every anchor with IoU > "
             f"{changes.get('iou_thresh', cfg.iou_thresh)}"
-            if fresh
+            + ("" if fresh else " (the loaded heads decode with scale_x_y >= 2: trained so)")
+            if spread
             else "positives: darknet's one cell per truth (the heads come with the weights)"
         )
     if cfg.ema_decay is None and cfg.ema_tau is None:
