@@ -124,6 +124,7 @@ def resolve_defaults(cfg: TrainConfig, train_set, device: torch.device) -> tuple
             changes["anchors"] = "kmeans" if report.use_kmeans else "cfg"
             notes.append(report.summary())
     if cfg.neighbor_cells is None:
+        assert spec is not None  # (resolved above for this)
         # loaded heads that decode with scale_x_y >= 2 were trained on neighbour cells (a centre
         # may lie in the next cell): training them on one cell per truth would unlearn that
         spread = fresh or trained_on_neighbours(cfg, spec)
