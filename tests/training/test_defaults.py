@@ -93,6 +93,11 @@ def test_close_mosaic_is_a_tenth_unless_given(given, epochs, expected):
     assert close_mosaic_epochs(TrainConfig(close_mosaic=given, epochs=epochs)) == expected
 
 
+def test_qat_fine_tunes_without_mosaic_unless_told():
+    assert close_mosaic_epochs(TrainConfig(qat=True, epochs=3)) == 3
+    assert close_mosaic_epochs(TrainConfig(qat=True, epochs=3, close_mosaic=1)) == 1
+
+
 def test_loaded_heads_decoding_with_scale_x_y_2_keep_training_on_neighbour_cells(tmp_path):
     """A model this project trained with neighbour cells exports scale_x_y=2: a fine-tune of it
     (`--qat` in particular) must train the same positives, or it unlearns them (mAP50 0.64 -> 0.03

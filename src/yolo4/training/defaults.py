@@ -174,7 +174,11 @@ def split_note(train_set, val_set, data: str) -> str:
 def close_mosaic_epochs(cfg: TrainConfig, epochs: int | None = None) -> int:
     """The last epochs trained without Mosaic/MixUp/CutMix: `close_mosaic`, or when None a tenth
     of the run's `epochs` (the planned count, which the time budget re-plans; default
-    cfg.epochs), none for runs under 10 epochs."""
+    cfg.epochs), none for runs under 10 epochs; under `qat` every epoch (a quantisation-aware
+    fine-tune continues where the float run ended: without Mosaic, which it closed last)."""
+    epochs = cfg.epochs if epochs is None else epochs
     if cfg.close_mosaic is not None:
         return int(cfg.close_mosaic)
-    return int(0.1 * (cfg.epochs if epochs is None else epochs))
+    if cfg.qat:
+        return epochs
+    return int(0.1 * epochs)
