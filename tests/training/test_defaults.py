@@ -3,6 +3,8 @@ line and its small-validation warning."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -116,3 +118,11 @@ def test_loaded_heads_decoding_with_scale_x_y_2_keep_training_on_neighbour_cells
     assert "trained so" in "\n".join(notes)
     own = replace(loaded, iou_thresh=0.5, neighbor_cells=None)
     assert resolve_defaults(own, _Set(160), torch.device("cpu"))[0].iou_thresh == 0.5  # a given value wins
+
+
+def test_qat_at_a_float_peak_lr_warns():
+    qat = TrainConfig(model="yolov4-tiny", weights="best.weights", qat=True, anchors="cfg", neighbor_cells=False)
+    _, notes = resolve_defaults(qat, _Set(160), torch.device("cpu"))
+    assert any("--qat at lr 0.01" in n for n in notes)
+    _, notes = resolve_defaults(replace(qat, lr=0.0001), _Set(160), torch.device("cpu"))
+    assert not any("--qat at lr" in n for n in notes)

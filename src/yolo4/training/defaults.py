@@ -41,7 +41,8 @@ from yolo4.training.config import TrainConfig
 WARMUP_MAX_FRACTION = 0.2  # the warm-up takes at most this fraction of the planned steps
 NEIGHBOR_SCALE_X_Y = 2.0  # scale_x_y that lets a cell predict a centre in its neighbour cells
 MULTI_ANCHOR_IOU = 0.213  # iou_thresh of yolov4.cfg: every anchor this close to a truth trains on it
-MIN_VAL_BOXES = 50  # fewer validation boxes than this: the run warns that its mAP is noisy
+MIN_VAL_BOXES = 50
+QAT_LR_WARN = 0.001  # --qat at this lr (per lr_batch images) or above: the run warns  # fewer validation boxes than this: the run warns that its mAP is noisy
 
 
 def steps_per_epoch(num_images: int, batch: int) -> int:
@@ -149,6 +150,11 @@ def resolve_defaults(cfg: TrainConfig, train_set, device: torch.device) -> tuple
     elif cfg.ema_decay is None or cfg.ema_tau is None:
         changes["ema_decay"] = 0.9999 if cfg.ema_decay is None else cfg.ema_decay
         changes["ema_tau"] = 2000.0 if cfg.ema_tau is None else cfg.ema_tau
+    if cfg.qat and cfg.lr >= QAT_LR_WARN:
+        notes.append(
+            f"warning: --qat at lr {cfg.lr:g} per {cfg.lr_batch} images: with BatchNorm folded, a float run's peak lr "
+            "wrecks a trained model; give about its final lr (--set lr=0.0001 after a default run)"
+        )
     if cfg.workers is None:
         changes["workers"] = auto_workers(device)
         notes.append(f"{changes['workers']} loader processes")
