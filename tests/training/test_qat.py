@@ -183,3 +183,25 @@ def test_qat_setup_keeps_the_float_models_outputs(shapes, trained, tmp_path):
     for f, q in pairs:
         rel = float((q - f).norm() / f.norm())
         assert 1e-5 < rel < 0.1, rel  # simulated int8, close to float
+
+
+def test_a_failed_int8_export_after_qat_is_named_and_keeps_the_run(shapes, trained, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("nncf")
+    import yolo4.export
+    from yolo4.cli import main
+
+    def refuse(model, options, out, names=None):
+        raise RuntimeError("QLinearConv : result zero point must be a scalar")
+
+    monkeypatch.setattr(yolo4.export, "export_model", refuse)
+    out = tmp_path / "run"
+    cfg_path, weights = trained
+    rc = main(
+        ["train", "--data", str(shapes), "--model", str(cfg_path), "--weights", str(weights), "--qat"]
+        + ["--epochs", "1", "--batch", "8", "--img-size", "64", "--device", "cpu", "--out", str(out)]
+        + [f"--set={kv}" for kv in ("lr=0.0001", "workers=0", "progress=false", "qat_calib_images=8")]
+    )
+    err = capsys.readouterr().err
+    assert rc != 0 and "best-int8.onnx" in err and "zero point must be a scalar" in err
+    for name in ("best.pt", "last.pt", "best.cfg", "best.weights"):  # nothing done is lost
+        assert (out / name).is_file(), name

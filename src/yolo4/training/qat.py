@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from yolo4.errors import Yolo4Error
+from yolo4.errors import ExportError, Yolo4Error
 from yolo4.training.config import TrainConfig
 from yolo4.training.hooks import Hook, say
 from yolo4.training.state import TrainState, val_size
@@ -148,15 +148,28 @@ class QatExportHook(Hook):
         plain = float_network(qmodel)
         state.best_files = export_darknet(plain, state.out_dir / "best.cfg", img_size=(size, size))
         say(state, f"best QAT model's float weights (BN folded) exported to {state.best_files[0]} + .weights")
+        failed: list[str] = []
         for fmt in qat_formats(state.cfg):
             out = state.out_dir / f"best-int8{ {'onnx': '.onnx', 'openvino': '.xml', 'tflite': '.tflite'}[fmt] }"
-            if fmt == "tflite":  # the trained weights, quantised by TFLite's own PT2E quantiser
-                options = ExportOptions(
-                    format="tflite", img_size=(size, size), int8=True, calib=state.cfg.data, calib_count=100
-                )
-                result = export_model(plain, options, out, names=state.names)
-            else:
-                result = export_model(qmodel, ExportOptions(format=fmt, img_size=(size, size)), out, names=state.names)
+            try:
+                if fmt == "tflite":  # the trained weights, quantised by TFLite's own PT2E quantiser
+                    options = ExportOptions(
+                        format="tflite", img_size=(size, size), int8=True, calib=state.cfg.data, calib_count=100
+                    )
+                    result = export_model(plain, options, out, names=state.names)
+                else:
+                    options = ExportOptions(format=fmt, img_size=(size, size))
+                    result = export_model(qmodel, options, out, names=state.names)
+            except Exception as e:  # one format's failure keeps the run and the other formats
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                failed.append(f"{out}: {reason[-400:]}")
+                say(state, f"int8 {fmt} of best.pt's QAT model failed: {failed[-1]}")
+                continue
             diff = result.report.get("int8_max_abs_diff")
             check = f" (vs the fake-quantised PyTorch model: max difference {diff:.3g})" if diff is not None else ""
             say(state, f"int8 {fmt} of best.pt's QAT model: {result.paths[0]}{check}")
+        if failed:
+            raise ExportError(
+                "the QAT run finished and kept best.pt, best.cfg and best.weights, but its int8 export failed: "
+                + "; ".join(failed)
+            )
