@@ -245,21 +245,17 @@ def export_onnx(
         fp32 = Path(tmp) / "fp32.onnx"
         x = torch.rand(options.batch, 3, *hw, generator=torch.Generator().manual_seed(0))
         _export_graph(graph, x, fp32, _trace_names(model, options.outputs), opset, options.dynamic_batch)
-        if options.check and qat:
+        if options.check:  # a QAT model is checked against its fake-quantised PyTorch forward
             diff = compare_with_torch(fp32, graph, check_input(options, hw))
-            report["int8_max_abs_diff"] = diff
-            if diff > QAT_CHECK_ATOL:
+            key, atol, what = (
+                ("int8_max_abs_diff", QAT_CHECK_ATOL, "int8 output") if qat else ("max_abs_diff", CHECK_ATOL, "output")
+            )
+            report[key] = diff
+            if diff > atol:
+                against = "the fake-quantised PyTorch model" if qat else "PyTorch"
                 raise ExportError(
-                    f"{path}: onnxruntime's int8 output differs from the fake-quantised PyTorch model by {diff:.3g} "
-                    f"(relative to the output scale; allowed {QAT_CHECK_ATOL})"
-                )
-        elif options.check:
-            diff = compare_with_torch(fp32, graph, check_input(options, hw))
-            report["max_abs_diff"] = diff
-            if diff > CHECK_ATOL:
-                raise ExportError(
-                    f"{path}: onnxruntime output differs from PyTorch by {diff:.3g} "
-                    f"(relative to the output scale; allowed {CHECK_ATOL})"
+                    f"{path}: onnxruntime's {what} differs from {against} by {diff:.3g} "
+                    f"(relative to the output scale; allowed {atol})"
                 )
         proto = onnx.load(str(fp32))
         inline_shared_initializers(proto)

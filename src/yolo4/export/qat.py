@@ -29,14 +29,10 @@ extension build and no compilation at first use.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
-import logging
 import types
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -46,6 +42,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from yolo4.darknet import Darknet
 from yolo4.darknet.layers import Conv, Convolutional
 from yolo4.errors import ExportError
+from yolo4.export.quantize import quiet_nncf
 
 QAT_RECIPE = {
     "tool": "NNCF quantisation-aware training (nncf.quantize on the PyTorch model, then fine-tuned)",
@@ -78,21 +75,6 @@ def require_nncf_torch():
             Quantize_forward=torch_executor.forward, Quantize_backward=torch_executor.backward
         )
     return nncf
-
-
-@contextlib.contextmanager
-def _quiet_nncf() -> Iterator[None]:
-    loggers = [logging.getLogger(), logging.getLogger("nncf")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 def is_qat(model: nn.Module) -> bool:
@@ -135,7 +117,7 @@ def prepare_qat(model: Darknet, calib: torch.Tensor, batch: int = 8) -> Darknet:
         raise ExportError("quantisation-aware training needs calibration images (got none)")
     folded = fold_batchnorm(model).eval()
     items = [calib[i : i + batch] for i in range(0, len(calib), batch)]
-    with _quiet_nncf():
+    with quiet_nncf():
         quantised = nncf.quantize(
             folded,
             nncf.Dataset(items),
@@ -174,7 +156,7 @@ def restore_qat(model: Darknet, config: dict[str, Any]) -> Darknet:
     from nncf.torch import load_from_config
 
     folded = fold_batchnorm(model) if _has_bn(model) else copy.deepcopy(model)
-    with _quiet_nncf():
+    with quiet_nncf():
         return load_from_config(folded, config)
 
 

@@ -37,7 +37,7 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -238,31 +238,36 @@ def quantize_onnx(
     }
 
 
+@contextlib.contextmanager
+def quiet_nncf() -> Iterator[None]:
+    """NNCF's (and the root logger's) INFO lines and warnings silenced for the block."""
+    loggers = [logging.getLogger(), logging.getLogger("nncf")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _quantize_nncf(model: Any, out_path, calib: np.ndarray, input_name: str, batch: int, exclude: list[str]) -> None:
     import onnx
 
     nncf = require_nncf()
     items = [{input_name: calib[i : i + batch]} for i in range(0, len(calib) - batch + 1, batch)]
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    nncf_logger = logging.getLogger("nncf")
-    nncf_level = nncf_logger.level
-    nncf_logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantized = nncf.quantize(
-                model,
-                nncf.Dataset(items),
-                preset=nncf.QuantizationPreset.MIXED,
-                subset_size=len(items),
-                fast_bias_correction=True,
-                ignored_scope=nncf.IgnoredScope(names=exclude, validate=False),
-            )
-    finally:
-        root.setLevel(level)
-        nncf_logger.setLevel(nncf_level)
+    with quiet_nncf():
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(items),
+            preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(items),
+            fast_bias_correction=True,
+            ignored_scope=nncf.IgnoredScope(names=exclude, validate=False),
+        )
     onnx.save(quantized, str(out_path))
 
 
