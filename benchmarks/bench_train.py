@@ -6,7 +6,10 @@ size and precision, for the demo's recipe (yolov4-tiny, batch 16, Mosaic 0.5, ne
 
 Without --data it writes a small `shapes` dataset to a temporary folder. The data column is
 the main process loading and augmenting a batch (the demo's `workers=0` on 2 cores), read from
-an in-memory image cache as the demo does. Prints a Markdown table for the README.
+an in-memory image cache as the demo does. The GFLOP/s columns are the network's FLOPs
+(darknet's count, 2 per multiply-add; the backward pass taken as twice the forward) over the
+phase's time: against the cores' peak they say whether a step is compute-bound. Prints a
+Markdown table for the README.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import torch
 from yolo4.data.dataset import load_dataset
 from yolo4.data.loader import build_loader
 from yolo4.data.shapes import ShapesConfig, make_shapes
+from yolo4.export.backends import cpu_description
+from yolo4.models.summary import model_info
 from yolo4.training.build import (
     augment_config,
     autocast_dtype,
@@ -41,8 +46,9 @@ PHASES = ("data", "forward", "loss", "backward", "optimizer+EMA")
 
 def time_steps(
     data: Path, size: int, batch: int, amp: bool, device: torch.device, steps: int, warmup: int = 3
-) -> dict[str, float]:
-    """Median milliseconds of each phase of one optimizer step (no gradient accumulation)."""
+) -> tuple[dict[str, float], float]:
+    """Median milliseconds of each phase of one optimizer step (no gradient accumulation), and
+    the network's forward GFLOPs per image at `size`."""
     cfg = DemoConfig(batch=batch).train_config(data, "unused", device, progress=False)
     cfg.amp, cfg.img_size = amp, size
     train_set = load_dataset(data, "train", progress=False)
@@ -90,7 +96,7 @@ def time_steps(
         if step >= warmup:
             for phase, (a, b) in zip(PHASES, [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]):
                 times[phase].append((b - a) * 1000)
-    return {p: float(np.median(v)) for p, v in times.items()}
+    return {p: float(np.median(v)) for p, v in times.items()}, model_info(model.spec, (size, size)).bflops
 
 
 def main() -> None:
@@ -113,22 +119,25 @@ def main() -> None:
         )
         print(
             f"yolov4-tiny training step, batch {args.batch}, {device}, {torch.get_num_threads()} threads; "
-            f"median ms over {args.steps} steps"
+            f"median ms over {args.steps} steps\nCPU: {cpu_description()}; PyTorch CPU kernels: "
+            f"{torch.backends.cpu.get_cpu_capability()}"
         )
-        print("\n| input | precision | " + " | ".join(PHASES) + " | ms/step | images/s |")
-        print("|---" * (len(PHASES) + 4) + "|")
+        print("\n| input | precision | " + " | ".join(PHASES) + " | ms/step | images/s | GFLOP/s fwd / bwd |")
+        print("|---" * (len(PHASES) + 5) + "|")
         for size in args.sizes:
             for amp in (True, False):
                 dtype = autocast_dtype(TrainConfig(amp=amp), device)
                 if amp and dtype is None:
                     continue  # no native low precision here: the fp32 row says it all
-                t = time_steps(data, size, args.batch, amp, device, args.steps)
+                t, gflops = time_steps(data, size, args.batch, amp, device, args.steps)
                 total = sum(t.values())
+                fwd = gflops * args.batch / (t["forward"] / 1000)
+                bwd = 2 * gflops * args.batch / (t["backward"] / 1000)
                 name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
                 print(
                     f"| {size} | {name} | "
                     + " | ".join(f"{t[p]:.0f}" for p in PHASES)
-                    + f" | {total:.0f} | {1000 * args.batch / total:.0f} |",
+                    + f" | {total:.0f} | {1000 * args.batch / total:.0f} | {fwd:.0f} / {bwd:.0f} |",
                     flush=True,
                 )
 

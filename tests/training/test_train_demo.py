@@ -32,6 +32,17 @@ def test_demo_config_uses_time_budget_on_cpu_only():
     assert gpu.time_budget_min is None and gpu.epochs == DemoConfig().gpu_epochs
 
 
+def test_demo_trains_at_the_small_size_on_cpus_without_bf16(monkeypatch):
+    from yolo4.training import demo as demo_mod
+
+    for native, sizes in [(torch.bfloat16, (256, 192, 320)), (None, (192, None, 320))]:
+        monkeypatch.setattr(demo_mod, "autocast_dtype", lambda cfg, device, d=native: d)
+        cfg = DemoConfig().train_config("d", "o", torch.device("cpu"))
+        assert (cfg.img_size, cfg.small_img_size, cfg.val_img_size) == sizes
+    gpu = DemoConfig().train_config("d", "o", torch.device("cuda", 0))  # (a GPU is never the fp32 case)
+    assert (gpu.img_size, gpu.small_img_size) == (256, 192)
+
+
 def test_threads_leave_the_cores_other_jobs_use(monkeypatch):
     import os
 

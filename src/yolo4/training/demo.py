@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 import torch
 
-from yolo4.training.build import select_device
+from yolo4.training.build import autocast_dtype, select_device
 from yolo4.training.config import TrainConfig
 from yolo4.training.train import train
 from yolo4.training.validation import validate
@@ -50,6 +50,10 @@ class DemoConfig:
     img_size: int = 256
     small_img_size: int | None = 192  # progressive resizing: the first half of the epochs at 192 px (0.6x the time)
     small_img_epochs: float = 0.5
+    # on a CPU without native bf16 a float32 step costs ~4x a bf16 one and only 6 epochs of
+    # 192 -> 256 px fit: every epoch at 192 px fits 9, which learn more (shapes, 6 epochs of
+    # 192/256 px: mAP50 0.38; 9 epochs at 192 px: 0.48, both evaluated at 320)
+    fp32_img_size: int = 192
     epochs: int = 40  # at most; on CPU the time budget decides
     train_minutes: float = 12.5  # training budget (dataset generation and evaluation come on top)
     batch: int = 16
@@ -65,6 +69,7 @@ class DemoConfig:
     ) -> TrainConfig:
         """The TrainConfig of the demo's training run."""
         cpu = device.type == "cpu"
+        fp32 = cpu and autocast_dtype(TrainConfig(), device) is None
         return TrainConfig(
             data=str(data),
             model="yolov4-tiny",
@@ -72,8 +77,8 @@ class DemoConfig:
             device=str(device),
             progress=progress,
             seed=self.seed,
-            img_size=self.img_size,
-            small_img_size=self.small_img_size,
+            img_size=self.fp32_img_size if fp32 else self.img_size,
+            small_img_size=None if fp32 else self.small_img_size,
             small_img_epochs=self.small_img_epochs,
             batch=self.batch,
             epochs=self.epochs if cpu else self.gpu_epochs,
@@ -121,7 +126,13 @@ def run_demo(
     data = make_shapes(out / "data", shapes, progress=progress)
     t_data = time.time()
 
-    result = train(demo.train_config(data, out / "train", dev, progress))
+    cfg = demo.train_config(data, out / "train", dev, progress)
+    if dev.type == "cpu" and cfg.small_img_size is None:
+        print(
+            f"demo: this CPU has no native bf16 (a float32 step costs ~4x): every epoch at {cfg.img_size} px "
+            "instead of 192 then 256, so that more of them fit in the budget"
+        )
+    result = train(cfg)
     t_train = time.time()
 
     # final evaluation of the best checkpoint on the whole val split
