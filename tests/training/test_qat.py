@@ -133,7 +133,8 @@ def test_qat_run_writes_an_int8_onnx_that_matches_the_fake_quantised_model(shape
     for name in ("best.pt", "last.pt", "results.csv", "best-int8.onnx", "best.cfg", "best.weights"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert len(rows) == 1 and 0.0 <= float(rows[0]["val/mAP50"]) <= 1.0
+    assert [r["epoch"] for r in rows] == ["0", "1"]  # epoch 0: the calibrated model before any step
+    assert all(0.0 <= float(r["val/mAP50"]) <= 1.0 for r in rows) and rows[0]["train/loss"] == ""
 
     # the ONNX file is int8: QDQ pairs around the convolutions, the QAT recipe in its metadata
     proto = onnx.load(str(out / "best-int8.onnx"))
@@ -205,3 +206,31 @@ def test_a_failed_int8_export_after_qat_is_named_and_keeps_the_run(shapes, train
     assert rc != 0 and "best-int8.onnx" in err and "zero point must be a scalar" in err
     for name in ("best.pt", "last.pt", "best.cfg", "best.weights"):  # nothing done is lost
         assert (out / name).is_file(), name
+
+
+@pytest.mark.parametrize("scores, best_epoch", [((0.5, 0.3), 0), ((0.3, 0.5), 1)])
+def test_best_pt_chooses_between_the_calibrated_start_and_the_trained_epoch(
+    shapes, trained, tmp_path, monkeypatch, capsys, scores, best_epoch
+):
+    """A QAT run validates its calibrated model before the first step (epoch 0, the PTQ point):
+    best.pt, and so the exported int8 model, is the trained epoch only when it scores better."""
+    pytest.importorskip("nncf")
+    import yolo4.training.hooks as hooks
+    from yolo4.training.checkpoint import load_checkpoint
+
+    calls: list[int] = []
+
+    def scripted(state):
+        calls.append(state.epoch)
+        m = scores[len(calls) - 1]
+        return {"val/mAP50": m, "val/mAP50-95": m / 2}
+
+    monkeypatch.setattr(hooks, "validate_model", scripted)
+    cfg_path, weights = trained
+    result = train(qat_cfg(shapes, tmp_path / "run", model=str(cfg_path), weights=str(weights), export=False))
+    assert calls == [0, 1]
+    assert [r["epoch"] for r in result.history] == [0, 1] and result.best_map50 == max(scores)
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == best_epoch
+    err = capsys.readouterr().err
+    assert "epoch 0 (the calibrated int8 model before any step" in err
+    assert f"best epoch {best_epoch} of 1 (best.pt)" in err

@@ -61,7 +61,8 @@ class TrainConfig:
     small_img_epochs: float = 0.5  # that fraction of the epochs (rounded down)
     # optimiser
     optimizer: str = "sgd"  # sgd (momentum, nesterov: the YOLOv4 recipe) | adamw (betas (momentum, 0.999))
-    lr: float = 0.01  # at lr_batch images per step; scaled linearly with the global batch
+    lr: float | None = None  # at lr_batch images per step; scaled linearly with the global batch; None: 0.01,
+    # under qat 1e-5 (a fine-tune of a converged model with BN folded; training.defaults)
     lr_batch: int = 64
     momentum: float = 0.937
     nesterov: bool = True
