@@ -21,7 +21,8 @@ loss, EMA, validation and checkpoints need no second code path):
    Activations are per tensor everywhere: NNCF's CPU setup would quantise a depthwise conv's
    input per channel, which OpenVINO runs but onnxruntime's QLinearConv refuses (one output
    zero point per tensor), so yolo-fastest's int8 ONNX did not load.
-3. Training updates the weights and the quantisers' ranges (straight-through estimator).
+3. Training updates the weights (straight-through estimator) and the quantisers' ranges, unless
+   `freeze_ranges` keeps them (what `yolo4 train --qat` does by default).
 4. `torch.onnx.export` writes each FakeQuantize as QuantizeLinear/DequantizeLinear with
    the learned scales: an int8 QDQ graph that onnxruntime and OpenVINO run as int8 kernels.
 
@@ -134,6 +135,18 @@ def prepare_qat(model: Darknet, calib: torch.Tensor, batch: int = 8) -> Darknet:
             ),
         )
     return quantised.train()
+
+
+def freeze_ranges(model: nn.Module) -> None:
+    """The quantisers of a QAT `model` keep their ranges (scales, input_low) in training: no
+    gradients (in place; an optimiser built afterwards leaves them out). NNCF trains them by default."""
+    require_nncf_torch()
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    for m in model.modules():
+        if isinstance(m, BaseQuantizer):
+            for p in m.parameters():
+                p.requires_grad_(False)
 
 
 def use_qdq_export(model: nn.Module) -> None:
