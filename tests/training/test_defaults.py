@@ -17,6 +17,8 @@ from yolo4.training.defaults import (
     auto_workers,
     close_mosaic_epochs,
     heads_are_fresh,
+    planned_fields,
+    replan_defaults,
     resolve_defaults,
     split_note,
     warmup_steps,
@@ -43,9 +45,28 @@ class _Set:
 
 
 def test_warmup_is_epochs_bounded_by_the_run_and_burn_in_wins():
+    cfg, notes = resolve_defaults(TrainConfig(model="yolov4-tiny", epochs=100), _Set(160), torch.device("cpu"))
+    assert (cfg.burn_in, cfg.burn_in_power) == (
+        30,
+        1.0,
+    ) and "warm-up 30 steps (~3.0 epochs of 10 steps, linear)" in notes
     assert warmup_steps(TrainConfig(epochs=100), epoch_steps=8) == 24  # 3 epochs
     assert warmup_steps(TrainConfig(epochs=5), epoch_steps=8) == 8  # at most a fifth of 5 epochs
     assert warmup_steps(TrainConfig(epochs=100, burn_in=1000), epoch_steps=8) == 1000
+
+
+def test_a_replan_rederives_the_warm_up_while_it_lasts_and_the_ema_horizon():
+    user = TrainConfig(epochs=40)
+    fields = planned_fields(user)
+    assert fields == {"burn_in", "ema_decay", "ema_tau"}
+    cfg = replace(user, burn_in=300, ema_decay=0.9975, ema_tau=400.0)  # resolved for 40 epochs of 100 steps
+    # re-planned to 6 epochs at step 10: warm-up a fifth of 6 epochs, EMA over a tenth of 600 steps
+    assert replan_defaults(cfg, fields, 6, 100, step=10) == {"burn_in": 120, "ema_decay": 1 - 1 / 60, "ema_tau": 60.0}
+    assert replan_defaults(cfg, fields, 6, 100, step=200)["burn_in"] == 200  # never ends before now
+    assert "burn_in" not in replan_defaults(cfg, fields, 6, 100, step=300)  # over: the lr does not jump back
+    # what the user set stays
+    given = planned_fields(TrainConfig(burn_in=1000, ema_decay=0.999))
+    assert given == frozenset() and replan_defaults(cfg, given, 6, 100, step=10) == {}
 
 
 def test_heads_are_fresh():
@@ -83,7 +104,7 @@ def test_resolve_defaults_keeps_what_the_user_set_and_loaded_heads():
         lr=0.02,
     )
     cfg, notes = resolve_defaults(user, _Set(160), torch.device("cpu"))
-    assert cfg == user and notes == []
+    assert cfg == replace(user, burn_in_power=4.0) and notes == []  # a burn_in given: darknet's curve
     loaded = TrainConfig(model="yolov4-tiny", weights="yolov4-tiny.weights")  # 80 classes: heads come with it
     names80 = _Set(160)
     names80.names = [str(k) for k in range(80)]

@@ -165,6 +165,42 @@ def test_time_budget_epochs():
     assert plan_epochs(cfg, [(50, False), (50, False), (200, False)], 300, 50) == 9
 
 
+def test_time_budget_plans_from_the_first_steps_and_replans_warm_up_and_ema(monkeypatch):
+    """A 40-epoch config on a machine that fits 3 epochs in the budget: after a tenth of the
+    first epoch the run is planned to 3 epochs, with the warm-up and EMA horizon of 3 epochs
+    (not 3 epochs of warm-up out of 3), and the lr schedule follows."""
+    import yolo4.training.hooks as hooks
+    from yolo4.training.distributed import DistInfo
+
+    clock = [0.0]
+    monkeypatch.setattr(hooks.time, "time", lambda: clock[0])
+    cfg = TrainConfig(
+        epochs=40, time_budget_min=5.5, burn_in=300, burn_in_power=4.0, ema_decay=1 - 1 / 400, ema_tau=400.0
+    )
+    state = TrainState(
+        cfg=cfg, out_dir=Path("."), model=torch.nn.Identity(), optimizer=torch.optim.SGD([nn.Parameter(torch.zeros(1))]),
+        scaler=None, device=torch.device("cpu"), dist=DistInfo(), names=[], loss_fn=None, base_lr=0.01, epochs=40,  # type: ignore[arg-type]
+        steps_per_epoch=100, planned=frozenset({"burn_in", "ema_decay", "ema_tau"}),
+    )  # fmt: skip
+    budget, schedule = hooks.TimeBudgetHook(), hooks.ScheduleHook()
+    for h in (budget, schedule):
+        h.on_start(state)
+    budget.on_epoch_start(state)
+    lrs = []
+    for _ in range(10):  # each step takes 1 s: 100 s per epoch, 3 fit into 330 s
+        schedule.on_step_start(state)
+        lrs.append(state.optimizer.param_groups[0]["lr"])
+        clock[0] += 1.0
+        state.step += 1
+        state.epoch_step += 1
+        budget.on_step_end(state)
+    assert state.epochs == 3 and state.cfg.burn_in == 60  # a fifth of 3 epochs
+    assert state.cfg.ema_decay == pytest.approx(1 - 1 / 30) and cfg.burn_in == 300  # (the user's config untouched)
+    schedule.on_step_start(state)
+    assert state.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * (10 / 60) ** 4)  # the new warm-up
+    assert lrs[-1] == pytest.approx(0.01 * (9 / 300) ** 4)
+
+
 def test_progressive_resizing_sizes_and_budget():
     cfg = TrainConfig(epochs=10, img_size=256, small_img_size=128, small_img_epochs=0.5)
     assert [epoch_img_size(cfg, e) for e in range(10)] == [128] * 5 + [256] * 5

@@ -69,8 +69,9 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4  # conv weights only, not BN or biases
     policy: str = "cosine"  # steps | cosine | sgdr | constant
-    burn_in: int | None = None  # optimizer steps of darknet warm-up (lr * (step / burn_in) ** 4); None: warmup_epochs
+    burn_in: int | None = None  # optimizer steps of warm-up (lr * (step / burn_in) ** power); None: warmup_epochs
     warmup_epochs: float = 3.0  # the warm-up when burn_in is None, at most a fifth of the epochs
+    burn_in_power: float | None = None  # the warm-up's curve; None: linear (1), or darknet's 4 with a burn_in given
     steps: tuple[float, ...] = (0.8, 0.9)  # policy=steps: boundaries (fractions of all steps if < 1)
     scales: tuple[float, ...] = (0.1, 0.1)
     final_lr_ratio: float = 0.01  # cosine / sgdr end value, relative to lr

@@ -39,6 +39,7 @@ epoch), the darknet export of the best model, and the stop on SIGTERM / SIGINT.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import os
@@ -52,6 +53,7 @@ import numpy as np
 from yolo4.training.build import autocast_dtype, set_drop_scale
 from yolo4.training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint
 from yolo4.training.config import TrainConfig, resolved
+from yolo4.training.defaults import replan_defaults
 from yolo4.training.distributed import broadcast_object
 from yolo4.training.ema import ModelEMA
 from yolo4.training.schedule import ScheduleConfig, lr_at
@@ -94,7 +96,7 @@ def default_hooks(cfg: TrainConfig) -> list[Hook]:
     """The built-in hooks `cfg` asks for, in the order the loop calls them."""
     hooks: list[Hook] = [ScheduleHook()]
     if cfg.ema:
-        hooks.append(EMAHook(resolved(cfg.ema_decay, "ema_decay"), resolved(cfg.ema_tau, "ema_tau")))
+        hooks.append(EMAHook())
     if cfg.time_budget_min:
         hooks.append(TimeBudgetHook())
     # the planner re-plans before validation (a run cut to this epoch still validates it);
@@ -116,21 +118,25 @@ def default_hooks(cfg: TrainConfig) -> list[Hook]:
 # ------------------------------------------------------------------ schedules
 class ScheduleHook(Hook):
     """Before each step: the learning rate (darknet burn-in, then cfg.policy over the planned
-    steps) and the DropBlock rate (ramped up over the first half of the planned steps)."""
+    steps) and the DropBlock rate (ramped up over the first half of the planned steps). Both
+    follow the plan: `state.epochs` and the warm-up of `state.cfg`, which a re-plan may change."""
 
     def on_start(self, state: TrainState) -> None:
-        cfg = state.cfg
-        self.schedule = ScheduleConfig(
-            policy=cfg.policy,
-            burn_in=resolved(cfg.burn_in, "burn_in"),
-            steps=cfg.steps,
-            scales=cfg.scales,
-            final_ratio=cfg.final_lr_ratio,
-            sgdr_cycle=max(1, int(cfg.sgdr_cycle_epochs * state.steps_per_epoch)),
-            sgdr_mult=cfg.sgdr_mult,
-        )
+        self.cfg: TrainConfig | None = None
 
     def on_step_start(self, state: TrainState) -> None:
+        if state.cfg is not self.cfg:  # (the time budget replaces the config when it re-plans the warm-up)
+            cfg = self.cfg = state.cfg
+            self.schedule = ScheduleConfig(
+                policy=cfg.policy,
+                burn_in=resolved(cfg.burn_in, "burn_in"),
+                burn_in_power=resolved(cfg.burn_in_power, "burn_in_power"),
+                steps=cfg.steps,
+                scales=cfg.scales,
+                final_ratio=cfg.final_lr_ratio,
+                sgdr_cycle=max(1, int(cfg.sgdr_cycle_epochs * state.steps_per_epoch)),
+                sgdr_mult=cfg.sgdr_mult,
+            )
         lr = lr_at(state.step, state.base_lr, state.total_steps, self.schedule)
         for g in state.optimizer.param_groups:
             g["lr"] = lr
@@ -141,26 +147,33 @@ class ScheduleHook(Hook):
 # ------------------------------------------------------------------ EMA
 class EMAHook(Hook):
     """Keeps `state.ema`, the exponential moving average of the weights (see `ModelEMA`),
-    updated after every applied step; validation, best.pt and the export use it."""
-
-    def __init__(self, decay: float, tau: float):
-        self.decay, self.tau = decay, tau
+    updated after every applied step; validation, best.pt and the export use it. Its decay and
+    ramp are `state.cfg`'s, which a re-plan of the run may change."""
 
     def on_start(self, state: TrainState) -> None:
-        state.ema = ModelEMA(state.net, self.decay, self.tau)
+        cfg = state.cfg
+        state.ema = ModelEMA(state.net, resolved(cfg.ema_decay, "ema_decay"), resolved(cfg.ema_tau, "ema_tau"))
         if state.resumed is not None and state.resumed.get("ema"):
             state.ema.load_state_dict(state.resumed["ema"])
 
     def on_step_end(self, state: TrainState) -> None:
         if state.step_ok and state.ema is not None:
+            state.ema.decay = resolved(state.cfg.ema_decay, "ema_decay")
+            state.ema.tau = resolved(state.cfg.ema_tau, "ema_tau")
             state.ema.update(state.net)
 
 
 # ------------------------------------------------------------------ time budget
 class TimeBudgetHook(Hook):
-    """After every epoch, re-plans `state.epochs` (at most cfg.epochs) so that the run fits
-    cfg.time_budget_min (see `plan_epochs`). Planned in a fresh run only: a resumed run keeps the
-    plan its checkpoint holds. Must come before the validation and checkpoint hooks."""
+    """Plans `state.epochs` (at most cfg.epochs) so that the run fits cfg.time_budget_min (see
+    `plan_epochs`): first from the speed of the first epoch's first steps (so that the warm-up,
+    the schedules and the EMA horizon are those of the run that fits, not of cfg.epochs), then
+    after every epoch. The plan-derived defaults (`state.planned`: warm-up, EMA horizon) follow
+    each re-plan (`yolo4.training.defaults.replan_defaults`). Planned in a fresh run only: a
+    resumed run keeps the plan its checkpoint holds. Must come before the validation and
+    checkpoint hooks."""
+
+    PROBE_SKIP = 2  # the first steps pay one-off costs (oneDNN primitives, caches): not timed
 
     def on_start(self, state: TrainState) -> None:
         self.active = state.resumed is None
@@ -168,6 +181,9 @@ class TimeBudgetHook(Hook):
         self.max_epochs = state.epochs
         self.times: list[tuple[float, bool]] = []  # (seconds start to start, small size) per epoch run here
         self.t_last = self.t_run
+        # the early plan: after a tenth of the first epoch (at least 8 steps), if it has that many
+        self.probe_step = max(8, state.steps_per_epoch // 10)
+        self.t_probe = 0.0
 
     def on_epoch_start(self, state: TrainState) -> None:
         t0 = time.time()
@@ -176,17 +192,37 @@ class TimeBudgetHook(Hook):
         self.t_last = t0
         self.small = state.img_size() != state.cfg.img_size
 
+    def on_step_end(self, state: TrainState) -> None:
+        if not self.active or state.epoch > 0 or self.probe_step >= state.steps_per_epoch:
+            return
+        if state.epoch_step == self.PROBE_SKIP:
+            self.t_probe = time.time()
+        elif state.epoch_step == self.probe_step:
+            per_step = (time.time() - self.t_probe) / (self.probe_step - self.PROBE_SKIP)
+            epoch_s = (self.t_probe - self.t_last) + per_step * (state.steps_per_epoch - self.PROBE_SKIP)
+            spent = (self.t_last - self.t_run) + epoch_s  # as if the first epoch were done
+            self._replan(state, plan_epochs(state.cfg, [(epoch_s, self.small)], spent, self.max_epochs))
+
     def on_epoch_end(self, state: TrainState) -> None:
         self.times.append((time.time() - self.t_last, self.small))
-        if not self.active:
+        if self.active:
+            self._replan(state, plan_epochs(state.cfg, self.times, time.time() - self.t_run, self.max_epochs))
+
+    def _replan(self, state: TrainState, fit: int) -> None:
+        fit = broadcast_object(fit, state.dist)
+        if fit == state.epochs:
             return
-        fit = broadcast_object(
-            plan_epochs(state.cfg, self.times, time.time() - self.t_run, self.max_epochs), state.dist
-        )
-        if fit != state.epochs:
-            budget = state.cfg.time_budget_min
-            say(state, f"time budget {budget:g} min: training {fit} epochs instead of {state.epochs}")
-            state.epochs = fit
+        budget = state.cfg.time_budget_min
+        changes = replan_defaults(state.cfg, state.planned, fit, state.steps_per_epoch, state.step)
+        note = ""
+        if changes:
+            state.cfg = dataclasses.replace(state.cfg, **changes)
+            if "burn_in" in changes:
+                note += f"; warm-up {changes['burn_in']} steps"
+            if "ema_decay" in changes:
+                note += f"; EMA over the last ~{1 / (1 - changes['ema_decay']):.0f} steps"
+        say(state, f"time budget {budget:g} min: training {fit} epochs instead of {state.epochs}{note}")
+        state.epochs = fit
 
 
 def plan_epochs(cfg: TrainConfig, epoch_times: Sequence[tuple[float, bool]], spent_s: float, max_epochs: int) -> int:

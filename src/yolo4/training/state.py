@@ -56,6 +56,7 @@ class TrainState:
     signal: int | None = None  # the signal (SIGTERM, SIGINT) that stopped the run, if one did
     best_files: tuple[Path, Path] | None = None  # (cfg, weights) exported at the end
     run_lock: Any = None  # the RunLock on out_dir (main process), released when the run ends
+    planned: frozenset[str] = frozenset()  # cfg fields derived from the plan (warm-up, EMA): a re-plan re-derives them
 
     @property
     def net(self) -> Darknet:

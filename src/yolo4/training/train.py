@@ -58,7 +58,7 @@ from yolo4.training.build import (
 )
 from yolo4.training.checkpoint import DISK_FULL, CheckpointError, RunLock, load_latest, load_model_state, set_rng_state
 from yolo4.training.config import TrainConfig, resolved
-from yolo4.training.defaults import close_mosaic_epochs, resolve_defaults, split_note
+from yolo4.training.defaults import close_mosaic_epochs, planned_fields, resolve_defaults, split_note
 from yolo4.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -288,6 +288,7 @@ def _build(
     val_set = load_dataset(cfg.data, "val", progress=False, write_split=True)
     if cfg.max_train_images:
         train_set = train_set.subset(list(range(min(cfg.max_train_images, len(train_set)))))
+    planned = planned_fields(cfg) if resumed is None else frozenset()  # (a resumed run keeps its plan)
     cfg, auto_notes = resolve_defaults(cfg, train_set, device)  # the None/"auto" fields, from the data
     if info.is_main:
         (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
@@ -358,6 +359,7 @@ def _build(
         val_set=epoch_val_set,
         bn_batches=bn_batches,
         run_lock=lock,
+        planned=planned,
     )
     if cfg.cmbn and info.enabled and device.type == "cuda":
         say(state, "warning: cmbn=True: under DDP on CUDA SyncBatchNorm (statistics over all GPUs) replaces CmBN")
