@@ -187,9 +187,9 @@ def test_qat_setup_keeps_the_float_models_outputs(shapes, trained, tmp_path):
 
 
 @pytest.mark.parametrize("train_ranges", [False, True])
-def test_quantiser_ranges_keep_their_calibration_unless_asked(shapes, trained, tmp_path, train_ranges):
-    """By default the optimiser trains the weights only: the calibrated ranges stay (NNCF's range
-    gradients drifted kangaroo yolov4-tiny's int8 mAP50 down by 4 points in 3 epochs)."""
+def test_quantiser_ranges_train_unless_frozen(shapes, trained, tmp_path, train_ranges):
+    """The optimiser trains the quantisers' ranges with the weights (NNCF's QAT), or with
+    qat_train_ranges=false only the weights: the calibrated ranges stay."""
     pytest.importorskip("nncf")
     from nncf.torch.quantization.layers import BaseQuantizer
 

@@ -22,7 +22,7 @@ loss, EMA, validation and checkpoints need no second code path):
    input per channel, which OpenVINO runs but onnxruntime's QLinearConv refuses (one output
    zero point per tensor), so yolo-fastest's int8 ONNX did not load.
 3. Training updates the weights (straight-through estimator) and the quantisers' ranges, unless
-   `freeze_ranges` keeps them (what `yolo4 train --qat` does by default).
+   `freeze_ranges` keeps them (`yolo4 train --qat --set qat_train_ranges=false`).
 4. `torch.onnx.export` writes each FakeQuantize as QuantizeLinear/DequantizeLinear with
    the learned scales: an int8 QDQ graph that onnxruntime and OpenVINO run as int8 kernels.
 

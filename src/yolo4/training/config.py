@@ -45,7 +45,9 @@ class TrainConfig:
     qat: bool = False
     qat_calib_images: int = 100  # train images that calibrate the int8 ranges before fine-tuning
     qat_export: str = "onnx"  # int8 files written from best.pt at the end: onnx, openvino, tflite (comma-separated)
-    qat_train_ranges: bool = False  # also train the quantisers' ranges (off: they keep their calibrated values)
+    qat_train_ranges: bool = (
+        True  # train the quantisers' ranges with the weights (NNCF's QAT); off: they stay calibrated
+    )
     freeze: int = 0  # layers 0..freeze-1 are not trained (BN frozen too)
     anchors: str = "auto"  # auto (k-means when the cfg's fit the training boxes badly) | cfg | kmeans
     max_train_images: int | None = None  # use only the first N training images

@@ -15,9 +15,9 @@ checkpoints, is the same):
   * setup: the loaded network becomes a QAT network (`yolo4.export.qat.prepare_qat`: BN folded,
     NNCF FakeQuantize calibrated on `qat_calib_images` training images, prepared as `yolo4
     detect` prepares them); a resumed run rebuilds the same structure from its checkpoint;
-  * the quantisers' ranges keep their calibrated values (`qat_train_ranges` trains them too,
-    with NNCF's gradients: on kangaroo yolov4-tiny that cost 4 mAP50 points over 3 epochs at
-    1e-5, which frozen ranges did not); only the weights train;
+  * the weights and the quantisers' ranges train together (NNCF's QAT; `qat_train_ranges=false`
+    keeps the calibrated ranges: on kangaroo yolov4-tiny the two were within the validation's
+    noise of each other);
   * mixed precision is off (the simulated int8 must be the deployed int8);
   * each epoch's validation evaluates the fake-quantised model (its EMA), so val/mAP50 is the
     int8 model's accuracy, and so does one before the first step (epoch 0: the calibrated model,
@@ -103,7 +103,7 @@ def checkpoint_as_darknet(cfg: TrainConfig) -> TrainConfig:
 def qat_model(model: torch.nn.Module, cfg: TrainConfig, resumed: dict[str, Any] | None, fresh_head: bool):
     """The QAT network for a run: `model` (the loaded trained Darknet) with BN folded and
     calibrated NNCF quantisers; when resuming, the checkpoint's quantiser structure (its values
-    are loaded with the rest of the state). Unless `cfg.qat_train_ranges`, the quantisers' ranges
+    are loaded with the rest of the state). With `cfg.qat_train_ranges` off, the quantisers' ranges
     are frozen (no gradients: the optimiser leaves them out) and only the weights train."""
     from yolo4.export.qat import freeze_ranges, prepare_qat, restore_qat
 
