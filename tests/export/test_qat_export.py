@@ -1,5 +1,6 @@
-"""yolo4.export.qat: a QAT network of a depthwise model (yolo-fastest's building block) exports to an
-int8 ONNX that onnxruntime runs and that computes what the fake-quantised PyTorch model does."""
+"""yolo4.export.qat (named so beside tests/training/test_qat.py): a QAT network of a depthwise model
+(yolo-fastest's building block) exports to an int8 ONNX that onnxruntime runs and that computes
+what the fake-quantised PyTorch model does."""
 
 from __future__ import annotations
 
