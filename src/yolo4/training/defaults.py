@@ -27,7 +27,7 @@ What is decided, and why:
   in particular, that trained them on one cell per truth would unlearn the neighbours).
 * learning rate (`lr` None): LR (0.01 per 64 images), or under `--qat` QAT_LR (1e-5): with
   BatchNorm folded, nothing renormalises a channel after a step, and the model is already
-  converged (kangaroo yolov4-tiny int8: 1e-5 kept its mAP50 in one epoch, 1e-4 lost 2-4 points).
+  converged (kangaroo yolov4-tiny int8: 1e-5 kept its mAP50 in one epoch, 1e-4 lost 4-5 points).
 * EMA horizon (`ema_decay` and `ema_tau` None): the average spans a tenth of the planned
   optimizer steps (decay 1 - 1/H, ramp H; at most YOLOv5's 0.9999 and 2000, meant for COCO's
   hundreds of thousands of steps). YOLOv5's values on a run of 300 steps would give the raw
@@ -198,7 +198,7 @@ def resolve_defaults(cfg: TrainConfig, train_set, device: torch.device) -> tuple
         if cfg.qat:
             notes.append(
                 f"lr {QAT_LR:g} per {cfg.lr_batch} images (--qat: BN folded, the converged model only fine-tuned; "
-                "kangaroo yolov4-tiny lost 4 mAP50 points in 3 epochs at 1e-4)"
+                "kangaroo yolov4-tiny lost 4-9 mAP50 points within 3 epochs at 1e-4)"
             )
     elif cfg.qat and cfg.lr >= QAT_LR_WARN:
         notes.append(
