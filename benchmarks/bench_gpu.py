@@ -285,8 +285,9 @@ def _train_setup(name: str, size: int, device: torch.device, recipe: bool):
     from yolo4.data.shapes import SHAPES_NAMES
     from yolo4.training.build import build_model, make_loss, make_optimizer
     from yolo4.training.config import TrainConfig
+    from yolo4.training.defaults import LR
 
-    cfg = TrainConfig(data="unused", model=name, img_size=size, amp=recipe)
+    cfg = TrainConfig(data="unused", model=name, img_size=size, amp=recipe, lr=LR)
     torch.manual_seed(0)
     model, _ = build_model(cfg, list(SHAPES_NAMES))
     model.to(device)

@@ -50,6 +50,12 @@ def make_model():
 
 
 @pytest.fixture(scope="session")
+def with_realistic_bn():
+    """`with_realistic_bn(model, seed=0)` -> `model` with realistic BN statistics (`randomize_bn`, in place)."""
+    return randomize_bn
+
+
+@pytest.fixture(scope="session")
 def make_images():
     """`make_images(n, (H, W), seed=5)` -> (n, 3, H, W) pixels / 255."""
     return random_images

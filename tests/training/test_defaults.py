@@ -12,6 +12,8 @@ import torch
 from yolo4.models.zoo import build
 from yolo4.training.config import TrainConfig
 from yolo4.training.defaults import (
+    LR,
+    QAT_LR,
     auto_workers,
     close_mosaic_epochs,
     heads_are_fresh,
@@ -92,7 +94,14 @@ def test_resolve_defaults_from_scratch_on_large_boxes():
 
 def test_resolve_defaults_keeps_what_the_user_set_and_loaded_heads():
     user = TrainConfig(
-        model="yolov4-tiny", burn_in=7, anchors="cfg", neighbor_cells=False, ema_decay=0.99, ema_tau=99.0, workers=3
+        model="yolov4-tiny",
+        burn_in=7,
+        anchors="cfg",
+        neighbor_cells=False,
+        ema_decay=0.99,
+        ema_tau=99.0,
+        workers=3,
+        lr=0.02,
     )
     cfg, notes = resolve_defaults(user, _Set(160), torch.device("cpu"))
     assert cfg == replace(user, burn_in_power=4.0) and notes == []  # a burn_in given: darknet's curve
@@ -141,9 +150,13 @@ def test_loaded_heads_decoding_with_scale_x_y_2_keep_training_on_neighbour_cells
     assert resolve_defaults(own, _Set(160), torch.device("cpu"))[0].iou_thresh == 0.5  # a given value wins
 
 
-def test_qat_at_a_float_peak_lr_warns():
+def test_the_lr_default_is_a_fine_tunes_under_qat_and_a_float_peak_lr_warns():
     qat = TrainConfig(model="yolov4-tiny", weights="best.weights", qat=True, anchors="cfg", neighbor_cells=False)
-    _, notes = resolve_defaults(qat, _Set(160), torch.device("cpu"))
-    assert any("--qat at lr 0.01" in n for n in notes)
+    cfg, notes = resolve_defaults(qat, _Set(160), torch.device("cpu"))
+    assert cfg.lr == QAT_LR and not any("--qat at lr" in n for n in notes)
+    assert any(f"lr {QAT_LR:g}" in n for n in notes)  # the choice is said
+    assert resolve_defaults(replace(qat, qat=False), _Set(160), torch.device("cpu"))[0].lr == LR == 0.01
+    cfg, notes = resolve_defaults(replace(qat, lr=0.01), _Set(160), torch.device("cpu"))
+    assert cfg.lr == 0.01 and any("--qat at lr 0.01" in n for n in notes)  # a given lr is kept, and warned about
     _, notes = resolve_defaults(replace(qat, lr=0.0001), _Set(160), torch.device("cpu"))
     assert not any("--qat at lr" in n for n in notes)

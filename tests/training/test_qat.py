@@ -133,7 +133,8 @@ def test_qat_run_writes_an_int8_onnx_that_matches_the_fake_quantised_model(shape
     for name in ("best.pt", "last.pt", "results.csv", "best-int8.onnx", "best.cfg", "best.weights"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert len(rows) == 1 and 0.0 <= float(rows[0]["val/mAP50"]) <= 1.0
+    assert [r["epoch"] for r in rows] == ["0", "1"]  # epoch 0: the calibrated model before any step
+    assert all(0.0 <= float(r["val/mAP50"]) <= 1.0 for r in rows) and rows[0]["train/loss"] == ""
 
     # the ONNX file is int8: QDQ pairs around the convolutions, the QAT recipe in its metadata
     proto = onnx.load(str(out / "best-int8.onnx"))
@@ -185,6 +186,29 @@ def test_qat_setup_keeps_the_float_models_outputs(shapes, trained, tmp_path):
         assert 1e-5 < rel < 0.1, rel  # simulated int8, close to float
 
 
+@pytest.mark.parametrize("train_ranges", [False, True])
+def test_quantiser_ranges_train_unless_frozen(shapes, trained, tmp_path, train_ranges):
+    """The optimiser trains the quantisers' ranges with the weights (NNCF's QAT), or with
+    qat_train_ranges=false only the weights: the calibrated ranges stay."""
+    pytest.importorskip("nncf")
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    from yolo4.darknet import load
+    from yolo4.training.build import make_optimizer
+    from yolo4.training.qat import qat_model
+
+    cfg_path, weights = trained
+    cfg = qat_cfg(shapes, tmp_path / "run", model=str(cfg_path), weights=str(weights), qat_train_ranges=train_ranges)
+    qmodel = qat_model(load(cfg_path, weights), cfg, None, fresh_head=False)
+    ranges = [
+        p for m in qmodel.modules() if isinstance(m, BaseQuantizer) for p in m.parameters() if p.is_floating_point()
+    ]
+    optimised = {id(p) for g in make_optimizer(cfg, qmodel).param_groups for p in g["params"]}
+    assert len(ranges) >= 20  # (yolov4-tiny: a weight scale per conv, an activation range per quantised tensor)
+    assert all((id(p) in optimised) == train_ranges for p in ranges)
+    assert any(id(p) in optimised for p in qmodel.parameters())  # the weights train either way
+
+
 def test_a_failed_int8_export_after_qat_is_named_and_keeps_the_run(shapes, trained, tmp_path, monkeypatch, capsys):
     pytest.importorskip("nncf")
     import yolo4.export
@@ -205,3 +229,31 @@ def test_a_failed_int8_export_after_qat_is_named_and_keeps_the_run(shapes, train
     assert rc != 0 and "best-int8.onnx" in err and "zero point must be a scalar" in err
     for name in ("best.pt", "last.pt", "best.cfg", "best.weights"):  # nothing done is lost
         assert (out / name).is_file(), name
+
+
+@pytest.mark.parametrize("scores, best_epoch", [((0.5, 0.3), 0), ((0.3, 0.5), 1)])
+def test_best_pt_chooses_between_the_calibrated_start_and_the_trained_epoch(
+    shapes, trained, tmp_path, monkeypatch, capsys, scores, best_epoch
+):
+    """A QAT run validates its calibrated model before the first step (epoch 0, the PTQ point):
+    best.pt, and so the exported int8 model, is the trained epoch only when it scores better."""
+    pytest.importorskip("nncf")
+    import yolo4.training.hooks as hooks
+    from yolo4.training.checkpoint import load_checkpoint
+
+    calls: list[int] = []
+
+    def scripted(state):
+        calls.append(state.epoch)
+        m = scores[len(calls) - 1]
+        return {"val/mAP50": m, "val/mAP50-95": m / 2}
+
+    monkeypatch.setattr(hooks, "validate_model", scripted)
+    cfg_path, weights = trained
+    result = train(qat_cfg(shapes, tmp_path / "run", model=str(cfg_path), weights=str(weights), export=False))
+    assert calls == [0, 1]
+    assert [r["epoch"] for r in result.history] == [0, 1] and result.best_map50 == max(scores)
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == best_epoch
+    err = capsys.readouterr().err
+    assert "epoch 0 (the calibrated int8 model before any step" in err
+    assert f"best epoch {best_epoch} of 1 (best.pt)" in err

@@ -170,6 +170,6 @@ def test_start_values_are_the_config_or_the_models_yolo_keys():
     assert start == {"lr": 0.02, "iou_normalizer": 0.07, "burn_in": 10}
     assert type(start_values(space, TrainConfig(lr=0.02, burn_in=10), {"iou_normalizer": 1})["iou_normalizer"]) is float
     with pytest.raises(Yolo4Error, match="iou_normalizer has no value to start from"):
-        start_values(space, TrainConfig(burn_in=10), {})
+        start_values(space, TrainConfig(lr=0.02, burn_in=10), {})
     with pytest.raises(Yolo4Error, match=r"lr=0.5 is outside lr in \[0.001, 0.1\]"):
         start_values(space, TrainConfig(lr=0.5, burn_in=10), {"iou_normalizer": 0.07})

@@ -18,7 +18,11 @@ loss, EMA, validation and checkpoints need no second code path):
    asymmetric per-tensor int8 activations, fast bias correction) inserts FakeQuantize
    modules whose ranges are calibrated on real images: the same recipe as the ONNX PTQ
    default, so QAT starts from the PTQ model and the fine-tuning only has to improve it.
-3. Training updates the weights and the quantisers' ranges (straight-through estimator).
+   Activations are per tensor everywhere: NNCF's CPU setup would quantise a depthwise conv's
+   input per channel, which OpenVINO runs but onnxruntime's QLinearConv refuses (one output
+   zero point per tensor), so yolo-fastest's int8 ONNX did not load.
+3. Training updates the weights (straight-through estimator) and the quantisers' ranges, unless
+   `freeze_ranges` keeps them (`yolo4 train --qat --set qat_train_ranges=false`).
 4. `torch.onnx.export` writes each FakeQuantize as QuantizeLinear/DequantizeLinear with
    the learned scales: an int8 QDQ graph that onnxruntime and OpenVINO run as int8 kernels.
 
@@ -115,6 +119,8 @@ def prepare_qat(model: Darknet, calib: torch.Tensor, batch: int = 8) -> Darknet:
     nncf = require_nncf_torch()
     if len(calib) == 0:
         raise ExportError("quantisation-aware training needs calibration images (got none)")
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+
     folded = fold_batchnorm(model).eval()
     items = [calib[i : i + batch] for i in range(0, len(calib), batch)]
     with quiet_nncf():
@@ -124,8 +130,23 @@ def prepare_qat(model: Darknet, calib: torch.Tensor, batch: int = 8) -> Darknet:
             preset=nncf.QuantizationPreset.MIXED,
             subset_size=len(items),
             fast_bias_correction=True,
+            advanced_parameters=AdvancedQuantizationParameters(
+                activations_quantization_params=QuantizationParameters(per_channel=False)
+            ),
         )
     return quantised.train()
+
+
+def freeze_ranges(model: nn.Module) -> None:
+    """The quantisers of a QAT `model` keep their ranges (scales, input_low) in training: no
+    gradients (in place; an optimiser built afterwards leaves them out). NNCF trains them by default."""
+    require_nncf_torch()
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    for m in model.modules():
+        if isinstance(m, BaseQuantizer):
+            for p in m.parameters():
+                p.requires_grad_(False)
 
 
 def use_qdq_export(model: nn.Module) -> None:

@@ -18,7 +18,7 @@ from yolo4.inference.device import select_device as select_device  # the one dev
 from yolo4.training.anchors import check_anchors, set_kmeans_anchors
 from yolo4.training.anchors import kmeans_anchors as kmeans_anchors  # re-exported
 from yolo4.training.anchors import train_box_sizes as train_box_sizes  # re-exported
-from yolo4.training.config import TrainConfig
+from yolo4.training.config import TrainConfig, resolved
 from yolo4.training.ema import unwrap
 
 if TYPE_CHECKING:
@@ -133,11 +133,12 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     On CUDA the fused implementation (one kernel for every parameter; GradScaler-aware), else
     PyTorch's default (foreach on the CPU)."""
     groups = param_groups(model, cfg.weight_decay)
+    lr = resolved(cfg.lr, "lr")  # (the schedule hook sets each step's value)
     fused = {"fused": True} if all(p.is_cuda for g in groups for p in g["params"]) and groups else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fused)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), **fused)
+        return torch.optim.AdamW(groups, lr=lr, betas=(cfg.momentum, 0.999), **fused)
     raise Yolo4Error(f"optimizer={cfg.optimizer!r}: choose sgd or adamw")
 
 

@@ -45,6 +45,9 @@ class TrainConfig:
     qat: bool = False
     qat_calib_images: int = 100  # train images that calibrate the int8 ranges before fine-tuning
     qat_export: str = "onnx"  # int8 files written from best.pt at the end: onnx, openvino, tflite (comma-separated)
+    qat_train_ranges: bool = (
+        True  # train the quantisers' ranges with the weights (NNCF's QAT); off: they stay calibrated
+    )
     freeze: int = 0  # layers 0..freeze-1 are not trained (BN frozen too)
     anchors: str = "auto"  # auto (k-means when the cfg's fit the training boxes badly) | cfg | kmeans
     max_train_images: int | None = None  # use only the first N training images
@@ -61,7 +64,8 @@ class TrainConfig:
     small_img_epochs: float = 0.5  # that fraction of the epochs (rounded down)
     # optimiser
     optimizer: str = "sgd"  # sgd (momentum, nesterov: the YOLOv4 recipe) | adamw (betas (momentum, 0.999))
-    lr: float = 0.01  # at lr_batch images per step; scaled linearly with the global batch
+    lr: float | None = None  # at lr_batch images per step; scaled linearly with the global batch; None: 0.01,
+    # under qat 1e-5 (a fine-tune of a converged model with BN folded; training.defaults)
     lr_batch: int = 64
     momentum: float = 0.937
     nesterov: bool = True

@@ -25,6 +25,9 @@ What is decided, and why:
   (`iou_thresh`, yolov4.cfg's value; unless given); loaded heads keep darknet's one cell and
   the cfg's values, unless they decode with scale_x_y >= 2 (trained so: a fine-tune, `--qat`
   in particular, that trained them on one cell per truth would unlearn the neighbours).
+* learning rate (`lr` None): LR (0.01 per 64 images), or under `--qat` QAT_LR (1e-5): with
+  BatchNorm folded, nothing renormalises a channel after a step, and the model is already
+  converged (kangaroo yolov4-tiny int8: 1e-5 kept its mAP50 in one epoch, 1e-4 lost 4-5 points).
 * EMA horizon (`ema_decay` and `ema_tau` None): the average spans a tenth of the planned
   optimizer steps (decay 1 - 1/H, ramp H; at most YOLOv5's 0.9999 and 2000, meant for COCO's
   hundreds of thousands of steps). YOLOv5's values on a run of 300 steps would give the raw
@@ -48,6 +51,8 @@ NEIGHBOR_SCALE_X_Y = 2.0  # scale_x_y that lets a cell predict a centre in its n
 MULTI_ANCHOR_IOU = 0.213  # iou_thresh of yolov4.cfg: every anchor this close to a truth trains on it
 DARKNET_BURN_IN_POWER = 4.0  # darknet's warm-up curve (lr * (step / burn_in) ** 4), kept with a burn_in given
 MIN_VAL_BOXES = 50  # fewer validation boxes than this: the run warns that its mAP is noisy
+LR = 0.01  # lr per lr_batch images of a run that trains (from scratch, or from another data set's weights)
+QAT_LR = 1e-5  # lr per lr_batch images of a --qat run: a tenth of where a default float run ends (LR x 0.01)
 QAT_LR_WARN = 0.001  # --qat at this lr (per lr_batch images) or above: the run warns
 
 
@@ -188,10 +193,17 @@ def resolve_defaults(cfg: TrainConfig, train_set, device: torch.device) -> tuple
     elif cfg.ema_decay is None or cfg.ema_tau is None:
         changes["ema_decay"] = 0.9999 if cfg.ema_decay is None else cfg.ema_decay
         changes["ema_tau"] = 2000.0 if cfg.ema_tau is None else cfg.ema_tau
-    if cfg.qat and cfg.lr >= QAT_LR_WARN:
+    if cfg.lr is None:
+        changes["lr"] = QAT_LR if cfg.qat else LR
+        if cfg.qat:
+            notes.append(
+                f"lr {QAT_LR:g} per {cfg.lr_batch} images (--qat: BN folded, the converged model only fine-tuned; "
+                "kangaroo yolov4-tiny lost 4-9 mAP50 points within 3 epochs at 1e-4)"
+            )
+    elif cfg.qat and cfg.lr >= QAT_LR_WARN:
         notes.append(
             f"warning: --qat at lr {cfg.lr:g} per {cfg.lr_batch} images: with BatchNorm folded, a float run's peak lr "
-            "wrecks a trained model; give about its final lr (--set lr=0.0001 after a default run)"
+            f"wrecks a trained model; leave lr unset (--qat's default {QAT_LR:g}) or give about that"
         )
     if cfg.workers is None:
         changes["workers"] = auto_workers(device)

@@ -256,22 +256,43 @@ def plan_epochs(cfg: TrainConfig, epoch_times: Sequence[tuple[float, bool]], spe
 class EvalHook(Hook):
     """Every `cfg.val_every` epochs and after the last planned one (main process): precise BN
     (`cfg.precise_bn_batches` train batches) then COCO validation of `state.eval_model`; adds
-    val/mAP50 and val/mAP50-95 to the epoch's row."""
+    val/mAP50 and val/mAP50-95 to the epoch's row. A QAT run also validates before its first
+    step (epoch 0)."""
+
+    def on_start(self, state: TrainState) -> None:
+        """A QAT run validates its calibrated int8 model before the first step (the PTQ point):
+        row "epoch 0" of the history, which best.pt keeps unless a trained epoch beats it."""
+        if not state.cfg.qat or state.history or not state.dist.is_main:  # (a resumed run has done this)
+            return
+        state.history.append({"epoch": 0, **validate_model(state)})
+        say(
+            state,
+            f"epoch 0 (the calibrated int8 model before any step, i.e. post-training quantisation): mAP50-95 "
+            f"{state.row['val/mAP50-95']:.4f}, mAP50 {state.row['val/mAP50']:.4f}; best.pt keeps it unless an "
+            "epoch beats it",
+        )
 
     def on_epoch_end(self, state: TrainState) -> None:
-        from yolo4.training.validation import recompute_bn_stats, validate
-
         cfg = state.cfg
         if not state.dist.is_main or not (state.epoch % cfg.val_every == 0 or state.epoch == state.epochs):
             return
-        net = state.eval_model
-        if cfg.precise_bn_batches > 0 and state.bn_batches is not None:
-            recompute_bn_stats(net, state.bn_batches(), autocast_dtype(cfg, state.device))
-        m = validate(
-            net, state.val_set, state.names, val_size(cfg), state.device, cfg.val_postprocess, progress=cfg.progress
-        )
-        state.row["val/mAP50"], state.row["val/mAP50-95"] = float(m.map50), float(m.map)
-        state.model.train()
+        state.row.update(validate_model(state))
+
+
+def validate_model(state: TrainState) -> dict[str, float]:
+    """Precise BN (`cfg.precise_bn_batches` train batches) then COCO validation of
+    `state.eval_model`: {"val/mAP50", "val/mAP50-95"}. The model is left in train mode."""
+    from yolo4.training.validation import recompute_bn_stats, validate
+
+    cfg = state.cfg
+    net = state.eval_model
+    if cfg.precise_bn_batches > 0 and state.bn_batches is not None:
+        recompute_bn_stats(net, state.bn_batches(), autocast_dtype(cfg, state.device))
+    m = validate(
+        net, state.val_set, state.names, val_size(cfg), state.device, cfg.val_postprocess, progress=cfg.progress
+    )
+    state.model.train()
+    return {"val/mAP50": float(m.map50), "val/mAP50-95": float(m.map)}
 
 
 # ------------------------------------------------------------------ logging
@@ -353,8 +374,8 @@ class LogHook(Hook):
             self.bar = None
 
     def _write(self, history: list[dict[str, float]]) -> None:
-        keys = list(history[0])
-        for row in history[1:]:
+        keys = list(history[-1])  # the latest row is a whole one (a QAT run's epoch 0 has only its validation)
+        for row in history:
             keys += [k for k in row if k not in keys]
         tmp = self.csv.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
@@ -389,6 +410,12 @@ class CheckpointHook(Hook):
     written atomically (see `save_checkpoint`). When a run stops within an epoch: last.pt at
     that step. A write that fails (a full disk) keeps the previous file and ends the run with
     a CheckpointError that says how to resume."""
+
+    def on_start(self, state: TrainState) -> None:
+        """A row validated before the first step (EvalHook's epoch 0 of a QAT run) is best.pt so far."""
+        if state.dist.is_main and state.epoch == 0 and state.history and fitness(state.row) > state.best_fitness:
+            state.best_fitness = fitness(state.row)
+            _save(state, checkpoint_dict(state), "best.pt", keep_previous=False)
 
     def on_end(self, state: TrainState) -> None:
         if state.dist.is_main and state.mid_epoch:

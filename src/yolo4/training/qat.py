@@ -1,23 +1,27 @@
 """`yolo4 train --qat`: quantisation-aware fine-tuning of a trained model in the normal loop.
 
-    yolo4 train --data DATA --model best.cfg --weights best.weights --qat --epochs 5 --set lr=0.0001
-    yolo4.train("DATA", weights="runs/train/best.pt", qat=True, epochs=5, options=["lr=0.0001"])
+    yolo4 train --data DATA --model best.cfg --weights best.weights --qat --epochs 1
+    yolo4.train("DATA", weights="runs/train/best.pt", qat=True, epochs=1)
 
-The learning rate should be about where the float run ended (0.01 x final_lr_ratio 0.01 = 0.0001
-per 64 images for a default run): with BatchNorm folded, nothing rescales the convolutions'
-gradients any more, and a step that a BN network shrugs off moves the folded weights far. The
-positives are the ones the heads were trained with (`neighbor_cells` None: heads that decode
-with scale_x_y >= 2 train on neighbour cells, see yolo4.training.defaults); a fine-tune on
-other positives unlearns them (kangaroo yolov4-tiny: mAP50 0.64 -> 0.03 in one epoch).
+The learning rate defaults to `QAT_LR` (1e-5 per 64 images, `yolo4.training.defaults`), a tenth
+of where a default float run ends: with BatchNorm folded nothing renormalises a channel after a
+step, and the model is already converged (kangaroo yolov4-tiny, one epoch: 1e-5 kept mAP50,
+1e-4 lost 4 points). The positives are the ones the heads were trained with (`neighbor_cells`
+None: heads that decode with scale_x_y >= 2 train on neighbour cells); a fine-tune on other
+positives unlearns them (kangaroo yolov4-tiny: mAP50 0.64 -> 0.03 in one epoch).
 
 What changes against a normal run (everything else, the loop, the hooks, validation and
 checkpoints, is the same):
   * setup: the loaded network becomes a QAT network (`yolo4.export.qat.prepare_qat`: BN folded,
     NNCF FakeQuantize calibrated on `qat_calib_images` training images, prepared as `yolo4
     detect` prepares them); a resumed run rebuilds the same structure from its checkpoint;
+  * the weights and the quantisers' ranges train together (NNCF's QAT; `qat_train_ranges=false`
+    keeps the calibrated ranges: on kangaroo yolov4-tiny the two were within the validation's
+    noise of each other);
   * mixed precision is off (the simulated int8 must be the deployed int8);
   * each epoch's validation evaluates the fake-quantised model (its EMA), so val/mAP50 is the
-    int8 model's accuracy;
+    int8 model's accuracy, and so does one before the first step (epoch 0: the calibrated model,
+    i.e. post-training quantisation), so that best.pt is never worse than where QAT started;
   * at the end `QatExportHook` writes best.pt's int8 model in the `qat_export` formats, and
     best.cfg + best.weights with its float weights (BN folded).
 """
@@ -99,19 +103,24 @@ def checkpoint_as_darknet(cfg: TrainConfig) -> TrainConfig:
 def qat_model(model: torch.nn.Module, cfg: TrainConfig, resumed: dict[str, Any] | None, fresh_head: bool):
     """The QAT network for a run: `model` (the loaded trained Darknet) with BN folded and
     calibrated NNCF quantisers; when resuming, the checkpoint's quantiser structure (its values
-    are loaded with the rest of the state)."""
-    from yolo4.export.qat import prepare_qat, restore_qat
+    are loaded with the rest of the state). With `cfg.qat_train_ranges` off, the quantisers' ranges
+    are frozen (no gradients: the optimiser leaves them out) and only the weights train."""
+    from yolo4.export.qat import freeze_ranges, prepare_qat, restore_qat
 
     if resumed is not None:
         if not resumed.get("qat"):
             raise Yolo4Error("--resume: this run's checkpoint holds no QAT model (was it trained with --qat?)")
-        return restore_qat(model, resumed["qat"]).train()  # type: ignore[arg-type]
-    if fresh_head:
+        qmodel = restore_qat(model, resumed["qat"]).train()  # type: ignore[arg-type]
+    elif fresh_head:
         raise Yolo4Error(
             f"--qat: the weights {cfg.weights} do not hold this dataset's heads (another class count?): QAT "
             "fine-tunes a model trained on the same classes; train one first"
         )
-    return prepare_qat(model, _calibration(cfg, model))  # type: ignore[arg-type]
+    else:
+        qmodel = prepare_qat(model, _calibration(cfg, model))  # type: ignore[arg-type]
+    if not cfg.qat_train_ranges:
+        freeze_ranges(qmodel)
+    return qmodel
 
 
 def _calibration(cfg: TrainConfig, net) -> torch.Tensor:

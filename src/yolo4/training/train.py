@@ -353,7 +353,7 @@ def _build(
         dist=info,
         names=names,
         loss_fn=loss_fn,
-        base_lr=cfg.lr * cfg.batch / cfg.lr_batch,
+        base_lr=resolved(cfg.lr, "lr") * cfg.batch / cfg.lr_batch,
         epochs=cfg.epochs,
         steps_per_epoch=steps_per_epoch,
         val_set=epoch_val_set,
