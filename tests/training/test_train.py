@@ -163,6 +163,10 @@ def test_time_budget_epochs():
     assert plan_epochs(cfg, [(140, False)] * 5, 700, 50) == 5  # over budget: stop now
     # one slow epoch (another job on the machine) does not cut the run: medians predict
     assert plan_epochs(cfg, [(50, False), (50, False), (200, False)], 300, 50) == 9
+    # a plan in force grows only with half an epoch to spare, and shrinks at once
+    assert plan_epochs(cfg, [(100, False)] * 2, 200, 50, current=5) == 5  # 6 fit exactly: no flip
+    assert plan_epochs(cfg, [(90, False)] * 2, 180, 50, current=5) == 6  # 6 leave 60 s: grow
+    assert plan_epochs(cfg, [(120, False)] * 2, 240, 50, current=6) == 5
 
 
 def test_time_budget_plans_from_the_first_steps_and_replans_warm_up_and_ema(monkeypatch):

@@ -206,7 +206,8 @@ class TimeBudgetHook(Hook):
     def on_epoch_end(self, state: TrainState) -> None:
         self.times.append((time.time() - self.t_last, self.small))
         if self.active:
-            self._replan(state, plan_epochs(state.cfg, self.times, time.time() - self.t_run, self.max_epochs))
+            spent = time.time() - self.t_run
+            self._replan(state, plan_epochs(state.cfg, self.times, spent, self.max_epochs, state.epochs))
 
     def _replan(self, state: TrainState, fit: int) -> None:
         fit = broadcast_object(fit, state.dist)
@@ -225,12 +226,21 @@ class TimeBudgetHook(Hook):
         state.epochs = fit
 
 
-def plan_epochs(cfg: TrainConfig, epoch_times: Sequence[tuple[float, bool]], spent_s: float, max_epochs: int) -> int:
+def plan_epochs(
+    cfg: TrainConfig,
+    epoch_times: Sequence[tuple[float, bool]],
+    spent_s: float,
+    max_epochs: int,
+    current: int | None = None,
+) -> int:
     """The most epochs in all (at least those done, at most `max_epochs`) whose predicted time fits
     `cfg.time_budget_min`, when `spent_s` seconds have gone.
 
     Args:
         epoch_times: (seconds, ran at small_img_size) of every epoch done so far.
+        current: the plan in force, if any: it grows only when the longer plan still leaves half
+            an epoch to spare (so that epoch times near the edge do not flip the plan, and with it
+            the lr schedule, back and forth every epoch); it shrinks as soon as it does not fit.
     A small epoch is predicted by the median small one done, a full-size one by the median
     full-size one (a passing slowdown of the machine does not cut the run); until one of a kind
     has run, from the other kind scaled by the ratio of input areas (which overestimates
@@ -247,7 +257,8 @@ def plan_epochs(cfg: TrainConfig, epoch_times: Sequence[tuple[float, bool]], spe
     for n in range(done + 1, max_epochs + 1):
         # once a full-size epoch has run, no small one follows (TrainState.img_size)
         n_small = 0 if full_t else sum(epoch_img_size(cfg, e, n) != cfg.img_size for e in range(done, n))
-        if spent_s + n_small * t_small + (n - done - n_small) * t_full <= budget_s:
+        spare = 0.5 * t_full if current is not None and n > current else 0.0
+        if spent_s + n_small * t_small + (n - done - n_small) * t_full + spare <= budget_s:
             best = n
     return best
 
