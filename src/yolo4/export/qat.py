@@ -46,7 +46,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from yolo4.darknet import Darknet
 from yolo4.darknet.layers import Conv, Convolutional
 from yolo4.errors import ExportError
-from yolo4.export.quantize import quiet_nncf
+from yolo4.export.quantize import nncf_ptq_options, quiet_nncf
 
 QAT_RECIPE = {
     "tool": "NNCF quantisation-aware training (nncf.quantize on the PyTorch model, then fine-tuned)",
@@ -127,9 +127,7 @@ def prepare_qat(model: Darknet, calib: torch.Tensor, batch: int = 8) -> Darknet:
         quantised = nncf.quantize(
             folded,
             nncf.Dataset(items),
-            preset=nncf.QuantizationPreset.MIXED,
-            subset_size=len(items),
-            fast_bias_correction=True,
+            **nncf_ptq_options(nncf, len(items)),
             advanced_parameters=AdvancedQuantizationParameters(
                 activations_quantization_params=QuantizationParameters(per_channel=False)
             ),

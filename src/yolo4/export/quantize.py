@@ -254,6 +254,13 @@ def quiet_nncf() -> Iterator[None]:
             lg.setLevel(level)
 
 
+def nncf_ptq_options(nncf: Any, num_items: int) -> dict[str, Any]:
+    """The NNCF post-training recipe shared by the ONNX int8 export and QAT's calibration:
+    `nncf.quantize` keywords (mixed preset: symmetric weights, asymmetric activations; every
+    calibration item; fast bias correction)."""
+    return {"preset": nncf.QuantizationPreset.MIXED, "subset_size": num_items, "fast_bias_correction": True}
+
+
 def _quantize_nncf(model: Any, out_path, calib: np.ndarray, input_name: str, batch: int, exclude: list[str]) -> None:
     import onnx
 
@@ -263,10 +270,8 @@ def _quantize_nncf(model: Any, out_path, calib: np.ndarray, input_name: str, bat
         quantized = nncf.quantize(
             model,
             nncf.Dataset(items),
-            preset=nncf.QuantizationPreset.MIXED,
-            subset_size=len(items),
-            fast_bias_correction=True,
             ignored_scope=nncf.IgnoredScope(names=exclude, validate=False),
+            **nncf_ptq_options(nncf, len(items)),
         )
     onnx.save(quantized, str(out_path))
 
