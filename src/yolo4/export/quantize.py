@@ -48,6 +48,7 @@ from yolo4.errors import DataError, ExportError
 from yolo4.export.common import INT8_TOOLS
 
 CALIB_SEED = 0
+CALIB_COLLECT_BYTES = 2 << 30  # activations onnxruntime's calibration may hold at once (its peak is a few times this)
 
 
 def _images_in_folder(folder: Path) -> list[Path]:
@@ -165,21 +166,53 @@ def require_nncf():
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over a (N, 3, H, W) array, `batch` images a call."""
+    """onnxruntime CalibrationDataReader over a (N, 3, H, W) array, `batch` images a call; its
+    items are the N // batch batches, and `set_range` (onnxruntime's chunked calibration)
+    limits it to items [start_index, end_index)."""
 
     def __init__(self, images: np.ndarray, input_name: str, batch: int):
         self.images, self.input_name, self.batch = images, input_name, batch
-        self.i = 0
+        self.i, self.end = 0, len(images) // batch
+
+    def __len__(self) -> int:
+        return len(self.images) // self.batch
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.i + self.batch > len(self.images):
+        if self.i >= self.end:
             return None
-        x = self.images[self.i : self.i + self.batch]
-        self.i += self.batch
+        x = self.images[self.i * self.batch : (self.i + 1) * self.batch]
+        self.i += 1
         return {self.input_name: x}
 
     def rewind(self) -> None:
         self.i = 0
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.i, self.end = start_index, min(end_index, len(self))
+
+
+def activation_bytes(model: Any) -> int:
+    """Bytes of the float32 tensors one run of an ONNX model produces (every node output whose
+    shape inference gives one; a dynamic dimension counts as 1): what onnxruntime's calibration
+    keeps per calibration batch, at most."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    total = 0
+    for vi in [*inferred.graph.value_info, *inferred.graph.output]:
+        t = vi.type.tensor_type
+        if t.elem_type != onnx.TensorProto.FLOAT or not t.HasField("shape"):
+            continue
+        total += 4 * int(np.prod([d.dim_value if d.dim_value > 0 else 1 for d in t.shape.dim]))
+    return total
+
+
+def calibration_chunk(items: int, item_bytes: int, budget: int) -> int:
+    """How many calibration items onnxruntime collects before it folds them into its statistics:
+    the largest divisor of `items` (its chunked calibration needs one) whose activations,
+    `item_bytes` each, fit in `budget` bytes; at least 1."""
+    cap = max(1, budget // max(item_bytes, 1))
+    return max(d for d in range(1, min(items, cap) + 1) if items % d == 0) if items > 0 else 1
 
 
 def quantize_onnx(
@@ -276,7 +309,19 @@ def _quantize_nncf(model: Any, out_path, calib: np.ndarray, input_name: str, bat
     onnx.save(quantized, str(out_path))
 
 
-def _quantize_ort(fp32_path, out_path, calib: np.ndarray, input_name: str, batch: int, exclude, method: str) -> None:
+def _quantize_ort(
+    fp32_path,
+    out_path,
+    calib: np.ndarray,
+    input_name: str,
+    batch: int,
+    exclude,
+    method: str,
+    collect_bytes: int | None = None,
+) -> None:
+    """onnxruntime's `quantize_static`, its calibration collecting at most `collect_bytes`
+    (default `CALIB_COLLECT_BYTES`) of activations at a time."""
+    collect_bytes = CALIB_COLLECT_BYTES if collect_bytes is None else collect_bytes
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -294,6 +339,15 @@ def _quantize_ort(fp32_path, out_path, calib: np.ndarray, input_name: str, batch
     extra: dict[str, bool | float] = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
+    reader = _Reader(calib, input_name, batch)
+    import onnx
+
+    chunk = calibration_chunk(len(reader), activation_bytes(onnx.load(str(fp32_path))), collect_bytes)
+    if chunk < len(reader):
+        # onnxruntime keeps every activation of every calibration batch until it computes the
+        # ranges (~17 GB for yolov4-csp-leaky on 100 images at 256 px); in chunks it folds each
+        # one into its histograms / min-max and frees it (same bins: min-max ranges are equal)
+        extra["CalibStridedMinMax"] = chunk
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser logs advice with the root logger
@@ -303,7 +357,7 @@ def _quantize_ort(fp32_path, out_path, calib: np.ndarray, input_name: str, batch
             quantize_static(
                 str(fp32_path),
                 str(out_path),
-                _Reader(calib, input_name, batch),
+                reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QInt8,
