@@ -8,7 +8,7 @@ training, scored against the ground truth of the val split.
    (COCO mAP50 and mAP50-95, `yolo4 val`'s post-processing: conf 0.001, NMS 0.6).
 2. Post-training int8 (calibrated on `--calib-count` train images): onnxruntime percentile,
    NNCF, NNCF + float layers chosen by the sensitivity analysis, OpenVINO int8 (NNCF), TFLite
-   PT2E int8 (`bench_export.RECIPES` rows), each scored the same way.
+   PT2E int8 (`bench_export.RECIPES` rows; `--ptq` chooses some), each scored the same way.
 3. Quantisation-aware training: `yolo4 train --qat` from the same model, once per `--qat-recipe`
    (train settings such as `epochs=3,lr=0.0001`; the default: `epochs=1` and `--qat`'s own lr),
    then its int8 files (ONNX in onnxruntime, OpenVINO IR, and TFLite: the QAT weights quantised
@@ -45,6 +45,9 @@ PTQ = (
     ("OpenVINO int8 NNCF", "openvino", {"int8": True, "int8_tool": "nncf"}),
     ("TFLite int8 PT2E", "tflite", {"int8": True}),
 )
+# --ptq names of the PTQ rows (the sensitivity analysis of "nncf-auto" runs one forward pass per
+# layer: ~15 min for yolov4-csp-leaky's 152 layers on one thread)
+PTQ_KEYS = ("onnxruntime", "nncf", "nncf-auto", "openvino", "tflite")
 QAT_FILES = (
     ("QAT int8 ONNX (onnxruntime)", "best-int8.onnx", "onnxruntime"),
     ("QAT int8 OpenVINO IR", "best-int8.xml", "auto"),
@@ -127,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch and the runtimes")
     p.add_argument("--qat-batch", type=int, default=16)
     p.add_argument("--skip-ptq", action="store_true")
+    p.add_argument(
+        "--ptq",
+        nargs="+",
+        choices=PTQ_KEYS,
+        default=list(PTQ_KEYS),
+        help="the post-training rows to measure (default: all)",
+    )
     p.add_argument("--out", default="benchmarks/results", help="where the table and JSON go")
     a = p.parse_args(argv)
     import torch
@@ -161,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if not a.skip_ptq:
             import bench_export
 
-            bench_export.RECIPES = PTQ
+            bench_export.RECIPES = tuple(r for r, key in zip(PTQ, PTQ_KEYS) if key in a.ptq)
             t = time.perf_counter()
             files, floats = export_variants(
                 model, Path(tmp) / "ptq", a.data, a.calib_count, "train", names, {"onnx", "openvino", "tflite"}
