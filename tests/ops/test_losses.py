@@ -261,6 +261,16 @@ def test_new_coords_decoding_and_probability_bce():
     assert parts["cls"].item() == pytest.approx(math.log(2), rel=1e-5)
 
 
+def test_nan_probability_gives_a_nan_loss_not_an_error():
+    """A new_coords head outputs probabilities; a NaN among them must reach the loss (training
+    skips the step) instead of raising in the BCE."""
+    h = head(new_coords=1, scale_x_y=2.0)
+    out = torch.full((1, 7, 2, 2), 0.5)
+    out[0, 4, 1, 1] = float("nan")
+    total, _ = YoloLoss([h])([out], torch.tensor([[0, 1, 0.0, 0.0, 40.0, 40.0]]), (64, 64))
+    assert torch.isnan(total)
+
+
 def test_normalisers_and_balance_scale_their_terms():
     h, out, truth = _random_case()
     a = _parts(h, out, truth)

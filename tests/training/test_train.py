@@ -361,6 +361,34 @@ def test_nan_step_is_skipped_and_training_goes_on(tiny_data, tmp_path, capsys):
     assert "non-finite loss" in capsys.readouterr().err
 
 
+class _NanGradOnce(Hook):
+    """Leaves the loss finite but makes the gradient NaN on the network's second training call."""
+
+    def on_start(self, state):
+        calls = {"n": 0}
+
+        def hook(module, inputs, outputs):
+            if module.training:
+                calls["n"] += 1
+                if calls["n"] == 2:
+                    outputs[0].register_hook(lambda g: g * float("nan"))
+            return outputs
+
+        from yolo4.training.ema import unwrap
+
+        unwrap(state.model).register_forward_hook(hook)
+
+
+def test_nan_gradient_step_is_skipped_and_weights_stay_finite(tiny_data, tmp_path, capsys):
+    result = train(tiny_cfg(tiny_data, tmp_path / "nangrad", epochs=2), hooks=[_NanGradOnce()])
+    ckpt = load_checkpoint(tmp_path / "nangrad" / "last.pt")
+    assert ckpt["nan_skipped"] == 1
+    assert ckpt["step"] == 3  # 2 epochs x 2 steps, one skipped
+    assert all(math.isfinite(r["train/loss"]) for r in result.history)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert "non-finite gradient" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ backbone/data freebies
 def test_self_adversarial_pass_raises_the_loss():
     from yolo4.darknet import Darknet

@@ -206,7 +206,10 @@ def _bce(pred: Tensor, target: Tensor, logits: bool) -> Tensor:
     """Element-wise BCE; `logits=False` for new_coords heads whose outputs are probabilities."""
     if logits:
         return F.binary_cross_entropy_with_logits(pred, target, reduction="none")
-    return F.binary_cross_entropy(pred.clamp(1e-7, 1 - 1e-7), target, reduction="none")
+    # written out (F.binary_cross_entropy's value): it raises on a NaN probability, where a NaN
+    # loss lets training skip the step
+    p = pred.clamp(1e-7, 1 - 1e-7)
+    return -(target * torch.log(p) + (1 - target) * torch.log1p(-p))
 
 
 def smooth_class_targets(classes: Tensor, num_classes: int, eps: float) -> Tensor:

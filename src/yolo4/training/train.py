@@ -466,7 +466,18 @@ def train_step(state: TrainState, batches: Iterator) -> torch.Tensor | None:
         )
         return None
     if state.scaler is not None:
-        state.scaler.unscale_(state.optimizer)
+        state.scaler.unscale_(state.optimizer)  # (the scaler skips non-finite gradients itself)
+    elif not bool(
+        torch.isfinite(torch.nn.utils.get_total_norm([q.grad for q in net.parameters() if q.grad is not None]))
+    ):
+        # a finite loss with a non-finite gradient (yolov4-csp-leaky from scratch on kangaroo had one
+        # at the end of its warm-up): one such step makes every weight NaN; the gradients are
+        # reduced over processes, so every process agrees
+        state.optimizer.zero_grad(set_to_none=True)
+        state.nan_skipped += 1
+        say(state, f"warning: non-finite gradient at epoch {state.epoch + 1} step {state.step}: step skipped "
+            f"({state.nan_skipped} so far)")  # fmt: skip
+        return None
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
     if state.scaler is not None:
