@@ -349,8 +349,8 @@ class _NanGradOnce(Hook):
         unwrap(state.model).register_forward_hook(hook)
 
 
-def test_nan_gradient_step_is_skipped_and_weights_stay_finite(tiny_data, tmp_path, capsys):
-    result = train(tiny_cfg(tiny_data, tmp_path / "nangrad", epochs=2), hooks=[_NanGradOnce()])
+def test_nan_gradient_step_is_skipped_and_weights_stay_finite(small_cfg, tiny_data, tmp_path, capsys):
+    result = train(small_cfg(tiny_data, tmp_path / "nangrad", epochs=2), hooks=[_NanGradOnce()])
     ckpt = load_checkpoint(tmp_path / "nangrad" / "last.pt")
     assert ckpt["nan_skipped"] == 1
     assert ckpt["step"] == 3  # 2 epochs x 2 steps, one skipped
