@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch and the runtimes")
     p.add_argument("--qat-batch", type=int, default=16)
     p.add_argument("--skip-ptq", action="store_true")
+    p.add_argument("--skip-qat", action="store_true", help="only the float and post-training rows")
+    p.add_argument(
+        "--formats", default="onnx,openvino,tflite", help="post-training formats to include (default all three)"
+    )
     p.add_argument("--out", default="benchmarks/results", help="where the table and JSON go")
     a = p.parse_args(argv)
     import torch
@@ -164,14 +168,14 @@ def main(argv: list[str] | None = None) -> int:
             bench_export.RECIPES = PTQ
             t = time.perf_counter()
             files, floats = export_variants(
-                model, Path(tmp) / "ptq", a.data, a.calib_count, "train", names, {"onnx", "openvino", "tflite"}
+                model, Path(tmp) / "ptq", a.data, a.calib_count, "train", names, set(a.formats.split(","))
             )
             print(f"PTQ exports: {time.perf_counter() - t:.0f} s", file=sys.stderr)
             for label, path in files.items():
                 runtime = "onnxruntime" if path.suffix == ".onnx" else "auto"
                 note = f"float: {', '.join(map(str, floats[label]))}" if floats.get(label) else ""
                 add(label, load_exported(path, threads=a.threads, runtime=runtime), note=note)
-        for i, recipe in enumerate(a.qat_recipe or ["epochs=1"]):
+        for i, recipe in enumerate([] if a.skip_qat else a.qat_recipe or ["epochs=1"]):
             qat_rows(rows, add, recipe, out / f"qat_run_{a.name}_{i}", a, cfg, weights, size)
     base, base_map = rows[0]["map50"], rows[0]["map"]
     boxes = sum(len(val.labels(i)[0]) for i in range(len(val)))
