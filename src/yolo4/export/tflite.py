@@ -138,9 +138,7 @@ def _leaky_observer():
                 self.slope = slope
 
             def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
-                lo, hi = leaky_range(
-                    self.histogram.cpu().numpy(), float(self.min_val), float(self.max_val), self.slope
-                )
+                lo, hi = leaky_range(self.histogram.cpu().numpy(), float(self.min_val), float(self.max_val), self.slope)
                 return torch.tensor(lo), torch.tensor(hi)
 
         _LEAKY_OBSERVER = LeakyReluInputObserver
@@ -274,8 +272,12 @@ def _requantize_biases(m: Any) -> int:
     scale (seen on yolo-fastest's 5x5 depthwise convolution after SPP: 6.5x its bias)."""
     from ai_edge_litert import schema_py_generated as schema
 
-    ops = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D,
-           schema.BuiltinOperator.FULLY_CONNECTED, schema.BuiltinOperator.TRANSPOSE_CONV}
+    ops = {
+        schema.BuiltinOperator.CONV_2D,
+        schema.BuiltinOperator.DEPTHWISE_CONV_2D,
+        schema.BuiltinOperator.FULLY_CONNECTED,
+        schema.BuiltinOperator.TRANSPOSE_CONV,
+    }
     fixed = 0
     for sg in m.subgraphs:
         for op in sg.operators:
