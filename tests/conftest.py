@@ -85,3 +85,13 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if item.get_closest_marker("gpu") is not None:  # (not `keywords`: it holds folder names too)
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """16 train / 4 val shapes images of 64 px with 1-3 objects each (read-only: tests share it)."""
+    from yolo4.data.shapes import ShapesConfig, make_shapes
+
+    root = tmp_path_factory.mktemp("shapes")
+    cfg = ShapesConfig(num_train=16, num_val=4, img_size=64, size_range=(10, 32), num_objects=(1, 3))
+    return make_shapes(root / "shapes", cfg, workers=0, progress=False)

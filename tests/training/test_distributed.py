@@ -17,14 +17,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from yolo4.data.shapes import ShapesConfig, make_shapes
-
-    cfg = ShapesConfig(num_train=16, num_val=4, img_size=64, size_range=(10, 32), num_objects=(1, 3))
-    return make_shapes(tmp_path_factory.mktemp("shapes") / "shapes", cfg, workers=0, progress=False)
-
-
 OPTIONS = [  # (darknet's assignment, targets and anchors: the tolerances below were measured with them)
     "burn_in=0",
     "anchors=cfg",

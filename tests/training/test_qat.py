@@ -4,6 +4,7 @@ run on a tiny shapes set whose int8 ONNX matches the fake-quantised PyTorch mode
 from __future__ import annotations
 
 import csv
+import functools
 import json
 
 import numpy as np
@@ -16,16 +17,7 @@ from yolo4.training.train import train
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    from yolo4.data.shapes import ShapesConfig, make_shapes
-
-    root = tmp_path_factory.mktemp("qat_shapes")
-    cfg = ShapesConfig(num_train=16, num_val=4, img_size=64, size_range=(10, 32), num_objects=(1, 3))
-    return make_shapes(root / "shapes", cfg, workers=0, progress=False)
-
-
-@pytest.fixture(scope="module")
-def trained(shapes, tmp_path_factory):
+def trained(tiny_data, tmp_path_factory):
     """A 'trained' yolov4-tiny for the shapes classes: random weights with realistic BN
     statistics, as darknet best.cfg + best.weights."""
     from yolo4.darknet import Darknet, format_cfg, save_weights
@@ -33,7 +25,7 @@ def trained(shapes, tmp_path_factory):
     from yolo4.models.zoo import build
 
     start = tmp_path_factory.mktemp("qat_start")
-    classes = len(load_dataset(shapes, "train", progress=False).names)
+    classes = len(load_dataset(tiny_data, "train", progress=False).names)
     torch.manual_seed(0)
     net = Darknet(build("yolov4-tiny", num_classes=classes, img_size=64))
     gen = torch.Generator().manual_seed(0)
@@ -47,26 +39,13 @@ def trained(shapes, tmp_path_factory):
     return start / "best.cfg", start / "best.weights"
 
 
-def qat_cfg(data, out, **kw) -> TrainConfig:
-    base = dict(
-        data=str(data),
-        img_size=64,
-        epochs=1,
-        batch=8,
-        burn_in=1,
-        lr=0.001,
-        workers=0,
-        device="cpu",
-        progress=False,
-        out=str(out),
-        mosaic=0.0,
-        ema_tau=5.0,
-        qat=True,
-        qat_calib_images=8,
-        precise_bn_batches=1,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+QAT_KW = dict(epochs=1, burn_in=1, lr=0.001, qat=True, qat_calib_images=8, precise_bn_batches=1)
+
+
+@pytest.fixture
+def qat_cfg(small_cfg):
+    """small_cfg with a QAT run's settings (overridable)."""
+    return functools.partial(small_cfg, **QAT_KW)
 
 
 def test_qat_config_round_trips():
@@ -89,16 +68,16 @@ def test_qat_config_round_trips():
         ({"weights": "W", "qat_calib_images": 0}, ["qat_calib_images"]),
     ],
 )
-def test_bad_qat_settings_name_the_problem(shapes, trained, tmp_path, settings, words):
+def test_bad_qat_settings_name_the_problem(qat_cfg, tiny_data, trained, tmp_path, settings, words):
     if settings.get("weights") == "W":
         settings = {**settings, "model": str(trained[0]), "weights": str(trained[1])}
     with pytest.raises(Yolo4Error) as e:
-        train(qat_cfg(shapes, tmp_path / "run", **settings))
+        train(qat_cfg(tiny_data, tmp_path / "run", **settings))
     for w in words:
         assert w in str(e.value), str(e.value)
 
 
-def test_qat_on_other_classes_is_refused(shapes, tmp_path):
+def test_qat_on_other_classes_is_refused(qat_cfg, tiny_data, tmp_path):
     from yolo4.darknet import Darknet, save_weights
     from yolo4.models.zoo import build
 
@@ -106,13 +85,13 @@ def test_qat_on_other_classes_is_refused(shapes, tmp_path):
     net = Darknet(build("yolov4-tiny", num_classes=80, img_size=64))
     save_weights(net, tmp_path / "coco.weights")
     with pytest.raises(Yolo4Error, match="heads"):
-        train(qat_cfg(shapes, tmp_path / "run", model="yolov4-tiny", weights=str(tmp_path / "coco.weights")))
+        train(qat_cfg(tiny_data, tmp_path / "run", model="yolov4-tiny", weights=str(tmp_path / "coco.weights")))
 
 
 QAT_ONNX_ATOL = 0.05  # yolo4.export.qat.QAT_CHECK_ATOL: int8 kernels vs fake-quant, relative to max(1, |out|)
 
 
-def test_qat_run_writes_an_int8_onnx_that_matches_the_fake_quantised_model(shapes, trained, tmp_path):
+def test_qat_run_writes_an_int8_onnx_that_matches_the_fake_quantised_model(tiny_data, trained, tmp_path):
     pytest.importorskip("nncf")
     ort = pytest.importorskip("onnxruntime")
     import onnx
@@ -125,7 +104,7 @@ def test_qat_run_writes_an_int8_onnx_that_matches_the_fake_quantised_model(shape
     out = tmp_path / "run"
     cfg_path, weights = trained
     rc = main(
-        ["train", "--data", str(shapes), "--model", str(cfg_path), "--weights", str(weights), "--qat"]
+        ["train", "--data", str(tiny_data), "--model", str(cfg_path), "--weights", str(weights), "--qat"]
         + ["--epochs", "1", "--batch", "8", "--img-size", "64", "--device", "cpu", "--out", str(out)]
         + [f"--set={kv}" for kv in ("lr=0.001", "mosaic=0", "workers=0", "progress=false", "qat_calib_images=8")]
     )
@@ -164,7 +143,7 @@ def test_qat_run_writes_an_int8_onnx_that_matches_the_fake_quantised_model(shape
     assert any(np.abs(f - r).max() > 1e-4 for f, r in zip(floats, ref))
 
 
-def test_qat_setup_keeps_the_float_models_outputs(shapes, trained, tmp_path):
+def test_qat_setup_keeps_the_float_models_outputs(qat_cfg, tiny_data, trained, tmp_path):
     """Right after setup (BN folded with the running statistics, quantisers calibrated on the
     training images as `yolo4 detect` prepares them), before any step, the fake-quantised
     network computes what the float one does, up to int8 rounding."""
@@ -174,7 +153,7 @@ def test_qat_setup_keeps_the_float_models_outputs(shapes, trained, tmp_path):
     from yolo4.training.qat import qat_model
 
     cfg_path, weights = trained
-    cfg = qat_cfg(shapes, tmp_path / "run", model=str(cfg_path), weights=str(weights))
+    cfg = qat_cfg(tiny_data, tmp_path / "run", model=str(cfg_path), weights=str(weights))
     net = load(cfg_path, weights)
     qmodel = qat_model(net, cfg, None, fresh_head=False).eval()
     assert is_qat(qmodel) and not is_qat(net)
@@ -187,7 +166,7 @@ def test_qat_setup_keeps_the_float_models_outputs(shapes, trained, tmp_path):
 
 
 @pytest.mark.parametrize("train_ranges", [False, True])
-def test_quantiser_ranges_train_unless_frozen(shapes, trained, tmp_path, train_ranges):
+def test_quantiser_ranges_train_unless_frozen(qat_cfg, tiny_data, trained, tmp_path, train_ranges):
     """The optimiser trains the quantisers' ranges with the weights (NNCF's QAT), or with
     qat_train_ranges=false only the weights: the calibrated ranges stay."""
     pytest.importorskip("nncf")
@@ -198,7 +177,7 @@ def test_quantiser_ranges_train_unless_frozen(shapes, trained, tmp_path, train_r
     from yolo4.training.qat import qat_model
 
     cfg_path, weights = trained
-    cfg = qat_cfg(shapes, tmp_path / "run", model=str(cfg_path), weights=str(weights), qat_train_ranges=train_ranges)
+    cfg = qat_cfg(tiny_data, tmp_path / "run", model=str(cfg_path), weights=str(weights), qat_train_ranges=train_ranges)
     qmodel = qat_model(load(cfg_path, weights), cfg, None, fresh_head=False)
     ranges = [
         p for m in qmodel.modules() if isinstance(m, BaseQuantizer) for p in m.parameters() if p.is_floating_point()
@@ -209,7 +188,7 @@ def test_quantiser_ranges_train_unless_frozen(shapes, trained, tmp_path, train_r
     assert any(id(p) in optimised for p in qmodel.parameters())  # the weights train either way
 
 
-def test_a_failed_int8_export_after_qat_is_named_and_keeps_the_run(shapes, trained, tmp_path, monkeypatch, capsys):
+def test_a_failed_int8_export_after_qat_is_named_and_keeps_the_run(tiny_data, trained, tmp_path, monkeypatch, capsys):
     pytest.importorskip("nncf")
     import yolo4.export
     from yolo4.cli import main
@@ -221,7 +200,7 @@ def test_a_failed_int8_export_after_qat_is_named_and_keeps_the_run(shapes, train
     out = tmp_path / "run"
     cfg_path, weights = trained
     rc = main(
-        ["train", "--data", str(shapes), "--model", str(cfg_path), "--weights", str(weights), "--qat"]
+        ["train", "--data", str(tiny_data), "--model", str(cfg_path), "--weights", str(weights), "--qat"]
         + ["--epochs", "1", "--batch", "8", "--img-size", "64", "--device", "cpu", "--out", str(out)]
         + [f"--set={kv}" for kv in ("lr=0.0001", "workers=0", "progress=false", "qat_calib_images=8")]
     )
@@ -233,7 +212,7 @@ def test_a_failed_int8_export_after_qat_is_named_and_keeps_the_run(shapes, train
 
 @pytest.mark.parametrize("scores, best_epoch", [((0.5, 0.3), 0), ((0.3, 0.5), 1)])
 def test_best_pt_chooses_between_the_calibrated_start_and_the_trained_epoch(
-    shapes, trained, tmp_path, monkeypatch, capsys, scores, best_epoch
+    qat_cfg, tiny_data, trained, tmp_path, monkeypatch, capsys, scores, best_epoch
 ):
     """A QAT run validates its calibrated model before the first step (epoch 0, the PTQ point):
     best.pt, and so the exported int8 model, is the trained epoch only when it scores better."""
@@ -250,7 +229,7 @@ def test_best_pt_chooses_between_the_calibrated_start_and_the_trained_epoch(
 
     monkeypatch.setattr(hooks, "validate_model", scripted)
     cfg_path, weights = trained
-    result = train(qat_cfg(shapes, tmp_path / "run", model=str(cfg_path), weights=str(weights), export=False))
+    result = train(qat_cfg(tiny_data, tmp_path / "run", model=str(cfg_path), weights=str(weights), export=False))
     assert calls == [0, 1]
     assert [r["epoch"] for r in result.history] == [0, 1] and result.best_map50 == max(scores)
     assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == best_epoch

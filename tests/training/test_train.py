@@ -23,36 +23,6 @@ from yolo4.training.state import TrainState, epoch_img_size
 from yolo4.training.train import train
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from yolo4.data.shapes import ShapesConfig, make_shapes
-
-    root = tmp_path_factory.mktemp("shapes")
-    cfg = ShapesConfig(num_train=16, num_val=4, img_size=64, size_range=(10, 32), num_objects=(1, 3))
-    return make_shapes(root / "shapes", cfg, workers=0, progress=False)
-
-
-def tiny_cfg(data, out, **kw) -> TrainConfig:
-    base = dict(
-        data=str(data),
-        model="yolov4-tiny",
-        img_size=64,
-        epochs=2,
-        batch=8,
-        burn_in=2,
-        lr=0.01,
-        workers=0,
-        device="cpu",
-        progress=False,
-        out=str(out),
-        mosaic=0.0,
-        ema_tau=5.0,
-        amp=False,
-    )  # bf16 autocast is slower than fp32 at 64 px; test_small_run turns it on
-    base.update(kw)
-    return TrainConfig(**base)
-
-
 # ------------------------------------------------------------------ schedules
 def test_burn_in_is_darknets_power_rule():
     assert burn_in_factor(0, 100) == 0.0
@@ -255,11 +225,11 @@ def test_num_classes_change_recreates_only_heads(tmp_path):
 
 
 # ------------------------------------------------------------------ the loop
-def test_small_run_writes_everything(tiny_data, tmp_path):
+def test_small_run_writes_everything(small_cfg, tiny_data, tmp_path):
     from yolo4.darknet import load
 
     out = tmp_path / "run"
-    result = train(tiny_cfg(tiny_data, out, freeze=3, amp=True))
+    result = train(small_cfg(tiny_data, out, freeze=3, amp=True))
     for name in ("last.pt", "best.pt", "results.csv", "results.png", "best.cfg", "best.weights", "config.json"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "results.csv").open()))
@@ -304,22 +274,22 @@ RESUME_KW = dict(epochs=3, mosaic=0.5, flip=0.5)
 
 
 @pytest.fixture(scope="module")
-def straight_run(tiny_data, tmp_path_factory):
+def straight_run(small_cfg, tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
-    train(tiny_cfg(tiny_data, out, **RESUME_KW))
+    train(small_cfg(tiny_data, out, **RESUME_KW))
     return out
 
 
 @pytest.mark.parametrize("crash", [False, True], ids=["stop", "crash"])
-def test_resume_continues_exactly(tiny_data, straight_run, tmp_path, crash):
+def test_resume_continues_exactly(small_cfg, tiny_data, straight_run, tmp_path, crash):
     """A run stopped by a hook (or crashed) in the middle of epoch 2 keeps last.pt of epoch 1;
     --resume repeats epoch 2 and ends with the weights of a run that was never stopped."""
     kw = RESUME_KW
     if crash:
         with pytest.raises(_Stop):
-            train(tiny_cfg(tiny_data, tmp_path / "broken", **kw), hooks=[_StopAt(3, crash=True)])
+            train(small_cfg(tiny_data, tmp_path / "broken", **kw), hooks=[_StopAt(3, crash=True)])
     else:
-        stopped = train(tiny_cfg(tiny_data, tmp_path / "broken", **kw), hooks=[_StopAt(3)])
+        stopped = train(small_cfg(tiny_data, tmp_path / "broken", **kw), hooks=[_StopAt(3)])
         assert stopped.stopped == "test stop" and stopped.epochs == 1
     assert load_checkpoint(tmp_path / "broken" / "last.pt")["epoch"] == 1
     train(TrainConfig(resume=str(tmp_path / "broken"), device="cpu", workers=0, progress=False))
@@ -351,8 +321,8 @@ class _NanOnce(Hook):
         unwrap(state.model).register_forward_hook(hook)
 
 
-def test_nan_step_is_skipped_and_training_goes_on(tiny_data, tmp_path, capsys):
-    result = train(tiny_cfg(tiny_data, tmp_path / "nan", epochs=2), hooks=[_NanOnce()])
+def test_nan_step_is_skipped_and_training_goes_on(small_cfg, tiny_data, tmp_path, capsys):
+    result = train(small_cfg(tiny_data, tmp_path / "nan", epochs=2), hooks=[_NanOnce()])
     ckpt = load_checkpoint(tmp_path / "nan" / "last.pt")
     assert ckpt["nan_skipped"] == 1
     assert ckpt["step"] == 3  # 2 epochs x 2 steps, one skipped
@@ -428,15 +398,15 @@ class _CmbnProbe(Hook):
         self.counts.append({m.acc_count for m in state.model.modules() if isinstance(m, CmBatchNorm2d)})
 
 
-def test_cmbn_switch_accumulates_within_a_step_only(tiny_data, tmp_path):
+def test_cmbn_switch_accumulates_within_a_step_only(small_cfg, tiny_data, tmp_path):
     from yolo4.darknet import CmBatchNorm2d, parse_cfg
 
     names = ["a", "b", "c"]
-    plain, _ = build_model(tiny_cfg(tiny_data, tmp_path), names)
+    plain, _ = build_model(small_cfg(tiny_data, tmp_path), names)
     assert not any(isinstance(m, CmBatchNorm2d) for m in plain.modules())
     out = tmp_path / "cmbn"
     probe = _CmbnProbe()
-    train(tiny_cfg(tiny_data, out, epochs=1, subdivisions=2, cmbn=True), hooks=[probe])
+    train(small_cfg(tiny_data, out, epochs=1, subdivisions=2, cmbn=True), hooks=[probe])
     # 2 steps of 2 mini-batches of 4 images: the first layer (64x64 -> 32x32, stride 2) has seen
     # 2 x 4 x 32 x 32 values when each step ends, never more: every step starts afresh
     first = [m for m in parse_cfg(load_checkpoint(out / "last.pt")["cfg_text"]).layers if hasattr(m, "batch_normalize")]
@@ -446,9 +416,9 @@ def test_cmbn_switch_accumulates_within_a_step_only(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("key", ["img_size", "small_img_size", "val_img_size"])
-def test_input_sizes_must_fit_the_stride(tiny_data, tmp_path, key):
+def test_input_sizes_must_fit_the_stride(small_cfg, tiny_data, tmp_path, key):
     with pytest.raises(Yolo4Error, match=f"{key}=100: .*multiples of 32"):
-        train(tiny_cfg(tiny_data, tmp_path / "run", **{key: 100}))
+        train(small_cfg(tiny_data, tmp_path / "run", **{key: 100}))
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
@@ -480,10 +450,10 @@ class _Recorder(Hook):
         self.calls.append("end")
 
 
-def test_time_budget_plans_in_the_state_not_the_config(tiny_data, tmp_path):
+def test_time_budget_plans_in_the_state_not_the_config(small_cfg, tiny_data, tmp_path):
     """A budget too small for a second epoch ends the run after one; the user's config (as given
     and as saved in the checkpoint) still says 3 epochs, the checkpoint's plan says 1."""
-    cfg = tiny_cfg(tiny_data, tmp_path / "budget", epochs=3, time_budget_min=1e-4, export=False)
+    cfg = small_cfg(tiny_data, tmp_path / "budget", epochs=3, time_budget_min=1e-4, export=False)
     before = cfg.to_dict()
     rec = _Recorder()
     result = train(cfg, hooks=[rec])
@@ -494,12 +464,12 @@ def test_time_budget_plans_in_the_state_not_the_config(tiny_data, tmp_path):
     assert result.stopped is None and result.best_weights is None  # export=False
 
 
-def test_hooks_must_be_hooks(tiny_data, tmp_path):
+def test_hooks_must_be_hooks(small_cfg, tiny_data, tmp_path):
     class Duck:
         def on_start(self, state): ...
 
     with pytest.raises(TypeError, match="not a yolo4.training.hooks.Hook"):
-        train(tiny_cfg(tiny_data, tmp_path / "run"), hooks=[Duck()])
+        train(small_cfg(tiny_data, tmp_path / "run"), hooks=[Duck()])
 
 
 def test_run_train_reads_a_config_file(tmp_path, monkeypatch):
@@ -541,15 +511,15 @@ def test_progress_note_and_best_row():
     assert best_row([_row(1), _row(2)]) is None
 
 
-def test_patience_stops_a_run_that_stops_improving(tiny_data, tmp_path, capsys):
+def test_patience_stops_a_run_that_stops_improving(small_cfg, tiny_data, tmp_path, capsys):
     # lr 0: the weights never change, so no epoch beats the first one
-    result = train(tiny_cfg(tiny_data, tmp_path / "p", epochs=5, lr=0.0, patience=2, ema=False, precise_bn_batches=0))
+    result = train(small_cfg(tiny_data, tmp_path / "p", epochs=5, lr=0.0, patience=2, ema=False, precise_bn_batches=0))
     assert result.epochs == 3 and result.stopped.startswith("early stop: no better mAP50-95 for 2 epochs")
     err = capsys.readouterr().err
     assert "epoch 1/5:" in err and "best so far" in err and "no better for 2 epochs (best: epoch 1" in err
     assert "best epoch 1 of 3 (best.pt)" in err
     # patience 0: never stops
-    assert train(tiny_cfg(tiny_data, tmp_path / "q", epochs=3, lr=0.0, patience=0, ema=False)).epochs == 3
+    assert train(small_cfg(tiny_data, tmp_path / "q", epochs=3, lr=0.0, patience=0, ema=False)).epochs == 3
 
 
 def test_validation_leaves_out_images_that_cannot_be_decoded():

@@ -37,14 +37,6 @@ def _no_training_plots():
         yield
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from yolo4.data.shapes import ShapesConfig, make_shapes
-
-    cfg = ShapesConfig(num_train=16, num_val=4, img_size=64, size_range=(10, 32), num_objects=(1, 3))
-    return make_shapes(tmp_path_factory.mktemp("shapes") / "shapes", cfg, workers=0, progress=False)
-
-
 def _cfg(data, out, **kw) -> TrainConfig:
     """2 epochs of 4 steps (16 images, batch 4) at 64 px, with the random augmentations on,
     validated after the last epoch only."""

@@ -38,14 +38,6 @@ TRIAL_OPTIONS = [  # small and quick: bf16 autocast and precise BN cost more tha
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from yolo4.data.shapes import ShapesConfig, make_shapes
-
-    cfg = ShapesConfig(num_train=16, num_val=4, img_size=64, size_range=(10, 32), num_objects=(1, 3))
-    return make_shapes(tmp_path_factory.mktemp("shapes") / "shapes", cfg, workers=0, progress=False)
-
-
-@pytest.fixture(scope="module")
 def space_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("space") / "space.yaml"
     path.write_text(SPACE)
