@@ -14,8 +14,8 @@ int8 ("full integer", as NPUs such as the i.MX 8M Plus's need): PT2E static quan
 asymmetric per-tensor int8 activations calibrated over the calibration images by histogram),
 then converted, with three changes measured on real models (README, "int8 on a real model"):
 
-- the heads' int8 range is fixed at [-HEAD_RANGE, HEAD_RANGE] (logits beyond it change no
-  score by more than 0.001); calibrated, it spanned -13..+21 on a one-class model, 0.13 per
+- the heads' int8 range is their calibrated min/max clipped to [-HEAD_RANGE, HEAD_RANGE]
+  (logits beyond it change no score by more than 0.001); calibrated, it spanned -13..+21 on a one-class model, 0.13 per
   step, and that rounding alone cost yolov4-tiny 4 mAP50 points;
 - a convolution output that a leaky ReLU consumes (TFLite quantises it before the activation
   as well as after) gets the range that minimises the error after the activation
@@ -148,21 +148,41 @@ def _leaky_observer():
 _LEAKY_OBSERVER: Any = None
 
 
+def _head_observer():
+    """torchao's MinMaxObserver whose range is clipped to [-HEAD_RANGE, HEAD_RANGE]: a head's
+    calibrated range where it is narrower, never wider (built on first use)."""
+    global _HEAD_OBSERVER
+    if _HEAD_OBSERVER is None:
+        from torchao.quantization.pt2e.observer import MinMaxObserver
+
+        class HeadObserver(MinMaxObserver):
+            def calculate_qparams(self, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                return self._calculate_qparams(
+                    self.min_val.clamp(-HEAD_RANGE, HEAD_RANGE), self.max_val.clamp(-HEAD_RANGE, HEAD_RANGE)
+                )
+
+        _HEAD_OBSERVER = HeadObserver
+    return _HEAD_OBSERVER
+
+
+_HEAD_OBSERVER: Any = None
+
+
 def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ()):
     """litert-torch's PT2EQuantizer (symmetric per-channel int8 weights, asymmetric per-tensor
     int8 activations, histogram calibration) with three changes for YOLO networks:
 
     - a convolution output that a leaky ReLU consumes gets its range from `leaky_range`;
-    - the heads (the network's outputs) get the fixed range [-HEAD_RANGE, HEAD_RANGE]: their
-      calibrated range is set by logits far beyond where sigmoid and exp saturate (one-class
-      scores at +20, background objectness at -13), which left 0.13 per int8 step;
+    - the heads (the network's outputs) get their calibrated min/max clipped to
+      [-HEAD_RANGE, HEAD_RANGE]: PT2E's range is set by logits far beyond where sigmoid and exp
+      saturate (one-class scores at +20, background objectness at -13), 0.13 per int8 step;
     - only nodes inside the Darknet module are annotated (with `network_only`), so decoding
       stays float32, and none of the `keep_float` blocks (mixed precision).
 
     (Its own module-name/type filters do not match torch.export's nn_module_stack keys in
     litert-torch 0.10, and they reject weight nodes, which carry no stack.)"""
     from litert_torch.quantize import pt2e_quantizer
-    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec, QuantizationSpec
+    from torchao.quantization.pt2e.quantizer import QuantizationSpec
 
     darknet = f"{Darknet.__module__}.{Darknet.__qualname__}"
     floats = set(keep_float)
@@ -204,13 +224,12 @@ def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ())
                         qscheme=torch.per_tensor_affine,
                         observer_or_fake_quant_ctr=_leaky_observer().with_args(eps=2**-12, slope=slope),
                     )
-            head = FixedQParamsQuantizationSpec(
+            head = QuantizationSpec(
                 dtype=torch.int8,
-                scale=HEAD_RANGE / 127,
-                zero_point=0,
                 quant_min=-128,
                 quant_max=127,
                 qscheme=torch.per_tensor_affine,
+                observer_or_fake_quant_ctr=_head_observer().with_args(eps=2**-12),
             )
             for node in model.graph.nodes:
                 ann = annotated(node) if in_network(node) else None
@@ -421,7 +440,7 @@ def export_tflite(
                 "weights": "int8 symmetric, per output channel",
                 "activations": "int8 asymmetric, per tensor, histogram calibration (PT2E HistogramObserver); "
                 "inputs of leaky ReLUs: range minimising the error after the activation; "
-                f"heads: fixed range [-{HEAD_RANGE:g}, {HEAD_RANGE:g}]",
+                f"heads: min/max clipped to [-{HEAD_RANGE:g}, {HEAD_RANGE:g}]",
                 "input": "int8 (quantise x in [0, 1] with the input tensor's scale and zero point)",
                 "output": "float32 (DEQUANTIZE appended by yolo4)",
                 "calibration_images": int(len(calib) // options.batch * options.batch),
