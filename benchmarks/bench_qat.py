@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         default=list(PTQ_KEYS),
         help="the post-training rows to measure (default: all)",
     )
+    p.add_argument("--skip-qat", action="store_true", help="only the float and post-training rows")
+    p.add_argument(
+        "--formats", default="onnx,openvino,tflite", help="post-training formats to include (default all three)"
+    )
     p.add_argument("--out", default="benchmarks/results", help="where the table and JSON go")
     a = p.parse_args(argv)
     import torch
@@ -174,14 +178,14 @@ def main(argv: list[str] | None = None) -> int:
             bench_export.RECIPES = tuple(r for r, key in zip(PTQ, PTQ_KEYS) if key in a.ptq)
             t = time.perf_counter()
             files, floats = export_variants(
-                model, Path(tmp) / "ptq", a.data, a.calib_count, "train", names, {"onnx", "openvino", "tflite"}
+                model, Path(tmp) / "ptq", a.data, a.calib_count, "train", names, set(a.formats.split(","))
             )
             print(f"PTQ exports: {time.perf_counter() - t:.0f} s", file=sys.stderr)
             for label, path in files.items():
                 runtime = "onnxruntime" if path.suffix == ".onnx" else "auto"
                 note = f"float: {', '.join(map(str, floats[label]))}" if floats.get(label) else ""
                 add(label, load_exported(path, threads=a.threads, runtime=runtime), note=note)
-        for i, recipe in enumerate(a.qat_recipe or ["epochs=1"]):
+        for i, recipe in enumerate([] if a.skip_qat else a.qat_recipe or ["epochs=1"]):
             qat_rows(rows, add, recipe, out / f"qat_run_{a.name}_{i}", a, cfg, weights, size)
     base, base_map = rows[0]["map50"], rows[0]["map"]
     boxes = sum(len(val.labels(i)[0]) for i in range(len(val)))

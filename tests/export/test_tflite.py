@@ -14,6 +14,7 @@ pytest.importorskip("litert_torch", reason="the 'tflite' extra (litert-torch) is
 pytest.importorskip("ai_edge_litert", reason="the 'tflite' extra (ai-edge-litert) is not installed")
 
 from yolo4.export import ExportOptions, export_model, load_exported  # noqa: E402
+from yolo4.export.tflite import HEAD_RANGE  # noqa: E402
 from yolo4.inference.runtime import tflite_metadata as read_metadata  # noqa: E402
 
 
@@ -55,6 +56,12 @@ def test_full_int8_has_int8_input_float_outputs(tiny, make_images, tmp_path):
     assert all(d["dtype"] == np.float32 for d in net.output_details)
     quant = json.loads(read_metadata(out)["yolo4.quantization"])
     assert quant["calibration_images"] == 4 and "per output channel" in quant["weights"]
+    # the heads' int8 range stays within [-HEAD_RANGE, HEAD_RANGE] (PT2E's own calibration is unbounded)
+    heads = [d for d in net.interpreter.get_tensor_details() if d["name"].endswith("_int8")]
+    assert len(heads) == 2
+    for d in heads:
+        scale, zero = d["quantization"]
+        assert -HEAD_RANGE - scale <= (-128 - zero) * scale and (127 - zero) * scale <= HEAD_RANGE + scale
     x = make_images(1, (128, 128))
     got = net(x)
     with torch.no_grad():
