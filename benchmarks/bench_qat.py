@@ -77,23 +77,27 @@ def qat_rows(rows: list[dict], add, recipe: str, qat_dir: Path, a, cfg: Path, we
     """One QAT run of `recipe` ("epochs=3,lr=0.0001") in `qat_dir`, and its rows: the training's
     validation of best.pt (fake-quantised PyTorch), then each int8 file scored by `add`."""
     from yolo4.api import train
+    from yolo4.errors import ExportError
 
     settings = [kv.strip() for kv in recipe.split(",") if kv.strip()]
     epochs = [int(kv.split("=", 1)[1]) for kv in settings if kv.startswith("epochs=")] or [1]
     options = [kv for kv in settings if not kv.startswith("epochs=")]
     t = time.perf_counter()
-    train(
-        a.data,
-        model=str(cfg),
-        weights=str(weights),
-        qat=True,
-        epochs=epochs[0],
-        img_size=size,
-        batch=a.qat_batch,
-        out=str(qat_dir),
-        options=[f"qat_calib_images={a.calib_count}", "qat_export=onnx,openvino,tflite", f"threads={a.threads}"]
-        + ["progress=false", *options],
-    )
+    try:
+        train(
+            a.data,
+            model=str(cfg),
+            weights=str(weights),
+            qat=True,
+            epochs=epochs[0],
+            img_size=size,
+            batch=a.qat_batch,
+            out=str(qat_dir),
+            options=[f"qat_calib_images={a.calib_count}", "qat_export=onnx,openvino,tflite", f"threads={a.threads}"]
+            + ["progress=false", *options],
+        )
+    except ExportError as e:  # the run kept best.pt; the int8 files it did write are scored below
+        print(f"QAT {recipe}: {e}", file=sys.stderr)
     qat_s = time.perf_counter() - t
     history = [r for r in csv.DictReader((qat_dir / "results.csv").open()) if r.get("val/mAP50")]
     best = max(history, key=lambda r: 0.1 * float(r["val/mAP50"]) + 0.9 * float(r["val/mAP50-95"]))
