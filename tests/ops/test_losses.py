@@ -261,6 +261,24 @@ def test_new_coords_decoding_and_probability_bce():
     assert parts["cls"].item() == pytest.approx(math.log(2), rel=1e-5)
 
 
+def test_saturated_new_coords_size_keeps_the_gradient_finite():
+    """A logistic size output of exactly 0 (saturated in float32) must not give a zero-size box:
+    CIoU's atan(w / h) then has a finite loss but a NaN gradient (torchvision's loss itself does)."""
+    from torchvision.ops import complete_box_iou_loss
+
+    zero_h = torch.tensor([[10.0, 10.0, 20.0, 10.0]], requires_grad=True)
+    complete_box_iou_loss(zero_h, torch.tensor([[9.0, 9.0, 21.0, 22.0]]), reduction="sum").backward()
+    assert torch.isnan(zero_h.grad).all()  # the failure this guards against
+    h = head(new_coords=1, scale_x_y=2.0)
+    out = torch.full((1, 7, 2, 2), 0.5)
+    out[0, 3] = 0.0  # every th output saturated at 0
+    out.requires_grad_(True)
+    total, parts = YoloLoss([h])([out], torch.tensor([[0, 1, 0.0, 0.0, 40.0, 40.0]]), (64, 64))
+    total.backward()
+    assert torch.isfinite(total) and parts["box"].item() > 0
+    assert torch.isfinite(out.grad).all()
+
+
 def test_nan_probability_gives_a_nan_loss_not_an_error():
     """A new_coords head outputs probabilities; a NaN among them must reach the loss (training
     skips the step) instead of raising in the BCE."""

@@ -152,6 +152,9 @@ def assign_targets(
 
 
 # ------------------------------------------------------------------ decoding (differentiable)
+MIN_BOX_WH = 1e-3  # input pixels: the smallest box size a new_coords head decodes to in the loss
+
+
 def decode_xy_wh(raw: Tensor, anchor_wh: Tensor, head: LossHeadSpec) -> tuple[Tensor, Tensor]:
     """Cell-relative centre and size of predictions.
 
@@ -165,7 +168,10 @@ def decode_xy_wh(raw: Tensor, anchor_wh: Tensor, head: LossHeadSpec) -> tuple[Te
     s = float(head.scale_x_y)
     if head.new_coords:
         xy = raw[..., :2] * s - (s - 1) / 2
-        wh = (2 * raw[..., 2:4]) ** 2 * anchor_wh
+        # a saturated logistic output is exactly 0 in float32: a zero-size box gives CIoU a finite
+        # loss with a NaN gradient (atan(w / h)), and one such step made every weight NaN
+        # (yolov4-csp-leaky from scratch); the floor's gradient is 0, as the saturated output's is
+        wh = ((2 * raw[..., 2:4]) ** 2 * anchor_wh).clamp_min(MIN_BOX_WH)
     else:
         xy = raw[..., :2].sigmoid() * s - (s - 1) / 2
         wh = raw[..., 2:4].clamp(-8.0, 8.0).exp() * anchor_wh  # clamp: no overflow, no zero-size box
