@@ -172,7 +172,7 @@ class _Reader:
 
     def __init__(self, images: np.ndarray, input_name: str, batch: int):
         self.images, self.input_name, self.batch = images, input_name, batch
-        self.i, self.end = 0, len(images) // batch
+        self.i, self.end = 0, len(self)
 
     def __len__(self) -> int:
         return len(self.images) // self.batch

@@ -457,29 +457,20 @@ def train_step(state: TrainState, batches: Iterator) -> torch.Tensor | None:
         if not bad:
             acc += torch.stack([parts["box"], parts["obj"], parts["cls"], loss.detach() / len(images)])
     if skip:
-        state.optimizer.zero_grad(set_to_none=True)
-        state.nan_skipped += 1
-        say(
-            state,
-            f"warning: non-finite loss at epoch {state.epoch + 1} step {state.step}: step skipped "
-            f"({state.nan_skipped} so far)",
-        )
+        _skip_step(state, "loss")
         return None
     if state.scaler is not None:
         state.scaler.unscale_(state.optimizer)  # (the scaler skips non-finite gradients itself)
-    elif not bool(
-        torch.isfinite(torch.nn.utils.get_total_norm([q.grad for q in net.parameters() if q.grad is not None]))
-    ):
-        # a finite loss with a non-finite gradient (yolov4-csp-leaky from scratch on kangaroo had one
-        # at the end of its warm-up): one such step makes every weight NaN; the gradients are
-        # reduced over processes, so every process agrees
-        state.optimizer.zero_grad(set_to_none=True)
-        state.nan_skipped += 1
-        say(state, f"warning: non-finite gradient at epoch {state.epoch + 1} step {state.step}: step skipped "
-            f"({state.nan_skipped} so far)")  # fmt: skip
-        return None
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    if state.scaler is None or cfg.grad_clip > 0:
+        norm = torch.nn.utils.get_total_norm([q.grad for q in net.parameters() if q.grad is not None])
+        if state.scaler is None and not bool(torch.isfinite(norm)):
+            # a finite loss with a non-finite gradient (yolov4-csp-leaky from scratch on kangaroo had
+            # one at the end of its warm-up): one such step makes every weight NaN; the gradients
+            # are reduced over processes, so every process agrees
+            _skip_step(state, "gradient")
+            return None
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(net.parameters(), cfg.grad_clip, norm)
     if state.scaler is not None:
         state.scaler.step(state.optimizer)
         state.scaler.update()
@@ -490,6 +481,17 @@ def train_step(state: TrainState, batches: Iterator) -> torch.Tensor | None:
     acc = all_reduce_mean(acc / cfg.subdivisions, info)
     state.last_loss = float(acc[3])
     return acc
+
+
+def _skip_step(state: TrainState, what: str) -> None:
+    """Drop the step's gradients and say so (`what` was not finite: "loss" or "gradient")."""
+    state.optimizer.zero_grad(set_to_none=True)
+    state.nan_skipped += 1
+    say(
+        state,
+        f"warning: non-finite {what} at epoch {state.epoch + 1} step {state.step}: step skipped "
+        f"({state.nan_skipped} so far)",
+    )
 
 
 def adversarial_images(
