@@ -35,6 +35,7 @@ table (name -> buffer of UTF-8 text); `yolo4.inference.runtime.tflite_metadata` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -125,47 +126,37 @@ def leaky_range(histogram: np.ndarray, lo: float, hi: float, slope: float, level
     return float(mins[i]), float(maxs[j])
 
 
+@functools.cache
 def _leaky_observer():
     """torchao's HistogramObserver with `leaky_range` as its range search (built on first use:
     torchao is an optional dependency)."""
-    global _LEAKY_OBSERVER
-    if _LEAKY_OBSERVER is None:
-        from torchao.quantization.pt2e.observer import HistogramObserver
+    from torchao.quantization.pt2e.observer import HistogramObserver
 
-        class LeakyReluInputObserver(HistogramObserver):
-            def __init__(self, *args: Any, slope: float = 0.1, **kwargs: Any):
-                super().__init__(*args, **kwargs)
-                self.slope = slope
+    class LeakyReluInputObserver(HistogramObserver):
+        def __init__(self, *args: Any, slope: float = 0.1, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.slope = slope
 
-            def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
-                lo, hi = leaky_range(self.histogram.cpu().numpy(), float(self.min_val), float(self.max_val), self.slope)
-                return torch.tensor(lo), torch.tensor(hi)
+        def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
+            lo, hi = leaky_range(self.histogram.cpu().numpy(), float(self.min_val), float(self.max_val), self.slope)
+            return torch.tensor(lo), torch.tensor(hi)
 
-        _LEAKY_OBSERVER = LeakyReluInputObserver
-    return _LEAKY_OBSERVER
+    return LeakyReluInputObserver
 
 
-_LEAKY_OBSERVER: Any = None
-
-
+@functools.cache
 def _head_observer():
     """torchao's MinMaxObserver whose range is clipped to [-HEAD_RANGE, HEAD_RANGE]: a head's
     calibrated range where it is narrower, never wider (built on first use)."""
-    global _HEAD_OBSERVER
-    if _HEAD_OBSERVER is None:
-        from torchao.quantization.pt2e.observer import MinMaxObserver
+    from torchao.quantization.pt2e.observer import MinMaxObserver
 
-        class HeadObserver(MinMaxObserver):
-            def calculate_qparams(self, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-                return self._calculate_qparams(
-                    self.min_val.clamp(-HEAD_RANGE, HEAD_RANGE), self.max_val.clamp(-HEAD_RANGE, HEAD_RANGE)
-                )
+    class HeadObserver(MinMaxObserver):
+        def calculate_qparams(self, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            return self._calculate_qparams(
+                self.min_val.clamp(-HEAD_RANGE, HEAD_RANGE), self.max_val.clamp(-HEAD_RANGE, HEAD_RANGE)
+            )
 
-        _HEAD_OBSERVER = HeadObserver
-    return _HEAD_OBSERVER
-
-
-_HEAD_OBSERVER: Any = None
+    return HeadObserver
 
 
 def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ()):
@@ -202,6 +193,12 @@ def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ())
             return False
         return not network_only or in_network(node)
 
+    def int8_activations(observer) -> QuantizationSpec:  # asymmetric per-tensor int8 with `observer`
+        return QuantizationSpec(
+            dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_affine,
+            observer_or_fake_quant_ctr=observer,
+        )  # fmt: skip
+
     def annotated(node):
         ann = node.meta.get("quantization_annotation")
         out = getattr(ann, "output_qspec", None)
@@ -217,20 +214,8 @@ def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ())
                 ann = annotated(src) if len(src.users) == 1 else None
                 if ann is not None:
                     slope = float(node.args[1]) if len(node.args) > 1 else 0.01
-                    ann.output_qspec = QuantizationSpec(
-                        dtype=torch.int8,
-                        quant_min=-128,
-                        quant_max=127,
-                        qscheme=torch.per_tensor_affine,
-                        observer_or_fake_quant_ctr=_leaky_observer().with_args(eps=2**-12, slope=slope),
-                    )
-            head = QuantizationSpec(
-                dtype=torch.int8,
-                quant_min=-128,
-                quant_max=127,
-                qscheme=torch.per_tensor_affine,
-                observer_or_fake_quant_ctr=_head_observer().with_args(eps=2**-12),
-            )
+                    ann.output_qspec = int8_activations(_leaky_observer().with_args(eps=2**-12, slope=slope))
+            head = int8_activations(_head_observer().with_args(eps=2**-12))
             for node in model.graph.nodes:
                 ann = annotated(node) if in_network(node) else None
                 if ann is not None and any(u.op == "output" or not in_network(u) for u in node.users):
