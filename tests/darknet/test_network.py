@@ -8,6 +8,7 @@ import torch
 
 import yolo4.darknet as dn
 from yolo4.darknet.network import Conv
+from yolo4.errors import CfgError
 from yolo4.models.zoo import build
 
 cv2 = pytest.importorskip("cv2")
@@ -95,6 +96,29 @@ def test_forward_contract_and_input_size():
     with torch.no_grad():
         outs = model(torch.rand(2, 3, 160, 224))  # any multiple of 32, (H, W)
     assert [tuple(o.shape) for o in outs] == [(2, 255, 5, 7), (2, 255, 10, 14)]
+
+
+def new_coords_cfg(small_cfg_text: str, act: str) -> str:
+    """The small cfg with its [yolo] head in the Scaled-YOLOv4 style (new_coords=1, scale_x_y=2)."""
+    head = small_cfg_text.replace("activation=linear", f"activation={act}")
+    return head.rstrip() + "\nscale_x_y=2.0\nnew_coords=1\n"
+
+
+def test_new_coords_head_gives_logits_in_training_and_probabilities_at_inference(small_cfg_text):
+    model = dn.Darknet(dn.parse_cfg(new_coords_cfg(small_cfg_text, "logistic")))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        (probs,) = model.eval()(x)
+        model.train()
+        model.blocks[0].bn.eval()  # the stem's BatchNorm normalises as in the eval pass
+        (logits,) = model(x)
+    assert logits.min() < 0 and logits.max() > 0  # logits, not probabilities
+    torch.testing.assert_close(torch.sigmoid(logits), probs)
+
+
+def test_new_coords_head_without_a_logistic_conv_is_refused(small_cfg_text):
+    with pytest.raises(CfgError, match="new_coords=1 must follow .* activation=logistic"):
+        dn.Darknet(dn.parse_cfg(new_coords_cfg(small_cfg_text, "linear")))
 
 
 def test_maxpool_matches_darknet_rule():

@@ -249,16 +249,31 @@ def test_scale_x_y_grid_sensitivity():
     torch.testing.assert_close(xy2, torch.tensor([[-0.5, 1.5]]))  # 2*sigmoid - 0.5 can pass them
 
 
-def test_new_coords_decoding_and_probability_bce():
+def test_new_coords_decoding_and_bce_on_logits():
+    """A new_coords head's loss takes logits (the network's training-mode output) and applies the
+    logistic that the head's conv applies at inference."""
     h = head(new_coords=1, scale_x_y=2.0)
-    raw = torch.tensor([[0.25, 0.75, 0.5, 1.0]])
+    raw = torch.logit(torch.tensor([[0.25, 0.75, 0.5, 0.8]]))
     xy, wh = decode_xy_wh(raw, torch.tensor([[10.0, 20.0]]), h)
-    torch.testing.assert_close(xy, torch.tensor([[0.0, 1.0]]))  # t*2 - 0.5
-    torch.testing.assert_close(wh, torch.tensor([[10.0, 80.0]]))  # (2t)^2 * anchor
-    out = torch.full((1, 7, 2, 2), 0.5)  # already probabilities: BCE(0.5, t) = log 2
+    torch.testing.assert_close(xy, torch.tensor([[0.0, 1.0]]))  # p*2 - 0.5
+    torch.testing.assert_close(wh, torch.tensor([[10.0, 51.2]]))  # (2p)^2 * anchor
+    out = torch.zeros(1, 7, 2, 2)  # logit 0: BCE(0.5, t) = log 2
     _, parts = YoloLoss([h])([out], torch.tensor([[0, 1, 0.0, 0.0, 40.0, 40.0]]), (64, 64))
     assert parts["obj"].item() == pytest.approx(math.log(2) * 0.4, rel=1e-5)
     assert parts["cls"].item() == pytest.approx(math.log(2), rel=1e-5)
+
+
+def test_saturated_new_coords_negative_still_learns():
+    """The bug this guards against: with probabilities, a negative whose objectness saturated at
+    1.0 (bf16 from a logit of about 6) had a clamped BCE of 16 and no gradient, forever."""
+    h = head(new_coords=1, scale_x_y=2.0)
+    out = torch.zeros(1, 7, 2, 2)
+    out[0, 4] = 30.0  # every objectness logit saturated: sigmoid is exactly 1 in float32
+    out.requires_grad_(True)
+    total, parts = YoloLoss([h])([out], torch.tensor([[0, 1, 0.0, 0.0, 10.0, 10.0]]), (64, 64))
+    total.backward()
+    assert parts["obj"].item() > 1.0
+    assert (out.grad[0, 4] > 0).sum() >= 3  # the negatives are pushed down (not clamped away)
 
 
 def test_saturated_new_coords_size_keeps_the_gradient_finite():
@@ -270,8 +285,8 @@ def test_saturated_new_coords_size_keeps_the_gradient_finite():
     complete_box_iou_loss(zero_h, torch.tensor([[9.0, 9.0, 21.0, 22.0]]), reduction="sum").backward()
     assert torch.isnan(zero_h.grad).all()  # the failure this guards against
     h = head(new_coords=1, scale_x_y=2.0)
-    out = torch.full((1, 7, 2, 2), 0.5)
-    out[0, 3] = 0.0  # every th output saturated at 0
+    out = torch.zeros(1, 7, 2, 2)
+    out[0, 3] = -200.0  # every th logit saturated: sigmoid is exactly 0 in float32
     out.requires_grad_(True)
     total, parts = YoloLoss([h])([out], torch.tensor([[0, 1, 0.0, 0.0, 40.0, 40.0]]), (64, 64))
     total.backward()
@@ -279,11 +294,10 @@ def test_saturated_new_coords_size_keeps_the_gradient_finite():
     assert torch.isfinite(out.grad).all()
 
 
-def test_nan_probability_gives_a_nan_loss_not_an_error():
-    """A new_coords head outputs probabilities; a NaN among them must reach the loss (training
-    skips the step) instead of raising in the BCE."""
+def test_nan_output_gives_a_nan_loss_not_an_error():
+    """A NaN among a head's outputs must reach the loss (training skips the step), not raise."""
     h = head(new_coords=1, scale_x_y=2.0)
-    out = torch.full((1, 7, 2, 2), 0.5)
+    out = torch.zeros(1, 7, 2, 2)
     out[0, 4, 1, 1] = float("nan")
     total, _ = YoloLoss([h])([out], torch.tensor([[0, 1, 0.0, 0.0, 40.0, 40.0]]), (64, 64))
     assert torch.isnan(total)

@@ -319,6 +319,10 @@ class Conv(nn.Module):
     def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
         return self.act(self.bn(self.conv(x)))
 
+    def pre_activation(self, x: Tensor) -> Tensor:
+        """Conv2d -> BatchNorm2d without the activation (a new_coords head's logits in training)."""
+        return self.bn(self.conv(x))
+
 
 @dataclass
 class Route(Layer):

@@ -6,12 +6,20 @@
     # heads: list, one tensor per [yolo] layer in cfg order, each (B, A*(5+C), H_i, W_i),
     # exactly what darknet's [yolo] layer receives (decoding and NMS live in yolo4.ops).
 
+In training mode (`model.train()`) every head's output is logits: the conv before a
+`new_coords=1` head, whose `activation=logistic` makes its output probabilities at inference,
+skips that logistic, and the loss applies it in float32 (`yolo4.ops.losses`). A probability
+saturates at exactly 1.0 (bf16: from a logit of about 6; float32: 17), where a BCE on it has
+no gradient, so a negative that saturated once stayed saturated (yolov4-csp-leaky from scratch).
+
 `forward` walks the layer list with no data-dependent control flow: the loop and the
 indices it reads are fixed when the module is built, so torch.compile, CUDA graphs and
 ONNX export see a static graph.
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -86,6 +94,22 @@ class Darknet(nn.Module):
         self.sources = [info.sources for info in self.infos]
         self.keep = sorted({j for info in self.infos for j in info.sources})
         self.head_indices = [i for i, layer in enumerate(spec.layers) if isinstance(layer, YoloLayer)]
+        # the logistic convs whose output a new_coords head reads: their pre-activation in training
+        self.logit_convs = frozenset(
+            i - 1
+            for i, layer in zip(self.head_indices, spec.yolo_layers)
+            if layer.new_coords and _is_logistic_conv(self.blocks[i - 1])
+        )
+        unsupported = [
+            i
+            for i, layer in zip(self.head_indices, spec.yolo_layers)
+            if layer.new_coords and i - 1 not in self.logit_convs
+        ]
+        if unsupported:
+            raise CfgError(
+                f"{spec.where(unsupported[0])}: a [yolo] layer with new_coords=1 must follow a "
+                "[convolutional] layer with activation=logistic (its outputs are probabilities)"
+            )
 
     @property
     def yolo_layers(self) -> list[YoloLayer]:
@@ -100,10 +124,18 @@ class Darknet(nn.Module):
         saved: dict[int, Tensor] = {}
         heads: list[Tensor] = []
         keep, heads_at = set(self.keep), set(self.head_indices)
+        logit_convs = self.logit_convs if self.training else frozenset()
         for i, block in enumerate(self.blocks):
-            x = block(x, [saved[j] for j in self.sources[i]])
+            if i in logit_convs:
+                x = cast(Conv, block).pre_activation(x)
+            else:
+                x = block(x, [saved[j] for j in self.sources[i]])
             if i in keep:
                 saved[i] = x
             if i in heads_at:
                 heads.append(x)
         return heads
+
+
+def _is_logistic_conv(block: nn.Module) -> bool:
+    return isinstance(block, Conv) and isinstance(block.act, nn.Sigmoid)

@@ -1,7 +1,7 @@
 """The loss of darknet's `[yolo]` layer, vectorised, with its freebies as switches.
 
     loss_fn = YoloLoss(model.yolo_layers)
-    total, parts = loss_fn(model(images), targets, input_hw=(h, w))
+    total, parts = loss_fn(model.train()(images), targets, input_hw=(h, w))  # training-mode outputs: logits
     # targets: Tensor[M, 6] rows (batch_idx, class, x1, y1, x2, y2) in input pixels
 
 What it does, per `[yolo]` head (all values come from the head's cfg keys):
@@ -15,11 +15,13 @@ What it does, per `[yolo]` head (all values come from the head's cfg keys):
   `distance_box_iou_loss`, `generalized_box_iou_loss` on decoded xyxy boxes; `mse` is
   darknet's coordinate MSE (tx, ty, log-wh) scaled by (2 - w*h/area). Decoding is the
   grid-sensitive `sigmoid(t) * scale_x_y - (scale_x_y - 1) / 2`, or the `new_coords=1` style
-  (`t * s - (s-1)/2`, `(2 t)^2 * anchor`) whose inputs are already logistic.
-* Objectness: BCE, target 1 at assigned cells (or, with `iou_objectness`, the prediction's IoU
+  (`p * s - (s-1)/2`, `(2 p)^2 * anchor` with `p = sigmoid(t)`, the logistic that the head's
+  conv applies at inference; in training the network hands over the logits, see
+  `yolo4.darknet.network`).
+* Objectness: BCE on the logits, target 1 at assigned cells (or, with `iou_objectness`, the prediction's IoU
   with its truth), 0 elsewhere except predictions whose best IoU with any truth of their image
   exceeds `ignore_thresh` (not negatives, not positives).
-* Classes: BCE at assigned cells, targets smoothed by `label_smooth_eps`
+* Classes: BCE on the logits at assigned cells, targets smoothed by `label_smooth_eps`
   (1 - eps/2 for the class, eps/2 for the others, darknet's rule).
 
 Normalisation (PyTorch style, so one learning rate fits every batch size): the box term is the
@@ -159,7 +161,7 @@ def decode_xy_wh(raw: Tensor, anchor_wh: Tensor, head: LossHeadSpec) -> tuple[Te
     """Cell-relative centre and size of predictions.
 
     Args:
-        raw: Tensor[..., 4] the head's (tx, ty, tw, th) channels (already logistic for new_coords=1).
+        raw: Tensor[..., 4] the head's (tx, ty, tw, th) logits (the network's training-mode output).
         anchor_wh: Tensor[..., 2] anchors in input pixels.
     Returns:
         xy Tensor[..., 2] offset from the cell's corner in cells (grid-sensitive with scale_x_y),
@@ -167,11 +169,12 @@ def decode_xy_wh(raw: Tensor, anchor_wh: Tensor, head: LossHeadSpec) -> tuple[Te
     """
     s = float(head.scale_x_y)
     if head.new_coords:
-        xy = raw[..., :2] * s - (s - 1) / 2
-        # a saturated logistic output is exactly 0 in float32: a zero-size box gives CIoU a finite
-        # loss with a NaN gradient (atan(w / h)), and one such step made every weight NaN
+        p = raw.sigmoid()
+        xy = p[..., :2] * s - (s - 1) / 2
+        # a saturated logistic is exactly 0 in float32: a zero-size box gives CIoU a finite loss
+        # with a NaN gradient (atan(w / h)), and one such step made every weight NaN
         # (yolov4-csp-leaky from scratch); the floor's gradient is 0, as the saturated output's is
-        wh = ((2 * raw[..., 2:4]) ** 2 * anchor_wh).clamp_min(MIN_BOX_WH)
+        wh = ((2 * p[..., 2:4]) ** 2 * anchor_wh).clamp_min(MIN_BOX_WH)
     else:
         xy = raw[..., :2].sigmoid() * s - (s - 1) / 2
         wh = raw[..., 2:4].clamp(-8.0, 8.0).exp() * anchor_wh  # clamp: no overflow, no zero-size box
@@ -206,16 +209,6 @@ IOU_LOSSES: dict[str, Callable[..., Tensor]] = {
     "giou": generalized_box_iou_loss,
 }
 BOX_LOSS_NAMES = (*IOU_LOSSES, "mse")
-
-
-def _bce(pred: Tensor, target: Tensor, logits: bool) -> Tensor:
-    """Element-wise BCE; `logits=False` for new_coords heads whose outputs are probabilities."""
-    if logits:
-        return F.binary_cross_entropy_with_logits(pred, target, reduction="none")
-    # written out (F.binary_cross_entropy's value): it raises on a NaN probability, where a NaN
-    # loss lets training skip the step
-    p = pred.clamp(1e-7, 1 - 1e-7)
-    return -(target * torch.log(p) + (1 - target) * torch.log1p(-p))
 
 
 def smooth_class_targets(classes: Tensor, num_classes: int, eps: float) -> Tensor:
@@ -318,7 +311,7 @@ class YoloLoss:
         """Loss of one batch.
 
         Args:
-            outputs: one Tensor[B, A_i*(5+C), H_i, W_i] per head (the network's raw output).
+            outputs: one Tensor[B, A_i*(5+C), H_i, W_i] per head: the network's training-mode output (logits).
             targets: Tensor[M, 6] (batch_idx, class, x1, y1, x2, y2) in input pixels.
             input_hw: (height, width) of the network input.
         Returns:
@@ -340,7 +333,6 @@ class YoloLoss:
             p = out.view(bsz, na, 5 + nc, gh, gw).permute(0, 1, 3, 4, 2)  # (B, A, H, W, 5+C)
             stride = torch.tensor([input_hw[1] / gw, input_hw[0] / gh], device=out.device)  # (2,) x, y
             anchors = torch.tensor(head.head_anchors, dtype=torch.float32, device=out.device)  # (A, 2)
-            logits = not head.new_coords
 
             # objectness targets and the ignore mask over all predictions
             with torch.no_grad():
@@ -370,11 +362,11 @@ class YoloLoss:
                     box = IOU_LOSSES[head.iou_loss](pbox, t[:, 2:6], reduction="none")
                 box_l = box_l + box.mean() * head.iou_normalizer
                 cls_t = smooth_class_targets(t[:, 1].long(), nc, head.label_smooth_eps)
-                cls_l = cls_l + _bce(ps[:, 5:], cls_t, logits).mean() * head.cls_normalizer
+                cls_l = cls_l + F.binary_cross_entropy_with_logits(ps[:, 5:], cls_t) * head.cls_normalizer
                 target = paired_box_iou(pbox.detach(), t[:, 2:6]).clamp(0, 1) if self.iou_objectness else 1.0
                 obj_t[asg.batch, asg.anchor, asg.gy, asg.gx] = target
                 weight[asg.batch, asg.anchor, asg.gy, asg.gx] = 1.0
-            obj = (_bce(p[..., 4], obj_t, logits) * weight).mean()
+            obj = (F.binary_cross_entropy_with_logits(p[..., 4], obj_t, reduction="none") * weight).mean()
             obj_l = obj_l + obj * head.obj_normalizer * self._balance(i, float(stride[0]))
         total = (box_l + obj_l + cls_l) * bsz
         return total, {"box": box_l.detach(), "obj": obj_l.detach(), "cls": cls_l.detach()}

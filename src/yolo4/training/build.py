@@ -91,12 +91,11 @@ def build_model(cfg: TrainConfig, names: Sequence[str], train_wh: np.ndarray | N
 
 
 def init_head_biases(model: nn.Module, img_hw: tuple[int, int]) -> None:
-    """Priors for freshly initialised heads (logit heads only): objectness ~ 8 objects per
-    image spread over the head's cells, classes ~ 0.6 / C. Speeds up training from scratch."""
+    """Priors for freshly initialised heads: objectness ~ 8 objects per image spread over the
+    head's cells, classes ~ 0.6 / C, on the logits (a new_coords head's conv before its logistic).
+    Speeds up training from scratch."""
     net = cast("Darknet", unwrap(model))
     for idx, layer in zip(net.head_indices, net.yolo_layers):
-        if layer.new_coords:
-            continue
         conv = cast(nn.Conv2d, net.blocks[idx - 1].conv)
         if conv.bias is None:
             continue
