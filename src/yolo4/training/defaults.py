@@ -180,7 +180,7 @@ def resolve_defaults(cfg: TrainConfig, train_set, device: torch.device) -> tuple
         notes.append(
             "positives: 3 cells per truth (neighbour cells, scale_x_y "
             f"{changes.get('scale_x_y', cfg.scale_x_y or spec.yolo_layers[0].scale_x_y)}), every anchor with IoU > "
-            f"{changes.get('iou_thresh', cfg.iou_thresh)}"
+            f"{changes.get('iou_thresh', cfg.iou_thresh if cfg.iou_thresh is not None else spec.yolo_layers[0].iou_thresh)}"
             + ("" if fresh else " (the loaded heads decode with scale_x_y >= 2: trained so)")
             if spread
             else "positives: darknet's one cell per truth (the heads come with the weights)"
