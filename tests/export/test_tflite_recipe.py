@@ -201,3 +201,36 @@ def test_a_tensor_read_by_a_conv_and_a_concat_keeps_its_own_scale(
         got = sorted((it.get_tensor(o["index"]) for o in it.get_output_details()), key=lambda g: g.shape[-1])
         for g, r in zip(got, ref, strict=True):
             assert float(np.abs(g - r).mean() / np.abs(r).mean()) < INT8_TOLERANCE, resolver
+
+
+SHORTCUT = """[convolutional]
+batch_normalize=1
+filters=8
+size=1
+stride=1
+activation=leaky
+[shortcut]
+from=-2
+activation=linear
+"""
+
+
+@pytest.mark.slow
+def test_a_shortcut_addition_is_int8(small_cfg_text, make_images, with_realistic_bn, tmp_path):
+    """litert-torch 0.10's own `add` annotator matches nothing in torch 2.14's graphs, which left
+    every [shortcut] in float (DEQUANTIZE -> ADD -> QUANTIZE); yolo4 annotates additions itself."""
+    pytest.importorskip("litert_torch", reason="the 'tflite' extra (litert-torch) is not installed")
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.export import ExportOptions
+    from yolo4.export.tflite import export_tflite
+
+    at = small_cfg_text.index("[convolutional]\nfilters=21")
+    torch.manual_seed(0)
+    net = with_realistic_bn(Darknet(parse_cfg(small_cfg_text[:at] + SHORTCUT + small_cfg_text[at:]))).eval()
+    out = tmp_path / "shortcut-int8.tflite"
+    options = ExportOptions(format="tflite", int8=True, calib="random", check=False)
+    export_tflite(net, out, options, ["a", "b"], make_images(8, (64, 64)).numpy())
+    ops = _ops(out.read_bytes())
+    [add] = [o for o in ops if o[0] == "ADD"]
+    assert len(add[1]) == 2 and len(add[2]) == 1  # both inputs and the output int8
+    assert [o[0] for o in ops].count("DEQUANTIZE") == 1  # only the output's

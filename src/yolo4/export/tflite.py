@@ -12,7 +12,7 @@ converted as is; checked against PyTorch on a second random input (relative diff
 int8 ("full integer", as NPUs such as the i.MX 8M Plus's need): PT2E static quantisation
 (`litert_torch.quantize.pt2e_quantizer`: symmetric int8 weights per output channel,
 asymmetric per-tensor int8 activations calibrated over the calibration images by histogram),
-then converted, with four changes measured on real models (README, "int8 on a real model"):
+then converted, with five changes measured on real models (README, "int8 on a real model"):
 
 - the heads' int8 range is their calibrated min/max clipped to [-HEAD_RANGE, HEAD_RANGE]
   (logits beyond it change no score by more than 0.001); calibrated, it spanned -13..+21 on a one-class model, 0.13 per
@@ -28,7 +28,10 @@ then converted, with four changes measured on real models (README, "int8 on a re
   quantised on its own (`_copy_concat_inputs`): the file requantizes it (QUANTIZE int8 -> int8)
   into the concatenation's scale, where litert-torch 0.10 gave the tensor itself that scale and
   the conv read it 6.5x more coarsely (and refused the network when the other reader was a
-  padded convolution: "'tfl.pad' op quantization parameters violate the same scale constraint").
+  padded convolution: "'tfl.pad' op quantization parameters violate the same scale constraint");
+- additions ([shortcut]) are annotated by yolo4: litert-torch 0.10's own `add` annotator matches
+  nothing in torch 2.14's exported graphs, which left every shortcut in float (DEQUANTIZE -> ADD
+  -> QUANTIZE), not full integer.
 
 The converter gives an int8 input (scale ~1/255, zero point -128: pixels / 255 map to int8
 exactly) and int8 outputs; yolo4 then appends a DEQUANTIZE to every int8 output so the file returns float32,
@@ -201,7 +204,7 @@ def _copy_concat_inputs(graph: torch.fx.Graph, inside: Callable[[torch.fx.Node],
 
 def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ()):
     """litert-torch's PT2EQuantizer (symmetric per-channel int8 weights, asymmetric per-tensor
-    int8 activations, histogram calibration) with four changes for YOLO networks:
+    int8 activations, histogram calibration) with five changes for YOLO networks:
 
     - a convolution output that a leaky ReLU consumes gets its range from `leaky_range`;
     - the heads (the network's outputs) get their calibrated min/max clipped to
@@ -209,6 +212,7 @@ def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ())
       saturate (one-class scores at +20, background objectness at -13), 0.13 per int8 step;
     - a concatenation input that convolutions also read gets a copy of its own for the
       concatenation (`_copy_concat_inputs`), so the convolutions read it at its own scale;
+    - additions are annotated (int8 inputs and output), which its own annotator misses;
     - only nodes inside the Darknet module are annotated (with `network_only`), so decoding
       stays float32, and none of the `keep_float` blocks (mixed precision).
 
@@ -257,6 +261,19 @@ def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ())
 
         def _annotate_for_static_quantization_config(self, model):
             model = self._annotate_all_static_patterns(model, self.global_config, inside)
+            for node in model.graph.nodes:  # litert-torch's add annotator finds none in torch 2.14's graphs
+                args = node.args[:2]
+                if (
+                    node.target is torch.ops.aten.add.Tensor
+                    and inside(node)
+                    and annotated(node) is None
+                    and all(isinstance(a, torch.fx.Node) for a in args)
+                ):
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        input_qspec_map=dict.fromkeys(args, config.input_activation),
+                        output_qspec=config.output_activation,
+                        _annotated=True,
+                    )
             for node in model.graph.nodes:
                 if node.op != "call_function" or "leaky_relu" not in str(node.target):
                     continue
