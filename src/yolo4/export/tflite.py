@@ -12,7 +12,7 @@ converted as is; checked against PyTorch on a second random input (relative diff
 int8 ("full integer", as NPUs such as the i.MX 8M Plus's need): PT2E static quantisation
 (`litert_torch.quantize.pt2e_quantizer`: symmetric int8 weights per output channel,
 asymmetric per-tensor int8 activations calibrated over the calibration images by histogram),
-then converted, with three changes measured on real models (README, "int8 on a real model"):
+then converted, with five changes measured on real models (README, "int8 on a real model"):
 
 - the heads' int8 range is their calibrated min/max clipped to [-HEAD_RANGE, HEAD_RANGE]
   (logits beyond it change no score by more than 0.001); calibrated, it spanned -13..+21 on a one-class model, 0.13 per
@@ -22,9 +22,19 @@ then converted, with three changes measured on real models (README, "int8 on a r
   (`leaky_range`), not the one that fits the tensor itself;
 - every int32 bias is re-expressed in its op's actual input scale (`_requantize_biases`):
   litert-torch 0.10 keeps a bias computed for a scale it then replaces when the tensor also
-  feeds a concatenation, which multiplied one yolo-fastest bias by 6.5. The converter gives
-an int8 input (scale ~1/255, zero point -128: pixels / 255 map to int8 exactly) and int8
-outputs; yolo4 then appends a DEQUANTIZE to every int8 output so the file returns float32,
+  feeds a concatenation, which multiplied one yolo-fastest bias by 6.5;
+- a tensor read by a concatenation and by convolutions (yolo-fastest's layer 115: a 5x5
+  depthwise conv and, through an upsample, the route) reaches the concatenation through a copy
+  quantised on its own (`_copy_concat_inputs`): the file requantizes it (QUANTIZE int8 -> int8)
+  into the concatenation's scale, where litert-torch 0.10 gave the tensor itself that scale and
+  the conv read it 6.5x more coarsely (and refused the network when the other reader was a
+  padded convolution: "'tfl.pad' op quantization parameters violate the same scale constraint");
+- additions ([shortcut]) are annotated by yolo4: litert-torch 0.10's own `add` annotator matches
+  nothing in torch 2.14's exported graphs, which left every shortcut in float (DEQUANTIZE -> ADD
+  -> QUANTIZE), not full integer.
+
+The converter gives an int8 input (scale ~1/255, zero point -128: pixels / 255 map to int8
+exactly) and int8 outputs; yolo4 then appends a DEQUANTIZE to every int8 output so the file returns float32,
 the seeds' "int8 input, float32 output" layout. With --outputs decoded only the network (`model.*`
 modules) is quantised and decoding stays float32.
 
@@ -41,6 +51,7 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -159,21 +170,56 @@ def _head_observer():
     return HeadObserver
 
 
+_UPSAMPLE = (torch.ops.aten.upsample_nearest2d.vec, torch.ops.aten.upsample_nearest2d.default)
+
+
+def _copy_concat_inputs(graph: torch.fx.Graph, inside: Callable[[torch.fx.Node], bool]) -> list[tuple[Any, Any]]:
+    """Route every concatenation input that convolutions also read through a copy of its own
+    (`aten.clone`, placed before the upsample when one leads to the concatenation); returns
+    (tensor, copy) pairs, each copy to be annotated as reading its tensor at the tensor's own scale.
+
+    TFLite's CONCATENATION (and RESIZE_NEAREST_NEIGHBOR before it) needs its inputs at the
+    output's scale; litert-torch 0.10 can meet that by giving the tensor itself the
+    concatenation's scale, so the convolutions read it with the coarser step too (yolo-fastest:
+    the 5x5 depthwise conv read layer 115's output at 0.143 per step where its calibration chose
+    0.022), or by refusing the network when a padded convolution reads it. From a quantised copy
+    the converter writes a requantize (QUANTIZE int8 -> int8) instead. Tensors with other readers
+    are left alone: max pools feeding only the concatenation (SPP) share its scale anyway, and a
+    route's channel slice (yolov4-tiny) made the converter refuse the copy.
+    """
+    pairs = []
+    for cat in [n for n in graph.nodes if n.target is torch.ops.aten.cat.default and inside(n)]:
+        for a in dict.fromkeys(cat.args[0]):
+            reader, src = (a, a.args[0]) if a.target in _UPSAMPLE and len(a.users) == 1 else (cat, a)
+            others = [u for u in src.users if u not in (reader, cat)]
+            if not others or any(u.target is not torch.ops.aten.conv2d.default for u in others) or not inside(src):
+                continue
+            with graph.inserting_after(src):
+                copy = graph.call_function(torch.ops.aten.clone.default, (src,))
+            copy.meta.update({k: src.meta[k] for k in ("val", "tensor_meta", "nn_module_stack") if k in src.meta})
+            reader.replace_input_with(src, copy)
+            pairs.append((src, copy))
+    return pairs
+
+
 def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ()):
     """litert-torch's PT2EQuantizer (symmetric per-channel int8 weights, asymmetric per-tensor
-    int8 activations, histogram calibration) with three changes for YOLO networks:
+    int8 activations, histogram calibration) with five changes for YOLO networks:
 
     - a convolution output that a leaky ReLU consumes gets its range from `leaky_range`;
     - the heads (the network's outputs) get their calibrated min/max clipped to
       [-HEAD_RANGE, HEAD_RANGE]: PT2E's range is set by logits far beyond where sigmoid and exp
       saturate (one-class scores at +20, background objectness at -13), 0.13 per int8 step;
+    - a concatenation input that convolutions also read gets a copy of its own for the
+      concatenation (`_copy_concat_inputs`), so the convolutions read it at its own scale;
+    - additions are annotated (int8 inputs and output), which its own annotator misses;
     - only nodes inside the Darknet module are annotated (with `network_only`), so decoding
       stays float32, and none of the `keep_float` blocks (mixed precision).
 
     (Its own module-name/type filters do not match torch.export's nn_module_stack keys in
     litert-torch 0.10, and they reject weight nodes, which carry no stack.)"""
     from litert_torch.quantize import pt2e_quantizer
-    from torchao.quantization.pt2e.quantizer import QuantizationSpec
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, QuantizationSpec
 
     darknet = f"{Darknet.__module__}.{Darknet.__qualname__}"
     floats = set(keep_float)
@@ -205,8 +251,29 @@ def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ())
         return ann if isinstance(out, QuantizationSpec) else None
 
     class YoloQuantizer(pt2e_quantizer.PT2EQuantizer):
+        def transform_for_annotation(self, model):
+            for src, copy in _copy_concat_inputs(model.graph, inside):
+                copy.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={src: config.input_activation}, _annotated=True
+                )
+            model.recompile()
+            return model
+
         def _annotate_for_static_quantization_config(self, model):
             model = self._annotate_all_static_patterns(model, self.global_config, inside)
+            for node in model.graph.nodes:  # litert-torch's add annotator finds none in torch 2.14's graphs
+                args = node.args[:2]
+                if (
+                    node.target is torch.ops.aten.add.Tensor
+                    and inside(node)
+                    and annotated(node) is None
+                    and all(isinstance(a, torch.fx.Node) for a in args)
+                ):
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        input_qspec_map=dict.fromkeys(args, config.input_activation),
+                        output_qspec=config.output_activation,
+                        _annotated=True,
+                    )
             for node in model.graph.nodes:
                 if node.op != "call_function" or "leaky_relu" not in str(node.target):
                     continue
@@ -425,7 +492,8 @@ def export_tflite(
                 "weights": "int8 symmetric, per output channel",
                 "activations": "int8 asymmetric, per tensor, histogram calibration (PT2E HistogramObserver); "
                 "inputs of leaky ReLUs: range minimising the error after the activation; "
-                f"heads: min/max clipped to [-{HEAD_RANGE:g}, {HEAD_RANGE:g}]",
+                f"heads: min/max clipped to [-{HEAD_RANGE:g}, {HEAD_RANGE:g}]; "
+                "a concatenation input that convolutions read too: requantized into the concatenation's scale",
                 "input": "int8 (quantise x in [0, 1] with the input tensor's scale and zero point)",
                 "output": "float32 (DEQUANTIZE appended by yolo4)",
                 "calibration_images": int(len(calib) // options.batch * options.batch),
