@@ -120,8 +120,8 @@ def test_split_note_warns_on_a_small_validation_set():
     assert "warning" not in split_note(_Set(100), _Set(20, boxes_per_image=3), "d")
 
 
-@pytest.mark.parametrize(("given", "epochs", "expected"), [(None, 100, 10), (None, 9, 0), (None, 35, 3), (2, 100, 2)])
-def test_close_mosaic_is_a_tenth_unless_given(given, epochs, expected):
+@pytest.mark.parametrize(("given", "epochs", "expected"), [(None, 100, 20), (None, 4, 0), (None, 35, 7), (2, 100, 2)])
+def test_close_mosaic_is_a_fifth_unless_given(given, epochs, expected):
     assert close_mosaic_epochs(TrainConfig(close_mosaic=given, epochs=epochs)) == expected
 
 

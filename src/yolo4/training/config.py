@@ -109,7 +109,7 @@ class TrainConfig:
     hue: float = 0.015
     saturation: float = 1.5
     exposure: float = 1.5
-    close_mosaic: int | None = None  # turn mosaic/mixup/cutmix off for the last N epochs (None: a tenth of them)
+    close_mosaic: int | None = None  # turn mosaic/mixup/cutmix off for the last N epochs (None: a fifth of them)
     time_budget_min: float | None = (
         None  # after every epoch, re-plan `epochs` (at most the given) to fit this many minutes
     )

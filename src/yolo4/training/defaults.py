@@ -228,13 +228,17 @@ def split_note(train_set, val_set, data: str) -> str:
 
 
 def close_mosaic_epochs(cfg: TrainConfig, epochs: int | None = None) -> int:
-    """The last epochs trained without Mosaic/MixUp/CutMix: `close_mosaic`, or when None a tenth
+    """The last epochs trained without Mosaic/MixUp/CutMix: `close_mosaic`, or when None a fifth
     of the run's `epochs` (the planned count, which the time budget re-plans; default
-    cfg.epochs), none for runs under 10 epochs; under `qat` every epoch (a quantisation-aware
-    fine-tune continues where the float run ended: without Mosaic, which it closed last)."""
+    cfg.epochs), none for runs under 5 epochs; under `qat` every epoch (a quantisation-aware
+    fine-tune continues where the float run ended: without Mosaic, which it closed last).
+
+    A fifth, not a tenth: yolov4-tiny on kangaroo (97 epochs, 256 px) sat at mAP50 ~0.30 with
+    Mosaic on and rose only once it stopped; closing the last 20 epochs gave 0.615 / 0.204 (mAP50 /
+    mAP50-95) against 0.533 / 0.156 with the last 9 (README, "Real data against Ultralytics")."""
     epochs = cfg.epochs if epochs is None else epochs
     if cfg.close_mosaic is not None:
         return int(cfg.close_mosaic)
     if cfg.qat:
         return epochs
-    return int(0.1 * epochs)
+    return int(0.2 * epochs)
