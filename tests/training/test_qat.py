@@ -236,3 +236,44 @@ def test_best_pt_chooses_between_the_calibrated_start_and_the_trained_epoch(
     err = capsys.readouterr().err
     assert "epoch 0 (the calibrated int8 model before any step" in err
     assert f"best epoch {best_epoch} of 1 (best.pt)" in err
+
+
+def _two_new_coords_heads_cfg() -> str:
+    """Two Scaled-YOLOv4-style heads (logistic conv -> [yolo] new_coords=1), the first one followed
+    by more layers, as in yolov4-csp: the layout that broke NNCF's hooks."""
+    head = (
+        "[convolutional]\nfilters=21\nsize=1\nstride=1\npad=1\nactivation=logistic\n"
+        "[yolo]\nmask=0,1,2\nanchors=10,14, 23,27, 37,58\nclasses=2\nnum=3\nscale_x_y=2.0\nnew_coords=1\n"
+    )
+    conv = "[convolutional]\nbatch_normalize=1\nfilters={f}\nsize=3\nstride=2\npad=1\nactivation=leaky\n"
+    return (
+        "[net]\nwidth=64\nheight=64\nchannels=3\n"
+        + conv.format(f=8)
+        + head
+        + "[route]\nlayers=-3\n"
+        + conv.format(f=16)
+        + head
+    )
+
+
+def test_qat_trains_new_coords_heads_on_their_logits():
+    """A QAT network with yolov4-csp's heads: training mode hands the loss the logits (it used to
+    fail inside NNCF's quantisers with a channel-count mismatch once a head was followed by more
+    layers), the gradient reaches the weights, and eval mode gives their logistic."""
+    pytest.importorskip("nncf")
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.export.qat import prepare_qat
+
+    torch.manual_seed(0)
+    qmodel = prepare_qat(Darknet(parse_cfg(_two_new_coords_heads_cfg())), torch.rand(4, 3, 64, 64))
+    x = torch.rand(2, 3, 64, 64)
+    logits = qmodel.train()(x)
+    assert [tuple(o.shape) for o in logits] == [(2, 21, 32, 32), (2, 21, 16, 16)]
+    assert all(o.min() < 0 for o in logits)  # logits, not probabilities
+    sum(o.sum() for o in logits).backward()
+    grads = [p.grad for n, p in qmodel.named_parameters() if n.endswith("weight") and p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    with torch.no_grad():
+        probs = qmodel.eval()(x)
+    for lg, pr in zip(logits, probs):
+        torch.testing.assert_close(torch.sigmoid(lg.detach()), pr)

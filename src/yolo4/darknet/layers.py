@@ -315,13 +315,14 @@ class Conv(nn.Module):
         norm = CmBatchNorm2d if layer.batch_normalize == 2 else nn.BatchNorm2d
         self.bn = norm(layer.filters, eps=bn_eps, momentum=bn_momentum) if bn else nn.Identity()
         self.act = activation(layer.activation)
+        # set by Darknet on the logistic conv that a new_coords head reads: in training it hands
+        # over its pre-activation (logits) for the loss. Decided here, inside the module's own
+        # forward, so that every call goes through the same path (NNCF's QAT hooks key on it).
+        self.logits_in_training = False
 
     def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-    def pre_activation(self, x: Tensor) -> Tensor:
-        """Conv2d -> BatchNorm2d without the activation (a new_coords head's logits in training)."""
-        return self.bn(self.conv(x))
+        y = self.bn(self.conv(x))
+        return y if self.logits_in_training and self.training else self.act(y)
 
 
 @dataclass

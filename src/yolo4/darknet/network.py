@@ -102,6 +102,8 @@ class Darknet(nn.Module):
                 f"{spec.where(unsupported[0])}: a [yolo] layer with new_coords=1 must follow a "
                 "[convolutional] layer with activation=logistic (its outputs are probabilities)"
             )
+        for i in self.logit_convs:
+            cast(Conv, self.blocks[i]).logits_in_training = True
 
     @property
     def yolo_layers(self) -> list[YoloLayer]:
@@ -116,12 +118,8 @@ class Darknet(nn.Module):
         saved: dict[int, Tensor] = {}
         heads: list[Tensor] = []
         keep, heads_at = set(self.keep), set(self.head_indices)
-        logit_convs = self.logit_convs if self.training else frozenset()
         for i, block in enumerate(self.blocks):
-            if i in logit_convs:
-                x = cast(Conv, block).pre_activation(x)
-            else:
-                x = block(x, [saved[j] for j in self.sources[i]])
+            x = block(x, [saved[j] for j in self.sources[i]])
             if i in keep:
                 saved[i] = x
             if i in heads_at:
