@@ -302,3 +302,68 @@ def test_equalised_depthwise_input_keeps_the_function_and_suits_one_scale(
 
         before, after = depthwise_error(net), depthwise_error(out)
     assert after < 0.3 * before, (before, after)
+
+
+def _conv_mean_errors(gm, images: torch.Tensor, float_biases: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Per conv of a converted PT2E graph, in graph order: the (C,) mean over images and pixels of
+    conv(x, int8 weights, its bias) - conv(x, float weights, `float_biases`), x the graph's own input."""
+    import functools
+
+    errors: list[torch.Tensor] = []
+
+    class Record(torch.fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n.target is torch.ops.aten.conv2d.default:
+                (x, wq, bias, *rest), _ = self.fetch_args_kwargs_from_env(n)
+                src = n.args[1].args[0].args[0]  # dequantize(quantize(get_attr))
+                w = functools.reduce(getattr, src.target.split("."), gm)
+                ref = torch.nn.functional.conv2d(x, w, float_biases[n.args[2].target], *rest)
+                self.errors.append((out - ref).mean((0, 2, 3)) / len(images))
+            return out
+
+    with torch.no_grad():
+        for i in range(len(images)):  # one at a time: the graph was exported for batch 1
+            run = Record(gm)
+            run.errors = []
+            run.run(images[i : i + 1])
+            errors = run.errors if not errors else [a + b for a, b in zip(errors, run.errors)]
+    return errors
+
+
+@pytest.mark.slow
+def test_bias_correction_removes_each_convs_mean_shift(small_cfg_text, make_images, with_realistic_bn):
+    """After `correct_biases`, every conv's int8 output has the float conv's mean per channel on the
+    calibration images (checked conv by conv against torch's conv2d with the float weights)."""
+    pytest.importorskip("litert_torch", reason="the 'tflite' extra (litert-torch) is not installed")
+    import copy
+    import functools
+
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.export.graph import build_graph
+    from yolo4.export.tflite import _yolo_quantizer, correct_biases
+
+    at = small_cfg_text.index("[convolutional]\nfilters=21")
+    torch.manual_seed(0)
+    net = with_realistic_bn(Darknet(parse_cfg(small_cfg_text[:at] + DEPTHWISE + small_cfg_text[at:]))).eval()
+    images = make_images(8, (64, 64))
+    graph = build_graph(net, "heads", (64, 64), "all")
+    prepared = quantize_pt2e.prepare_pt2e(torch.export.export(graph, (images[:1],)).module(), _yolo_quantizer(False))
+    with torch.no_grad():
+        for i in range(len(images)):
+            prepared(images[i : i + 1])
+    gm = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+    biases = {
+        n.args[2].target: functools.reduce(getattr, n.args[2].target.split("."), gm).detach().clone()
+        for n in gm.graph.nodes
+        if n.target is torch.ops.aten.conv2d.default
+    }
+    before = _conv_mean_errors(copy.deepcopy(gm), images, biases)
+    assert correct_biases(gm, images.numpy(), batch=1) == len(biases) == 4
+    after = _conv_mean_errors(gm, images, biases)
+    worst_before = max(float(e.abs().max()) for e in before)
+    assert worst_before > 1e-3
+    for e in after:
+        assert float(e.abs().max()) < 1e-3 * worst_before
