@@ -234,3 +234,136 @@ def test_a_shortcut_addition_is_int8(small_cfg_text, make_images, with_realistic
     [add] = [o for o in ops if o[0] == "ADD"]
     assert len(add[1]) == 2 and len(add[2]) == 1  # both inputs and the output int8
     assert [o[0] for o in ops].count("DEQUANTIZE") == 1  # only the output's
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equalising_scales_match_a_brute_force_search(seed):
+    """Each factor is the largest one (on a fine grid) that keeps the channel inside the tensor's range."""
+    from yolo4.export.tflite import equalising_scales
+
+    rng = np.random.default_rng(seed)
+    lo = -rng.exponential(0.5, 12) * (rng.random(12) < 0.8)  # some channels never negative
+    hi = rng.exponential(3.0, 12)
+    hi[0], lo[1], hi[1] = 0.0, -2.0, -0.5  # a channel never positive; one entirely negative
+    lo[2] = hi[2] = 0.0  # a dead channel: left alone
+    top = max(hi.max(), 0.0) * (0.5 if seed == 2 else 1.0)  # seed 2: channels above the top shrink
+    got = equalising_scales(lo, hi, top if seed == 2 else None, limit=1e3)
+    bottom = min(lo.min(), 0.0)
+    grid = np.geomspace(1e-3, 1e3, 400_001)
+    for c in range(12):
+        fits = grid[(grid * min(lo[c], 0.0) >= bottom * (1 + 1e-9)) & (grid * max(hi[c], 0.0) <= top * (1 + 1e-9))]
+        assert got[c] == pytest.approx(fits.max(), rel=1e-4), c
+    assert got[2] == 1e3 and (got >= 1).all() == (seed != 2)
+
+
+# MIDDLE's last two blocks: a 1x1 leaky conv (block 1) read only by a 5x5 depthwise conv (block 2),
+# between the small test network's stem (block 0) and its head
+DEPTHWISE = MIDDLE.split("activation=leaky\n", 1)[1]
+
+
+def _int8_error(x: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) fake-quantised with one asymmetric int8 scale (min/max), minus x."""
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (hi - lo) / 255
+    zero = round(-128 - lo / scale)
+    return (torch.clamp(torch.round(x / scale) + zero, -128, 127) - zero) * scale - x
+
+
+def test_equalised_depthwise_input_keeps_the_function_and_suits_one_scale(
+    small_cfg_text, make_images, with_realistic_bn
+):
+    """Negating an always-negative leaky channel and stretching the others changes no output, and
+    the depthwise conv's output error from one int8 scale on its input drops (measured 6.3x)."""
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.export.tflite import equalise_depthwise_inputs
+
+    at = small_cfg_text.index("[convolutional]\nfilters=21")
+    torch.manual_seed(0)
+    net = with_realistic_bn(Darknet(parse_cfg(small_cfg_text[:at] + DEPTHWISE + small_cfg_text[at:]))).eval()
+    images = make_images(8, (64, 64))
+    with torch.no_grad():
+        bn = net.blocks[1].bn
+        bn.weight[1:4] *= 0.05  # three narrow channels
+        bn.bias[1:4] *= 0.05
+        pre = net.blocks[1].pre_activation(net.blocks[0](images, []))
+        bn.bias[0] -= float(pre[:, 0].max()) + 0.2  # channel 0 always negative, as wide as before
+    out, pairs, flipped = equalise_depthwise_inputs(net, images.numpy())
+    assert (pairs, flipped) == (1, 1)
+    with torch.no_grad():
+        for a, b in zip(net(images), out(images)):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+        assert not torch.equal(net.blocks[1].bn.bias, out.blocks[1].bn.bias)  # the input was not changed
+
+        def depthwise_error(model: Darknet) -> float:
+            x = model.blocks[1](model.blocks[0](images, []), [])
+            dw = model.blocks[2]
+            ref = dw.bn(dw.conv(x))
+            return float((dw.bn(dw.conv(x + _int8_error(x))) - ref).pow(2).mean() / ref.pow(2).mean())
+
+        before, after = depthwise_error(net), depthwise_error(out)
+    assert after < 0.3 * before, (before, after)
+
+
+def _conv_mean_errors(gm, images: torch.Tensor, float_biases: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Per conv of a converted PT2E graph, in graph order: the (C,) mean over images and pixels of
+    conv(x, int8 weights, its bias) - conv(x, float weights, `float_biases`), x the graph's own input."""
+    import functools
+
+    errors: list[torch.Tensor] = []
+
+    class Record(torch.fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n.target is torch.ops.aten.conv2d.default:
+                (x, wq, bias, *rest), _ = self.fetch_args_kwargs_from_env(n)
+                src = n.args[1].args[0].args[0]  # dequantize(quantize(get_attr))
+                w = functools.reduce(getattr, src.target.split("."), gm)
+                ref = torch.nn.functional.conv2d(x, w, float_biases[n.args[2].target], *rest)
+                self.errors.append((out - ref).mean((0, 2, 3)) / len(images))
+            return out
+
+    with torch.no_grad():
+        for i in range(len(images)):  # one at a time: the graph was exported for batch 1
+            run = Record(gm)
+            run.errors = []
+            run.run(images[i : i + 1])
+            errors = run.errors if not errors else [a + b for a, b in zip(errors, run.errors)]
+    return errors
+
+
+@pytest.mark.slow
+def test_bias_correction_removes_each_convs_mean_shift(small_cfg_text, make_images, with_realistic_bn):
+    """After `correct_biases`, every conv's int8 output has the float conv's mean per channel on the
+    calibration images (checked conv by conv against torch's conv2d with the float weights)."""
+    pytest.importorskip("litert_torch", reason="the 'tflite' extra (litert-torch) is not installed")
+    import copy
+    import functools
+
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.export.graph import build_graph
+    from yolo4.export.tflite import _yolo_quantizer, correct_biases
+
+    at = small_cfg_text.index("[convolutional]\nfilters=21")
+    torch.manual_seed(0)
+    net = with_realistic_bn(Darknet(parse_cfg(small_cfg_text[:at] + DEPTHWISE + small_cfg_text[at:]))).eval()
+    images = make_images(8, (64, 64))
+    graph = build_graph(net, "heads", (64, 64), "all")
+    prepared = quantize_pt2e.prepare_pt2e(torch.export.export(graph, (images[:1],)).module(), _yolo_quantizer(False))
+    with torch.no_grad():
+        for i in range(len(images)):
+            prepared(images[i : i + 1])
+    gm = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+    biases = {
+        n.args[2].target: functools.reduce(getattr, n.args[2].target.split("."), gm).detach().clone()
+        for n in gm.graph.nodes
+        if n.target is torch.ops.aten.conv2d.default
+    }
+    before = _conv_mean_errors(copy.deepcopy(gm), images, biases)
+    assert correct_biases(gm, images.numpy(), batch=1) == len(biases) == 4
+    after = _conv_mean_errors(gm, images, biases)
+    worst_before = max(float(e.abs().max()) for e in before)
+    assert worst_before > 1e-3
+    for e in after:
+        assert float(e.abs().max()) < 1e-3 * worst_before
