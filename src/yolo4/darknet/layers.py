@@ -321,8 +321,12 @@ class Conv(nn.Module):
         self.logits_in_training = False
 
     def forward(self, x: Tensor, refs: list[Tensor]) -> Tensor:
-        y = self.bn(self.conv(x))
+        y = self.pre_activation(x)
         return y if self.logits_in_training and self.training else self.act(y)
+
+    def pre_activation(self, x: Tensor) -> Tensor:
+        """Conv2d -> BatchNorm2d: what the activation reads."""
+        return self.bn(self.conv(x))
 
 
 @dataclass

@@ -22,7 +22,8 @@ then converted, with seven changes measured on real models (README, "int8 on a r
 
 - the heads' int8 range is their calibrated min/max clipped to [-HEAD_RANGE, HEAD_RANGE]
   (logits beyond it change no score by more than 0.001); calibrated, it spanned -13..+21 on a one-class model, 0.13 per
-  step, and that rounding alone cost yolov4-tiny 4 mAP50 points;
+  step, and that rounding alone cost yolov4-tiny 4 mAP50 points; a head that ends in a sigmoid
+  (new_coords, `activation=logistic`) gets that range on the logits before it (`_head_logits`);
 - a convolution output that a leaky ReLU consumes (TFLite quantises it before the activation
   as well as after) gets the range that minimises the error after the activation
   (`leaky_range`), not the one that fits the tensor itself;
@@ -288,6 +289,21 @@ def equalise_depthwise_inputs(model: Darknet, calib: np.ndarray, batch: int = 8)
     return model, len(pairs), flipped
 
 
+def _head_logits(node: torch.fx.Node) -> torch.fx.Node:
+    """The logits of a head's output `node`: its input where the head ends in a sigmoid (a
+    new_coords head's `activation=logistic`), else the node itself.
+
+    The sigmoid's int8 output has TFLite's fixed scale (1/256, zero point -128); what PT2E
+    calibrates is the conv output before it, and on a one-class yolov4-csp-leaky its histogram
+    range reached +107 (class logits that are always large), 0.47 per step for the box and
+    objectness logits around 0."""
+    return (
+        node.args[0]
+        if node.target is torch.ops.aten.sigmoid.default and isinstance(node.args[0], torch.fx.Node)
+        else node
+    )
+
+
 _UPSAMPLE = (torch.ops.aten.upsample_nearest2d.vec, torch.ops.aten.upsample_nearest2d.default)
 
 
@@ -325,9 +341,10 @@ def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ())
     int8 activations, histogram calibration) with five changes for YOLO networks:
 
     - a convolution output that a leaky ReLU consumes gets its range from `leaky_range`;
-    - the heads (the network's outputs) get their calibrated min/max clipped to
-      [-HEAD_RANGE, HEAD_RANGE]: PT2E's range is set by logits far beyond where sigmoid and exp
-      saturate (one-class scores at +20, background objectness at -13), 0.13 per int8 step;
+    - the heads (the network's outputs; the logits before the sigmoid of a head that ends in
+      one) get their calibrated min/max clipped to [-HEAD_RANGE, HEAD_RANGE]: PT2E's range is
+      set by logits far beyond where sigmoid and exp saturate (one-class scores at +20,
+      background objectness at -13), 0.13 per int8 step;
     - a concatenation input that convolutions also read gets a copy of its own for the
       concatenation (`_copy_concat_inputs`), so the convolutions read it at its own scale;
     - additions are annotated (int8 inputs and output), which its own annotator misses;
@@ -402,8 +419,10 @@ def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ())
                     ann.output_qspec = int8_activations(_leaky_observer().with_args(eps=2**-12, slope=slope))
             head = int8_activations(_head_observer().with_args(eps=2**-12))
             for node in model.graph.nodes:
-                ann = annotated(node) if in_network(node) else None
-                if ann is not None and any(u.op == "output" or not in_network(u) for u in node.users):
+                if not in_network(node) or not any(u.op == "output" or not in_network(u) for u in node.users):
+                    continue
+                ann = annotated(_head_logits(node))
+                if ann is not None:
                     ann.output_qspec = head
             return model
 
@@ -668,7 +687,7 @@ def export_tflite(
                 "weights": "int8 symmetric, per output channel",
                 "activations": "int8 asymmetric, per tensor, histogram calibration (PT2E HistogramObserver); "
                 "inputs of leaky ReLUs: range minimising the error after the activation; "
-                f"heads: min/max clipped to [-{HEAD_RANGE:g}, {HEAD_RANGE:g}]; "
+                f"heads (the logits before a head's sigmoid): min/max clipped to [-{HEAD_RANGE:g}, {HEAD_RANGE:g}]; "
                 "a concatenation input that convolutions read too: requantized into the concatenation's scale; "
                 f"depthwise convolutions' inputs: channels equalised ({equalised[0]} convolutions, "
                 f"{equalised[1]} always-negative leaky channels negated)",
