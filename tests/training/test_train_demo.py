@@ -35,10 +35,10 @@ def test_demo_config_uses_time_budget_on_cpu_only():
 def test_demo_trains_at_the_small_size_on_cpus_without_bf16(monkeypatch):
     from yolo4.training import demo as demo_mod
 
-    for native, sizes in [(torch.bfloat16, (256, 192, 320, 16)), (None, (192, None, 320, 8))]:
+    for native, sizes in [(torch.bfloat16, (256, 192, 0.5, 320, 16)), (None, (256, 192, 0.75, 320, 8))]:
         monkeypatch.setattr(demo_mod, "autocast_dtype", lambda cfg, device, d=native: d)
         cfg = DemoConfig().train_config("d", "o", torch.device("cpu"))
-        assert (cfg.img_size, cfg.small_img_size, cfg.val_img_size, cfg.batch) == sizes
+        assert (cfg.img_size, cfg.small_img_size, cfg.small_img_epochs, cfg.val_img_size, cfg.batch) == sizes
     gpu = DemoConfig().train_config("d", "o", torch.device("cuda", 0))  # (a GPU is never the fp32 case)
     assert (gpu.img_size, gpu.small_img_size) == (256, 192)
 
