@@ -25,9 +25,15 @@ def test_demo_trains_with_the_defaults_a_user_gets():
     assert differ <= DEMO_OWN_FIELDS, f"the demo sets recipe fields of its own: {sorted(differ - DEMO_OWN_FIELDS)}"
 
 
-def test_demo_config_uses_time_budget_on_cpu_only():
-    cpu = DemoConfig().train_config("d", "o", torch.device("cpu"))
-    assert cpu.time_budget_min == DemoConfig().train_minutes and cpu.model == "yolov4-tiny" and cpu.weights is None
+def test_demo_config_uses_time_budget_on_cpu_only(monkeypatch):
+    from yolo4.training import demo as demo_mod
+
+    d = DemoConfig()
+    for native, minutes in [(torch.bfloat16, d.train_minutes), (None, d.fp32_train_minutes)]:
+        monkeypatch.setattr(demo_mod, "autocast_dtype", lambda cfg, device, n=native: n)
+        cpu = d.train_config("d", "o", torch.device("cpu"))
+        assert cpu.time_budget_min == minutes and cpu.model == "yolov4-tiny" and cpu.weights is None
+    assert d.fp32_train_minutes + 1.0 <= 15  # evaluation and detection fit in the 15 minutes
     gpu = DemoConfig().train_config("d", "o", torch.device("cuda", 0))
     assert gpu.time_budget_min is None and gpu.epochs == DemoConfig().gpu_epochs
 
