@@ -18,8 +18,9 @@ budget (re-planned after every epoch), so a slower or busier machine trains fewe
 Measured on a 2-core Intel Xeon VM with native bf16 (AMX), nothing else running: 16 epochs
 (7 at 192 px, 9 at 256 px) in 720 s; the best checkpoint scores mAP50 0.817, mAP50-95 0.435 on
 the 300 val images at 320 px; 12.5 min in all (0.873 in 23 epochs on a day the VM ran 1.6x
-faster). The same VM restricted to AVX2 (fp32; batch 8 at 192 px) fits 8 epochs: 0.428 (see
-the README). A 2-core AMD EPYC VM (Zen 4: avx512_bf16, no AMX), quiet, with Mosaic off for the
+faster). The same VM restricted to AVX2 (fp32; batch 8 at 192 px) fitted 8 epochs: 0.428; the
+AMD VM below restricted to AVX2 with today's fp32 sizes (batch 8, the last quarter of the epochs
+at 256 px, a 13.5-minute budget): 11 epochs, 0.706 / 0.338 in 13.4 min (see the README). A 2-core AMD EPYC VM (Zen 4: avx512_bf16, no AMX), quiet, with Mosaic off for the
 last fifth: 21 epochs, 0.876 / 0.498 in 12.6 min.
 """
 
