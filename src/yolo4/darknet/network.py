@@ -95,14 +95,14 @@ class Darknet(nn.Module):
         self.keep = sorted({j for info in self.infos for j in info.sources})
         self.head_indices = [i for i, layer in enumerate(spec.layers) if isinstance(layer, YoloLayer)]
         # the logistic convs whose output a new_coords head reads: their pre-activation in training
-        self.logit_convs = frozenset(i - 1 for i, layer in zip(self.head_indices, spec.yolo_layers) if layer.new_coords)
-        unsupported = sorted(i + 1 for i in self.logit_convs if not _is_logistic_conv(self.blocks[i]))
+        logit_convs = sorted(i - 1 for i, layer in zip(self.head_indices, spec.yolo_layers) if layer.new_coords)
+        unsupported = [i + 1 for i in logit_convs if not _is_logistic_conv(self.blocks[i])]
         if unsupported:
             raise CfgError(
                 f"{spec.where(unsupported[0])}: a [yolo] layer with new_coords=1 must follow a "
                 "[convolutional] layer with activation=logistic (its outputs are probabilities)"
             )
-        for i in self.logit_convs:
+        for i in logit_convs:
             cast(Conv, self.blocks[i]).logits_in_training = True
 
     @property

@@ -663,10 +663,9 @@ def export_tflite(
         raise ExportError("int8 export needs calibration images")
     _require_litert_torch()
     hw = input_hw(model, options)
-    equalised = (0, 0)
+    equalised = flipped = 0
     if options.int8 and calib is not None:
-        model, *rest = equalise_depthwise_inputs(model, calib)
-        equalised = (rest[0], rest[1])
+        model, equalised, flipped = equalise_depthwise_inputs(model, calib)
     graph = build_graph(decompose_mish(model), options.outputs, hw, options.postprocess.labels)
     spec = exported_spec(model, options.img_size)
     path = Path(path)
@@ -689,8 +688,8 @@ def export_tflite(
                 "inputs of leaky ReLUs: range minimising the error after the activation; "
                 f"heads (the logits before a head's sigmoid): min/max clipped to [-{HEAD_RANGE:g}, {HEAD_RANGE:g}]; "
                 "a concatenation input that convolutions read too: requantized into the concatenation's scale; "
-                f"depthwise convolutions' inputs: channels equalised ({equalised[0]} convolutions, "
-                f"{equalised[1]} always-negative leaky channels negated)",
+                f"depthwise convolutions' inputs: channels equalised ({equalised} convolutions, "
+                f"{flipped} always-negative leaky channels negated)",
                 "input": "int8 (quantise x in [0, 1] with the input tensor's scale and zero point)",
                 "output": "float32 (DEQUANTIZE appended by yolo4)",
                 "calibration_images": int(len(calib) // options.batch * options.batch),

@@ -18,10 +18,11 @@ budget (re-planned after every epoch), so a slower or busier machine trains fewe
 Measured on a 2-core Intel Xeon VM with native bf16 (AMX), nothing else running: 16 epochs
 (7 at 192 px, 9 at 256 px) in 720 s; the best checkpoint scores mAP50 0.817, mAP50-95 0.435 on
 the 300 val images at 320 px; 12.5 min in all (0.873 in 23 epochs on a day the VM ran 1.6x
-faster). The same VM restricted to AVX2 (fp32; batch 8 at 192 px) fitted 8 epochs: 0.428; the
-AMD VM below restricted to AVX2 with today's fp32 sizes (batch 8, the last quarter of the epochs
-at 256 px, a 13.5-minute budget): 11 epochs, 0.706 / 0.338 in 13.4 min (see the README). A 2-core AMD EPYC VM (Zen 4: avx512_bf16, no AMX), quiet, with Mosaic off for the
-last fifth: 21 epochs, 0.876 / 0.498 in 12.6 min.
+faster). The same VM restricted to AVX2 (fp32; batch 8 at 192 px) fitted 8 epochs: 0.428. A
+2-core AMD EPYC VM (Zen 4: avx512_bf16, no AMX), quiet, with Mosaic off for the last fifth: 21
+epochs, 0.876 / 0.498 in 12.6 min; the same VM restricted to AVX2 with today's fp32 settings
+(batch 8, the last quarter of the epochs at 256 px, a 13.5-minute budget): 11 epochs, 0.706 /
+0.338 in 13.4 min (see the README).
 """
 
 from __future__ import annotations
@@ -61,9 +62,7 @@ class DemoConfig:
     # trained only at 192 px misses at the 320 px evaluation (shapes, bf16, 1 thread, seed 0:
     # 9 epochs at 192 px 0.483 / 0.198, large objects' AP 0.012; 6 at 192 + 2 at 256 px 0.583 /
     # 0.258)
-    fp32_img_size: int = 256
-    fp32_small_img_size: int = 192
-    fp32_small_img_epochs: float = 0.75
+    fp32_small_img_epochs: float = 0.75  # img_size and small_img_size as with bf16
     fp32_batch: int = 8
     # the 15 minutes leave room for a longer training budget where epochs are few: one more
     # 256 px epoch (~100 s on an AVX2 VM); evaluation and detection take ~0.5 min on top
@@ -91,8 +90,8 @@ class DemoConfig:
             device=str(device),
             progress=progress,
             seed=self.seed,
-            img_size=self.fp32_img_size if fp32 else self.img_size,
-            small_img_size=self.fp32_small_img_size if fp32 else self.small_img_size,
+            img_size=self.img_size,
+            small_img_size=self.small_img_size,
             small_img_epochs=self.fp32_small_img_epochs if fp32 else self.small_img_epochs,
             batch=self.fp32_batch if fp32 else self.batch,
             epochs=self.epochs if cpu else self.gpu_epochs,
