@@ -12,7 +12,8 @@ training, scored against the ground truth of the val split.
 3. Quantisation-aware training: `yolo4 train --qat` from the same model, once per `--qat-recipe`
    (train settings such as `epochs=3,lr=0.0001`; the default: `epochs=1` and `--qat`'s own lr),
    then its int8 files (ONNX in onnxruntime, OpenVINO IR, and TFLite: the QAT weights quantised
-   by PT2E) scored the same way. A QAT run validates its calibrated model before the first step
+   by PT2E with the ranges QAT learned, and beside it with every range calibrated anew) scored
+   the same way. A QAT run validates its calibrated model before the first step
    (epoch 0, the PTQ point) and best.pt keeps the best of it and the trained epochs: the row
    says which epoch the int8 files come from.
 
@@ -51,7 +52,7 @@ PTQ_KEYS = ("onnxruntime", "nncf", "nncf-auto", "openvino", "tflite")
 QAT_FILES = (
     ("QAT int8 ONNX (onnxruntime)", "best-int8.onnx", "onnxruntime"),
     ("QAT int8 OpenVINO IR", "best-int8.xml", "auto"),
-    ("QAT weights, TFLite int8 PT2E", "best-int8.tflite", "auto"),
+    ("QAT weights and ranges, TFLite int8 PT2E", "best-int8.tflite", "auto"),
 )
 
 
@@ -73,7 +74,9 @@ def from_checkpoint(path: Path, folder: Path) -> tuple[Path, Path]:
     return export_darknet(net, folder / "fp32.cfg")
 
 
-def qat_rows(rows: list[dict], add, recipe: str, qat_dir: Path, a, cfg: Path, weights: Path, size: int) -> None:
+def qat_rows(
+    rows: list[dict], add, recipe: str, qat_dir: Path, a, cfg: Path, weights: Path, size: int, names: list[str]
+) -> None:
     """One QAT run of `recipe` ("epochs=3,lr=0.0001") in `qat_dir`, and its rows: the training's
     validation of best.pt (fake-quantised PyTorch), then each int8 file scored by `add`."""
     from yolo4.api import train
@@ -116,6 +119,19 @@ def qat_rows(rows: list[dict], add, recipe: str, qat_dir: Path, a, cfg: Path, we
         path = qat_dir / file
         if path.is_file():
             add(f"{name}: {label}", load_exported(path, threads=a.threads, runtime=runtime), qat_s)
+    if (qat_dir / "best.weights").is_file():  # beside it: the same weights with every range calibrated anew
+        from yolo4.export import ExportOptions, export_model
+
+        path = qat_dir / "best-int8-calibrated.tflite"
+        options = ExportOptions(
+            format="tflite", img_size=(size, size), int8=True, calib=str(a.data), calib_count=a.calib_count
+        )
+        export_model(load(qat_dir / "best.cfg", qat_dir / "best.weights"), options, path, names=names)
+        add(
+            f"{name}: QAT weights, TFLite int8 PT2E, ranges calibrated anew",
+            load_exported(path, threads=a.threads),
+            qat_s,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 note = f"float: {', '.join(map(str, floats[label]))}" if floats.get(label) else ""
                 add(label, load_exported(path, threads=a.threads, runtime=runtime), note=note)
         for i, recipe in enumerate([] if a.skip_qat else a.qat_recipe or ["epochs=1"]):
-            qat_rows(rows, add, recipe, out / f"qat_run_{a.name}_{i}", a, cfg, weights, size)
+            qat_rows(rows, add, recipe, out / f"qat_run_{a.name}_{i}", a, cfg, weights, size, names)
     base, base_map = rows[0]["map50"], rows[0]["map"]
     boxes = sum(len(val.labels(i)[0]) for i in range(len(val)))
     lines = [

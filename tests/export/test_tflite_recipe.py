@@ -288,7 +288,7 @@ def test_equalised_depthwise_input_keeps_the_function_and_suits_one_scale(
         pre = net.blocks[1].pre_activation(net.blocks[0](images, []))
         bn.bias[0] -= float(pre[:, 0].max()) + 0.2  # channel 0 always negative, as wide as before
     out, pairs, flipped = equalise_depthwise_inputs(net, images.numpy())
-    assert (pairs, flipped) == (1, 1)
+    assert (pairs, flipped) == ([1], 1)
     with torch.no_grad():
         for a, b in zip(net(images), out(images)):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
@@ -414,3 +414,41 @@ def test_a_new_coords_head_quantises_its_logits_in_the_head_range(
     [logistic] = [o for o in _ops(out.read_bytes()) if o[0] == "LOGISTIC"]
     assert logistic[1][0] <= 2 * HEAD_RANGE / 255 * 1.01  # the logits' step: 0.032 (before: 0.16)
     assert float(err.mean()) < 0.005  # in probability: 0.0020 (before: 0.0100)
+
+
+def test_a_fixed_range_replaces_the_calibrated_one(small_cfg_text, make_images, with_realistic_bn, tmp_path):
+    """`int8_ranges` (what a QAT run learned) set a layer output's int8 grid in the file: its scale
+    is (max - min) / 255 and zero maps to an integer; without them the range is calibrated."""
+    pytest.importorskip("litert_torch", reason="the 'tflite' extra (litert-torch) is not installed")
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.errors import ExportError
+    from yolo4.export import ExportOptions
+    from yolo4.export.tflite import export_tflite
+
+    torch.manual_seed(0)
+    net = with_realistic_bn(Darknet(parse_cfg(small_cfg_text))).eval()
+    calib = make_images(8, (64, 64)).numpy()
+
+    def leaky_output(ranges) -> tuple[float, int]:
+        out = tmp_path / f"fixed{len(ranges)}-int8.tflite"
+        options = ExportOptions(format="tflite", int8=True, calib="random", check=False, int8_ranges=ranges)
+        export_tflite(net, out, options, ["a", "b"], calib)
+        m = flatbuffer_utils.read_model_from_bytearray(bytearray(out.read_bytes()))
+        sg = m.subgraphs[0]
+        for op in sg.operators:
+            if m.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.LEAKY_RELU:
+                q = sg.tensors[op.outputs[0]].quantization
+                return float(q.scale[0]), int(q.zeroPoint[0])
+        raise AssertionError("no LEAKY_RELU in the file")
+
+    calibrated = leaky_output(())
+    scale, zero = leaky_output(((0, -0.5, 3.0),))
+    assert scale == pytest.approx(3.5 / 255, rel=1e-6) and zero == round(-128 + 0.5 / scale)
+    assert abs(calibrated[0] - scale) > 0.05 * scale  # the calibrated range was another one
+    with pytest.raises(ExportError, match="min < max"):
+        ExportOptions(format="tflite", int8=True, calib="x", int8_ranges=((0, 1.0, 1.0),)).validate()
+    with pytest.raises(ExportError, match="TFLite int8 only"):
+        ExportOptions(format="onnx", int8=True, calib="x", int8_ranges=((0, -1.0, 1.0),)).validate()

@@ -277,3 +277,30 @@ def test_qat_trains_new_coords_heads_on_their_logits():
         probs = qmodel.eval()(x)
     for lg, pr in zip(logits, probs):
         torch.testing.assert_close(torch.sigmoid(lg.detach()), pr)
+
+
+def test_learned_ranges_name_the_block_each_quantiser_serves(trained):
+    """Each range `learned_ranges` gives block i is the one its output is fake-quantised with:
+    the block's output in the QAT model lies on that int8 grid, inside it."""
+    pytest.importorskip("nncf")
+    from yolo4.darknet import load
+    from yolo4.darknet.layers import Conv
+    from yolo4.export.qat import learned_ranges, prepare_qat
+
+    net = load(*trained).eval()
+    x = torch.from_numpy(np.random.default_rng(0).random((8, 3, 64, 64), dtype=np.float32))
+    qmodel = prepare_qat(net, x, batch=4).eval()
+    ranges = learned_ranges(qmodel, x[:1])
+    leaky = [i for i, b in enumerate(qmodel.blocks) if isinstance(b, Conv) and isinstance(b.act, torch.nn.LeakyReLU)]
+    assert set(leaky) <= set(ranges) and all(lo < hi for lo, hi in ranges.values())
+    outputs: dict[int, torch.Tensor] = {}
+    hooks = [qmodel.blocks[i].register_forward_hook(lambda m, a, out, i=i: outputs.__setitem__(i, out)) for i in ranges]
+    with torch.no_grad():
+        qmodel(x[1:2])
+    for h in hooks:
+        h.remove()
+    for i, (lo, hi) in ranges.items():
+        step = (hi - lo) / 255
+        codes = (outputs[i] - lo) / step
+        assert float(codes.min()) > -0.01 and float(codes.max()) < 255.01, i
+        assert float((codes - codes.round()).abs().max()) < 0.02, i  # on the grid: this quantiser made it

@@ -60,6 +60,9 @@ class ExportOptions:
         correction; kept the real yolo-fastest-1.1's detections where onnxruntime's did not),
         "onnxruntime" (`quantize_static` with `calib_method`), "auto": NNCF when installed.
     int8_keep_float: cfg layer indices kept in float (mixed precision), by hand.
+    int8_ranges: fixed int8 ranges for layers' outputs, ((cfg layer index, min, max), ...), used
+        instead of calibrating them (TFLite only): the ranges a QAT run learned, which its
+        TFLite file keeps (`yolo4 train --qat`; equalised depthwise inputs are recalibrated).
     int8_min_agreement: choose the float layers automatically: keep the most sensitive layers
         (`yolo4.export.sensitivity`) float until simulated int8 keeps this share of float32's
         detections on the calibration images (None: off). int8_max_float caps their number.
@@ -82,6 +85,7 @@ class ExportOptions:
     calib_method: str = "percentile"
     int8_tool: str = "auto"
     int8_keep_float: tuple[int, ...] = ()
+    int8_ranges: tuple[tuple[int, float, float], ...] = ()
     int8_min_agreement: float | None = None
     int8_max_float: int = 8
     analyse: bool = False
@@ -119,6 +123,11 @@ class ExportOptions:
             raise ExportError(f"--int8-min-agreement must be in (0, 1], got {self.int8_min_agreement}")
         if any(i < 0 for i in self.int8_keep_float):
             raise ExportError(f"--int8-keep-float takes cfg layer indices >= 0, got {list(self.int8_keep_float)}")
+        if self.int8_ranges and (self.format != "tflite" or not self.int8):
+            raise ExportError("int8_ranges (a QAT model's learned ranges) apply to TFLite int8 only")
+        wrong = [r for r in self.int8_ranges if len(r) != 3 or r[0] < 0 or not r[1] < r[2]]
+        if wrong:
+            raise ExportError(f"int8_ranges take (layer index >= 0, min, max) with min < max, got {wrong[0]}")
         if (self.int8_keep_float or self.int8_min_agreement is not None or self.analyse) and not self.int8:
             raise ExportError("--int8-keep-float, --int8-min-agreement and --analyse need --int8")
         if self.int8 and not self.calib:

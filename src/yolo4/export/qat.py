@@ -37,7 +37,7 @@ import copy
 import dataclasses
 import json
 import types
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -177,6 +177,44 @@ def restore_qat(model: Darknet, config: dict[str, Any]) -> Darknet:
     folded = fold_batchnorm(model) if _has_bn(model) else copy.deepcopy(model)
     with quiet_nncf():
         return load_from_config(folded, config)
+
+
+def learned_ranges(model: nn.Module, x: torch.Tensor) -> dict[int, tuple[float, float]]:
+    """The activation ranges a QAT model's quantisers hold, by the Darknet block whose output each
+    one quantises: {block index: (min, max)} (NNCF's `input_low`, `input_low + |input_range|`).
+
+    A quantiser NNCF shares between the inputs of a concatenation appears under each block it
+    quantises; the network input's quantiser (no block) is left out. Found by running `model`
+    once on `x` (Tensor[B, 3, H, W]) and noting which block runs when each quantiser is called,
+    so it depends on no NNCF naming scheme.
+    """
+    require_nncf_torch()
+    from nncf.torch.quantization.layers import AsymmetricQuantizer
+
+    current: list[int | None] = [None]
+    found: dict[int, tuple[float, float]] = {}
+
+    def enter(i: int):
+        return lambda module, args: current.__setitem__(0, i)
+
+    def record(module: nn.Module, args: Any, out: Any) -> None:
+        q = cast(AsymmetricQuantizer, module)
+        if current[0] is not None:
+            lo = float(q.input_low.detach().flatten()[0])
+            found[current[0]] = (lo, lo + float(q.input_range.detach().abs().flatten()[0]))
+
+    blocks = cast(Darknet, model).blocks
+    handles = [b.register_forward_pre_hook(enter(i)) for i, b in enumerate(blocks)]
+    handles += [m.register_forward_hook(record) for m in model.modules() if isinstance(m, AsymmetricQuantizer)]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return dict(sorted(found.items()))
 
 
 def float_network(model: Darknet) -> Darknet:

@@ -217,10 +217,11 @@ def _scale_output_channels(block: Conv, factor: torch.Tensor) -> None:
             block.conv.bias.mul_(factor)
 
 
-def equalise_depthwise_inputs(model: Darknet, calib: np.ndarray, batch: int = 8) -> tuple[Darknet, int, int]:
+def equalise_depthwise_inputs(model: Darknet, calib: np.ndarray, batch: int = 8) -> tuple[Darknet, list[int], int]:
     """A copy of `model` with the same function whose depthwise convolutions' inputs suit one
     int8 scale per tensor (TFLite has no per-channel activation scales, NNCF's ONNX int8 uses
-    them for exactly these tensors). Returns (model, pairs changed, channels flipped).
+    them for exactly these tensors). Returns (model, the blocks whose outputs were equalised,
+    channels flipped).
 
     For each convolution (activation linear, ReLU or leaky) whose output only a depthwise
     convolution reads:
@@ -247,7 +248,7 @@ def equalise_depthwise_inputs(model: Darknet, calib: np.ndarray, batch: int = 8)
         if type(a.act) in (nn.Identity, nn.ReLU, nn.LeakyReLU) and b.conv.groups == b.conv.in_channels > 1:
             pairs.append(i - 1)
     if not pairs:
-        return model, 0, 0
+        return model, [], 0
     stats: dict[int, list[torch.Tensor]] = {}
 
     def hook(k: int):
@@ -286,7 +287,7 @@ def equalise_depthwise_inputs(model: Darknet, calib: np.ndarray, batch: int = 8)
             factor = torch.from_numpy(equalising_scales(lo.numpy(), hi.numpy(), top)).float()
             _scale_output_channels(a, sign * factor)
             b.conv.weight.div_(factor.view(-1, 1, 1, 1))
-    return model, len(pairs), flipped
+    return model, pairs, flipped
 
 
 def _head_logits(node: torch.fx.Node) -> torch.fx.Node:
@@ -336,9 +337,27 @@ def _copy_concat_inputs(graph: torch.fx.Graph, inside: Callable[[torch.fx.Node],
     return pairs
 
 
-def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ()):
+def _block_output(node: torch.fx.Node) -> int | None:
+    """The Darknet block whose output `node` is (every reader lies outside the block), else None."""
+    stack = node.meta.get("nn_module_stack") or {}
+    blocks = [b for b in (_block_index(str(path)) for path, _ in stack.values()) if b is not None]
+    if not blocks:
+        return None
+    inner = blocks[-1]
+    readers = [r for u in node.users for r in (u.users if u.target is torch.ops.aten.clone.default else [u])]
+    for user in readers:  # (through the copies `_copy_concat_inputs` makes)
+        theirs = [_block_index(str(path)) for path, _ in (user.meta.get("nn_module_stack") or {}).values()]
+        if inner in theirs:
+            return None
+    return inner
+
+
+def _yolo_quantizer(
+    network_only: bool = True, keep_float: tuple[int, ...] = (), fixed: dict[int, tuple[float, float]] | None = None
+):
     """litert-torch's PT2EQuantizer (symmetric per-channel int8 weights, asymmetric per-tensor
-    int8 activations, histogram calibration) with five changes for YOLO networks:
+    int8 activations, histogram calibration) with five changes for YOLO networks, and a sixth
+    for a QAT model:
 
     - a convolution output that a leaky ReLU consumes gets its range from `leaky_range`;
     - the heads (the network's outputs; the logits before the sigmoid of a head that ends in
@@ -349,11 +368,14 @@ def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ())
       concatenation (`_copy_concat_inputs`), so the convolutions read it at its own scale;
     - additions are annotated (int8 inputs and output), which its own annotator misses;
     - only nodes inside the Darknet module are annotated (with `network_only`), so decoding
-      stays float32, and none of the `keep_float` blocks (mixed precision).
+      stays float32, and none of the `keep_float` blocks (mixed precision);
+    - the output of each block in `fixed` ({block: (min, max)}) gets that range, not a calibrated
+      one: the ranges a QAT run trained its weights with.
 
     (Its own module-name/type filters do not match torch.export's nn_module_stack keys in
     litert-torch 0.10, and they reject weight nodes, which carry no stack.)"""
     from litert_torch.quantize import pt2e_quantizer
+    from torchao.quantization.pt2e.observer import FixedQParamsObserver
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, QuantizationSpec
 
     darknet = f"{Darknet.__module__}.{Darknet.__qualname__}"
@@ -417,6 +439,23 @@ def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ())
                 if ann is not None:
                     slope = float(node.args[1]) if len(node.args) > 1 else 0.01
                     ann.output_qspec = int8_activations(_leaky_observer().with_args(eps=2**-12, slope=slope))
+            for node in model.graph.nodes:  # a block output is quantised as its own output or as its readers' input
+                block = _block_output(node) if fixed and inside(node) else None
+                if block not in (fixed or {}):
+                    continue
+                lo, hi = (fixed or {})[cast(int, block)]
+                scale = (hi - lo) / 255
+                spec = int8_activations(
+                    FixedQParamsObserver.with_args(scale=scale, zero_point=int(np.clip(round(-128 - lo / scale), -128, 127)),
+                                                   dtype=torch.int8, quant_min=-128, quant_max=127)
+                )  # fmt: skip
+                ann = annotated(node)
+                if ann is not None:
+                    ann.output_qspec = spec
+                for user in node.users:
+                    theirs = getattr(user.meta.get("quantization_annotation"), "input_qspec_map", {})
+                    if isinstance(theirs.get(node), QuantizationSpec):
+                        theirs[node] = spec
             head = int8_activations(_head_observer().with_args(eps=2**-12))
             for node in model.graph.nodes:
                 if not in_network(node) or not any(u.op == "output" or not in_network(u) for u in node.users):
@@ -430,15 +469,21 @@ def _yolo_quantizer(network_only: bool = True, keep_float: tuple[int, ...] = ())
 
 
 def _convert_int8(
-    graph: nn.Module, x: torch.Tensor, calib: np.ndarray, network_only: bool, keep_float: tuple[int, ...] = ()
+    graph: nn.Module,
+    x: torch.Tensor,
+    calib: np.ndarray,
+    network_only: bool,
+    keep_float: tuple[int, ...] = (),
+    fixed: dict[int, tuple[float, float]] | None = None,
 ) -> bytes:
-    """PT2E static int8 (per-channel weights), calibrated on `calib` (N, 3, H, W) in batches of x's size."""
+    """PT2E static int8 (per-channel weights), calibrated on `calib` (N, 3, H, W) in batches of
+    x's size, with `fixed` block output ranges (see `_yolo_quantizer`)."""
     litert_torch = _require_litert_torch()
     from litert_torch.quantize import pt2e_quantizer, quant_config
     from torchao.quantization.pt2e import quantize_pt2e
 
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
-    quantizer = _yolo_quantizer(network_only, keep_float)
+    quantizer = _yolo_quantizer(network_only, keep_float, fixed)
     batch = x.shape[0]
     with _quiet():
         exported = torch.export.export(graph, (x,)).module()
@@ -449,7 +494,8 @@ def _convert_int8(
             for i in range(0, len(calib) - batch + 1, batch):
                 prepared(torch.from_numpy(calib[i : i + batch]))
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-        correct_biases(converted, calib, batch)
+        if os.environ.get("YOLO4_NO_BIAS_CORRECTION") != "1":
+            correct_biases(converted, calib, batch)
         # QuantConfig only tells the converter the QDQ mode (static); it reads it from a global config
         mode = pt2e_quantizer.PT2EQuantizer().set_global(config)
         edge = litert_torch.convert(converted, (x,), quant_config=quant_config.QuantConfig(pt2e_quantizer=mode))
@@ -663,9 +709,11 @@ def export_tflite(
         raise ExportError("int8 export needs calibration images")
     _require_litert_torch()
     hw = input_hw(model, options)
-    equalised = flipped = 0
+    equalised: list[int] = []
+    flipped = 0
     if options.int8 and calib is not None:
         model, equalised, flipped = equalise_depthwise_inputs(model, calib)
+    fixed = {i: (lo, hi) for i, lo, hi in options.int8_ranges if i not in equalised}
     graph = build_graph(decompose_mish(model), options.outputs, hw, options.postprocess.labels)
     spec = exported_spec(model, options.img_size)
     path = Path(path)
@@ -678,9 +726,7 @@ def export_tflite(
                 raise ExportError("int8 export needs calibration images")
             if len(calib) < options.batch:
                 raise ExportError(f"{len(calib)} calibration images for a batch of {options.batch}")
-            content = _convert_int8(
-                graph, x, calib, network_only=options.outputs != "heads", keep_float=options.int8_keep_float
-            )
+            content = _convert_int8(graph, x, calib, options.outputs != "heads", options.int8_keep_float, fixed)
             quant = {
                 "tool": "litert-torch PT2E (litert_torch.quantize.pt2e_quantizer), biases corrected and re-scaled by yolo4",
                 "weights": "int8 symmetric, per output channel",
@@ -688,8 +734,9 @@ def export_tflite(
                 "inputs of leaky ReLUs: range minimising the error after the activation; "
                 f"heads (the logits before a head's sigmoid): min/max clipped to [-{HEAD_RANGE:g}, {HEAD_RANGE:g}]; "
                 "a concatenation input that convolutions read too: requantized into the concatenation's scale; "
-                f"depthwise convolutions' inputs: channels equalised ({equalised} convolutions, "
-                f"{flipped} always-negative leaky channels negated)",
+                f"depthwise convolutions' inputs: channels equalised ({len(equalised)} convolutions, "
+                f"{flipped} always-negative leaky channels negated)"
+                + (f"; {len(fixed)} layers' outputs: the ranges quantisation-aware training learned" if fixed else ""),
                 "input": "int8 (quantise x in [0, 1] with the input tensor's scale and zero point)",
                 "output": "float32 (DEQUANTIZE appended by yolo4)",
                 "calibration_images": int(len(calib) // options.batch * options.batch),

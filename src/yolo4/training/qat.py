@@ -136,8 +136,10 @@ def _calibration(cfg: TrainConfig, net) -> torch.Tensor:
 class QatExportHook(Hook):
     """At the end (main process): best.pt's QAT model exported as int8 files (`cfg.qat_export`:
     `best-int8.onnx`, `best-int8.xml`, `best-int8.tflite`), and its float weights (BN folded) as
-    darknet best.cfg + best.weights (state.best_files). TFLite has no importer for the trained
-    ranges: its file is litert-torch's PT2E int8 of the QAT-trained weights, calibrated anew."""
+    darknet best.cfg + best.weights (state.best_files). TFLite's file is litert-torch's PT2E
+    int8 of the QAT-trained weights with the activation ranges QAT learned (`learned_ranges`:
+    each layer output NNCF quantised keeps its trained range; the tensors only TFLite quantises,
+    a convolution's output before its leaky ReLU and the heads, are calibrated)."""
 
     def on_end(self, state: TrainState) -> None:
         best = state.out_dir / "best.pt"
@@ -145,7 +147,7 @@ class QatExportHook(Hook):
             return
         from yolo4.export import ExportOptions, export_model
         from yolo4.export.darknet import export_darknet
-        from yolo4.export.qat import float_network, restore_qat
+        from yolo4.export.qat import float_network, learned_ranges, restore_qat
         from yolo4.training.checkpoint import load_checkpoint, load_model_state
 
         ckpt = load_checkpoint(best)
@@ -161,10 +163,12 @@ class QatExportHook(Hook):
         for fmt in qat_formats(state.cfg):
             out = state.out_dir / f"best-int8{ {'onnx': '.onnx', 'openvino': '.xml', 'tflite': '.tflite'}[fmt] }"
             try:
-                if fmt == "tflite":  # the trained weights, quantised by TFLite's own PT2E quantiser
+                if fmt == "tflite":  # the trained weights and ranges, in TFLite's own PT2E quantiser
+                    ranges = learned_ranges(qmodel, torch.zeros(1, 3, size, size))
                     options = ExportOptions(
-                        format="tflite", img_size=(size, size), int8=True, calib=state.cfg.data, calib_count=100
-                    )
+                        format="tflite", img_size=(size, size), int8=True, calib=state.cfg.data, calib_count=100,
+                        int8_ranges=tuple((i, lo, hi) for i, (lo, hi) in ranges.items()),
+                    )  # fmt: skip
                     result = export_model(plain, options, out, names=state.names)
                 else:
                     options = ExportOptions(format=fmt, img_size=(size, size))
