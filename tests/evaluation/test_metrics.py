@@ -460,3 +460,31 @@ def test_comparison_table_one_row_per_model():
     assert rows[0].split()[:5] == ["model", "AP", "AP50", "AP75", "dn-AP50"]
     assert rows[1].split() == ["float32.onnx", "1.000", "1.000", "1.000", "1.000", "1.00", "4.00", "0.50", "250.0"]
     assert rows[2].split()[1:5] == ["0.000", "0.000", "0.000", "0.000"] and rows[2].split()[-1] == "-"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_paired_bootstrap_equals_scoring_each_resample_from_scratch(seed):
+    """Each resample's difference is darknet_voc_ap of the resampled image lists (brute force: the
+    same draws, every image matched again), and the interval is their percentiles."""
+    from yolo4.evaluation.metrics import paired_bootstrap
+
+    gt, results = _dataset(seed)
+    gts, preds, *_ = _to_lists(gt, results)
+    rng = np.random.default_rng(seed + 10)
+    worse = [(b, s * rng.uniform(0.5, 1.0, len(s)), c) for b, s, c in preds]  # other scores: another ranking
+    delta, lo, hi = paired_bootstrap(gts, preds, worse, len(NAMES), resamples=50, seed=seed)
+    draws = []
+    draw = np.random.default_rng(seed)
+    for _ in range(50):
+        take = draw.integers(0, len(gts), len(gts))
+        g = [gts[i] for i in take]
+        a = np.nanmean(darknet_voc_ap(g, [preds[i] for i in take], len(NAMES)))
+        b = np.nanmean(darknet_voc_ap(g, [worse[i] for i in take], len(NAMES)))
+        draws.append(b - a)
+    full = np.nanmean(darknet_voc_ap(gts, worse, len(NAMES))) - np.nanmean(darknet_voc_ap(gts, preds, len(NAMES)))
+    assert delta == pytest.approx(full, abs=1e-12)
+    assert (lo, hi) == pytest.approx(tuple(np.nanpercentile(draws, [2.5, 97.5])), abs=1e-12)
+    assert lo <= hi
+    assert paired_bootstrap(gts, preds, preds, len(NAMES), resamples=20) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same images"):
+        paired_bootstrap(gts, preds, preds[:-1], len(NAMES))
