@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import importlib.util
 import json
 
 import numpy as np
@@ -93,6 +94,7 @@ QAT_ONNX_ATOL = 0.05  # yolo4.export.qat.QAT_CHECK_ATOL: int8 kernels vs fake-qu
 
 def test_qat_run_writes_an_int8_onnx_that_matches_the_fake_quantised_model(tiny_data, trained, tmp_path):
     pytest.importorskip("nncf")
+    tflite = importlib.util.find_spec("litert_torch") is not None
     ort = pytest.importorskip("onnxruntime")
     import onnx
 
@@ -107,10 +109,16 @@ def test_qat_run_writes_an_int8_onnx_that_matches_the_fake_quantised_model(tiny_
         ["train", "--data", str(tiny_data), "--model", str(cfg_path), "--weights", str(weights), "--qat"]
         + ["--epochs", "1", "--batch", "8", "--img-size", "64", "--device", "cpu", "--out", str(out)]
         + [f"--set={kv}" for kv in ("lr=0.001", "mosaic=0", "workers=0", "progress=false", "qat_calib_images=8")]
+        + (["--set=qat_export=onnx,tflite"] if tflite else [])
     )
     assert rc == 0
     for name in ("best.pt", "last.pt", "results.csv", "best-int8.onnx", "best.cfg", "best.weights"):
         assert (out / name).is_file(), name
+    if tflite:  # its TFLite file keeps the ranges QAT learned: 19 leaky ReLUs' outputs and the upsample's
+        from yolo4.inference.runtime import tflite_metadata
+
+        recipe = json.loads(tflite_metadata(out / "best-int8.tflite")["yolo4.quantization"])
+        assert "20 layers' outputs: the ranges quantisation-aware training learned" in recipe["activations"]
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["epoch"] for r in rows] == ["0", "1"]  # epoch 0: the calibrated model before any step
     assert all(0.0 <= float(r["val/mAP50"]) <= 1.0 for r in rows) and rows[0]["train/loss"] == ""
