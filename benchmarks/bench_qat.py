@@ -27,17 +27,25 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from bench_export import AUTO, EVAL, export_variants
 from yolo4.darknet import load
 from yolo4.evaluation.evaluate import predict_dataset
 from yolo4.evaluation.metrics import coco_evaluate, paired_bootstrap
 from yolo4.export import load_exported
+from yolo4.export.common import exported_spec, preprocess_record
+from yolo4.export.quantize import calibration_images
+from yolo4.export.sensitivity import sqnr_db
+from yolo4.export.tflite import HEAD_RANGE
 from yolo4.inference.detector import Detector
 
 PTQ = (
@@ -63,6 +71,19 @@ def score(net, val, names: list[str]) -> tuple[float, float, list, list]:
     gts, preds, sizes, _ = predict_dataset(det, val, batch_size=1, progress=False)
     m = coco_evaluate(gts, preds, names, image_sizes=sizes)
     return float(m.map50), float(m.map), gts, preds
+
+
+def raw_heads(net, x: np.ndarray) -> list[torch.Tensor]:
+    """The raw head tensors [(B, A*(5+C), h, w)] of a Darknet or an exported file (outputs=raw) on x (B, 3, H, W)."""
+    with torch.no_grad():
+        return [o.float() for o in net.eval()(torch.from_numpy(x))]
+
+
+def heads_sqnr(outs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """SQNR (dB) of raw heads against fp32's, both clipped to the int8 heads' range [-HEAD_RANGE, HEAD_RANGE]
+    (a logit beyond it changes no score by more than 0.001; TFLite's int8 heads stop there)."""
+    clip = functools.partial(torch.clamp, min=-HEAD_RANGE, max=HEAD_RANGE)
+    return sqnr_db(torch.cat([clip(r).flatten() for r in reference]), torch.cat([clip(o).flatten() for o in outs]))
 
 
 def from_checkpoint(path: Path, folder: Path) -> tuple[Path, Path]:
@@ -166,8 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", default="benchmarks/results", help="where the table and JSON go")
     a = p.parse_args(argv)
-    import torch
-
     from yolo4.data.dataset import load_dataset
 
     torch.set_num_threads(a.threads)
@@ -189,15 +208,20 @@ def main(argv: list[str] | None = None) -> int:
         model = load(cfg, weights)
         size = model.input_hw[0]
 
-        reference: list = []  # fp32's (gts, preds), the other rows' bootstrap partner
+        # the val images as detect prepares them: every row's raw heads against fp32's
+        x, _ = calibration_images(
+            a.data, len(val), (size, size), preprocess_record(exported_spec(model, (size, size)))["resize"], "val"
+        )
+        reference: list = []  # fp32's (gts, preds, raw heads), the other rows' partner
 
         def add(label: str, net, seconds: float = 0.0, note: str = "") -> None:
             m50, m, gts, preds = score(net, val, names)
+            heads = raw_heads(net, x)
             if not reference:
-                reference.extend([gts, preds])
+                reference.extend([gts, preds, heads])
             _, lo, hi = paired_bootstrap(gts, reference[1], preds, len(names))
             row = {"variant": label, "map50": m50, "map": m, "seconds": seconds, "note": note}
-            rows.append(row | {"delta50_interval": [lo, hi]})
+            rows.append(row | {"delta50_interval": [lo, hi], "heads_sqnr_db": heads_sqnr(heads, reference[2])})
             print(f"{label:40s} mAP50 {m50:.4f}  mAP50-95 {m:.4f}", file=sys.stderr)
 
         add("PyTorch fp32", model)
@@ -226,20 +250,28 @@ def main(argv: list[str] | None = None) -> int:
         "interval: where 95% of the ΔmAP50 fall when the val images are resampled (paired bootstrap, 1000 "
         "draws, darknet-style mAP@0.5 with every detection kept, so its centre can differ from COCO's ΔmAP50).",
         "",
-        "| variant | mAP50 | mAP50-95 | ΔmAP50 vs fp32 (points) | its 95% interval | ΔmAP50-95 (points) |",
-        "|---|---|---|---|---|---|",
+        "The heads' SQNR: the raw head tensors on the val images against fp32's (logits clipped to "
+        f"±{HEAD_RANGE:g}), free of that noise.",
+        "",
+        "| variant | mAP50 | mAP50-95 | ΔmAP50 vs fp32 (points) | its 95% interval | ΔmAP50-95 (points) "
+        "| heads' SQNR vs fp32 (dB) |",
+        "|---|---|---|---|---|---|---|",
     ]
 
     def interval(r: dict) -> str:
         lo, hi = r.get("delta50_interval") or (None, None)
         return "" if lo is None else f"{100 * lo:+.1f} .. {100 * hi:+.1f}"
 
+    def sqnr(r: dict) -> str:
+        db = r.get("heads_sqnr_db")
+        return "" if db is None or r is rows[0] else f"{db:.1f}"
+
     for r in rows:
         note = f" ({r['note']})" if r["note"] else ""
         lines.append(
             f"| {r['variant']}{note} | {r['map50']:.4f} | {r['map']:.4f} | {100 * (r['map50'] - base):+.2f} "
             f"| {interval(r)} "
-            f"| {100 * (r['map'] - base_map):+.2f} |"
+            f"| {100 * (r['map'] - base_map):+.2f} | {sqnr(r)} |"
         )
     md = "\n".join(lines) + "\n"
     print(md)
