@@ -86,3 +86,55 @@ def test_depthwise_qat_model_exports_an_int8_onnx_that_onnxruntime_runs(depthwis
         assert g.shape == r.shape
         assert np.abs(g - r).max() / max(1.0, float(np.abs(r).max())) <= QAT_ONNX_ATOL
     assert result.report["int8_max_abs_diff"] <= QAT_ONNX_ATOL
+
+
+def _qdq_graph(qat_model, hw):
+    from yolo4.export.graph import build_graph
+    from yolo4.export.qat import use_qdq_export
+
+    graph = build_graph(qat_model, "heads", hw)
+    use_qdq_export(graph)
+    return graph
+
+
+def test_one_step_flips_past_the_max_difference_pass_on_sqnr(depthwise_qat, make_images, tmp_path, monkeypatch):
+    """With the max-difference test made impossible (QAT_CHECK_ATOL 0), a correct file passes on the
+    second test: its outputs are closer (SQNR) to the fake-quantised model's than that model's are to
+    its float weights, which is what a deep depthwise network's accumulated rounding flips need."""
+    pytest.importorskip("onnxruntime")
+    from yolo4.export import ExportOptions, export_model
+
+    monkeypatch.setattr("yolo4.export.qat.QAT_CHECK_ATOL", 0.0)
+    report = export_model(depthwise_qat, ExportOptions(format="onnx", img_size=(64, 64)), tmp_path / "dw.onnx").report
+    assert report["int8_max_abs_diff"] > 0.0
+    assert report["int8_sqnr_db"] >= report["float_sqnr_db"] > 10.0
+
+
+def test_a_wrong_activation_scale_fails_the_check(depthwise_qat, tmp_path, monkeypatch):
+    """The same check on a file whose first activation quantiser has 8x its trained scale (a coarser
+    grid, as a misplaced or mis-exported range would give) refuses it, naming both SQNRs."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import numpy_helper
+
+    from yolo4.errors import ExportError
+    from yolo4.export import ExportOptions, export_model
+    from yolo4.export.onnx import check_input, check_qat_file
+
+    options = ExportOptions(format="onnx", img_size=(64, 64), check=False)
+    path = export_model(depthwise_qat, options, tmp_path / "dw.onnx").paths[0]
+    proto = onnx.load(str(path))
+    constants = {n.output[0]: n for n in proto.graph.node if n.op_type == "Constant"}
+    act = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear" and "/act/" in n.name)
+    value = next(a for a in constants[act.input[1]].attribute if a.name == "value")
+    value.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(value.t) * 8, value.t.name))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(proto, str(broken))
+
+    x = check_input(options, (64, 64))
+    graph = _qdq_graph(depthwise_qat, (64, 64))
+    check_qat_file(path, depthwise_qat, graph, x, options, report := {})  # the file as exported passes
+    monkeypatch.setattr("yolo4.export.qat.QAT_CHECK_ATOL", 0.0)
+    with pytest.raises(ExportError, match=r"broken\.onnx: .* dB, is below .* float weights"):
+        check_qat_file(broken, depthwise_qat, graph, x, options, {})
+    assert report["int8_max_abs_diff"] <= QAT_ONNX_ATOL

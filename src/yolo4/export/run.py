@@ -56,6 +56,11 @@ class ExportResult:
                 f"int8 vs PyTorch float32 on random input: max difference "
                 f"{self.report['int8_max_abs_diff']:.3g} (informative; accuracy: benchmarks/bench_export.py)"
             )
+        if "int8_sqnr_db" in self.report:
+            lines.append(
+                f"int8 vs the fake-quantised model past that difference: SQNR {self.report['int8_sqnr_db']:.1f} dB "
+                f"(the model against its float weights: {self.report['float_sqnr_db']:.1f} dB)"
+            )
         if "sensitivity" in self.report:
             lines.append(self.report["sensitivity"].table(15))
         if "sensitivity_png" in self.report:

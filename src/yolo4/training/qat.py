@@ -179,7 +179,13 @@ class QatExportHook(Hook):
                 say(state, f"int8 {fmt} of best.pt's QAT model failed: {failed[-1]}")
                 continue
             diff = result.report.get("int8_max_abs_diff")
-            check = f" (vs the fake-quantised PyTorch model: max difference {diff:.3g})" if diff is not None else ""
+            check = f" (vs the fake-quantised PyTorch model: max difference {diff:.3g}" if diff is not None else ""
+            if "int8_sqnr_db" in result.report:  # past QAT_CHECK_ATOL: passed on SQNR (export.onnx.check_qat_file)
+                check += (
+                    f"; SQNR {result.report['int8_sqnr_db']:.1f} dB against it, its float weights "
+                    f"{result.report['float_sqnr_db']:.1f} dB"
+                )
+            check += ")" if check else ""
             say(state, f"int8 {fmt} of best.pt's QAT model: {result.paths[0]}{check}")
         if failed:
             raise ExportError(
