@@ -148,7 +148,12 @@ def qat_rows(
 
         path = qat_dir / "best-int8-calibrated.tflite"
         options = ExportOptions(
-            format="tflite", img_size=(size, size), int8=True, calib=str(a.data), calib_count=a.calib_count
+            format="tflite",
+            img_size=(size, size),
+            int8=True,
+            calib=str(a.data),
+            calib_count=a.calib_count,
+            int8_bias_correction=False,  # as the QAT run's own file: only the ranges differ
         )
         export_model(load(qat_dir / "best.cfg", qat_dir / "best.weights"), options, path, names=names)
         add(

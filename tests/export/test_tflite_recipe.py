@@ -452,3 +452,34 @@ def test_a_fixed_range_replaces_the_calibrated_one(small_cfg_text, make_images, 
         ExportOptions(format="tflite", int8=True, calib="x", int8_ranges=((0, 1.0, 1.0),)).validate()
     with pytest.raises(ExportError, match="TFLite int8 only"):
         ExportOptions(format="onnx", int8=True, calib="x", int8_ranges=((0, -1.0, 1.0),)).validate()
+
+
+def test_bias_correction_is_skipped_for_weights_trained_for_int8(
+    small_cfg_text, make_images, with_realistic_bn, tmp_path, monkeypatch
+):
+    """`int8_bias_correction=False` (a QAT run's weights, whose biases NNCF already corrected) skips
+    `correct_biases` and says so in the file's recipe; the default runs it once."""
+    pytest.importorskip("litert_torch", reason="the 'tflite' extra (litert-torch) is not installed")
+    import json
+
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.errors import ExportError
+    from yolo4.export import ExportOptions, tflite
+    from yolo4.inference.runtime import tflite_metadata
+
+    torch.manual_seed(0)
+    net = with_realistic_bn(Darknet(parse_cfg(small_cfg_text))).eval()
+    calib = make_images(8, (64, 64)).numpy()
+    calls: list[int] = []
+    real = tflite.correct_biases
+    monkeypatch.setattr(tflite, "correct_biases", lambda gm, c, b=1: calls.append(len(c)) or real(gm, c, b))
+    recipes = {}
+    for on in (True, False):
+        out = tmp_path / f"bc{on}.tflite"
+        options = ExportOptions(format="tflite", int8=True, calib="random", check=False, int8_bias_correction=on)
+        tflite.export_tflite(net, out, options, ["a", "b"], calib)
+        recipes[on] = json.loads(tflite_metadata(out)["yolo4.quantization"])["tool"]
+    assert calls == [8]  # the default export only
+    assert "biases corrected" in recipes[True] and "not corrected" in recipes[False]
+    with pytest.raises(ExportError, match="TFLite int8 only"):
+        ExportOptions(format="onnx", int8=True, calib="x", int8_bias_correction=False).validate()

@@ -40,7 +40,8 @@ then converted, with seven changes measured on real models (README, "int8 on a r
   nothing in torch 2.14's exported graphs, which left every shortcut in float (DEQUANTIZE -> ADD
   -> QUANTIZE), not full integer;
 - every convolution's bias is corrected for the mean shift its int8 weights cause on the
-  calibration images (`correct_biases`, as NNCF's fast bias correction).
+  calibration images (`correct_biases`, as NNCF's fast bias correction), unless the weights were
+  trained for int8 (`int8_bias_correction=False`, what a QAT run's TFLite file uses).
 
 The converter gives an int8 input (scale ~1/255, zero point -128: pixels / 255 map to int8
 exactly) and int8 outputs; yolo4 then appends a DEQUANTIZE to every int8 output so the file returns float32,
@@ -475,9 +476,11 @@ def _convert_int8(
     network_only: bool,
     keep_float: tuple[int, ...] = (),
     fixed: dict[int, tuple[float, float]] | None = None,
+    bias_correction: bool = True,
 ) -> bytes:
     """PT2E static int8 (per-channel weights), calibrated on `calib` (N, 3, H, W) in batches of
-    x's size, with `fixed` block output ranges (see `_yolo_quantizer`)."""
+    x's size, with `fixed` block output ranges (see `_yolo_quantizer`), then `correct_biases`
+    unless told not to."""
     litert_torch = _require_litert_torch()
     from litert_torch.quantize import pt2e_quantizer, quant_config
     from torchao.quantization.pt2e import quantize_pt2e
@@ -494,7 +497,7 @@ def _convert_int8(
             for i in range(0, len(calib) - batch + 1, batch):
                 prepared(torch.from_numpy(calib[i : i + batch]))
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-        if os.environ.get("YOLO4_NO_BIAS_CORRECTION") != "1":
+        if bias_correction:
             correct_biases(converted, calib, batch)
         # QuantConfig only tells the converter the QDQ mode (static); it reads it from a global config
         mode = pt2e_quantizer.PT2EQuantizer().set_global(config)
@@ -726,9 +729,18 @@ def export_tflite(
                 raise ExportError("int8 export needs calibration images")
             if len(calib) < options.batch:
                 raise ExportError(f"{len(calib)} calibration images for a batch of {options.batch}")
-            content = _convert_int8(graph, x, calib, options.outputs != "heads", options.int8_keep_float, fixed)
+            content = _convert_int8(
+                graph,
+                x,
+                calib,
+                options.outputs != "heads",
+                options.int8_keep_float,
+                fixed,
+                options.int8_bias_correction,
+            )
+            corrected = "corrected and " if options.int8_bias_correction else "(trained for int8, not corrected) "
             quant = {
-                "tool": "litert-torch PT2E (litert_torch.quantize.pt2e_quantizer), biases corrected and re-scaled by yolo4",
+                "tool": f"litert-torch PT2E (litert_torch.quantize.pt2e_quantizer), biases {corrected}re-scaled by yolo4",
                 "weights": "int8 symmetric, per output channel",
                 "activations": "int8 asymmetric, per tensor, histogram calibration (PT2E HistogramObserver); "
                 "inputs of leaky ReLUs: range minimising the error after the activation; "

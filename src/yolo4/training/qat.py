@@ -139,7 +139,8 @@ class QatExportHook(Hook):
     darknet best.cfg + best.weights (state.best_files). TFLite's file is litert-torch's PT2E
     int8 of the QAT-trained weights with the activation ranges QAT learned (`learned_ranges`:
     each layer output NNCF quantised keeps its trained range; the tensors only TFLite quantises,
-    a convolution's output before its leaky ReLU and the heads, are calibrated)."""
+    a convolution's output before its leaky ReLU and the heads, are calibrated) and their biases
+    as trained (no second bias correction)."""
 
     def on_end(self, state: TrainState) -> None:
         best = state.out_dir / "best.pt"
@@ -168,6 +169,7 @@ class QatExportHook(Hook):
                     options = ExportOptions(
                         format="tflite", img_size=(size, size), int8=True, calib=state.cfg.data, calib_count=100,
                         int8_ranges=tuple((i, lo, hi) for i, (lo, hi) in ranges.items()),
+                        int8_bias_correction=False,  # NNCF corrected them; training kept them right for int8
                     )  # fmt: skip
                     result = export_model(plain, options, out, names=state.names)
                 else:
