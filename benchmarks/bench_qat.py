@@ -12,15 +12,16 @@ training, scored against the ground truth of the val split.
 3. Quantisation-aware training: `yolo4 train --qat` from the same model, once per `--qat-recipe`
    (train settings such as `epochs=3,lr=0.0001`; the default: `epochs=1` and `--qat`'s own lr),
    then its int8 files (ONNX in onnxruntime, OpenVINO IR, and TFLite: the QAT weights quantised
-   by PT2E with the ranges QAT learned, and beside it with every range calibrated anew) scored
-   the same way. A QAT run validates its calibrated model before the first step
+   by PT2E with the ranges and biases QAT trained, and beside it with every range calibrated
+   anew) scored the same way. A QAT run validates its calibrated model before the first step
    (epoch 0, the PTQ point) and best.pt keeps the best of it and the trained epochs: the row
    says which epoch the int8 files come from.
 
 Every figure is on one small val split: with ~50 boxes one box moves mAP50 by ~2 points, so
-differences under ~2 points are noise (mAP50-95 beside it is steadier).
+each int8 row carries the 95% interval of its ΔmAP50 (paired bootstrap over the val images) and
+the heads' SQNR against fp32 on the same images, which has no box noise.
 
-Writes `<out>/qat_table.md` and `<out>/qat_results.json`.
+Writes `<out>/qat_table_<name>.md` and `<out>/qat_results_<name>.json`.
 """
 
 from __future__ import annotations
