@@ -99,11 +99,9 @@ def from_checkpoint(path: Path, folder: Path) -> tuple[Path, Path]:
     return export_darknet(net, folder / "fp32.cfg")
 
 
-def qat_rows(
-    rows: list[dict], add, recipe: str, qat_dir: Path, a, cfg: Path, weights: Path, size: int, names: list[str]
-) -> None:
-    """One QAT run of `recipe` ("epochs=3,lr=0.0001") in `qat_dir`, and its rows: the training's
-    validation of best.pt (fake-quantised PyTorch), then each int8 file scored by `add`."""
+def qat_rows(add, recipe: str, qat_dir: Path, a, cfg: Path, weights: Path, size: int, names: list[str]) -> None:
+    """One QAT run of `recipe` ("epochs=3,lr=0.0001") in `qat_dir`, and its rows, each scored by `add`:
+    best.pt's fake-quantised model (the note says which epoch training chose), then each int8 file."""
     from yolo4.api import train
     from yolo4.errors import ExportError
 
@@ -131,15 +129,8 @@ def qat_rows(
     best = max(history, key=lambda r: 0.1 * float(r["val/mAP50"]) + 0.9 * float(r["val/mAP50-95"]))
     which = f"best.pt: epoch {best['epoch']} of {epochs[0]}" + (" = the PTQ point" if best["epoch"] == "0" else "")
     name = f"QAT {recipe}"
-    rows.append(
-        {
-            "variant": f"{name}, fake-quantised PyTorch (training's own validation)",
-            "map50": float(best["val/mAP50"]),
-            "map": float(best["val/mAP50-95"]),
-            "seconds": qat_s,
-            "note": which,
-        }
-    )
+    if (qat_dir / "best.pt").is_file():  # the fake-quantised model itself, scored like every other row
+        add(f"{name}, fake-quantised PyTorch", fake_quantised(qat_dir), qat_s, which)
     for label, file, runtime in QAT_FILES:
         path = qat_dir / file
         if path.is_file():
@@ -164,12 +155,30 @@ def qat_rows(
         )
 
 
+def fake_quantised(qat_dir: Path):
+    """A QAT run's best.pt as the fake-quantised Darknet that its training validated (its EMA weights)."""
+    from yolo4.export.qat import restore_qat
+    from yolo4.training.checkpoint import load_checkpoint, load_model_state
+
+    ckpt = load_checkpoint(qat_dir / "best.pt")
+    qmodel = restore_qat(load(qat_dir / "best.cfg", qat_dir / "best.weights"), ckpt["qat"])
+    load_model_state(qmodel, ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"], qat_dir / "best.pt")
+    return qmodel.eval()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cfg", help="the trained model's darknet cfg")
     p.add_argument("--weights", help="its darknet weights")
     p.add_argument("--checkpoint", help="or a run's best.pt instead of --cfg/--weights")
-    p.add_argument("--data", required=True, help="its dataset (val split scored, train split calibrates)")
+    p.add_argument("--data", required=True, help="its dataset (train split calibrates and QAT trains)")
+    p.add_argument(
+        "--split",
+        choices=("val", "all"),
+        default="val",
+        help="the images scored: the val split, or every image (train + val: more boxes, a narrower "
+        "interval for int8's loss against fp32, though the model has seen the train images)",
+    )
     p.add_argument("--name", default="model", help="the model's name in the table")
     p.add_argument("--calib-count", type=int, default=100)
     p.add_argument(
@@ -201,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     from yolo4.training.validation import readable_subset
 
-    val, unreadable = readable_subset(load_dataset(a.data, "val", progress=False))
+    val, unreadable = readable_subset(load_dataset(a.data, a.split, progress=False))
     for problem in unreadable:
-        print(f"val image left out (as training's validation does): {problem}", file=sys.stderr)
+        print(f"image left out (as training's validation does): {problem}", file=sys.stderr)
     names = list(val.names)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-qat-") as tmp:
@@ -214,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         model = load(cfg, weights)
         size = model.input_hw[0]
 
-        # the val images as detect prepares them: every row's raw heads against fp32's
+        # the scored images as detect prepares them: every row's raw heads against fp32's
         x, _ = calibration_images(
-            a.data, len(val), (size, size), preprocess_record(exported_spec(model, (size, size)))["resize"], "val"
+            a.data, len(val), (size, size), preprocess_record(exported_spec(model, (size, size)))["resize"], a.split
         )
         reference: list = []  # fp32's (gts, preds, raw heads), the other rows' partner
 
@@ -245,18 +254,18 @@ def main(argv: list[str] | None = None) -> int:
                 note = f"float: {', '.join(map(str, floats[label]))}" if floats.get(label) else ""
                 add(label, load_exported(path, threads=a.threads, runtime=runtime), note=note)
         for i, recipe in enumerate([] if a.skip_qat else a.qat_recipe or ["epochs=1"]):
-            qat_rows(rows, add, recipe, out / f"qat_run_{a.name}_{i}", a, cfg, weights, size, names)
+            qat_rows(add, recipe, out / f"qat_run_{a.name}_{i}", a, cfg, weights, size, names)
     base, base_map = rows[0]["map50"], rows[0]["map"]
     boxes = sum(len(val.labels(i)[0]) for i in range(len(val)))
     lines = [
-        f"### {a.name} on the val split of {a.data} ({len(val)} images, {boxes} boxes): int8 recipes against its "
+        f"### {a.name} on the {a.split} split of {a.data} ({len(val)} images, {boxes} boxes): int8 recipes against its "
         "ground truth",
         "",
         f"One box moves mAP50 by ~{100 / max(boxes, 1):.0f} points: differences below that are noise. The "
-        "interval: where 95% of the ΔmAP50 fall when the val images are resampled (paired bootstrap, 1000 "
+        "interval: where 95% of the ΔmAP50 fall when the scored images are resampled (paired bootstrap, 1000 "
         "draws, darknet-style mAP@0.5 with every detection kept, so its centre can differ from COCO's ΔmAP50).",
         "",
-        "The heads' SQNR: the raw head tensors on the val images against fp32's (logits clipped to "
+        "The heads' SQNR: the raw head tensors on the scored images against fp32's (logits clipped to "
         f"±{HEAD_RANGE:g}), free of that noise.",
         "",
         "| variant | mAP50 | mAP50-95 | ΔmAP50 vs fp32 (points) | its 95% interval | ΔmAP50-95 (points) "

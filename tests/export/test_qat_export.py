@@ -138,3 +138,13 @@ def test_a_wrong_activation_scale_fails_the_check(depthwise_qat, tmp_path, monke
     with pytest.raises(ExportError, match=r"broken\.onnx: .* dB, is below .* float weights"):
         check_qat_file(broken, depthwise_qat, graph, x, options, {})
     assert report["int8_max_abs_diff"] <= QAT_ONNX_ATOL
+
+
+def test_the_summary_calls_a_qat_file_int8_and_names_what_it_was_checked_against(depthwise_qat, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from yolo4.export import ExportOptions, export_model
+
+    text = export_model(depthwise_qat, ExportOptions(format="onnx", img_size=(64, 64)), tmp_path / "dw.onnx").summary()
+    assert "outputs=heads, int8 (quantisation-aware trained)" in text
+    assert "int8 vs the fake-quantised PyTorch model on a fresh input: max difference" in text
+    assert "float32" not in text.split("\n")[1]

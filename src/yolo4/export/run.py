@@ -40,9 +40,10 @@ class ExportResult:
         """One line per file plus the check result."""
         lines = [f"wrote {p} ({p.stat().st_size / 1e6:.2f} MB)" for p in self.paths]
         o = self.options
+        qat = not o.int8 and isinstance(self.report.get("quantization"), dict)  # a QAT model's own int8
         what = (
             f"{o.format}, outputs={o.outputs}, "
-            + ("int8" if o.int8 else "float32")
+            + ("int8" if o.int8 else "int8 (quantisation-aware trained)" if qat else "float32")
             + (", dynamic batch" if o.dynamic_batch else f", batch {o.batch}")
         )
         lines.append(what)
@@ -51,7 +52,12 @@ class ExportResult:
                 f"float32 check vs PyTorch on a fresh input: max difference {self.report['max_abs_diff']:.3g} "
                 "(relative to the output scale)"
             )
-        if "int8_max_abs_diff" in self.report:
+        if "int8_max_abs_diff" in self.report and qat:
+            lines.append(
+                f"int8 vs the fake-quantised PyTorch model on a fresh input: max difference "
+                f"{self.report['int8_max_abs_diff']:.3g} (relative to the output scale)"
+            )
+        elif "int8_max_abs_diff" in self.report:
             lines.append(
                 f"int8 vs PyTorch float32 on random input: max difference "
                 f"{self.report['int8_max_abs_diff']:.3g} (informative; accuracy: benchmarks/bench_export.py)"
