@@ -483,3 +483,49 @@ def test_bias_correction_is_skipped_for_weights_trained_for_int8(
     assert "biases corrected" in recipes[True] and "not corrected" in recipes[False]
     with pytest.raises(ExportError, match="TFLite int8 only"):
         ExportOptions(format="onnx", int8=True, calib="x", int8_bias_correction=False).validate()
+
+
+def test_with_nncf_the_file_takes_nncfs_calibrated_ranges(small_cfg_text, make_images, with_realistic_bn, tmp_path):
+    """int8_tool "nncf" (what "auto" picks when NNCF is installed): each layer output NNCF quantises
+    gets NNCF's calibrated range (`nncf_ranges`, the ONNX recipe's) in the file; "onnxruntime" (no
+    NNCF) leaves PT2E's own histogram calibration, a different range."""
+    pytest.importorskip("litert_torch", reason="the 'tflite' extra (litert-torch) is not installed")
+    pytest.importorskip("nncf", reason="the 'openvino' extra (NNCF) is not installed")
+    import json
+
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.export import ExportOptions
+    from yolo4.export.qat import nncf_ranges
+    from yolo4.export.tflite import export_tflite
+    from yolo4.inference.runtime import tflite_metadata
+
+    torch.manual_seed(0)
+    net = with_realistic_bn(Darknet(parse_cfg(small_cfg_text))).eval()
+    calib = make_images(8, (64, 64)).numpy()
+
+    def first_leaky(tool: str) -> tuple[float, str]:
+        out = tmp_path / f"{tool}.tflite"
+        export_tflite(
+            net,
+            out,
+            ExportOptions(format="tflite", int8=True, calib="r", check=False, int8_tool=tool),
+            ["a", "b"],
+            calib,
+        )
+        m = flatbuffer_utils.read_model_from_bytearray(bytearray(out.read_bytes()))
+        sg = m.subgraphs[0]
+        op = next(
+            o for o in sg.operators if m.operatorCodes[o.opcodeIndex].builtinCode == schema.BuiltinOperator.LEAKY_RELU
+        )
+        recipe = json.loads(tflite_metadata(out)["yolo4.quantization"])["activations"]
+        return float(sg.tensors[op.outputs[0]].quantization.scale[0]), recipe
+
+    lo, hi = nncf_ranges(net, torch.from_numpy(calib))[0]
+    scale, recipe = first_leaky("nncf")
+    assert scale == pytest.approx((hi - lo) / 255, rel=1e-5)
+    assert "NNCF's calibrated ranges" in recipe
+    own, recipe = first_leaky("onnxruntime")
+    assert abs(own - scale) > 0.01 * scale and "NNCF" not in recipe

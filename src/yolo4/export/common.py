@@ -59,6 +59,8 @@ class ExportOptions:
     int8_tool: who quantises ONNX and OpenVINO: "nncf" (asymmetric activations + fast bias
         correction; kept the real yolo-fastest-1.1's detections where onnxruntime's did not),
         "onnxruntime" (`quantize_static` with `calib_method`), "auto": NNCF when installed.
+        For TFLite, "nncf" (or "auto" with NNCF installed) sets the activation ranges from NNCF's
+        calibration, "onnxruntime" leaves them to PT2E's histogram observers.
     int8_keep_float: cfg layer indices kept in float (mixed precision), by hand.
     int8_ranges: fixed int8 ranges for layers' outputs, ((cfg layer index, min, max), ...), used
         instead of calibrating them (TFLite only): the ranges a QAT run learned, which its

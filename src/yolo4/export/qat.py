@@ -217,6 +217,14 @@ def learned_ranges(model: nn.Module, x: torch.Tensor) -> dict[int, tuple[float, 
     return dict(sorted(found.items()))
 
 
+def nncf_ranges(model: Darknet, calib: torch.Tensor, batch: int = 8) -> dict[int, tuple[float, float]]:
+    """NNCF's post-training activation ranges of `model` (not changed), by the block whose output
+    each quantises: {block index: (min, max)} (`prepare_qat`'s calibration on `calib`, float32
+    Tensor[N, 3, H, W] in [0, 1], without training; then `learned_ranges`). The ONNX and
+    OpenVINO int8 recipe's ranges, which TFLite's PT2E file takes over (`export_tflite`)."""
+    return learned_ranges(prepare_qat(model, calib, batch).eval(), calib[:1])
+
+
 def float_network(model: Darknet) -> Darknet:
     """The plain (BN-folded) Darknet inside a QAT model, with its trained float weights and no
     quantisers: what `best.weights` holds after QAT, and what TFLite's own int8 quantiser starts from."""
