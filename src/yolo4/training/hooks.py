@@ -534,7 +534,9 @@ class StopOnSignal(Hook):
     after the step in progress: `state.stop` and `state.signal` are set, the checkpoint hook
     writes last.pt at that step, and on_end prints the command that resumes the run. The
     handlers are installed for the run only (and only from the main thread, where Python
-    allows it); after the first signal the default handling is back, so a second one acts at
+    allows it), until the loop has run every hook's on_end: a signal during the end of a run
+    whose steps are all done lets the end (best model's exports) finish, and the run exits as
+    completed; after the first signal the default handling is back, so a second one acts at
     once."""
 
     SIGNALS = ("SIGTERM", "SIGINT")
@@ -582,8 +584,7 @@ class StopOnSignal(Hook):
     def on_end(self, state: TrainState) -> None:
         import signal
 
-        self.restore()
-        if state.signal is None:
+        if state.signal is None:  # (the handlers stay until the loop restores them after every on_end)
             return
         where = f"epoch {state.epoch + 1}, step {state.epoch_step}" if state.mid_epoch else f"epoch {state.epoch}"
         say(
