@@ -138,7 +138,7 @@ def qat_rows(add, recipe: str, qat_dir: Path, a, cfg: Path, weights: Path, size:
     if (qat_dir / "best.weights").is_file():  # beside it: the same weights with every range calibrated anew
         from yolo4.export import ExportOptions, export_model
 
-        path = qat_dir / "best-int8-calibrated.tflite"
+        path = qat_dir / "best-int8-calibrated.tflite"  # ranges as a post-training export sets them
         options = ExportOptions(
             format="tflite",
             img_size=(size, size),
