@@ -701,7 +701,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         choices=INT8_TOOLS,
         default="auto",
         help="ONNX/OpenVINO int8 quantiser: nncf (bias correction, asymmetric activations), onnxruntime, "
-        "or auto (nncf when installed; default)",
+        "or auto (nncf when installed; default); TFLite: nncf/auto take NNCF's activation ranges, "
+        "onnxruntime leaves PT2E's own",
     )
     p.add_argument(
         "--int8-keep-float",
