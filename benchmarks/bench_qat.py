@@ -45,7 +45,7 @@ from yolo4.evaluation.metrics import coco_evaluate, paired_bootstrap
 from yolo4.export import load_exported
 from yolo4.export.common import exported_spec, preprocess_record
 from yolo4.export.quantize import calibration_images
-from yolo4.export.sensitivity import sqnr_db
+from yolo4.export.sensitivity import sqnr_of
 from yolo4.export.tflite import HEAD_RANGE
 from yolo4.inference.detector import Detector
 
@@ -84,7 +84,7 @@ def heads_sqnr(outs: list[torch.Tensor], reference: list[torch.Tensor]) -> float
     """SQNR (dB) of raw heads against fp32's, both clipped to the int8 heads' range [-HEAD_RANGE, HEAD_RANGE]
     (a logit beyond it changes no score by more than 0.001; TFLite's int8 heads stop there)."""
     clip = functools.partial(torch.clamp, min=-HEAD_RANGE, max=HEAD_RANGE)
-    return sqnr_db(torch.cat([clip(r).flatten() for r in reference]), torch.cat([clip(o).flatten() for o in outs]))
+    return sqnr_of([clip(o) for o in outs], [clip(r) for r in reference])
 
 
 def from_checkpoint(path: Path, folder: Path) -> tuple[Path, Path]:
@@ -157,13 +157,9 @@ def qat_rows(add, recipe: str, qat_dir: Path, a, cfg: Path, weights: Path, size:
 
 def fake_quantised(qat_dir: Path):
     """A QAT run's best.pt as the fake-quantised Darknet that its training validated (its EMA weights)."""
-    from yolo4.export.qat import restore_qat
-    from yolo4.training.checkpoint import load_checkpoint, load_model_state
+    from yolo4.training.qat import load_qat_checkpoint
 
-    ckpt = load_checkpoint(qat_dir / "best.pt")
-    qmodel = restore_qat(load(qat_dir / "best.cfg", qat_dir / "best.weights"), ckpt["qat"])
-    load_model_state(qmodel, ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"], qat_dir / "best.pt")
-    return qmodel.eval()
+    return load_qat_checkpoint(qat_dir / "best.pt", load(qat_dir / "best.cfg", qat_dir / "best.weights"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -174,12 +174,15 @@ def set_metadata(model_proto: Any, meta: dict[str, str]) -> None:
 def compare_with_torch(path: str | os.PathLike, graph: nn.Module, x: torch.Tensor) -> float:
     """Max abs difference between the ONNX file's outputs and `graph(x)`'s, scaled by
     max(1, max |reference|) per output."""
-    got, ref = _outputs(path, graph, x)
-    worst = 0.0
-    for g, r in zip(got, ref):
-        scale = max(1.0, float(np.abs(r).max(initial=0.0)))
-        worst = max(worst, float(np.abs(g - r).max(initial=0.0)) / scale)
-    return worst
+    return _max_rel_diff(*_outputs(path, graph, x))
+
+
+def _max_rel_diff(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
+    """Max over outputs of max |got - ref| / max(1, max |ref|)."""
+    return max(
+        (float(np.abs(g - r).max(initial=0.0)) / max(1.0, float(np.abs(r).max(initial=0.0))) for g, r in zip(got, ref)),
+        default=0.0,
+    )
 
 
 def _outputs(path: str | os.PathLike, graph: nn.Module, x: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -201,14 +204,6 @@ def _torch_outputs(graph: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
     return [r.numpy() for r in (out if isinstance(out, (list, tuple)) else [out])]
 
 
-def _sqnr(reference: list[np.ndarray], approx: list[np.ndarray]) -> float:
-    """SQNR (dB) of `approx` against `reference` over all their outputs together."""
-    from yolo4.export.sensitivity import sqnr_db
-
-    flat = [torch.from_numpy(np.concatenate([a.ravel() for a in arrays])) for arrays in (reference, approx)]
-    return sqnr_db(flat[0], flat[1])
-
-
 def check_qat_file(
     path: Path, model: Darknet, graph: nn.Module, x: torch.Tensor, options: ExportOptions, report: dict[str, Any]
 ) -> None:
@@ -226,17 +221,16 @@ def check_qat_file(
     quantiser fails both.
     """
     from yolo4.export.qat import QAT_CHECK_ATOL, float_network
+    from yolo4.export.sensitivity import sqnr_of
 
     got, ref = _outputs(path, graph, x)
-    diff = max(
-        float(np.abs(g - r).max(initial=0.0)) / max(1.0, float(np.abs(r).max(initial=0.0))) for g, r in zip(got, ref)
-    )
-    report["int8_max_abs_diff"] = diff
+    diff = report["int8_max_abs_diff"] = _max_rel_diff(got, ref)
     if diff <= QAT_CHECK_ATOL:
         return
     hw = (x.shape[2], x.shape[3])
     float_graph = build_graph(float_network(model), options.outputs, hw, options.postprocess.labels)
-    file_db, float_db = _sqnr(ref, got), _sqnr(ref, _torch_outputs(float_graph, x))
+    tensors = [[torch.from_numpy(a) for a in arrays] for arrays in (ref, got, _torch_outputs(float_graph, x))]
+    file_db, float_db = sqnr_of(tensors[1], tensors[0]), sqnr_of(tensors[2], tensors[0])
     report["int8_sqnr_db"], report["float_sqnr_db"] = file_db, float_db
     if file_db < float_db:
         raise ExportError(

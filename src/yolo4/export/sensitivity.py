@@ -282,7 +282,8 @@ def _as_tensor(calib: np.ndarray | Tensor, max_images: int | None) -> Tensor:
     return x[:max_images] if max_images else x
 
 
-def _sqnr_of(outputs: list[Tensor], reference: list[Tensor]) -> float:
+def sqnr_of(outputs: Sequence[Tensor], reference: Sequence[Tensor]) -> float:
+    """`sqnr_db` over several outputs (e.g. the heads) taken together: `outputs[i]` against `reference[i]`."""
     return sqnr_db(torch.cat([r.flatten() for r in reference]), torch.cat([o.flatten() for o in outputs]))
 
 
@@ -319,13 +320,13 @@ def analyse_layers(
                 index=i,
                 kind=_kind(sim.net, i),
                 where=model.spec.where(i),
-                sqnr_db=_sqnr_of(sim.heads(x), reference),
+                sqnr_db=sqnr_of(sim.heads(x), reference),
                 act_range=sim.ranges[i],
                 weight_outlier=weight_outlier_ratio(sim.float_weights[i]) if isinstance(block, Conv) else math.nan,
             )
         )
     sim.set_int8(set(units))
-    full = _sqnr_of(sim.heads(x), reference)
+    full = sqnr_of(sim.heads(x), reference)
     rows.sort(key=lambda r: r.sqnr_db)
     return SensitivityReport(tuple(rows), full, len(x))
 

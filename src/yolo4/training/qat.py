@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from yolo4.darknet import Darknet
 from yolo4.errors import ExportError, Yolo4Error
 from yolo4.training.config import TrainConfig
 from yolo4.training.hooks import Hook, say
@@ -77,7 +78,7 @@ def checkpoint_as_darknet(cfg: TrainConfig) -> TrainConfig:
     """A QAT run starting from a yolo4 checkpoint (`weights=.../best.pt`): its network (EMA weights
     when it has them) written as darknet `<out>/qat_start.cfg` + `.weights`, and `cfg` pointing at
     them (model, weights), so that the rest of the run and its resume treat it as any trained model."""
-    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.darknet import parse_cfg
     from yolo4.export.darknet import export_darknet
     from yolo4.training.checkpoint import load_checkpoint
 
@@ -133,6 +134,19 @@ def _calibration(cfg: TrainConfig, net) -> torch.Tensor:
     return torch.from_numpy(images)
 
 
+def load_qat_checkpoint(path: Path, base: Darknet) -> Darknet:
+    """A QAT run's checkpoint (best.pt / last.pt) as the fake-quantised Darknet it validated: `base`
+    (the run's BN-folded network, not changed) restored to its quantiser layout, with the
+    checkpoint's EMA weights (its raw weights without EMA), in eval mode."""
+    from yolo4.export.qat import restore_qat
+    from yolo4.training.checkpoint import load_checkpoint, load_model_state
+
+    ckpt = load_checkpoint(path)
+    qmodel = restore_qat(base, ckpt["qat"])
+    load_model_state(qmodel, ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"], path)
+    return qmodel.eval()
+
+
 class QatExportHook(Hook):
     """At the end (main process): best.pt's QAT model exported as int8 files (`cfg.qat_export`:
     `best-int8.onnx`, `best-int8.xml`, `best-int8.tflite`), and its float weights (BN folded) as
@@ -148,13 +162,9 @@ class QatExportHook(Hook):
             return
         from yolo4.export import ExportOptions, export_model
         from yolo4.export.darknet import export_darknet
-        from yolo4.export.qat import float_network, learned_ranges, restore_qat
-        from yolo4.training.checkpoint import load_checkpoint, load_model_state
+        from yolo4.export.qat import float_network, learned_ranges
 
-        ckpt = load_checkpoint(best)
-        qmodel = restore_qat(float_network(state.net), ckpt["qat"])
-        load_model_state(qmodel, ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"], best)
-        qmodel.eval()
+        qmodel = load_qat_checkpoint(best, float_network(state.net))
         size = val_size(state.cfg)
         (state.out_dir / "names.txt").write_text("\n".join(state.names) + "\n")
         plain = float_network(qmodel)
@@ -180,14 +190,13 @@ class QatExportHook(Hook):
                 failed.append(f"{out}: {reason[-400:]}")
                 say(state, f"int8 {fmt} of best.pt's QAT model failed: {failed[-1]}")
                 continue
-            diff = result.report.get("int8_max_abs_diff")
-            check = f" (vs the fake-quantised PyTorch model: max difference {diff:.3g}" if diff is not None else ""
-            if "int8_sqnr_db" in result.report:  # past QAT_CHECK_ATOL: passed on SQNR (export.onnx.check_qat_file)
-                check += (
-                    f"; SQNR {result.report['int8_sqnr_db']:.1f} dB against it, its float weights "
-                    f"{result.report['float_sqnr_db']:.1f} dB"
+            r = result.report
+            notes = [f"max difference {r['int8_max_abs_diff']:.3g}"] if "int8_max_abs_diff" in r else []
+            if "int8_sqnr_db" in r:  # past QAT_CHECK_ATOL: passed on SQNR (export.onnx.check_qat_file)
+                notes.append(
+                    f"SQNR {r['int8_sqnr_db']:.1f} dB against it, its float weights {r['float_sqnr_db']:.1f} dB"
                 )
-            check += ")" if check else ""
+            check = f" (vs the fake-quantised PyTorch model: {'; '.join(notes)})" if notes else ""
             say(state, f"int8 {fmt} of best.pt's QAT model: {result.paths[0]}{check}")
         if failed:
             raise ExportError(
