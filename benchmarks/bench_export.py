@@ -178,6 +178,20 @@ def surviving(truth: list[tuple[np.ndarray, np.ndarray]], got: list[tuple[np.nda
     return n
 
 
+def agreement(truth: list, preds: list, names: list[str]) -> dict:
+    """Predictions (boxes, scores, class ids; conf 0.001) scored against reference detections
+    (boxes, class ids; conf 0.25) taken as ground truth: agreement mAP50 / mAP50-95, and how many
+    reference detections survive at conf 0.25 (same class, IoU >= 0.7)."""
+    m = coco_evaluate(truth, preds, names)
+    at25 = [(b[s > 0.25], c[s > 0.25]) for b, s, c in preds]
+    return {
+        "agreement_map50": m.map50,
+        "agreement_map": m.map,
+        "surviving": surviving(truth, at25),
+        "truth_boxes": int(sum(len(t[1]) for t in truth)),
+    }
+
+
 def bench_reference(reference: Path, calib: Path, folder: Path, threads: int, formats: set[str]) -> list[dict]:
     models = reference / "models"
     model = load(models / "yolo-fastest-1.1.cfg", models / "yolo-fastest-1.1.weights")
@@ -194,18 +208,13 @@ def bench_reference(reference: Path, calib: Path, folder: Path, threads: int, fo
         det = Detector(
             net, postprocess=DETECT_POSTPROCESS.replace(conf=0.001), names=names, resize="stretch", device="cpu"
         )
-        preds = _detections(det, images)
-        m = coco_evaluate(truth, preds, names)
-        at25 = [(b[s > 0.25], c[s > 0.25]) for b, s, c in preds]
+        row = agreement(truth, _detections(det, images), names)
         rows.append(
             {
                 "model": "yolo-fastest-1.1",
                 "variant": label,
-                "agreement_map50": m.map50,
-                "agreement_map": m.map,
-                "surviving": surviving(truth, at25),
+                **row,
                 "latency_ms": latency,
-                "truth_boxes": int(sum(len(t[1]) for t in truth)),
                 "images": len(images),
                 "size_mb": _size_mb(files[label])
                 if label in files
@@ -213,7 +222,7 @@ def bench_reference(reference: Path, calib: Path, folder: Path, threads: int, fo
                 "float_layers": floats.get(label, []),
             }
         )
-        print(f"{label:40s} agreement mAP50 {m.map50:.4f}  {latency:.2f} ms", file=sys.stderr)
+        print(f"{label:40s} agreement mAP50 {row['agreement_map50']:.4f}  {latency:.2f} ms", file=sys.stderr)
     return rows
 
 

@@ -13,8 +13,9 @@ import argparse
 
 import torch
 
-from yolo4.inference.benchmark import benchmark, benchmark_speed
+from yolo4.inference.benchmark import benchmark
 from yolo4.inference.device import select_device
+from yolo4.inference.speed import SpeedConfig
 from yolo4.ops.nms import DETECT_POSTPROCESS
 
 POST = DETECT_POSTPROCESS.replace(conf=0.9)  # random weights: a high threshold keeps NMS representative
@@ -38,7 +39,8 @@ def main() -> None:
     print(f"device {a.device}, batch {a.batch}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     print("| model | input | BFLOPs | network ms/img | FPS (network) | decode+NMS ms/img | FPS (with post) |")
     print("|---|---|---|---|---|---|---|")
-    speed = benchmark_speed(select_device(a.device)).with_flags(half=a.half)
+    device = select_device(a.device)
+    speed = SpeedConfig.for_device(device).with_flags(half=a.half, device=device)
     for name, size in runs:
         r = benchmark(name, img_size=size, batch=a.batch, device=a.device, iters=a.iters, speed=speed, postprocess=POST)
         print(

@@ -69,9 +69,9 @@ QAT_FILES = (
 def score(net, val, names: list[str]) -> tuple[float, float, list, list]:
     """(COCO mAP50, mAP50-95, ground truth, predictions) of `net` on `val`."""
     det = Detector(net, names=names, postprocess=EVAL, device="cpu")
-    gts, preds, sizes, _ = predict_dataset(det, val, batch_size=1, progress=False)
-    m = coco_evaluate(gts, preds, names, image_sizes=sizes)
-    return float(m.map50), float(m.map), gts, preds
+    r = predict_dataset(det, val, batch_size=1, progress=False)
+    m = coco_evaluate(r.gts, r.preds, names, image_sizes=r.sizes)
+    return float(m.map50), float(m.map), r.gts, r.preds
 
 
 def raw_heads(net, x: np.ndarray) -> list[torch.Tensor]:

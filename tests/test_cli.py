@@ -342,6 +342,28 @@ def test_track_passes_its_bytetrack_settings(api, capsys):
     assert kw["postprocess"] == TRACK_POSTPROCESS and kw["out"] == "runs/track" and kw["device"] == "auto"
 
 
+@pytest.mark.parametrize(
+    "name, argv",
+    [
+        ("detect", ["detect", "a.jpg"]),
+        ("detect_dataset", ["detect", "imgs/", "--ray"]),
+        ("val", ["val", "--data", "d"]),
+        ("benchmark", ["benchmark"]),
+        ("track", ["track", "clip.mp4"]),
+    ],
+)
+def test_every_command_that_runs_the_network_takes_the_speed_flags(api, capsys, name, argv):
+    from yolo4.inference.speed import EAGER, FAST_CPU
+
+    argv = [*argv, "--model", "yolov4-tiny", "--device", "cpu"]
+    _, kw, _ = _call(api, name, argv, capsys)
+    assert kw["speed"] is None  # without a flag: the device's default (FAST_CPU here)
+    _, kw, _ = _call(api, name, [*argv, "--eager", "--compile"], capsys)
+    assert kw["speed"] == EAGER.replace(compile="default")
+    _, kw, _ = _call(api, name, [*argv, "--half", "--no-fuse"], capsys)
+    assert kw["speed"] == FAST_CPU.replace(precision="bf16", fold_bn=False)  # --half on a CPU: bf16
+
+
 @pytest.mark.parametrize("command", ["detect", "val", "benchmark"])
 def test_runtime_reaches_the_api(api, command, capsys):
     """--runtime (default auto) is handed to detect, val and benchmark; an unknown one is refused."""

@@ -97,6 +97,43 @@ def test_oracle_detector_scores_one_and_writes_files(tmp_path):
     assert ev.stats[0] == pytest.approx(1.0)
 
 
+class _Damaged(ListDataset):
+    """Images `bad` cannot be decoded, as a truncated JPEG in a real download."""
+
+    def __init__(self, ds, bad):
+        super().__init__(ds.images, ds.boxes, ds.class_ids, ds.names, ds.image_paths)
+        self.bad = set(bad)
+
+    def load(self, i):
+        if i in self.bad:
+            raise DataError(f"img{i}.jpg: not a readable image: a truncated or corrupt JPEG file")
+        return super().load(i)
+
+
+def test_an_image_that_cannot_be_decoded_is_left_out_and_named(tmp_path, capsys):
+    ds = _toy_dataset(n=6)
+    ds.image_paths = [Path(f"{100 + i}.jpg") for i in range(6)]  # numeric stems: COCO image ids 100..105
+    damaged = _Damaged(ds, bad=[1, 4])
+
+    def oracle(images):
+        return [(ds.boxes[int(im[0, 0, 0])], np.linspace(0.9, 0.5, len(ds.boxes[int(im[0, 0, 0])])),
+                 ds.class_ids[int(im[0, 0, 0])]) for im in images]  # fmt: skip
+
+    m = evaluate(oracle, damaged, batch_size=4, progress=False, save_json=tmp_path / "p.json")
+    # scored on the four readable images: perfect, their boxes only
+    assert m.map50 == pytest.approx(1.0) and m.num_images == 4
+    assert m.num_gt.sum() == sum(len(ds.boxes[i]) for i in (0, 2, 3, 5))
+    assert {r["image_id"] for r in json.loads((tmp_path / "p.json").read_text())} == {100, 102, 103, 105} - {
+        100 + i for i in (0, 2, 3, 5) if not len(ds.boxes[i])
+    }
+    assert m.skipped == [f"img{i}.jpg: not a readable image: a truncated or corrupt JPEG file" for i in (1, 4)]
+    err = capsys.readouterr().err
+    assert "warning: img1.jpg: not a readable image" in err and "left out of the evaluation" in err
+    assert "2 image(s) could not be decoded and are left out: img1.jpg" in m.summary()
+    with pytest.raises(DataError, match=r"none of the 6 images can be decoded: img0.jpg"):
+        evaluate(oracle, _Damaged(ds, bad=range(6)), progress=False)
+
+
 def test_blind_detector_scores_zero():
     ds = _toy_dataset(seed=1)
     m = evaluate(
@@ -223,8 +260,8 @@ def test_predict_dataset_keeps_order_and_sizes(reference_model):
         resize="stretch",
         postprocess=DETECT_POSTPROCESS,
     )
-    gts, preds, sizes, speed = predict_dataset(det, ds, batch_size=3, progress=False)
-    assert sizes == [im.shape[:2] for im in ds.images]
+    gts, preds, sizes, speed, kept, skipped = predict_dataset(det, ds, batch_size=3, progress=False)
+    assert sizes == [im.shape[:2] for im in ds.images] and kept == [0, 1, 2] and skipped == []
     assert [len(p[1]) for p in preds] == [7, 5, 3]
     for g, b in zip(gts, ds.boxes):
         np.testing.assert_allclose(g[0], b)

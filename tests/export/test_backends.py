@@ -24,6 +24,19 @@ def test_compare_backends_runs_each_backend(make_model):
     assert "| opencv-darknet | " in text and "1.00x" in text
 
 
+def test_pytorch_bf16_runs_where_the_cpu_has_native_bf16_and_says_why_not_elsewhere(make_model, monkeypatch):
+    import yolo4.inference.fastpath as fastpath
+
+    model = make_model("yolov4-tiny", img_size=64)
+    for native in (True, False):
+        monkeypatch.setattr(fastpath, "native_bf16", lambda native=native: native)
+        [row] = compare_backends(model, backends=("pytorch-bf16",), threads=[1], repeats=1, warmup=1, progress=False)
+        if native:
+            assert math.isfinite(row.ms) and row.ms > 0 and not row.note
+        else:
+            assert math.isnan(row.ms) and "needs native bf16" in row.note
+
+
 def test_backends_table_reports_failures():
     rows = [
         BackendTiming("opencv-darknet", 1, 100.0),

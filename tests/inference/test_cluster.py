@@ -103,6 +103,20 @@ def test_ray_matches_single_process_and_records_a_corrupt_image(local_ray, tiny_
     assert summary["failed"] == 1 and summary["images"] == 8
 
 
+def test_actors_run_the_network_with_the_speed_asked_for(tiny_model, tmp_path):
+    from dataclasses import asdict
+
+    from yolo4.inference.cluster import ModelFiles, _build
+    from yolo4.inference.speed import EAGER, FAST_CPU
+
+    cfg, weights = tiny_model
+    files = ModelFiles.from_args(cfg, weights, ["a", "b"])
+    options = {"img_size": None, "resize": None, "postprocess": asdict(PostprocessConfig()), "tile": None}
+    options["device"] = "cpu"
+    assert _build(files, {**options, "speed": asdict(EAGER)}, tmp_path).speed == EAGER
+    assert _build(files, {**options, "speed": None}, tmp_path).speed == FAST_CPU  # the device's default
+
+
 @pytest.mark.slow
 def test_ray_rerun_recomputes_only_a_deleted_shard(local_ray, tiny_model, image_folder, tmp_path):
     cfg, weights = tiny_model

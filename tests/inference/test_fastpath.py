@@ -15,9 +15,11 @@ import pytest
 import torch
 
 import yolo4.darknet as dn
+import yolo4.inference.fastpath as fastpath
 from yolo4.errors import Yolo4Error
 from yolo4.inference.detector import Detector
-from yolo4.inference.fastpath import EAGER, FAST_CUDA, PRECISIONS, FastNetwork, SpeedConfig, upload
+from yolo4.inference.device import native_bf16
+from yolo4.inference.fastpath import EAGER, FAST_CPU, FAST_CUDA, PRECISIONS, FastNetwork, SpeedConfig, upload
 from yolo4.inference.preprocess import preprocess
 from yolo4.inference.speed import PRECISION_NAMES
 from yolo4.models.zoo import build
@@ -43,7 +45,9 @@ def _model(size: int = 64, seed: int = 0) -> dn.Darknet:
 
 def test_settings_are_checked_and_described():
     assert tuple(PRECISIONS) == PRECISION_NAMES  # the torch-free names (read by the command line) and the dtypes
-    assert SpeedConfig.for_device(torch.device("cpu")) == EAGER
+    assert SpeedConfig.for_device(torch.device("cpu")) == FAST_CPU == SpeedConfig.for_device("cpu")
+    assert FAST_CPU.describe() == "fp32, BN folded, channels_last, eager"  # nothing a user sees changes
+    assert SpeedConfig.for_device("mps") == EAGER
     assert SpeedConfig.for_device(torch.device("cuda")) == FAST_CUDA
     assert (
         FAST_CUDA.describe() == "fp16, BN folded, channels_last, compiled (reduce-overhead), async upload, batched NMS"
@@ -58,6 +62,9 @@ def test_settings_are_checked_and_described():
     flags = FAST_CUDA.with_flags(compile="max-autotune", fuse=False)
     assert (flags.compile, flags.fold_bn, flags.precision) == ("max-autotune", False, "fp16")
     assert EAGER.with_flags(half=True).precision == "fp16" and EAGER.with_flags() == EAGER
+    # --half is the device's half precision: fp16 on CUDA, bf16 on a CPU
+    assert FAST_CPU.with_flags(half=True, device=torch.device("cpu")).precision == "bf16"
+    assert FAST_CUDA.with_flags(half=True, device="cuda:1").precision == "fp16"
     with pytest.raises(AttributeError):
         EAGER.precision = "fp16"  # frozen: one object passed down
 
@@ -82,6 +89,7 @@ def test_folded_channels_last_network_equals_eager_fp32_and_leaves_the_model_alo
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bf16 (avx512_bf16 / amx_bf16)")
 def test_bf16_network_is_close_to_fp32():
     model = _model()
     x = torch.rand(1, 3, 64, 64)
@@ -94,6 +102,13 @@ def test_bf16_network_is_close_to_fp32():
         assert g.dtype == torch.float32
         err = (g - r).abs().max() / r.abs().max()
         assert err < 0.05, f"bf16 relative error {err:.3f}"
+
+
+def test_bf16_is_refused_on_a_cpu_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(fastpath, "native_bf16", lambda: False)
+    with pytest.raises(Yolo4Error, match=r"bf16 \(--half on a CPU\) needs native bf16 .*5x slower"):
+        FastNetwork(_model(), FAST_CPU.replace(precision="bf16"), torch.device("cpu"))
+    FastNetwork(_model(), FAST_CPU, torch.device("cpu"))  # fp32 is fine
 
 
 def test_upload_matches_the_eager_preprocessing():
@@ -115,10 +130,11 @@ def test_detector_on_the_fast_path_finds_what_the_eager_detector_finds():
     post = PostprocessConfig(conf=0.2, labels="all")
     eager = Detector(model, postprocess=post, device="cpu", speed=EAGER)
     fast = Detector(model, postprocess=post, device="cpu", speed=CPU_FAST)
-    assert eager.speed == EAGER and fast.speed == CPU_FAST
-    ref, got = eager.predict_batch(images), fast.predict_batch(images)
+    default = Detector(model, postprocess=post, device="cpu")
+    assert eager.speed == EAGER and fast.speed == CPU_FAST and default.speed == FAST_CPU
+    ref = eager.predict_batch(images)
     assert sum(len(r) for r in ref) > 10
-    for r, g in zip(ref, got):
+    for r, g in [pair for det in (fast, default) for pair in zip(ref, det.predict_batch(images))]:
         assert len(r) == len(g) and g.image_hw == r.image_hw
         np.testing.assert_allclose(g.boxes, r.boxes, atol=1e-2)
         np.testing.assert_allclose(g.scores, r.scores, atol=1e-4)
@@ -182,6 +198,22 @@ def test_compiled_network_equals_eager_and_pads_smaller_batches():
         torch.testing.assert_close(g1, r[:1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
+def test_many_compiled_networks_in_one_process_all_stay_compiled():
+    """dynamo counts every compiled Darknet's variants against one limit (8 by default), past
+    which it runs eagerly with only a log line; FastNetwork raises it."""
+    import torch._dynamo.config as dynamo_config
+
+    model = _model(32)
+    x = torch.rand(1, 3, 32, 32)
+    with dynamo_config.patch(fail_on_recompile_limit_hit=True), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a limit hit would fall back to eager with a warning
+        nets = [FastNetwork(model, CPU_FAST.replace(compile="default"), torch.device("cpu")) for _ in range(10)]
+        for net in nets:
+            net(x)
+    assert all(net.compiled for net in nets) and dynamo_config.recompile_limit >= 64
+
+
 @pytest.mark.gpu
 def test_cuda_fast_path_detector_agrees_with_the_cpu_eager_one():
     model = _model(96, seed=1)
@@ -221,3 +253,19 @@ def test_bench_gpu_smoke_runs(tmp_path, monkeypatch, capsys):
     }
     assert "| model | input | batch | way |" in (tmp_path / "gpu_tables.md").read_text()
     assert "### training" in capsys.readouterr().out
+
+
+def test_bench_cpu_smoke_runs(tmp_path, monkeypatch):
+    """benchmarks/bench_cpu.py --smoke: every uncompiled setting timed, the table and the plot written."""
+    bench = Path(__file__).resolve().parents[2] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))  # (it reads bench_export's photo list)
+    monkeypatch.setattr(sys, "argv", ["bench_cpu.py", "--smoke", "--out", str(tmp_path)])
+    runpy.run_path(str(bench / "bench_cpu.py"), run_name="__main__")
+    data = json.loads((tmp_path / "cpu_results.json").read_text())
+    settings = {"eager fp32", "default"} | ({"bf16"} if native_bf16() else set())
+    assert {(r["batch"], r["setting"]) for r in data["speed"]} == {(b, s) for b in (1, 2) for s in settings}
+    for r in data["speed"]:
+        assert r["ms_per_img"] > 0
+        assert r["heads_max_rel_diff"] < (0.05 if r["setting"] == "bf16" else 1e-4), r  # fp32 settings: exact
+    assert "| yolov4-tiny | 64 | 1 | default |" in (tmp_path / "cpu_table.md").read_text()
+    assert (tmp_path / "cpu_speed.png").stat().st_size > 1000

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -154,17 +154,30 @@ def _category_ids(dataset: Any) -> list[int]:
     return list(range(1, len(names) + 1))
 
 
-def predict_dataset(
-    detector: Any, dataset: EvalDataset, batch_size: int = 16, progress: bool = True
-) -> tuple[list, list, list[tuple[int, int]], dict[str, float]]:
-    """Detections and ground truth of every image.
+class Predictions(NamedTuple):
+    """What `predict_dataset` returns (see there)."""
+
+    gts: list[tuple[np.ndarray, np.ndarray]]
+    preds: list[Any]
+    sizes: list[tuple[int, int]]
+    speed: dict[str, float]
+    kept: list[int]  # the dataset index of each entry above
+    skipped: list[str]  # one problem line per image that could not be decoded (left out)
+
+
+def predict_dataset(detector: Any, dataset: EvalDataset, batch_size: int = 16, progress: bool = True) -> Predictions:
+    """Detections and ground truth of every image that can be decoded.
 
     Returns:
-        gts: per image (boxes (N, 4) xyxy, class_ids (N,)); preds: per image (boxes (M, 4)
-        xyxy, scores (M,), class_ids (M,)); image sizes (height, width); speed: mean ms per
-        image of each stage ("preprocess_ms", "inference_ms", "nms_ms" = decode + NMS),
-        "fps" = 1000 / inference_ms, and "batch". The first batch is a warm-up and left
-        out of the timing when there is more than one.
+        Predictions: gts per image (boxes (N, 4) xyxy, class_ids (N,)); preds per image (boxes
+        (M, 4) xyxy, scores (M,), class_ids (M,)); image sizes (height, width); speed: mean ms
+        per image of each stage ("preprocess_ms", "inference_ms", "nms_ms" = decode + NMS),
+        "fps" = 1000 / inference_ms, and "batch" (the first batch is a warm-up and left out of
+        the timing when there is more than one); kept: the dataset index of each image; skipped:
+        the images that could not be decoded (a truncated download, say), each with its file and
+        problem. They are left out, as training leaves them out, rather than stopping the run.
+    Raises:
+        DataError when the dataset is empty or no image of it can be decoded.
     """
     from tqdm import tqdm
 
@@ -175,38 +188,52 @@ def predict_dataset(
         raise DataError("the dataset has no images to evaluate on")
     starts = list(range(0, n, batch_size))
 
-    def load(start: int):
-        return [dataset.load(i) for i in range(start, min(start + batch_size, n))]
+    def load(start: int) -> list[tuple[int, Any]]:
+        items: list[tuple[int, Any]] = []
+        for i in range(start, min(start + batch_size, n)):
+            try:
+                items.append((i, dataset.load(i)))
+            except DataError as e:
+                items.append((i, e))
+        return items
 
-    gts, preds, sizes = [], [], []
+    out = Predictions([], [], [], {}, [], [])
     totals: dict[str, float] = {}
     timed = 0
     bar = tqdm(total=n, desc="val", unit="img", disable=not progress, file=sys.stderr, leave=False)
     with ThreadPoolExecutor(max_workers=1) as pool:  # decode the next batch while this one runs
         pending = pool.submit(load, starts[0])
         for k, _ in enumerate(starts):
-            items = pending.result()
+            loaded = pending.result()
             if k + 1 < len(starts):
                 pending = pool.submit(load, starts[k + 1])
-            images = [it[0] for it in items]
-            out, timings = _detect_batch(detector, images)
-            if len(out) != len(images):
-                raise Yolo4Error(f"the detector returned {len(out)} results for {len(images)} images")
-            for (img, boxes, classes), p in zip(items, out):
-                gts.append((_np(boxes, np.float64).reshape(-1, 4), _np(classes, np.int64).reshape(-1)))
-                preds.append(p)
-                sizes.append((int(img.shape[0]), int(img.shape[1])))
+            out.skipped.extend(str(item) for _, item in loaded if isinstance(item, DataError))
+            items = [(i, item) for i, item in loaded if not isinstance(item, DataError)]
+            bar.update(len(loaded))
+            if not items:
+                continue
+            images = [item[0] for _, item in items]
+            dets, timings = _detect_batch(detector, images)
+            if len(dets) != len(images):
+                raise Yolo4Error(f"the detector returned {len(dets)} results for {len(images)} images")
+            for (i, (img, boxes, classes)), p in zip(items, dets):
+                out.gts.append((_np(boxes, np.float64).reshape(-1, 4), _np(classes, np.int64).reshape(-1)))
+                out.preds.append(p)
+                out.sizes.append((int(img.shape[0]), int(img.shape[1])))
+                out.kept.append(i)
             if k > 0 or len(starts) == 1:
                 for stage, ms in timings.items():
                     totals[stage] = totals.get(stage, 0.0) + ms * len(images)
                 timed += len(images)
-            bar.update(len(images))
     bar.close()
-    speed = {_STAGES.get(stage, f"{stage}_ms"): total / max(timed, 1) for stage, total in totals.items()}
+    if not out.kept:
+        raise DataError(f"none of the {n} images can be decoded: {out.skipped[0]}")
+    speed = out.speed
+    speed.update({_STAGES.get(stage, f"{stage}_ms"): total / max(timed, 1) for stage, total in totals.items()})
     if speed.get("inference_ms", 0) > 0:
         speed["fps"] = 1e3 / speed["inference_ms"]
     speed["batch"] = float(batch_size)
-    return gts, preds, sizes, speed
+    return out
 
 
 def evaluate(
@@ -234,7 +261,11 @@ def evaluate(
             f"the model has {num_classes} classes but the dataset has {len(names)} ({', '.join(names[:5])}"
             f"{', ...' if len(names) > 5 else ''})"
         )
-    gts, preds, sizes, speed = predict_dataset(detector, dataset, batch_size=batch_size, progress=progress)
+    gts, preds, sizes, speed, kept, skipped = predict_dataset(
+        detector, dataset, batch_size=batch_size, progress=progress
+    )
+    for problem in skipped:
+        print(f"warning: {problem}: left out of the evaluation", file=sys.stderr)
     input_hw = getattr(detector, "input_hw", None)
     if input_hw is not None:
         speed["img_h"], speed["img_w"] = float(input_hw[0]), float(input_hw[1])
@@ -243,10 +274,12 @@ def evaluate(
     coco_gt_json = None
     if official is not None and getattr(dataset, "category_ids", None) is not None:
         coco_gt_json, image_ids = official
+    image_ids = [image_ids[i] for i in kept]  # (COCOeval scores only these: a skipped image's boxes do not count)
     metrics = coco_evaluate(
         gts, preds, names, image_sizes=sizes, image_ids=image_ids, category_ids=category_ids, coco_gt_json=coco_gt_json
     )
     metrics.speed = speed
+    metrics.skipped = skipped
     if save_json is not None:
         write_coco_json(preds, image_ids, save_json, category_ids=category_ids)
     if plots_dir is not None:

@@ -205,6 +205,7 @@ class Metrics:
     num_predictions: int
     speed: dict[str, float] = field(default_factory=dict)  # filled by evaluation.evaluate
     coco_gt_source: str = ""  # the COCO annotation file the COCO numbers used; "" = the boxes given
+    skipped: list[str] = field(default_factory=list)  # images that could not be decoded, left out (evaluate)
 
     # ------------------------------------------------------------ derived numbers
     @property
@@ -315,6 +316,11 @@ class Metrics:
         lines = [f" {label} = {_fmt(getattr(self, k), 3)}" for k, label in zip(COCO_STATS, _COCO_STAT_LINES)]
         if self.coco_gt_source:
             lines.append(f" (COCO numbers against {self.coco_gt_source}: crowd regions ignored, sizes from its areas)")
+        if self.skipped:
+            lines.append(
+                f" ({len(self.skipped)} image(s) could not be decoded and are left out: {self.skipped[0]}"
+                + (f", and {len(self.skipped) - 1} more)" if len(self.skipped) > 1 else ")")
+            )
         lines.append(
             f" darknet-style mAP@0.50 (VOC matching, 101-point)            = {_fmt(self.darknet_map50_101, 3)}"
         )

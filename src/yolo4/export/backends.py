@@ -4,7 +4,8 @@
     print(backends_table(rows))
 
 Back-ends (each skipped with a note when its package is missing or it cannot run the model):
-PyTorch eager (BatchNorm folded), onnxruntime float32 / int8, OpenVINO float32 / int8,
+PyTorch as every command runs it on a CPU (`FAST_CPU`: BatchNorm folded, NHWC, float32) and in
+bf16 (`--half`; CPUs with native bf16 only), onnxruntime float32 / int8, OpenVINO float32 / int8,
 TFLite (ai-edge-litert, XNNPACK) float32 / int8, and OpenCV DNN reading the darknet
 `.cfg` + `.weights` (the outside reference: what a darknet user runs on a CPU today).
 Every exported file is written by `yolo4 export` itself into a temporary folder; int8 by
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 BACKENDS = (
     "pytorch",
+    "pytorch-bf16",
     "onnxruntime",
     "onnxruntime-int8",
     "openvino",
@@ -100,7 +102,7 @@ def _time_interleaved(
     times: dict[str, list[float]] = {b: [] for b in runners}
     for _ in range(repeats):
         for backend, run in runners.items():
-            if backend == "pytorch":
+            if backend.startswith("pytorch"):
                 torch.set_num_threads(threads)
             t = time.perf_counter()
             run()
@@ -109,20 +111,14 @@ def _time_interleaved(
     return rows
 
 
-def _pytorch_runner(model, x: np.ndarray, threads: int) -> Callable[[], object]:
-    import copy
+def _pytorch_runner(model, x: np.ndarray, threads: int, precision: str) -> Callable[[], object]:
+    """The network as `yolo4 detect` runs it on this CPU (FAST_CPU), in `precision` (fp32 or bf16)."""
+    from yolo4.inference.fastpath import FAST_CPU, FastNetwork
 
-    from yolo4.inference.benchmark import fuse_conv_bn
-
-    net = fuse_conv_bn(copy.deepcopy(model).eval())
+    net = FastNetwork(model, FAST_CPU.replace(precision=precision), torch.device("cpu"))
     torch.set_num_threads(threads)
-    xt = torch.from_numpy(x)
-
-    def run():
-        with torch.inference_mode():
-            return net(xt)
-
-    return run
+    xt = net.input(torch.from_numpy(x))
+    return lambda: net(xt)
 
 
 def _opencv_runner(cfg: Path, weights: Path, x: np.ndarray, threads: int) -> Callable[[], object]:
@@ -211,8 +207,9 @@ def compare_backends(
 
 def _prepare(backend: str, net, folder: Path, hw: tuple[int, int], batch: int, calib: str | None, calib_count: int):
     """A factory (x, threads) -> zero-argument runner for `backend`, exporting the file it needs."""
-    if backend == "pytorch":
-        return lambda x, t: _pytorch_runner(net, x, t)
+    if backend.startswith("pytorch"):
+        precision = "bf16" if backend == "pytorch-bf16" else "fp32"
+        return lambda x, t: _pytorch_runner(net, x, t, precision)
     if backend == "opencv-darknet":
         import cv2  # noqa: F401
 

@@ -29,7 +29,7 @@ from yolo4.inference.device import select_device
 from yolo4.inference.fastpath import EAGER, PRECISIONS, FastNetwork, SpeedConfig, fuse_conv_bn
 from yolo4.ops.nms import DETECT_POSTPROCESS, PostprocessConfig
 
-__all__ = ["BenchResult", "benchmark", "benchmark_speed", "fuse_conv_bn"]
+__all__ = ["BenchResult", "benchmark", "fuse_conv_bn"]
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,6 @@ class BenchResult:
         )
 
 
-def benchmark_speed(device: torch.device) -> SpeedConfig:
-    """`benchmark`'s default: the device's (`SpeedConfig.for_device`), with BatchNorm folded on the CPU too."""
-    speed = SpeedConfig.for_device(device)
-    return speed if speed.fold_bn else speed.replace(fold_bn=True)
-
-
 def _median_s(timer: Timer, iters: int, warmup: int) -> float:
     """Median seconds of one run of `timer`'s statement over `iters` runs after `warmup` runs."""
     for _ in range(warmup):
@@ -103,7 +97,7 @@ def benchmark(
         img_size: square input size; default the model's [net] size.
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:N".
         speed: precision, BatchNorm folding, channels_last, compile, batched NMS (a `SpeedConfig`;
-            default `benchmark_speed(device)`).
+            default `SpeedConfig.for_device(device)`, as every command).
         postprocess: the settings post-processing is timed at (default `DETECT_POSTPROCESS`).
         runtime: what runs an exported file: "auto" (the fastest installed, said on stderr) or one of
             `yolo4.inference.runtime.RUNTIMES`; "auto" or "pytorch" for darknet models (`resolve_runtime`).
@@ -145,7 +139,7 @@ def benchmark(
     else:
         h, w = net.input_hw
     if isinstance(net, Darknet):
-        speed = (speed or benchmark_speed(dev)).on(dev)
+        speed = (speed or SpeedConfig.for_device(dev)).on(dev)
         fast = FastNetwork(net, speed, dev, owned=not isinstance(model, Darknet))
         runner: FastNetwork | ExportedModel = fast
         x = fast.input(torch.rand(batch, net.spec.net.channels, h, w))

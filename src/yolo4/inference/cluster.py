@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from yolo4.errors import Yolo4Error
+from yolo4.inference.speed import SpeedConfig  # (torch-free)
 from yolo4.ops.nms_config import DETECT_POSTPROCESS, PostprocessConfig
 
 if TYPE_CHECKING:  # the read tasks import this module: no torch at its top
@@ -164,7 +165,9 @@ def _build(files: ModelFiles, options: dict[str, Any], folder: Path):
     opts = dict(options)
     tile = opts.pop("tile", None)
     post = PostprocessConfig(**opts.pop("postprocess"))
-    detector = build_detector(model, weights, names=names, postprocess=post, **opts)
+    speed = opts.pop("speed", None)
+    speed = SpeedConfig(**speed) if speed is not None else None
+    detector = build_detector(model, weights, names=names, postprocess=post, speed=speed, **opts)
     return TiledDetector(detector, TileConfig(**tile)) if tile else detector
 
 
@@ -326,12 +329,14 @@ def detect_dataset(
     out: str | os.PathLike = "results",
     ray_config: RayConfig = RayConfig(),
     progress: bool = True,
+    speed: SpeedConfig | None = None,
 ) -> DatasetSummary:
     """Detect on every image of `sources` (files, folders, globs, as `yolo4 detect`) with a
     pool of Ray actors and write Parquet shards plus `summary.json` into `out` (see the module
     docstring). `model`/`weights`/`names`/`img_size`/`resize`/`postprocess` as `build_detector`;
     `tile` runs every image as tiles (`yolo4.inference.tiles`); `device` "auto" uses a GPU per
-    actor where the cluster has GPUs.
+    actor where the cluster has GPUs; `speed` is how each actor runs the network (default: its
+    device's, `SpeedConfig.for_device`).
 
     Returns:
         DatasetSummary. Raises Yolo4Error when nothing can be detected (no images, bad model).
@@ -356,9 +361,10 @@ def detect_dataset(
         "resize": resize,
         "postprocess": asdict(postprocess),
         "tile": asdict(tile) if tile is not None else None,
+        "speed": asdict(speed) if speed is not None else None,
     }
     with tempfile.TemporaryDirectory(prefix="yolo4-driver-") as tmp:  # fail here, not in every actor
-        probe = _build(files, {**options, "device": "cpu"}, Path(tmp))
+        probe = _build(files, {**options, "device": "cpu", "speed": None}, Path(tmp))
     class_names = list(probe.names)
     settings = json.dumps({**files.fingerprint(), **options}, sort_keys=True)
     try:

@@ -170,7 +170,7 @@ class Detector:
         device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N" or a torch.device.
         runner: replaces the network call (see the module docstring); the module is then not built.
         speed: how the network runs (`yolo4.inference.fastpath.SpeedConfig`); default
-            `SpeedConfig.for_device(device)`: FAST_CUDA on CUDA, EAGER elsewhere. A runner or an
+            `SpeedConfig.for_device(device)`: FAST_CUDA on CUDA, FAST_CPU on the CPU. A runner or an
             exported model always gets float32 input and EAGER's settings, bar batched NMS.
     """
 

@@ -1,6 +1,6 @@
 """The fast path: how the network of a `Detector` (and `yolo4 benchmark`) is run, in one place.
 
-    speed = SpeedConfig.for_device(device)   # CUDA: FAST_CUDA below; CPU: EAGER (plain PyTorch, fp32)
+    speed = SpeedConfig.for_device(device)   # CUDA: FAST_CUDA below; CPU: FAST_CPU (folded, NHWC, fp32)
     net = FastNetwork(model, speed, device)  # a folded / cast / compiled copy; `model` is not touched
     heads = net(x)                           # x: Tensor[B, 3, H, W] from `upload`; float32 heads
 
@@ -10,7 +10,9 @@ One frozen `SpeedConfig` says what is done, and every command takes the same obj
 
     precision       "fp32", "fp16" or "bf16": the (folded) network's weights and activations are
                     cast (as darknet's and Ultralytics' half-precision inference); the heads come
-                    back as float32, so decoding and NMS always run in float32
+                    back as float32, so decoding and NMS always run in float32. fp16 is CUDA's;
+                    bf16 on a CPU needs native bf16 (AVX-512 BF16 or AMX) and is refused without
+                    it (emulated, it is ~5x slower than fp32)
     fold_bn         BatchNorm folded into the convolutions (`fuse_conv_bn`)
     channels_last   NHWC weights and input (tensor cores and oneDNN prefer it)
     compile         "off" or a torch.compile mode: "default", "reduce-overhead" (CUDA graphs),
@@ -20,21 +22,25 @@ One frozen `SpeedConfig` says what is done, and every command takes the same obj
                     Inductor's cache (TORCHINDUCTOR_CACHE_DIR, default ~/.cache/yolo4/inductor)
                     makes the next run's compile a cache hit. A compile that fails falls back
                     to eager with one warning. On CUDA it also turns on cuDNN's autotuner
-                    (torch.backends.cudnn.benchmark, a process-wide setting).
+                    (torch.backends.cudnn.benchmark, a process-wide setting); on the CPU the
+                    weights are frozen into the graph (Inductor's `freezing`: oneDNN's
+                    pre-packed weights: 1.4-2.4x eager fp32, where unfrozen gained 1.1-1.2x).
     async_upload    (CUDA) images go to the GPU from pinned host memory without blocking
                     (`upload`), and the Detector times its stages with CUDA events instead of
                     synchronising: no host synchronisation between pre-processing and NMS
     batched_nms     one NMS call for a whole batch (`yolo4.ops.nms.batched_postprocess`)
 
 `FAST_CUDA` (fp16, folded, channels_last, compiled with "reduce-overhead", async upload,
-batched NMS) is the default on CUDA; `EAGER` everywhere else, which is what PyTorch does
-with the module as it is. The compile mode of FAST_CUDA is the one `benchmarks/bench_gpu.py`
+batched NMS) is the default on CUDA; `FAST_CPU` (fp32, folded, channels_last: the same heads
+within 2e-6 of their scale, 1.2-1.9x eager) on the CPU; `EAGER` (what PyTorch does with the
+module as it is) is `--eager`, and the default on other devices. The compile mode of FAST_CUDA is the one `benchmarks/bench_gpu.py`
 is written to choose by measurement; until a GPU run has measured it, it is the mode that
 removes per-kernel launch cost (CUDA graphs), the usual bottleneck of batch-1 detection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import warnings
@@ -48,11 +54,14 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from yolo4.darknet.network import Conv, Darknet
-from yolo4.inference.speed import COMPILE_MODES, EAGER, FAST_CUDA, SpeedConfig
+from yolo4.errors import Yolo4Error
+from yolo4.inference.device import native_bf16
+from yolo4.inference.speed import COMPILE_MODES, EAGER, FAST_CPU, FAST_CUDA, SpeedConfig
 
 __all__ = [
     "COMPILE_MODES",
     "EAGER",
+    "FAST_CPU",
     "FAST_CUDA",
     "PRECISIONS",
     "FastNetwork",
@@ -78,6 +87,24 @@ def fuse_conv_bn(model: Darknet) -> Darknet:
     return model
 
 
+def _frozen_weights() -> contextlib.AbstractContextManager:
+    """Inductor compiles with the weights as constants (`freezing`; inference only): on the CPU
+    oneDNN pre-packs them once instead of on every call."""
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch(freezing=True)
+
+
+def _allow_recompiles(limit: int = 64) -> None:
+    """Every compiled Darknet shares one `forward`, whose variants (one per network, input size,
+    batch, dtype) count against dynamo's per-function limit (8), past which it runs eagerly with
+    only a log line: a process that compiles several models (`yolo4 val` of several, a benchmark)
+    gets `limit` variants instead (a process-wide setting)."""
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, limit)
+
+
 def _set_compile_cache() -> None:
     """Inductor's on-disk cache in a folder that outlives /tmp clean-ups, unless the user chose one."""
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "yolo4" / "inductor"))
@@ -95,6 +122,11 @@ class FastNetwork:
     def __init__(self, model: nn.Module, speed: SpeedConfig, device: torch.device, owned: bool = False):
         self.speed = speed.on(torch.device(device).type)
         self.device = torch.device(device)
+        if self.device.type == "cpu" and self.speed.precision == "bf16" and not native_bf16():
+            raise Yolo4Error(
+                "bf16 (--half on a CPU) needs native bf16 (lscpu flags avx512_bf16 or amx_bf16), which this CPU "
+                "lacks: emulated it is ~5x slower than fp32; leave --half out"
+            )
         changes = self.speed.fold_bn or self.speed.channels_last or self.speed.precision != "fp32"
         net = copy.deepcopy(model) if changes and not owned else model
         net = net.to(self.device).eval()
@@ -110,6 +142,7 @@ class FastNetwork:
         self._largest = 0  # the largest batch seen: smaller ones are padded to it (static shapes)
         if self.speed.compile != "off":
             _set_compile_cache()
+            _allow_recompiles()
             mode = None if self.speed.compile == "default" else self.speed.compile
             self._run = torch.compile(net, mode=mode, dynamic=False)
 
@@ -136,7 +169,8 @@ class FastNetwork:
         try:
             if self.speed.compile in ("reduce-overhead", "max-autotune"):
                 torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs are ours (copied)
-            outs = self._run(x)
+            with _frozen_weights() if self.device.type == "cpu" else contextlib.nullcontext():
+                outs = self._run(x)
         except torch.OutOfMemoryError:
             raise
         except Exception as e:  # noqa: BLE001  (a compiler that cannot build: run eager instead)

@@ -48,22 +48,28 @@ class SpeedConfig:
 
     @staticmethod
     def for_device(device: object) -> SpeedConfig:
-        """The default of every command: FAST_CUDA on a CUDA device (a torch.device or its name), EAGER elsewhere."""
-        return FAST_CUDA if _device_type(device) == "cuda" else EAGER
+        """The default of every command: FAST_CUDA on a CUDA device (a torch.device or its name),
+        FAST_CPU on the CPU, EAGER elsewhere."""
+        kind = _device_type(device)
+        return FAST_CUDA if kind == "cuda" else FAST_CPU if kind == "cpu" else EAGER
 
     def on(self, device: object) -> SpeedConfig:
         """These settings as they apply on `device` (a torch.device or its name): fp16 and async
-        upload are CUDA-only (fp16 on a CPU is refused: it is slower there than fp32), bf16 runs anywhere."""
+        upload are CUDA-only (fp16 on a CPU is refused: it is slower there than fp32), bf16 runs
+        anywhere (`FastNetwork` refuses it on a CPU without native bf16, where it is ~5x slower)."""
         if _device_type(device) == "cuda":
             return self
         if self.precision == "fp16":
-            raise Yolo4Error("fp16 (--half) needs a CUDA device; on a CPU use fp32, or bf16 on CPUs with native bf16")
+            raise Yolo4Error("fp16 needs a CUDA device; on a CPU use fp32, or bf16 (--half) on CPUs with native bf16")
         return self.replace(async_upload=False)
 
-    def with_flags(self, half: bool = False, compile: str | None = None, fuse: bool = True) -> SpeedConfig:
-        """These settings changed by the command line's `--half` (fp16), `--compile MODE` and `--no-fuse`."""
+    def with_flags(
+        self, half: bool = False, compile: str | None = None, fuse: bool = True, device: object = "cuda"
+    ) -> SpeedConfig:
+        """These settings changed by the command line's `--half` (the device's half precision:
+        fp16 on CUDA, bf16 on a CPU), `--compile MODE` and `--no-fuse`."""
         return self.replace(
-            precision="fp16" if half else self.precision,
+            precision=("fp16" if _device_type(device) == "cuda" else "bf16") if half else self.precision,
             compile=compile or self.compile,
             fold_bn=self.fold_bn and fuse,
         )
@@ -81,3 +87,7 @@ class SpeedConfig:
 
 EAGER = SpeedConfig()  # the module as it is: fp32, NCHW, eager, NMS image by image
 FAST_CUDA = SpeedConfig("fp16", True, True, "reduce-overhead", True, True)
+# the CPU's default changes nothing a user can see: BatchNorm folded and NHWC give the same float32
+# heads (within 2e-6 of their scale) 1.2-1.9x faster (benchmarks/bench_cpu.py); bf16 and compiling
+# are faster still but are asked for (--half: mAP50 within about half a point; --compile: a first call of 10-20 s)
+FAST_CPU = SpeedConfig("fp32", True, True)

@@ -35,6 +35,7 @@ import torchvision
 from torch import nn
 
 from yolo4.errors import DataError, Yolo4Error
+from yolo4.inference.speed import SpeedConfig
 from yolo4.ops.nms_config import TRACK_POSTPROCESS, PostprocessConfig
 
 # ================================================================== Kalman filter
@@ -355,13 +356,14 @@ def run_track(
     progress: bool = True,
     runner=None,
     pipeline: bool = True,
+    speed: SpeedConfig | None = None,
 ) -> TrackSummary:
     """`yolo4 track`: detect on every frame of a video file or camera, track with ByteTrack, and
     write `<stem>.mp4` (ids and trails drawn), `<stem>.txt` (MOTChallenge rows) and
     `<stem>.jsonl` (one `frame_record` per frame) into the folder `out`. `postprocess` is the
     detector's (default `TRACK_POSTPROCESS`: conf 0.1, so that ByteTrack sees the low-score
-    boxes; keep conf at or below `config.low_thresh`).
-    Decoding, the detector's three stages and tracking + drawing run in a `Pipeline`.
+    boxes; keep conf at or below `config.low_thresh`); `speed` how the network runs (default:
+    the device's, `SpeedConfig.for_device`). Decoding, the detector's three stages and tracking + drawing run in a `Pipeline`.
     """
     import cv2
     from tqdm import tqdm
@@ -385,6 +387,7 @@ def run_track(
         postprocess=postprocess,
         device=device,
         runner=runner,
+        speed=speed,
     )
     out_dir = Path(out)
     try:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from yolo4.errors import Yolo4Error
+from yolo4.inference.device import native_bf16
 from yolo4.inference.device import select_device as select_device  # the one device rule, re-exported
 from yolo4.training.anchors import check_anchors, set_kmeans_anchors
 from yolo4.training.anchors import kmeans_anchors as kmeans_anchors  # re-exported
@@ -184,6 +185,6 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
         return None
     if device.type == "cuda":
         return torch.float16
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and native_bf16():
         return torch.bfloat16
     return None
