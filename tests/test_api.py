@@ -60,6 +60,9 @@ def test_public_names_are_the_library_objects():
 
     assert yolo4.detect_dataset is detect_dataset and yolo4.track is run_track
     assert (yolo4.TileConfig, yolo4.TrackConfig, yolo4.RayConfig) == (TileConfig, TrackConfig, RayConfig)
+    from yolo4.inference.speed import EAGER, FAST_CPU, SpeedConfig
+
+    assert (yolo4.SpeedConfig, yolo4.FAST_CPU, yolo4.EAGER) == (SpeedConfig, FAST_CPU, EAGER)
     for name in yolo4.__all__:
         assert getattr(yolo4, name) is not None, name
     assert set(yolo4.__all__) <= set(dir(yolo4))
@@ -90,6 +93,8 @@ def test_load_detects_with_image_shaped_results(tiny_files):
         assert r.boxes.shape == (7, 4) and r.boxes.dtype == np.float32 and r.class_ids.dtype == np.int64
         assert r.image_hw == img.shape[:2] and (r.boxes[:, 2] <= img.shape[1] + 1e-3).all()
         assert r.labels[0] in ("0", "1", "2")
+    plain = yolo4.load(cfg, weights, device="cpu", speed=yolo4.EAGER)  # `--eager`
+    assert plain.speed == yolo4.EAGER and yolo4.load(cfg, weights, device="cpu").speed == yolo4.FAST_CPU
 
 
 def test_load_without_weights_says_where_to_get_them(tiny_files):

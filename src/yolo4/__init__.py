@@ -22,6 +22,9 @@ from yolo4._version import __version__
 _API = (
     "AnchorReport",
     "DETECT_POSTPROCESS",
+    "EAGER",
+    "FAST_CPU",
+    "FAST_CUDA",
     "TRACK_POSTPROCESS",
     "VAL_POSTPROCESS",
     "BenchResult",
@@ -34,6 +37,7 @@ _API = (
     "ModelInfo",
     "PostprocessConfig",
     "RayConfig",
+    "SpeedConfig",
     "TileConfig",
     "TrackConfig",
     "TrackSummary",

@@ -20,7 +20,9 @@ the options' names: `--model` model, `--weights` weights, `--out` out, `--json` 
 `--device` device ("auto": CUDA when PyTorch sees a GPU), `--runtime` runtime ("auto": the fastest
 installed runtime for an exported file), and `--conf --iou --nms --labels --max-det` together as one
 `postprocess=PostprocessConfig(...)` (presets DETECT_POSTPROCESS for detect/benchmark/export,
-VAL_POSTPROCESS for val).
+VAL_POSTPROCESS for val), and `--half --compile --no-fuse --eager` as one `speed=SpeedConfig(...)`
+(presets FAST_CPU, the CPU's default, FAST_CUDA, CUDA's, and EAGER, plain PyTorch; e.g.
+`speed=yolo4.FAST_CPU.replace(precision="bf16")` for `--half` on a CPU).
 
 A model is named the same way everywhere: a zoo name (`yolov4`, `yolov4-tiny`, ...) or a
 darknet `.cfg` path, with darknet `weights`; or an exported `.onnx` / `.tflite` file, which
@@ -49,6 +51,7 @@ from yolo4.inference.cluster import detect_dataset as detect_dataset
 from yolo4.inference.detect import DetectSummary
 from yolo4.inference.detect import run_detect as detect
 from yolo4.inference.detector import Detections, Detector, build_detector
+from yolo4.inference.speed import EAGER, FAST_CPU, FAST_CUDA, SpeedConfig
 from yolo4.inference.tiles import TileConfig
 from yolo4.inference.track import TrackConfig, TrackSummary
 from yolo4.inference.track import run_track as track
@@ -75,6 +78,7 @@ def load(
     postprocess: PostprocessConfig = DETECT_POSTPROCESS,
     device: str = "auto",
     runtime: str = "auto",
+    speed: SpeedConfig | None = None,
 ) -> Detector:
     """A ready `Detector`: images in, `Detections` out (what `yolo4 detect` runs).
 
@@ -89,6 +93,8 @@ def load(
         device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N".
         runtime: what runs an exported file: "auto" (the fastest installed here, said on stderr),
             "onnxruntime", "openvino", "tflite" or "opencv"; a darknet model runs in "pytorch".
+        speed: how PyTorch runs a darknet model (default the device's: FAST_CPU on a CPU,
+            BatchNorm folded + NHWC in fp32, FAST_CUDA on CUDA); see `SpeedConfig`.
     Returns:
         Detector; `detector(images)` takes paths, RGB uint8 arrays (H, W, 3) or PIL images and
         returns one Detections per image: boxes float32 (N, 4) xyxy in that image's pixels,
@@ -98,7 +104,7 @@ def load(
         subclasses naming the file for anything unreadable.
     """
     return build_detector(
-        model, weights, names, img_size, resize, runtime=runtime, postprocess=postprocess, device=device
+        model, weights, names, img_size, resize, runtime=runtime, postprocess=postprocess, device=device, speed=speed
     )
 
 
