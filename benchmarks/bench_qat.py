@@ -89,14 +89,10 @@ def heads_sqnr(outs: list[torch.Tensor], reference: list[torch.Tensor]) -> float
 
 def from_checkpoint(path: Path, folder: Path) -> tuple[Path, Path]:
     """A run's best.pt as darknet cfg + weights (its EMA weights)."""
-    from yolo4.darknet import Darknet, parse_cfg
     from yolo4.export.darknet import export_darknet
-    from yolo4.training.checkpoint import load_checkpoint
+    from yolo4.training.checkpoint import trained_network
 
-    ckpt = load_checkpoint(path)
-    net = Darknet(parse_cfg(ckpt["cfg_text"], source=str(path)))
-    net.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
-    return export_darknet(net, folder / "fp32.cfg")
+    return export_darknet(trained_network(path), folder / "fp32.cfg")
 
 
 def qat_rows(add, recipe: str, qat_dir: Path, a, cfg: Path, weights: Path, size: int, names: list[str]) -> None:

@@ -111,15 +111,12 @@ def score_yolo4(model: str, cfg, out: Path, train_s: float, history: list[dict])
     validation curve against training time."""
     import torch
 
-    from yolo4.darknet import Darknet, parse_cfg
     from yolo4.data.dataset import load_dataset
-    from yolo4.training.checkpoint import load_checkpoint
+    from yolo4.training.checkpoint import trained_network
     from yolo4.training.train import val_size
     from yolo4.training.validation import readable_subset, validate
 
-    ckpt = load_checkpoint(out / "best.pt")
-    net = Darknet(parse_cfg(ckpt["cfg_text"]))
-    net.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
+    net = trained_network(out / "best.pt")
     val_set, _ = readable_subset(load_dataset(cfg.data, "val", progress=False))  # as training validates
     device = torch.device("cpu")
     m = validate(net, val_set, list(val_set.names), val_size(cfg), device, cfg.val_postprocess)

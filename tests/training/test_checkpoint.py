@@ -208,3 +208,24 @@ def test_a_run_folder_is_locked_while_a_training_holds_it(tmp_path):
     with RunLock(tmp_path / "run"), pytest.raises(CheckpointError, match="in use"):
         RunLock(tmp_path / "run").acquire()  # (a second lock in one process is refused too)
     RunLock(tmp_path / "run").acquire().release()
+
+
+def test_trained_network_is_the_checkpoints_network_with_its_ema_weights(tmp_path):
+    from yolo4.darknet import Darknet
+    from yolo4.darknet.cfg import format_cfg
+    from yolo4.models.zoo import build
+    from yolo4.training.checkpoint import trained_network
+
+    torch.manual_seed(0)
+    net = Darknet(build("yolov4-tiny", num_classes=2, img_size=64))
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    state = {**_state(3), "model": net.state_dict(), "cfg_text": format_cfg(net.spec)}
+    plain = trained_network(save_checkpoint(state, tmp_path / "plain.pt"))
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in plain.state_dict().items())
+    smoothed = trained_network(save_checkpoint({**state, "ema": {"module": ema}}, tmp_path / "ema.pt"))
+    assert all(torch.equal(v, ema[k]) for k, v in smoothed.state_dict().items())  # the EMA weights win
+    assert smoothed.spec.yolo_layers[0].classes == 2
+    with pytest.raises(CheckpointError, match=r"nocfg.pt: not a yolo4 training checkpoint \(no network"):
+        trained_network(save_checkpoint(_state(1), tmp_path / "nocfg.pt"))
+    with pytest.raises(CheckpointError, match=r"other.pt: the weights are for another network"):
+        trained_network(save_checkpoint({**state, "model": {"w": torch.ones(1)}}, tmp_path / "other.pt"))

@@ -4,6 +4,7 @@ fallback to the previous good file, a lock against two trainings in one folder.
     save_checkpoint(state, run_dir / "last.pt")     # temp file + fsync + rename; keeps last.prev.pt
     state, path = load_latest(run_dir)               # last.pt, or last.prev.pt if last.pt is damaged
     load_model_state(net, state["model"], path)      # names the first tensors that do not fit
+    net = trained_network(run_dir / "best.pt")      # the network a checkpoint holds, EMA weights
     with RunLock(run_dir): ...                       # a second training into run_dir is refused
 
 A checkpoint holds only tensors and primitives (dicts, lists, tuples, str, int, float, bool,
@@ -24,13 +25,16 @@ import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from yolo4.errors import Yolo4Error
+
+if TYPE_CHECKING:
+    from yolo4.darknet import Darknet
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +146,28 @@ def load_model_state(model: nn.Module, state_dict: Mapping[str, Any], path: str 
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise CheckpointError(f"{path}: the weights are for another network: " + "; ".join(problems[:3]) + more)
     model.load_state_dict(state_dict)
+
+
+def trained_network(
+    path: str | os.PathLike, checkpoint: Mapping[str, Any] | None = None, source: str | None = None
+) -> Darknet:
+    """The network a training checkpoint holds, as a `Darknet`: its cfg and its EMA weights when
+    it has them (what validation scored and best.pt was chosen by), else its weights.
+
+    Args:
+        path: the checkpoint file (read here unless `checkpoint` is its already loaded content).
+        source: the name cfg errors point at (default `path`).
+    Raises:
+        CheckpointError naming `path` when it holds no network description or its weights do not fit.
+    """
+    from yolo4.darknet import Darknet, parse_cfg
+
+    ckpt = checkpoint if checkpoint is not None else load_checkpoint(path)
+    if "cfg_text" not in ckpt:
+        raise CheckpointError(f"{path}: not a yolo4 training checkpoint (no network description)")
+    net = Darknet(parse_cfg(ckpt["cfg_text"], source=source or str(path)))
+    load_model_state(net, ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"], path)
+    return net
 
 
 def load_latest(

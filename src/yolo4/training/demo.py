@@ -127,7 +127,7 @@ def run_demo(
     from yolo4.data.dataset import load_dataset
     from yolo4.data.shapes import ShapesConfig, make_shapes
     from yolo4.inference.detect import run_detect
-    from yolo4.training.checkpoint import load_checkpoint
+    from yolo4.training.checkpoint import trained_network
 
     t_start = time.time()
     out = Path(out)
@@ -150,11 +150,7 @@ def run_demo(
     t_train = time.time()
 
     # final evaluation of the best checkpoint on the whole val split
-    from yolo4.darknet import Darknet, parse_cfg
-
-    ckpt = load_checkpoint(out / "train" / "best.pt")
-    model = Darknet(parse_cfg(ckpt["cfg_text"]))
-    model.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
+    model = trained_network(out / "train" / "best.pt")
     val_set = load_dataset(data, "val", progress=False)
     names = list(val_set.names)
     (out / "val").mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from yolo4.training.build import autocast_dtype, set_drop_scale
-from yolo4.training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint
+from yolo4.training.checkpoint import CheckpointError, rng_state, save_checkpoint, trained_network
 from yolo4.training.config import TrainConfig, resolved
 from yolo4.training.defaults import replan_defaults
 from yolo4.training.distributed import broadcast_object
@@ -516,12 +516,9 @@ class ExportHook(Hook):
         best = state.out_dir / "best.pt"
         if not state.dist.is_main or not best.exists():
             return
-        from yolo4.darknet import Darknet, parse_cfg
         from yolo4.export.darknet import export_darknet
 
-        ckpt = load_checkpoint(best)
-        net = Darknet(parse_cfg(ckpt["cfg_text"], source=str(state.out_dir / "best.cfg")))
-        net.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
+        net = trained_network(best, source=str(state.out_dir / "best.cfg"))
         (state.out_dir / "names.txt").write_text("\n".join(state.names) + "\n")
         size = val_size(state.cfg)
         state.best_files = export_darknet(net, state.out_dir / "best.cfg", img_size=(size, size))

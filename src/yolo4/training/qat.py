@@ -78,18 +78,14 @@ def checkpoint_as_darknet(cfg: TrainConfig) -> TrainConfig:
     """A QAT run starting from a yolo4 checkpoint (`weights=.../best.pt`): its network (EMA weights
     when it has them) written as darknet `<out>/qat_start.cfg` + `.weights`, and `cfg` pointing at
     them (model, weights), so that the rest of the run and its resume treat it as any trained model."""
-    from yolo4.darknet import parse_cfg
     from yolo4.export.darknet import export_darknet
-    from yolo4.training.checkpoint import load_checkpoint
+    from yolo4.training.checkpoint import load_checkpoint, trained_network
 
     path = Path(str(cfg.weights))
     ckpt = load_checkpoint(path)
-    if "cfg_text" not in ckpt:
-        raise Yolo4Error(f"{path}: not a yolo4 training checkpoint (no network description)")
     if ckpt.get("qat"):
         raise Yolo4Error(f"{path}: this checkpoint is already a QAT model; start QAT from the float model's best.pt")
-    net = Darknet(parse_cfg(ckpt["cfg_text"], source=str(path)))
-    net.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
+    net = trained_network(path, ckpt)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     names = ckpt.get("names")
