@@ -206,12 +206,18 @@ def test_many_compiled_networks_in_one_process_all_stay_compiled():
 
     model = _model(32)
     x = torch.rand(1, 3, 32, 32)
-    with dynamo_config.patch(fail_on_recompile_limit_hit=True), warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # a limit hit would fall back to eager with a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a limit hit falls back to eager with a warning
         nets = [FastNetwork(model, CPU_FAST.replace(compile="default"), torch.device("cpu")) for _ in range(10)]
         for net in nets:
             net(x)
     assert all(net.compiled for net in nets) and dynamo_config.recompile_limit >= 64
+    # past the limit: a warning and eager, never a silent eager run
+    net = FastNetwork(_model(32, seed=3), CPU_FAST.replace(compile="default"), torch.device("cpu"))
+    failed = r"torch.compile\(default\) failed \(FailOnRecompileLimitHit"
+    with dynamo_config.patch(recompile_limit=1), pytest.warns(RuntimeWarning, match=failed):  # 10 variants exist
+        net(x)
+    assert not net.compiled
 
 
 @pytest.mark.gpu

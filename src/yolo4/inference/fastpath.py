@@ -21,7 +21,9 @@ One frozen `SpeedConfig` says what is done, and every command takes the same obj
                     so a run compiles once per input size and batch, and CUDA graphs replay.
                     Inductor's cache (TORCHINDUCTOR_CACHE_DIR, default ~/.cache/yolo4/inductor)
                     makes the next run's compile a cache hit. A compile that fails falls back
-                    to eager with one warning. On CUDA it also turns on cuDNN's autotuner
+                    to eager with one warning, and so does a network past dynamo's limit of
+                    compiled variants (raised to 64 per process), which dynamo alone would run
+                    eagerly with a log line. On CUDA it also turns on cuDNN's autotuner
                     (torch.backends.cudnn.benchmark, a process-wide setting); on the CPU the
                     weights are frozen into the graph (Inductor's `freezing`: oneDNN's
                     pre-packed weights: 1.4-2.4x eager fp32, where unfrozen gained 1.1-1.2x).
@@ -87,19 +89,26 @@ def fuse_conv_bn(model: Darknet) -> Darknet:
     return model
 
 
-def _frozen_weights() -> contextlib.AbstractContextManager:
-    """Inductor compiles with the weights as constants (`freezing`; inference only): on the CPU
-    oneDNN pre-packs them once instead of on every call."""
+def _compiling(device: torch.device) -> contextlib.ExitStack:
+    """The settings a compiled call runs under: past dynamo's limit of variants it raises (caught
+    below: a warning and eager from then on) instead of silently running eagerly with a log
+    line; on the CPU Inductor compiles with the weights as constants (`freezing`, inference only:
+    oneDNN pre-packs them once instead of on every call)."""
+    import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
 
-    return inductor_config.patch(freezing=True)
+    stack = contextlib.ExitStack()
+    stack.enter_context(dynamo_config.patch(fail_on_recompile_limit_hit=True))
+    if device.type == "cpu":
+        stack.enter_context(inductor_config.patch(freezing=True))
+    return stack
 
 
 def _allow_recompiles(limit: int = 64) -> None:
     """Every compiled Darknet shares one `forward`, whose variants (one per network, input size,
-    batch, dtype) count against dynamo's per-function limit (8), past which it runs eagerly with
-    only a log line: a process that compiles several models (`yolo4 val` of several, a benchmark)
-    gets `limit` variants instead (a process-wide setting)."""
+    batch, dtype) count against dynamo's per-function limit (8): a process that compiles several
+    models (`yolo4 val` of several, a benchmark) gets `limit` variants instead (a process-wide
+    setting)."""
     import torch._dynamo.config as dynamo_config
 
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, limit)
@@ -169,7 +178,7 @@ class FastNetwork:
         try:
             if self.speed.compile in ("reduce-overhead", "max-autotune"):
                 torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs are ours (copied)
-            with _frozen_weights() if self.device.type == "cpu" else contextlib.nullcontext():
+            with _compiling(self.device):
                 outs = self._run(x)
         except torch.OutOfMemoryError:
             raise
