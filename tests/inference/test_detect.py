@@ -168,11 +168,15 @@ def test_cli_detect_exit_codes(tiny_cfg, tiny_weights, tmp_path, monkeypatch, ca
                 "diou",
                 "--resize",
                 "letterbox",
+                "--device",
+                "cpu",
             ]
         )
         == 0
     )
     assert (tmp_path / "out" / "x.jpg").is_file() and (tmp_path / "out" / "detections.json").is_file()
+    out = capsys.readouterr().out
+    assert "1 images/frames" in out and "ms (fp32, BN folded, channels_last, eager)" in out  # how it ran
 
 
 def test_cli_names_a_checkpoint_a_folder_or_a_bad_names_file_given_for_weights(

@@ -399,7 +399,9 @@ def run_val(
         print(
             f"val: {label} ({m if w is not None else 'exported'}) on {data} [{split}: {dataset.split_origin}], "
             f"{len(dataset)} images, {len(names)} classes; {wd}x{h} {detector.resize}, {postprocess.describe()}, "
-            f"batch {batch}, {detector.device}" + (f"; {tile.describe()}" if tile is not None else "")
+            f"batch {batch}, {detector.device}"
+            + (f" ({base.speed.describe()})" if base.network is not None else "")
+            + (f"; {tile.describe()}" if tile is not None else "")
         )
         metrics = evaluate(detector, dataset, batch_size=batch, progress=progress, save_json=jpath, plots_dir=out_dir)
         table = metrics.table()

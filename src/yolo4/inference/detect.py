@@ -279,9 +279,10 @@ def run_detect(
     t = summary.timings
     h, w = detector.input_hw
     tiles = f", {tile.describe()}" if tile is not None else ""
+    how = f" ({base.speed.describe()})" if base.network is not None else ""
     print(
         f"{summary.processed} images/frames at {w}x{h} ({detector.resize}{tiles}), {len(summary.problems)} problems. "
-        f"Per image: pre-process {t['preprocess']:.1f} ms, network {t['network']:.1f} ms, "
+        f"Per image: pre-process {t['preprocess']:.1f} ms, network {t['network']:.1f} ms{how}, "
         f"post-process {t['postprocess']:.1f} ms. Results in {save}"
     )
     return summary
