@@ -1,0 +1,66 @@
+"""yolo4.inference.device: the device rule and the native-bf16 check that decides bf16 training
+and `--half` on a CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import yolo4.inference.device as device
+from yolo4.errors import Yolo4Error
+from yolo4.inference.device import native_bf16, select_device
+
+needs_mkldnn_bf16 = pytest.mark.skipif(
+    not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    reason="PyTorch's oneDNN has no bf16 kernels on this CPU (no AVX-512)",
+)
+
+
+def test_select_device_names_what_it_cannot_do():
+    assert select_device("cpu") == torch.device("cpu")
+    with pytest.raises(Yolo4Error, match="unknown device 'gpu'"):
+        select_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(Yolo4Error, match="PyTorch sees no CUDA device"):
+            select_device("cuda")
+
+
+@needs_mkldnn_bf16
+def test_an_avx512_cpu_without_bf16_instructions_is_not_native(monkeypatch):
+    """PyTorch's check says yes on Skylake / Cascade Lake / Ice Lake, where bf16 is emulated
+    (~3x slower than fp32): the instruction sets decide."""
+    monkeypatch.setattr(device.platform, "machine", lambda: "x86_64")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    for avx512_bf16, amx, native in [(False, False, False), (True, False, True), (False, True, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert native_bf16() is native, (avx512_bf16, amx)
+    # a oneDNN ISA cap below bf16 (how this project emulates older CPUs) counts as no bf16
+    for cap, native in [
+        ("AVX2", False),
+        ("avx512_core", False),
+        ("AVX512_CORE_VNNI", False),
+        ("AVX512_CORE_AMX", True),
+    ]:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert native_bf16() is native, cap
+
+
+@needs_mkldnn_bf16
+def test_without_torchs_private_checks_the_cpu_flags_decide(monkeypatch):
+    monkeypatch.setattr(device.platform, "machine", lambda: "x86_64")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    for flags, native in [({"avx512f", "avx512bw"}, False), ({"avx512f", "avx512_bf16"}, True), ({"amx_bf16"}, True)]:
+        monkeypatch.setattr(device, "_cpu_flags", lambda f=flags: f)
+        assert native_bf16() is native, flags
+
+
+def test_training_takes_bf16_only_where_it_is_native(monkeypatch):
+    from yolo4.training import build
+    from yolo4.training.config import TrainConfig
+
+    cfg = TrainConfig(data="d")
+    for native in (True, False):
+        monkeypatch.setattr(build, "native_bf16", lambda n=native: n)
+        assert build.autocast_dtype(cfg, torch.device("cpu")) == (torch.bfloat16 if native else None)
