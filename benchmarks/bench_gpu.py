@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from yolo4.darknet.network import Darknet
+from yolo4.inference.device import native_bf16
 from yolo4.inference.fastpath import EAGER, FAST_CUDA, PRECISIONS, FastNetwork, SpeedConfig, upload
 from yolo4.models.zoo import resolve_spec
 from yolo4.ops.boxes import decode_heads
@@ -189,11 +190,8 @@ def ways(device: torch.device, smoke: bool) -> dict[str, tuple[SpeedConfig, bool
     """name -> (SpeedConfig, peer style)."""
     if device.type != "cuda":  # the CPU smoke run: the same code, precisions a CPU has
         fast = EAGER.replace(fold_bn=True, channels_last=True, batched_nms=True, compile="off" if smoke else "default")
-        return {
-            "eager fp32": (EAGER, True),
-            "eager bf16": (EAGER.replace(precision="bf16"), True),
-            "yolo4 fast": (fast, False),
-        }
+        half = {"eager bf16": (EAGER.replace(precision="bf16"), True)} if native_bf16() else {}  # (refused elsewhere)
+        return {"eager fp32": (EAGER, True), **half, "yolo4 fast": (fast, False)}
     return {
         "eager fp32": (EAGER, True),
         "eager fp16": (EAGER.replace(precision="fp16"), True),

@@ -10,11 +10,6 @@ import yolo4.inference.device as device
 from yolo4.errors import Yolo4Error
 from yolo4.inference.device import native_bf16, select_device
 
-needs_mkldnn_bf16 = pytest.mark.skipif(
-    not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-    reason="PyTorch's oneDNN has no bf16 kernels on this CPU (no AVX-512)",
-)
-
 
 def test_select_device_names_what_it_cannot_do():
     assert select_device("cpu") == torch.device("cpu")
@@ -25,10 +20,10 @@ def test_select_device_names_what_it_cannot_do():
             select_device("cuda")
 
 
-@needs_mkldnn_bf16
 def test_an_avx512_cpu_without_bf16_instructions_is_not_native(monkeypatch):
     """PyTorch's check says yes on Skylake / Cascade Lake / Ice Lake, where bf16 is emulated
     (~3x slower than fp32): the instruction sets decide."""
+    monkeypatch.setattr(device, "_onednn_bf16", lambda: True)  # an AVX-512 CPU, as PyTorch sees it
     monkeypatch.setattr(device.platform, "machine", lambda: "x86_64")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     for avx512_bf16, amx, native in [(False, False, False), (True, False, True), (False, True, True)]:
@@ -46,14 +41,23 @@ def test_an_avx512_cpu_without_bf16_instructions_is_not_native(monkeypatch):
         assert native_bf16() is native, cap
 
 
-@needs_mkldnn_bf16
 def test_without_torchs_private_checks_the_cpu_flags_decide(monkeypatch):
+    monkeypatch.setattr(device, "_onednn_bf16", lambda: True)
     monkeypatch.setattr(device.platform, "machine", lambda: "x86_64")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
     for flags, native in [({"avx512f", "avx512bw"}, False), ({"avx512f", "avx512_bf16"}, True), ({"amx_bf16"}, True)]:
         monkeypatch.setattr(device, "_cpu_flags", lambda f=flags: f)
         assert native_bf16() is native, flags
+
+
+def test_no_onednn_bf16_kernels_means_no_bf16_and_arm_trusts_them(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(device, "_onednn_bf16", lambda: False)  # an AVX2 CPU
+    assert native_bf16() is False
+    monkeypatch.setattr(device, "_onednn_bf16", lambda: True)
+    monkeypatch.setattr(device.platform, "machine", lambda: "aarch64")  # PyTorch's check is Arm's BF16 itself
+    assert native_bf16() is True
 
 
 def test_training_takes_bf16_only_where_it_is_native(monkeypatch):

@@ -49,7 +49,7 @@ def native_bf16() -> bool:
     yolov4-tiny training step 1.71 s against 0.60 s): the instruction sets are asked here, and an
     ISA cap below bf16 counts as their absence.
     """
-    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+    if not _onednn_bf16():
         return False
     if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _NO_BF16_ISA:
         return False
@@ -60,6 +60,11 @@ def native_bf16() -> bool:
     if avx512_bf16 is not None and amx is not None:
         return bool(avx512_bf16() or amx())
     return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+def _onednn_bf16() -> bool:
+    """PyTorch's own check: oneDNN has bf16 kernels here (natively or emulated)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _cpu_flags() -> set[str]:
