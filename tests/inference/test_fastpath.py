@@ -106,7 +106,7 @@ def test_bf16_network_is_close_to_fp32():
 
 def test_bf16_is_refused_on_a_cpu_without_native_bf16(monkeypatch):
     monkeypatch.setattr(fastpath, "native_bf16", lambda: False)
-    with pytest.raises(Yolo4Error, match=r"bf16 \(--half on a CPU\) needs native bf16 .*5x slower"):
+    with pytest.raises(Yolo4Error, match=r"bf16 \(--half on a CPU\) needs native bf16 .*3-5x slower"):
         FastNetwork(_model(), FAST_CPU.replace(precision="bf16"), torch.device("cpu"))
     FastNetwork(_model(), FAST_CPU, torch.device("cpu"))  # fp32 is fine
 

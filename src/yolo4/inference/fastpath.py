@@ -12,7 +12,7 @@ One frozen `SpeedConfig` says what is done, and every command takes the same obj
                     cast (as darknet's and Ultralytics' half-precision inference); the heads come
                     back as float32, so decoding and NMS always run in float32. fp16 is CUDA's;
                     bf16 on a CPU needs native bf16 (AVX-512 BF16 or AMX) and is refused without
-                    it (emulated, it is ~5x slower than fp32)
+                    it (emulated, it is 3-5x slower than fp32)
     fold_bn         BatchNorm folded into the convolutions (`fuse_conv_bn`)
     channels_last   NHWC weights and input (tensor cores and oneDNN prefer it)
     compile         "off" or a torch.compile mode: "default", "reduce-overhead" (CUDA graphs),
@@ -35,8 +35,8 @@ One frozen `SpeedConfig` says what is done, and every command takes the same obj
 `FAST_CUDA` (fp16, folded, channels_last, compiled with "reduce-overhead", async upload,
 batched NMS) is the default on CUDA; `FAST_CPU` (fp32, folded, channels_last: the same heads
 within 2e-6 of their scale, 1.2-1.9x eager) on the CPU; `EAGER` (what PyTorch does with the
-module as it is) is `--eager`, and the default on other devices. The compile mode of FAST_CUDA is the one `benchmarks/bench_gpu.py`
-is written to choose by measurement; until a GPU run has measured it, it is the mode that
+module as it is) is `--eager`, and the default on other devices. The compile mode of FAST_CUDA
+is the one `benchmarks/bench_gpu.py` is written to choose by measurement; until a GPU run has measured it, it is the mode that
 removes per-kernel launch cost (CUDA graphs), the usual bottleneck of batch-1 detection.
 """
 
@@ -90,9 +90,9 @@ def fuse_conv_bn(model: Darknet) -> Darknet:
 
 
 def _compiling(device: torch.device) -> contextlib.ExitStack:
-    """The settings a compiled call runs under: past dynamo's limit of variants it raises (caught
-    below: a warning and eager from then on) instead of silently running eagerly with a log
-    line; on the CPU Inductor compiles with the weights as constants (`freezing`, inference only:
+    """The settings a compiled call runs under. A network past dynamo's limit of variants raises
+    (caught by the caller: a warning, then eager) instead of running eagerly behind a log line.
+    On the CPU, Inductor compiles with the weights as constants (`freezing`, inference only:
     oneDNN pre-packs them once instead of on every call)."""
     import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
@@ -134,7 +134,7 @@ class FastNetwork:
         if self.device.type == "cpu" and self.speed.precision == "bf16" and not native_bf16():
             raise Yolo4Error(
                 "bf16 (--half on a CPU) needs native bf16 (lscpu flags avx512_bf16 or amx_bf16), which this CPU "
-                "lacks: emulated it is ~5x slower than fp32; leave --half out"
+                "lacks: emulated it is 3-5x slower than fp32; leave --half out"
             )
         changes = self.speed.fold_bn or self.speed.channels_last or self.speed.precision != "fp32"
         net = copy.deepcopy(model) if changes and not owned else model

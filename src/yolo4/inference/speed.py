@@ -56,7 +56,7 @@ class SpeedConfig:
     def on(self, device: object) -> SpeedConfig:
         """These settings as they apply on `device` (a torch.device or its name): fp16 and async
         upload are CUDA-only (fp16 on a CPU is refused: it is slower there than fp32), bf16 runs
-        anywhere (`FastNetwork` refuses it on a CPU without native bf16, where it is ~5x slower)."""
+        anywhere (`FastNetwork` refuses it on a CPU without native bf16, where it is 3-5x slower)."""
         if _device_type(device) == "cuda":
             return self
         if self.precision == "fp16":
