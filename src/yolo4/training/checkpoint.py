@@ -166,8 +166,14 @@ def trained_network(
     if "cfg_text" not in ckpt:
         raise CheckpointError(f"{path}: not a yolo4 training checkpoint (no network description)")
     net = Darknet(parse_cfg(ckpt["cfg_text"], source=source or str(path)))
-    load_model_state(net, ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"], path)
+    load_model_state(net, network_state(ckpt), path)
     return net
+
+
+def network_state(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The state dict a checkpoint's network is used with: its EMA weights when it has them (what
+    validation scored and best.pt was chosen by), else its weights."""
+    return checkpoint["ema"]["module"] if checkpoint.get("ema") else checkpoint["model"]
 
 
 def load_latest(

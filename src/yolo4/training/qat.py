@@ -135,11 +135,11 @@ def load_qat_checkpoint(path: Path, base: Darknet) -> Darknet:
     (the run's BN-folded network, not changed) restored to its quantiser layout, with the
     checkpoint's EMA weights (its raw weights without EMA), in eval mode."""
     from yolo4.export.qat import restore_qat
-    from yolo4.training.checkpoint import load_checkpoint, load_model_state
+    from yolo4.training.checkpoint import load_checkpoint, load_model_state, network_state
 
     ckpt = load_checkpoint(path)
     qmodel = restore_qat(base, ckpt["qat"])
-    load_model_state(qmodel, ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"], path)
+    load_model_state(qmodel, network_state(ckpt), path)
     return qmodel.eval()
 
 
