@@ -56,7 +56,9 @@ RECIPES = (
     ("ONNX int8 NNCF", "onnx", {"int8": True, "int8_tool": "nncf"}),
     ("ONNX int8 NNCF + auto float layers", "onnx", {"int8": True, "int8_tool": "nncf", **AUTO}),
     ("OpenVINO fp32", "openvino", {}),
+    ("ONNX int8 NNCF, 8-bit weights", "onnx", {"int8": True, "int8_tool": "nncf", "int8_weight_bits": 8}),
     ("OpenVINO int8 NNCF", "openvino", {"int8": True, "int8_tool": "nncf"}),
+    ("OpenVINO int8 NNCF, 8-bit weights", "openvino", {"int8": True, "int8_tool": "nncf", "int8_weight_bits": 8}),
     ("TFLite fp32", "tflite", {}),
     ("TFLite int8 PT2E", "tflite", {"int8": True}),
     ("TFLite int8 PT2E + auto float layers", "tflite", {"int8": True, **AUTO}),
@@ -88,7 +90,7 @@ def export_variants(
     for label, fmt, fields in RECIPES:
         if fmt not in formats:
             continue
-        out = folder / (label.replace(" ", "_").replace("+", "").lower() + SUFFIX[fmt])
+        out = folder / (label.replace(" ", "_").replace("+", "").replace(",", "").lower() + SUFFIX[fmt])
         int8 = fields.get("int8", False)
         options = ExportOptions(
             format=fmt, calib=calib if int8 else None, calib_count=calib_count, calib_split=calib_split, **fields

@@ -189,16 +189,25 @@ def test_train_demo_refuses_options_it_would_ignore(capsys):
     """The real run_train: it refuses before any work, naming each ignored option."""
     assert main(["train", "--demo", "--data", "d.yaml", "--epochs", "3", "--set", "lr=0.1", "--out", "o"]) == 2
     err = capsys.readouterr().err
-    assert "train --demo" in err and "--data, --set, --epochs" in err and "--out and --device" in err
+    assert "train --demo" in err and "--data, --set, --epochs" in err and "--out, --device and --time-budget" in err
 
 
-def test_train_demo_takes_out_and_device(monkeypatch):
+def test_train_demo_takes_out_device_and_its_budget(monkeypatch):
     import yolo4.training.demo
 
     rec = _Record({})
     monkeypatch.setattr(yolo4.training.demo, "run_demo", rec)
     assert main(["train", "--demo", "--out", "runs/x", "--device", "cpu"]) == 0
-    assert rec.calls == [(("runs/x",), {"device": "cpu"})]
+    assert main(["train", "--demo", "--time-budget", "30"]) == 0
+    assert rec.calls == [
+        (("runs/x",), {"device": "cpu", "minutes": None}),
+        (("runs/demo",), {"device": "auto", "minutes": 30.0}),
+    ]
+
+
+def test_train_takes_a_time_budget(api, capsys):
+    _, kw, _ = _call(api, "train", ["train", "--data", "d", "--time-budget", "20"], capsys)
+    assert kw["time_budget_min"] == 20.0
 
 
 # ------------------------------------------------------------------ old spellings

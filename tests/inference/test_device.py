@@ -1,5 +1,5 @@
-"""yolo4.inference.device: the device rule and the native-bf16 check that decides bf16 training
-and `--half` on a CPU."""
+"""yolo4.inference.device: the device rule, the native-bf16 check that decides bf16 training
+and `--half` on a CPU, and the int8 dot-product check that decides where OpenVINO runs int8."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 import yolo4.inference.device as device
 from yolo4.errors import Yolo4Error
-from yolo4.inference.device import native_bf16, select_device
+from yolo4.inference.device import int8_dot_product, native_bf16, select_device
 
 
 def test_select_device_names_what_it_cannot_do():
@@ -68,3 +68,19 @@ def test_training_takes_bf16_only_where_it_is_native(monkeypatch):
     for native in (True, False):
         monkeypatch.setattr(build, "native_bf16", lambda n=native: n)
         assert build.autocast_dtype(cfg, torch.device("cpu")) == (torch.bfloat16 if native else None)
+
+
+def test_int8_without_saturation_needs_vnni_or_amx_on_x86(monkeypatch):
+    monkeypatch.setattr(device.platform, "machine", lambda: "x86_64")
+    for flags, exact in [
+        ({"avx2", "fma"}, False),  # Haswell .. Zen 3
+        ({"avx2", "avx512f", "avx512bw"}, False),  # Skylake-SP
+        ({"avx2", "avx512f", "avx512_vnni"}, True),  # Cascade Lake, Zen 4
+        ({"avx2", "avx_vnni"}, True),  # Alder Lake
+        ({"avx2", "amx_int8"}, True),
+        (set(), False),  # flags unreadable: assume the worst
+    ]:
+        monkeypatch.setattr(device, "_cpu_flags", lambda f=flags: f)
+        assert int8_dot_product() is exact, flags
+    monkeypatch.setattr(device.platform, "machine", lambda: "aarch64")
+    assert int8_dot_product() is True

@@ -17,7 +17,8 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture(scope="module")
 def onnx_files(small_cfg_text, tmp_path_factory):
-    """A float32 export of the small network and a copy whose metadata say NNCF quantised it."""
+    """A float32 export of the small network and two copies whose metadata say NNCF quantised
+    them: with 8-bit weights (files written before the overflow fix) and with 7-bit weights."""
     import onnx
 
     from yolo4.export.common import ExportOptions
@@ -32,10 +33,20 @@ def onnx_files(small_cfg_text, tmp_path_factory):
             p.value = json.dumps({"tool": "nncf", "weights": "int8"})
     nncf = folder / "small-int8.onnx"
     onnx.save(proto, str(nncf))
+    for p in proto.metadata_props:
+        if p.key == "yolo4.quantization":
+            p.value = json.dumps({"tool": "nncf", "weights": "int8, 7-bit range", "weights_7bit": True})
+    onnx.save(proto, str(folder / "small-int8-7bit.onnx"))
     return plain, nncf
 
 
-def test_the_rule_orders_runtimes_fastest_first(onnx_files, tmp_path):
+@pytest.fixture
+def vnni(monkeypatch):
+    """The rule on a CPU with int8 dot products (VNNI), whatever this machine has."""
+    monkeypatch.setattr(rt, "int8_dot_product", lambda: True)
+
+
+def test_the_rule_orders_runtimes_fastest_first(onnx_files, tmp_path, vnni):
     plain, nncf = onnx_files
     assert rt.runtime_preference(plain)[0] == ("onnxruntime", "openvino", "opencv")
     assert rt.runtime_preference(nncf)[0] == ("openvino", "onnxruntime", "opencv")
@@ -43,7 +54,37 @@ def test_the_rule_orders_runtimes_fastest_first(onnx_files, tmp_path):
     assert rt.runtime_preference(tmp_path / "m.xml")[0] == ("openvino",)
 
 
-def test_auto_takes_the_first_installed_runtime_and_says_so(onnx_files, monkeypatch, capsys):
+def test_without_vnni_8bit_int8_weights_go_to_onnxruntime(onnx_files, monkeypatch):
+    """OpenVINO's int8 kernels saturate on CPUs without VNNI where weights use all 8 bits
+    (yolo-fastest-1.1 on an AVX2 AMD EPYC: heads' SQNR 18 dB against 26 dB); onnxruntime's do not,
+    and NNCF's 7-bit weights (yolo4's exports now) do not saturate in OpenVINO either."""
+    plain, nncf = onnx_files
+    monkeypatch.setattr(rt, "int8_dot_product", lambda: False)
+    order, why = rt.runtime_preference(nncf)
+    assert order[0] == "onnxruntime" and "without VNNI" in why
+    assert rt.runtime_preference(nncf.with_name("small-int8-7bit.onnx"))[0][0] == "openvino"
+    assert rt.runtime_preference(plain)[0][0] == "onnxruntime"
+    assert rt.openvino_saturates({"tool": "onnxruntime.quantization.quantize_static"})
+    assert not rt.openvino_saturates("none") and not rt.openvino_saturates({"weights_7bit": True})
+
+
+def test_openvino_warns_when_it_runs_8bit_int8_weights_without_vnni(onnx_files, monkeypatch):
+    pytest.importorskip("openvino")
+    import warnings
+
+    plain, nncf = onnx_files
+    monkeypatch.setattr(rt, "int8_dot_product", lambda: False)
+    with pytest.warns(UserWarning, match=r"small-int8.onnx: int8 weights .* this CPU has no VNNI.*onnxruntime"):
+        rt.load_exported(nncf, runtime="openvino")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rt.load_exported(nncf.with_name("small-int8-7bit.onnx"), runtime="openvino")
+        rt.load_exported(plain, runtime="openvino")
+        monkeypatch.setattr(rt, "int8_dot_product", lambda: True)
+        rt.load_exported(nncf, runtime="openvino")
+
+
+def test_auto_takes_the_first_installed_runtime_and_says_so(onnx_files, monkeypatch, capsys, vnni):
     plain, nncf = onnx_files
     missing: set[str] = set()
     monkeypatch.setattr(rt, "installed", lambda name: name not in missing)

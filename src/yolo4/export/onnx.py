@@ -325,6 +325,7 @@ def export_onnx(
                 method=options.calib_method,
                 tool=options.int8_tool,
                 keep_float=options.int8_keep_float,
+                weight_bits=options.int8_weight_bits,
             )
             if options.check and options.outputs != "nms":
                 report["int8_max_abs_diff"] = compare_with_torch(q_path, graph, check_input(options, hw))

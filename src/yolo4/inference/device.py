@@ -62,6 +62,22 @@ def native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
 
 
+def int8_dot_product() -> bool:
+    """Whether this CPU multiplies int8 without saturating: on x86 the int8 dot-product
+    instructions that accumulate in 32 bits (AVX-512 VNNI, AVX-VNNI, AMX int8: Cascade Lake,
+    Zen 4 and newer); other architectures: True.
+
+    Without them (AVX2 CPUs, AVX-512 before Cascade Lake) int8 convolution kernels add pairs of
+    u8 x s8 products into 16 bits (vpmaddubsw), which saturate where the weights use the whole
+    int8 range. OpenVINO's kernels do: on a 2-core AMD EPYC VM with AVX2 only, an NNCF int8
+    yolo-fastest-1.1 with 8-bit weights kept a heads' SQNR of 18.2 dB against float32 where the
+    exact int8 arithmetic gives 26.3 dB (onnxruntime's kernels: 26.3); with 7-bit weights 25.9 dB.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & _cpu_flags())
+
+
 def _onednn_bf16() -> bool:
     """PyTorch's own check: oneDNN has bf16 kernels here (natively or emulated)."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())

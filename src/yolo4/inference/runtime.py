@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 
 from yolo4.darknet import NetworkSpec, parse_cfg
 from yolo4.errors import ExportError
+from yolo4.inference.device import int8_dot_product
 from yolo4.ops.boxes import DecodedHeads
 
 EXPORTED_SUFFIXES = (".onnx", ".tflite", ".xml")
@@ -415,6 +417,14 @@ class OpenVinoModel(ExportedModel):
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", config)
+        if openvino_saturates(self.quantization):
+            warnings.warn(
+                f"{path}: int8 weights with the whole 8-bit range, and this CPU has no VNNI: OpenVINO's int8 "
+                "convolutions saturate here and lose accuracy (yolo-fastest-1.1: heads' SQNR 18 dB against 26 dB). "
+                "Run the .onnx file with --runtime onnxruntime, or export it again: NNCF int8 exports now "
+                "use 7-bit weights, which do not saturate",
+                stacklevel=2,
+            )
         shape = self.compiled.inputs[0].get_partial_shape()
         self.static_batch = shape[0].get_length() if shape[0].is_static else None
         self.request = self.compiled.create_infer_request()
@@ -482,7 +492,8 @@ def runtime_preference(path: str | os.PathLike) -> tuple[tuple[str, ...], str]:
     .tflite: tflite. .xml: openvino. A .onnx file: onnxruntime, then openvino, then opencv (OpenCV DNN
     was the slowest; onnxruntime and OpenVINO are within 5 % of each other on float32), except an int8
     file quantised by NNCF: openvino first, because onnxruntime's kernels do not fuse NNCF's QDQ layout
-    and run it about 2x slower (270 against 137 ms for yolov4-tiny at 416, one thread).
+    and run it about 2x slower (270 against 137 ms for yolov4-tiny at 416, one thread), unless its
+    weights use the whole 8-bit range and this CPU has no VNNI (`openvino_saturates`).
     """
     suffix = Path(path).suffix.lower()
     if suffix == ".tflite":
@@ -491,8 +502,20 @@ def runtime_preference(path: str | os.PathLike) -> tuple[tuple[str, ...], str]:
         return ("openvino",), "the one runtime of OpenVINO IR"
     quant = json.loads(onnx_metadata(path).get("yolo4.quantization", '"none"'))
     if isinstance(quant, dict) and str(quant.get("tool", "")).startswith("nncf"):
+        if openvino_saturates(quant):
+            return ("onnxruntime", "openvino", "opencv"), (
+                "NNCF int8 with 8-bit weights on a CPU without VNNI: OpenVINO's int8 kernels saturate here, onnxruntime's do not"
+            )
         return ("openvino", "onnxruntime", "opencv"), "NNCF int8: OpenVINO runs it in int8, ~2x onnxruntime"
     return ("onnxruntime", "openvino", "opencv"), "the fastest measured for .onnx"
+
+
+def openvino_saturates(quantization: Any) -> bool:
+    """Whether OpenVINO's int8 kernels lose accuracy on this CPU for a file with the int8 recipe
+    `quantization` (its `yolo4.quantization` metadata): int8 weights that use the whole 8-bit range
+    (files written before NNCF's overflow fix was applied to every convolution, QAT files,
+    onnxruntime's quantiser) on a CPU without VNNI (`int8_dot_product`)."""
+    return isinstance(quantization, dict) and not quantization.get("weights_7bit") and not int8_dot_product()
 
 
 def choose_runtime(path: str | os.PathLike) -> str:

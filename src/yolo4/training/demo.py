@@ -31,13 +31,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import psutil
 import torch
 
+from yolo4.errors import Yolo4Error
 from yolo4.training.build import autocast_dtype, select_device
 from yolo4.training.config import TrainConfig
 from yolo4.training.train import train
@@ -76,6 +77,7 @@ class DemoConfig:
     val_every: int = 2  # validate every 2nd epoch (and the last): each pass costs about a tenth of an epoch
     detect_images: int = 16
     gpu_epochs: int = 30  # with a GPU there is no time budget: this many epochs
+    few_epochs: int = 8  # fewer than this in the budget: the demo says how to train longer
     seed: int = 0
 
     def train_config(
@@ -103,6 +105,15 @@ class DemoConfig:
         )
 
 
+def few_epochs_hint(epochs: int, minutes: float) -> str:
+    """What the demo says when its budget fitted few epochs on this CPU (the model still learning)."""
+    longer = 5 * round(minutes * 12 / max(epochs, 1) / 5)  # ~12 epochs at this CPU's pace
+    return (
+        f"demo: this CPU fitted {epochs} epochs in the {minutes:g}-minute budget and the model was still learning; "
+        f"`yolo4 train --demo --time-budget {longer}` trains about 12 here (see the README's demo section)"
+    )
+
+
 def cpu_threads(sample_s: float = 0.5) -> int:
     """Training threads for this CPU: every core this process may use, minus those other jobs
     keep busy. Two OpenMP threads that share a core with another job run several times slower
@@ -122,9 +133,18 @@ def _busy_cores(sample_s: float) -> float:
 
 
 def run_demo(
-    out: str | os.PathLike = "runs/demo", device: str = "auto", demo: DemoConfig = DemoConfig(), progress: bool = True
+    out: str | os.PathLike = "runs/demo",
+    device: str = "auto",
+    demo: DemoConfig = DemoConfig(),
+    progress: bool = True,
+    minutes: float | None = None,
 ) -> dict:
-    """Make data, train, evaluate, detect; print and return the summary (see module docstring)."""
+    """Make data, train, evaluate, detect; print and return the summary (see module docstring).
+    `minutes`: the training budget on a CPU instead of the demo's (`yolo4 train --demo --time-budget`)."""
+    if minutes is not None:
+        if minutes <= 0:
+            raise Yolo4Error(f"--time-budget must be a positive number of minutes, got {minutes:g}")
+        demo = replace(demo, train_minutes=minutes, fp32_train_minutes=minutes)
     from yolo4.data.dataset import load_dataset
     from yolo4.data.shapes import ShapesConfig, make_shapes
     from yolo4.inference.detect import run_detect
@@ -198,4 +218,6 @@ def run_demo(
         f"(data {summary['seconds']['data']:.0f}s, train {summary['seconds']['train']:.0f}s, "
         f"eval {summary['seconds']['eval']:.0f}s, detect {summary['seconds']['detect']:.0f}s)"
     )
+    if cfg.time_budget_min is not None and result.epochs < min(cfg.epochs, demo.few_epochs):  # the budget decided
+        print(few_epochs_hint(result.epochs, cfg.time_budget_min))
     return summary

@@ -11,7 +11,8 @@ from yolo4.errors import Yolo4Error
 from yolo4.training.config import TrainConfig
 from yolo4.training.train import TrainResult, train
 
-DEMO_SETTINGS = ("out", "device")  # all that `train --demo` takes; it refuses the rest rather than ignore it
+# all that `train --demo` takes; it refuses the rest rather than ignore it
+DEMO_SETTINGS = ("out", "device", "time_budget_min")
 
 
 def _flag(name: str) -> str:
@@ -31,8 +32,9 @@ def run_train(
 
     Args:
         data: the dataset (folder, data.yaml, darknet .data, COCO .json): TrainConfig.data.
-        demo: train the README's demo; it takes only `out` and `device` and raises Yolo4Error
-            naming anything else it was given, rather than ignore it.
+        demo: train the README's demo; it takes only `out`, `device` and `time_budget_min` (its
+            training budget on a CPU) and raises Yolo4Error naming anything else it was given,
+            rather than ignore it.
         options: `KEY=VALUE` strings (`--set`), applied first.
         config: the TrainConfig to start from, or a YAML file of its fields (`--config`, e.g. the
             best.yaml of `yolo4 tune`); default TrainConfig().
@@ -47,11 +49,13 @@ def run_train(
         if ignored:
             raise Yolo4Error(
                 "train --demo trains its own recipe (yolov4-tiny on the embedded shapes data) and takes only "
-                f"--out and --device; it would ignore {', '.join(ignored)}: drop them, or train without --demo"
+                f"--out, --device and --time-budget; it would ignore {', '.join(ignored)}: drop them, or train "
+                "without --demo"
             )
         from yolo4.training.demo import run_demo
 
-        return run_demo(settings.get("out") or "runs/demo", device=settings.get("device") or "auto")
+        out, device, minutes = (settings.get(k) for k in DEMO_SETTINGS)
+        return run_demo(out or "runs/demo", device=device or "auto", minutes=minutes)
     known = [f.name for f in fields(TrainConfig)]
     unknown = sorted(set(settings) - set(known))
     if unknown:
