@@ -37,6 +37,10 @@ def onnx_files(small_cfg_text, tmp_path_factory):
         if p.key == "yolo4.quantization":
             p.value = json.dumps({"tool": "nncf", "weights": "int8, 7-bit range", "weights_7bit": True})
     onnx.save(proto, str(folder / "small-int8-7bit.onnx"))
+    for p in proto.metadata_props:
+        if p.key == "yolo4.quantization":
+            p.value = json.dumps({"tool": "onnxruntime.quantization.quantize_static", "weights": "int8"})
+    onnx.save(proto, str(folder / "small-int8-ort.onnx"))
     return plain, nncf
 
 
@@ -64,20 +68,28 @@ def test_without_vnni_8bit_int8_weights_go_to_onnxruntime(onnx_files, monkeypatc
     assert order[0] == "onnxruntime" and "without VNNI" in why
     assert rt.runtime_preference(nncf.with_name("small-int8-7bit.onnx"))[0][0] == "openvino"
     assert rt.runtime_preference(plain)[0][0] == "onnxruntime"
-    assert rt.openvino_saturates({"tool": "onnxruntime.quantization.quantize_static"})
-    assert not rt.openvino_saturates("none") and not rt.openvino_saturates({"weights_7bit": True})
+    ort_file = {"tool": "onnxruntime.quantization.quantize_static"}  # signed int8 activations
+    assert rt.int8_saturates(ort_file, "openvino") and rt.int8_saturates(ort_file, "onnxruntime")
+    assert rt.int8_saturates({"tool": "nncf"}, "openvino") and not rt.int8_saturates({"tool": "nncf"}, "onnxruntime")
+    assert not rt.int8_saturates("none", "openvino") and not rt.int8_saturates({"weights_7bit": True}, "openvino")
+    assert not rt.int8_saturates(ort_file, "tflite")  # XNNPACK: the same agreement as on a VNNI CPU
 
 
-def test_openvino_warns_when_it_runs_8bit_int8_weights_without_vnni(onnx_files, monkeypatch):
+def test_a_runtime_that_saturates_here_warns(onnx_files, monkeypatch):
     pytest.importorskip("openvino")
     import warnings
 
     plain, nncf = onnx_files
     monkeypatch.setattr(rt, "int8_dot_product", lambda: False)
-    with pytest.warns(UserWarning, match=r"small-int8.onnx: int8 weights .* this CPU has no VNNI.*onnxruntime"):
+    with pytest.warns(
+        UserWarning, match=r"small-int8.onnx: int8 weights .* no VNNI: openvino's .* --runtime onnxruntime"
+    ):
         rt.load_exported(nncf, runtime="openvino")
+    with pytest.warns(UserWarning, match=r"small-int8-ort.onnx: .* onnxruntime's int8 .* by default now\)$"):
+        rt.load_exported(nncf.with_name("small-int8-ort.onnx"), runtime="onnxruntime")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        rt.load_exported(nncf, runtime="onnxruntime")  # NNCF's layout: exact in onnxruntime
         rt.load_exported(nncf.with_name("small-int8-7bit.onnx"), runtime="openvino")
         rt.load_exported(plain, runtime="openvino")
         monkeypatch.setattr(rt, "int8_dot_product", lambda: True)

@@ -166,6 +166,18 @@ class ExportedModel(nn.Module):
         """The pre-processing resize rule recorded at export ("stretch" or "letterbox")."""
         return str(self.preprocess.get("resize", "letterbox" if self.spec.net.letter_box else "stretch"))
 
+    def _warn_if_saturating(self) -> None:
+        """A warning when this runtime's int8 kernels saturate on this CPU for this file (`int8_saturates`)."""
+        if int8_saturates(self.quantization, self.runtime):
+            safe = self.runtime == "openvino" and not int8_saturates(self.quantization, "onnxruntime")
+            advice = ", or run it with --runtime onnxruntime" if safe else ""
+            warnings.warn(
+                f"{self.path}: int8 weights with the whole 8-bit range, and this CPU has no VNNI: {self.runtime}'s "
+                "int8 convolutions saturate here and lose accuracy (yolo-fastest-1.1: heads' SQNR 17-18 dB where "
+                f"exact int8 gives 21-26 dB). Export it again (int8 weights take 7 bits by default now){advice}",
+                stacklevel=3,
+            )
+
     def _run(self, x: np.ndarray) -> list[np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -314,6 +326,7 @@ class OnnxModel(ExportedModel):
         self._check_graph(list(inp.shape), len(self.session.get_outputs()))
         self.input_name = inp.name
         self.static_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+        self._warn_if_saturating()
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input_name: x.astype(np.float32, copy=False)})
@@ -417,14 +430,7 @@ class OpenVinoModel(ExportedModel):
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", config)
-        if openvino_saturates(self.quantization):
-            warnings.warn(
-                f"{path}: int8 weights with the whole 8-bit range, and this CPU has no VNNI: OpenVINO's int8 "
-                "convolutions saturate here and lose accuracy (yolo-fastest-1.1: heads' SQNR 18 dB against 26 dB). "
-                "Run the .onnx file with --runtime onnxruntime, or export it again: NNCF int8 exports now "
-                "use 7-bit weights, which do not saturate",
-                stacklevel=2,
-            )
+        self._warn_if_saturating()
         shape = self.compiled.inputs[0].get_partial_shape()
         self.static_batch = shape[0].get_length() if shape[0].is_static else None
         self.request = self.compiled.create_infer_request()
@@ -493,7 +499,7 @@ def runtime_preference(path: str | os.PathLike) -> tuple[tuple[str, ...], str]:
     was the slowest; onnxruntime and OpenVINO are within 5 % of each other on float32), except an int8
     file quantised by NNCF: openvino first, because onnxruntime's kernels do not fuse NNCF's QDQ layout
     and run it about 2x slower (270 against 137 ms for yolov4-tiny at 416, one thread), unless its
-    weights use the whole 8-bit range and this CPU has no VNNI (`openvino_saturates`).
+    weights use the whole 8-bit range and this CPU has no VNNI (`int8_saturates`).
     """
     suffix = Path(path).suffix.lower()
     if suffix == ".tflite":
@@ -502,7 +508,7 @@ def runtime_preference(path: str | os.PathLike) -> tuple[tuple[str, ...], str]:
         return ("openvino",), "the one runtime of OpenVINO IR"
     quant = json.loads(onnx_metadata(path).get("yolo4.quantization", '"none"'))
     if isinstance(quant, dict) and str(quant.get("tool", "")).startswith("nncf"):
-        if openvino_saturates(quant):
+        if int8_saturates(quant, "openvino"):
             return ("onnxruntime", "openvino", "opencv"), (
                 "NNCF int8 with 8-bit weights on a CPU without VNNI: OpenVINO's int8 kernels saturate here, onnxruntime's do not"
             )
@@ -510,12 +516,19 @@ def runtime_preference(path: str | os.PathLike) -> tuple[tuple[str, ...], str]:
     return ("onnxruntime", "openvino", "opencv"), "the fastest measured for .onnx"
 
 
-def openvino_saturates(quantization: Any) -> bool:
-    """Whether OpenVINO's int8 kernels lose accuracy on this CPU for a file with the int8 recipe
-    `quantization` (its `yolo4.quantization` metadata): int8 weights that use the whole 8-bit range
-    (files written before NNCF's overflow fix was applied to every convolution, QAT files,
-    onnxruntime's quantiser) on a CPU without VNNI (`int8_dot_product`)."""
-    return isinstance(quantization, dict) and not quantization.get("weights_7bit") and not int8_dot_product()
+def int8_saturates(quantization: Any, runtime: str) -> bool:
+    """Whether `runtime`'s int8 kernels lose accuracy on this CPU for a file with the int8 recipe
+    `quantization` (its `yolo4.quantization` metadata): weights that use the whole 8-bit range (files
+    written before 7 bits became the default, QAT files, `--int8-weight-bits 8`) on a CPU without
+    VNNI (`int8_dot_product`). Measured on yolo-fastest-1.1 on an AVX2 AMD EPYC, heads' SQNR against
+    float32, the runtime's against the exact int8 arithmetic: OpenVINO with any such file (NNCF's:
+    18.1 against 26.3 dB); onnxruntime with its own quantiser's files (signed int8 activations:
+    17.2 against 21.0 dB) but not with NNCF's (26.35 against 26.30)."""
+    if not isinstance(quantization, dict) or quantization.get("weights_7bit") or int8_dot_product():
+        return False
+    if runtime == "openvino":
+        return True
+    return runtime == "onnxruntime" and str(quantization.get("tool", "")).startswith("onnxruntime")
 
 
 def choose_runtime(path: str | os.PathLike) -> str:

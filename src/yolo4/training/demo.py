@@ -23,7 +23,9 @@ faster). The same VM restricted to AVX2 (fp32; batch 8 at 192 px) fitted 8 epoch
 epochs, 0.876 / 0.498 in 12.6 min; the same VM restricted to AVX2 with today's fp32 settings
 (batch 8, the last quarter of the epochs at 256 px, a 13.5-minute budget): 11 epochs, 0.706 /
 0.338 in 13.4 min; the Xeon as an AVX-512 CPU without bf16 (ONEDNN_MAX_CPU_ISA=AVX512_CORE), the
-same fp32 plan: 15 epochs, 0.813 / 0.417 in 12.9 min (see the README).
+same fp32 plan: 15 epochs, 0.813 / 0.417 in 12.9 min. A real AVX2-only CPU (AMD EPYC VM, Zen 3,
+~1.6x slower per step than the emulation): 5 epochs, 0.427 / 0.168 in 13.3 min, so the demo
+then says how to train longer (`--time-budget`; see the README).
 """
 
 from __future__ import annotations
