@@ -86,6 +86,10 @@ def test_a_slow_cpu_is_told_how_to_train_longer():
     assert "--time-budget 15" in few_epochs_hint(10, 12.5)
     with pytest.raises(Yolo4Error, match="--time-budget must be a positive number of minutes, got 0"):
         run_demo("unused", device="cpu", minutes=0)
+    from yolo4.training.train import train
+
+    with pytest.raises(Yolo4Error, match="--time-budget must be a positive number of minutes, got -1"):
+        train(TrainConfig(data="unused", time_budget_min=-1))  # `yolo4 train --time-budget` too, before any work
 
 
 @pytest.mark.slow

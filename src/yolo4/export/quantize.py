@@ -250,8 +250,6 @@ def quantize_onnx(
         raise ExportError(f"{len(calib)} calibration images but the model's static batch is {batch}")
     _, exclude = network_nodes(fp32_path, keep_float)
     used = int(len(calib) // batch * batch)
-    if weight_bits not in (7, 8):
-        raise ExportError(f"int8 weights take 7 or 8 bits, not {weight_bits}")
     seven = "; 7-bit range (-64..64) outside depthwise convolutions, which CPUs without VNNI do not saturate"
     recipe = {
         "format": "QDQ",
@@ -270,7 +268,7 @@ def quantize_onnx(
             "bias_correction": "fast bias correction",
             **recipe,
         }
-    _quantize_ort(fp32_path, out_path, calib, input_name, batch, exclude, method, reduce_range=weight_bits == 7)
+    _quantize_ort(fp32_path, out_path, calib, input_name, batch, exclude, method, weight_bits=weight_bits)
     return {
         "tool": "onnxruntime.quantization.quantize_static",
         "activations": f"int8 asymmetric, per tensor, {method} calibration",
@@ -334,10 +332,10 @@ def _quantize_ort(
     exclude,
     method: str,
     collect_bytes: int | None = None,
-    reduce_range: bool = True,
+    weight_bits: int = 7,
 ) -> None:
     """onnxruntime's `quantize_static`, its calibration collecting at most `collect_bytes`
-    (default `CALIB_COLLECT_BYTES`) of activations at a time; `reduce_range`: 7-bit weights."""
+    (default `CALIB_COLLECT_BYTES`) of activations at a time; 7 `weight_bits`: its `reduce_range`."""
     collect_bytes = CALIB_COLLECT_BYTES if collect_bytes is None else collect_bytes
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -380,7 +378,7 @@ def _quantize_ort(
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=exclude,
-                reduce_range=reduce_range,
+                reduce_range=weight_bits == 7,
                 calibrate_method=methods[method],
                 extra_options=extra,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
@@ -83,13 +84,14 @@ def _onednn_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def _cpu_flags() -> set[str]:
-    """The x86 CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The x86 CPU's feature flags from /proc/cpuinfo (empty where it cannot be read), read once."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()

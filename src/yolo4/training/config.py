@@ -31,6 +31,12 @@ def resolved(value: T | None, name: str) -> T:
     return value
 
 
+def check_time_budget(minutes: float | None) -> None:
+    """Raise Yolo4Error unless `minutes` (TrainConfig.time_budget_min, `--time-budget`) is None or positive."""
+    if minutes is not None and minutes <= 0:
+        raise Yolo4Error(f"--time-budget must be a positive number of minutes, got {minutes:g}")
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs. Saved in every checkpoint (`--resume` reuses it)."""

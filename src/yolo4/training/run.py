@@ -54,8 +54,11 @@ def run_train(
             )
         from yolo4.training.demo import run_demo
 
-        out, device, minutes = (settings.get(k) for k in DEMO_SETTINGS)
-        return run_demo(out or "runs/demo", device=device or "auto", minutes=minutes)
+        return run_demo(
+            settings.get("out") or "runs/demo",
+            device=settings.get("device") or "auto",
+            minutes=settings.get("time_budget_min"),
+        )
     known = [f.name for f in fields(TrainConfig)]
     unknown = sorted(set(settings) - set(known))
     if unknown:

@@ -57,7 +57,7 @@ from yolo4.training.build import (
     train_box_sizes,
 )
 from yolo4.training.checkpoint import DISK_FULL, CheckpointError, RunLock, load_latest, load_model_state, set_rng_state
-from yolo4.training.config import TrainConfig, resolved
+from yolo4.training.config import TrainConfig, check_time_budget, resolved
 from yolo4.training.defaults import close_mosaic_epochs, planned_fields, resolve_defaults, split_note
 from yolo4.training.distributed import (
     DistInfo,
@@ -385,6 +385,7 @@ def _check_config(cfg: TrainConfig) -> None:
         from yolo4.training.qat import check_qat_config
 
         check_qat_config(cfg)
+    check_time_budget(cfg.time_budget_min)
     for key in ("img_size", "small_img_size", "val_img_size"):
         size = getattr(cfg, key)
         if size is not None and (size <= 0 or size % 32):
