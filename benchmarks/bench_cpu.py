@@ -43,9 +43,8 @@ from bench_export import KANGAROO, REFERENCE, agreement, real_photos
 from yolo4.darknet import load
 from yolo4.evaluation.evaluate import predict_dataset
 from yolo4.evaluation.metrics import coco_evaluate, paired_bootstrap
-from yolo4.export.backends import cpu_description
 from yolo4.inference.detector import Detector
-from yolo4.inference.device import native_bf16
+from yolo4.inference.device import cpu_description, native_bf16
 from yolo4.inference.fastpath import EAGER, FAST_CPU, FastNetwork, SpeedConfig
 from yolo4.models.zoo import load_model
 from yolo4.ops.nms import DETECT_POSTPROCESS, VAL_POSTPROCESS

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -43,33 +42,10 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "kangaroo"
 
 def machine_line() -> str:
     """CPU model, the vector ISA that matters for training speed, and the current load."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name") and model in ("?", ""):
-                model = ln.split(":", 1)[1].strip()
-            if ln.startswith("flags"):
-                flags = set(ln.split(":", 1)[1].split())
-                break
-        if model in ("?", "", "x86_64"):
-            model = next(
-                ln.split(":", 1)[1].strip()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    isa = (
-        "AMX+AVX-512-BF16"
-        if "amx_bf16" in flags
-        else "AVX-512"
-        if "avx512f" in flags
-        else "AVX2"
-        if "avx2" in flags
-        else "?"
-    )
+    from yolo4.inference.device import cpu_description
+
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model}, {os.cpu_count()} cores, {isa}, load {load:.1f}"
+    return f"{cpu_description()}, load {load:.1f}"
 
 
 # ---------------------------------------------------------------- yolo4

@@ -25,7 +25,7 @@ import torch
 from yolo4.data.dataset import load_dataset
 from yolo4.data.loader import build_loader
 from yolo4.data.shapes import ShapesConfig, make_shapes
-from yolo4.export.backends import cpu_description
+from yolo4.inference.device import cpu_description
 from yolo4.models.summary import model_info
 from yolo4.training.build import (
     augment_config,

@@ -26,7 +26,6 @@ import contextlib
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -40,27 +39,10 @@ DEFAULT_MODEL = SHARED / "reference" / "models" / "yolo-fastest-1.1.cfg"
 
 def machine_line() -> str:
     """CPU model, its widest vector ISA, the core count and the load (other jobs share it)."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                model = ln.split(":", 1)[1].strip()
-            if ln.startswith("flags"):
-                flags = set(ln.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    isa = (
-        "AMX+AVX-512"
-        if "amx_tile" in flags
-        else "AVX-512"
-        if "avx512f" in flags
-        else "AVX2"
-        if "avx2" in flags
-        else "?"
-    )
+    from yolo4.inference.device import cpu_description
+
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model}, {os.cpu_count()} cores, {isa}, load average {load:.1f}"
+    return f"{cpu_description()}, load average {load:.1f}"
 
 
 def train_both(configs: dict[str, Path], epochs: int, out: Path) -> dict[str, float]:

@@ -878,7 +878,8 @@ def _run_benchmark(a: argparse.Namespace) -> int:
     if a.backends:
         if a.runtime != "auto":
             a.parser.error("--runtime and --backends: --backends times every runtime side by side")
-        from yolo4.export.backends import BACKENDS, backends_table, compare_backends, cpu_description
+        from yolo4.export.backends import BACKENDS, backends_table, compare_backends
+        from yolo4.inference.device import cpu_description
 
         names = BACKENDS if a.backends == "all" else tuple(b.strip() for b in a.backends.split(",") if b.strip())
         rows = compare_backends(

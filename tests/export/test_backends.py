@@ -8,7 +8,8 @@ import math
 import pytest
 
 from yolo4.errors import Yolo4Error
-from yolo4.export.backends import BackendTiming, backends_table, compare_backends, cpu_description
+from yolo4.export.backends import BackendTiming, backends_table, compare_backends
+from yolo4.inference.device import cpu_description
 
 pytest.importorskip("onnxruntime")
 

@@ -18,7 +18,6 @@ alike); the median per back-end, in ms per image.
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -65,23 +64,6 @@ class BackendTiming:
     threads: int
     ms: float
     note: str = ""
-
-
-def cpu_description() -> str:
-    """The CPU model and its widest vector extensions (AMX, AVX-512 bf16/VNNI, AVX2), from /proc/cpuinfo."""
-    name, flags = platform.processor() or "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and name in ("", "unknown CPU", platform.processor()):
-                    name = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    isa = [f for f in ("amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx_vnni", "avx2") if f in flags]
-    return f"{name} ({os.cpu_count()} logical cores; {', '.join(isa) or 'no AVX2'})"
 
 
 def _time_interleaved(

@@ -84,14 +84,32 @@ def _onednn_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-@functools.cache
+def cpu_description() -> str:
+    """The CPU model and its widest vector extensions (AMX, AVX-512 bf16/VNNI, AVX2), the line
+    every speed figure is printed beside: "AMD EPYC (2 logical cores; avx2)"."""
+    name, flags = _cpu_info()
+    isa = [f for f in ("amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx_vnni", "avx2") if f in flags]
+    return f"{name} ({os.cpu_count()} logical cores; {', '.join(isa) or 'no AVX2'})"
+
+
 def _cpu_flags() -> frozenset[str]:
-    """The x86 CPU's feature flags from /proc/cpuinfo (empty where it cannot be read), read once."""
+    """The x86 CPU's feature flags (empty where /proc/cpuinfo cannot be read)."""
+    return _cpu_info()[1]
+
+
+@functools.cache
+def _cpu_info() -> tuple[str, frozenset[str]]:
+    """(model name, feature flags) of the first CPU in /proc/cpuinfo, read once; where it cannot
+    be read, `platform.processor()` and no flags."""
+    name, flags = "", frozenset[str]()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
+                if line.startswith("model name") and not name:
+                    name = line.split(":", 1)[1].strip()
                 if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                    flags = frozenset(line.split(":", 1)[1].split())
+                    break
     except OSError:
         pass
-    return frozenset()
+    return name or platform.processor() or "unknown CPU", flags
