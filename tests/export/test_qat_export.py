@@ -4,6 +4,8 @@ what the fake-quantised PyTorch model does."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -148,3 +150,95 @@ def test_the_summary_calls_a_qat_file_int8_and_names_what_it_was_checked_against
     assert "outputs=heads, int8 (quantisation-aware trained)" in text
     assert "int8 vs the fake-quantised PyTorch model on a fresh input: max difference" in text
     assert "float32" not in text.split("\n")[1]
+
+
+def _exported_weight_levels(path) -> list[tuple[int, int, int]]:
+    """(groups, min, max) of the int8 levels each convolution's weights are exported with: the
+    weights of every QuantizeLinear on a 4-d constant divided by their per-channel scale."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    values = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type == "Constant":
+            values[n.output[0]] = numpy_helper.to_array(next(a.t for a in n.attribute if a.name == "value"))
+    levels = []
+    for n in proto.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] in values and values[n.input[0]].ndim == 4:
+            w, scale = values[n.input[0]], values[n.input[1]]
+            q = np.clip(np.round(w / scale.reshape(-1, 1, 1, 1)), -128, 127)  # what QuantizeLinear stores
+            levels.append((w.shape[1], int(q.min()), int(q.max())))  # (in channels per group: 1 = depthwise)
+    return levels
+
+
+@pytest.mark.parametrize("bits", [7, 8])
+def test_qat_weights_train_and_export_in_the_bits_asked(
+    depthwise_qat, small_cfg_text, make_images, with_realistic_bn, tmp_path, bits
+):
+    """weight_bits=7 (the default): every convolution's weights but the depthwise ones are fake-quantised
+    on -64..63 and exported with those int8 values (CPUs without VNNI add two such products without
+    saturating), even after training widened them, and a restored checkpoint keeps it; the metadata
+    says so (`weights_7bit`, which `int8_saturates` reads). weight_bits=8: the whole range."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from yolo4.darknet import Darknet, parse_cfg
+    from yolo4.export import ExportOptions, export_model
+    from yolo4.export.qat import prepare_qat, qat_config, restore_qat, weight_bits
+    from yolo4.inference.runtime import int8_saturates
+
+    if bits == 7:
+        qmodel = depthwise_qat
+    else:
+        torch.manual_seed(0)
+        net = with_realistic_bn(Darknet(parse_cfg(depthwise_cfg(small_cfg_text))))
+        qmodel = prepare_qat(net.eval(), make_images(8, (64, 64)), weight_bits=8).eval()
+    assert weight_bits(qmodel) == bits
+    base = Darknet(qmodel.spec)
+    again = restore_qat(base, qat_config(qmodel))
+    again.load_state_dict(qmodel.state_dict())
+    assert weight_bits(again) == bits
+    with torch.no_grad():  # training that widened the weights cannot leave the 7-bit grid
+        for m in again.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(3.0)
+    for model, name in ((qmodel, "calibrated.onnx"), (again.eval(), "widened.onnx")):
+        path = export_model(model, ExportOptions(format="onnx", img_size=(64, 64)), tmp_path / name).paths[0]
+        levels = _exported_weight_levels(path)
+        assert len(levels) == 5  # the 3x3 conv, depthwise, pointwise, depthwise, head
+        dense = [lv for lv in levels if lv[0] > 1]
+        depthwise = [lv for lv in levels if lv[0] == 1]
+        if bits == 7:
+            assert all(lo >= -64 and hi <= 63 for _, lo, hi in dense), levels
+        else:
+            assert max(max(-lo, hi) for _, lo, hi in dense) >= 127, levels
+        assert max(max(-lo, hi) for _, lo, hi in depthwise) >= 127, levels  # depthwise: the whole range
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        recipe = json.loads(meta["yolo4.quantization"])
+        assert recipe["weights_7bit"] is (bits == 7)
+        assert ("7 bits" in recipe["weights"]) is (bits == 7)
+        assert not int8_saturates(recipe, "openvino") or bits == 8
+
+
+def test_the_quantised_weights_network_holds_qats_int8_weights(depthwise_qat):
+    """What TFLite's own quantiser starts from after QAT: the float network whose conv weights are
+    QAT's, each on its quantiser's grid (7-bit: -64..63 steps of scale / 63; depthwise: 8-bit), so
+    that PT2E's 8-bit rounding moves them little; the float network's weights are off that grid."""
+    from yolo4.export.qat import _weight_quantisers, float_network, quantised_weights_network
+
+    quantisers = _weight_quantisers(depthwise_qat, torch.zeros(1, 3, 64, 64))
+    assert len(quantisers) == 5
+    name_of = {id(m): n for n, m in depthwise_qat.named_modules()}
+    for net, on_grid in ((quantised_weights_network(depthwise_qat), True), (float_network(depthwise_qat), False)):
+        convs = dict(net.named_modules())
+        for q, conv in quantisers.items():
+            w = convs[name_of[id(conv)]].weight.detach()
+            steps = w / ((q.scale.detach().abs() + q.eps) / q.level_high).reshape(-1, 1, 1, 1)
+            off = float((steps - steps.round()).abs().max())
+            if on_grid:
+                assert (
+                    off < 1e-3 and q.level_low <= int(steps.min().round()) <= int(steps.max().round()) <= q.level_high
+                )
+            else:
+                assert off > 0.1

@@ -41,6 +41,10 @@ def onnx_files(small_cfg_text, tmp_path_factory):
         if p.key == "yolo4.quantization":
             p.value = json.dumps({"tool": "onnxruntime.quantization.quantize_static", "weights": "int8"})
     onnx.save(proto, str(folder / "small-int8-ort.onnx"))
+    for p in proto.metadata_props:  # a QAT file trained with qat_weight_bits=8 (or before 7 was the default)
+        if p.key == "yolo4.quantization":
+            p.value = json.dumps({"tool": "NNCF quantisation-aware training", "weights": "int8", "weights_7bit": False})
+    onnx.save(proto, str(folder / "small-int8-qat8.onnx"))
     return plain, nncf
 
 
@@ -87,6 +91,8 @@ def test_a_runtime_that_saturates_here_warns(onnx_files, monkeypatch):
         rt.load_exported(nncf, runtime="openvino")
     with pytest.warns(UserWarning, match=r"small-int8-ort.onnx: .* onnxruntime's int8 .* by default now\)$"):
         rt.load_exported(nncf.with_name("small-int8-ort.onnx"), runtime="onnxruntime")
+    with pytest.warns(UserWarning, match=r"small-int8-qat8.onnx: .* Train it again with --qat \(int8 weights take 7"):
+        rt.load_exported(nncf.with_name("small-int8-qat8.onnx"), runtime="openvino")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rt.load_exported(nncf, runtime="onnxruntime")  # NNCF's layout: exact in onnxruntime

@@ -67,6 +67,7 @@ def test_qat_config_round_trips():
         ({"weights": "W", "weights_upto": 10}, ["--weights-upto"]),
         ({"weights": "W", "qat_export": "onnx,caffe"}, ["caffe"]),
         ({"weights": "W", "qat_calib_images": 0}, ["qat_calib_images"]),
+        ({"weights": "W", "qat_weight_bits": 4}, ["qat_weight_bits=4", "7"]),
     ],
 )
 def test_bad_qat_settings_name_the_problem(qat_cfg, tiny_data, trained, tmp_path, settings, words):

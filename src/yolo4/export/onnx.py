@@ -273,7 +273,7 @@ def export_onnx(
     options.validate()
     if options.format != "onnx":
         raise ExportError(f"export_onnx got format '{options.format}'")
-    from yolo4.export.qat import QAT_RECIPE, is_qat
+    from yolo4.export.qat import is_qat, qat_recipe
 
     qat = is_qat(model)  # trained with simulated int8: its quantisers export as QDQ, no calibration
     if qat and options.int8:
@@ -309,7 +309,7 @@ def export_onnx(
         if options.outputs == "nms":
             p = options.postprocess
             proto = append_nms(proto, p.conf, p.iou, p.max_det)
-        quant: dict[str, Any] | None = dict(QAT_RECIPE) if qat else None
+        quant: dict[str, Any] | None = qat_recipe(model) if qat else None
         if options.int8:
             from yolo4.export.quantize import quantize_onnx
 

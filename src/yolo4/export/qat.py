@@ -55,6 +55,7 @@ QAT_RECIPE = {
     "activations": "int8 asymmetric, per tensor, ranges calibrated then trained",
     "float32": "decoding and NMS (everything outside the network)",
 }
+SEVEN_BITS = "; trained in 7 bits (-64..63) outside depthwise convolutions, which CPUs without VNNI do not saturate"
 # onnxruntime's int8 kernels against the fake-quantised PyTorch model: both compute the same
 # integer grid, but requantisation of a value that falls on a rounding boundary can differ by one
 # step of the output scale, and such a step propagates; relative to max(1, |output|)
@@ -107,18 +108,23 @@ def fold_batchnorm(model: Darknet) -> Darknet:
     return out.train(was_training)
 
 
-def prepare_qat(model: Darknet, calib: torch.Tensor, batch: int = 8) -> Darknet:
+def prepare_qat(model: Darknet, calib: torch.Tensor, batch: int = 8, weight_bits: int = 7) -> Darknet:
     """`model` (not changed) as a QAT network: BatchNorm folded, NNCF FakeQuantize on every
     conv's weights and on the activations, ranges calibrated on `calib`.
 
     Args:
         calib: float32 Tensor[N, 3, H, W] in [0, 1], prepared as `yolo4 detect` prepares images.
+        weight_bits: 7: every convolution's weights but depthwise ones train and export in -64..63
+            (NNCF's overflow fix, as the post-training export's default: CPUs without VNNI saturate
+            on 8-bit weights); 8: the whole int8 range.
     Returns:
         a Darknet (in train mode) whose forward simulates int8; `qat_config` describes it.
     """
     nncf = require_nncf_torch()
     if len(calib) == 0:
         raise ExportError("quantisation-aware training needs calibration images (got none)")
+    if weight_bits not in (7, 8):
+        raise ExportError(f"weight_bits={weight_bits}: QAT trains int8 weights in 7 or 8 bits")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
 
     folded = fold_batchnorm(model).eval()
@@ -129,10 +135,77 @@ def prepare_qat(model: Darknet, calib: torch.Tensor, batch: int = 8) -> Darknet:
             nncf.Dataset(items),
             **nncf_ptq_options(nncf, len(items)),
             advanced_parameters=AdvancedQuantizationParameters(
-                activations_quantization_params=QuantizationParameters(per_channel=False)
+                activations_quantization_params=QuantizationParameters(per_channel=False),
+                overflow_fix=nncf.OverflowFix.ENABLE if weight_bits == 7 else nncf.OverflowFix.DISABLE,
             ),
         )
+    if weight_bits == 7:
+        _keep_seven_bits(quantised, calib[:1])
     return quantised.train()
+
+
+def _keep_seven_bits(model: nn.Module, x: torch.Tensor) -> None:
+    """Make the 7-bit weight quantisers of a freshly quantised `model` stay 7-bit in training (in place).
+
+    NNCF's overflow fix calibrates a non-depthwise convolution's weights into half of an 8-bit
+    quantiser (scale = 2 max|w|, levels -127..127: the weights on -63.5..63.5), which training may
+    widen: its scale trains. A half-range quantiser (levels -64..63, exported as int8 with those
+    values) cannot widen, and its 7-bit structure is in the quantiser's config, so checkpoints
+    restore it. NNCF's grid step is kept, so only a channel's largest weight moves, when it is
+    positive (63.5, rounded to 64, clips to 63). Kangaroo-trained yolo-fastest-1.1, heads' SQNR on
+    its val images before training: 23.4 dB as NNCF calibrated it, 22.9 dB after this (8-bit
+    weights: 22.9 dB); moving the biases to absorb the change made it worse (22.7 dB)."""
+    with torch.no_grad():
+        for q, conv in _weight_quantisers(model, x).items():
+            if conv.groups > 1 and conv.groups == conv.in_channels:
+                continue  # depthwise: NNCF's overflow fix leaves it 8-bit (its kernels do not saturate)
+            step = (q.scale.detach().abs() + q.eps) / q.level_high
+            q._qspec.narrow_range = q._narrow_range = False  # 2 x (-64..63) + (0, 1): the export's 256 levels
+            q._qspec.half_range = q._half_range = True
+            q.set_levels()
+            q.scale = nn.Parameter(step * q.level_high - q.eps)
+
+
+def _weight_quantisers(model: nn.Module, x: torch.Tensor) -> dict[Any, nn.Conv2d]:
+    """{weight quantiser: the convolution whose weight it quantises} of QAT `model`, found by the
+    tensor each quantiser is called on when `model` runs on `x` (Tensor[B, 3, H, W]), so that it
+    depends on no NNCF naming scheme."""
+    from nncf.torch.quantization.layers import SymmetricQuantizer
+
+    convs = {m.weight.data_ptr(): m for m in model.modules() if isinstance(m, nn.Conv2d)}
+    found: dict[Any, nn.Conv2d] = {}
+
+    def note(module: nn.Module, args: Any) -> None:
+        conv = convs.get(args[0].data_ptr()) if isinstance(args[0], torch.Tensor) else None
+        if conv is not None:
+            found[module] = conv
+
+    handles = [m.register_forward_pre_hook(note) for m in model.modules() if isinstance(m, SymmetricQuantizer)]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return found
+
+
+def weight_bits(model: nn.Module) -> int:
+    """7 when the convolutions of QAT `model` (but depthwise ones) train their weights in 7 bits
+    (`prepare_qat(..., weight_bits=7)`), else 8."""
+    require_nncf_torch()
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    return 7 if any(m.is_half_range for m in model.modules() if isinstance(m, BaseQuantizer)) else 8
+
+
+def qat_recipe(model: nn.Module) -> dict[str, Any]:
+    """The int8 recipe of QAT `model`'s exported files (the `yolo4.quantization` metadata): `QAT_RECIPE`
+    with its weights' bit width (`weights_7bit`, which `yolo4.inference.runtime.int8_saturates` reads)."""
+    seven = weight_bits(model) == 7
+    return {**QAT_RECIPE, "weights": QAT_RECIPE["weights"] + (SEVEN_BITS if seven else ""), "weights_7bit": seven}
 
 
 def freeze_ranges(model: nn.Module) -> None:
@@ -221,8 +294,9 @@ def nncf_ranges(model: Darknet, calib: torch.Tensor, batch: int = 8) -> dict[int
     """NNCF's post-training activation ranges of `model` (not changed), by the block whose output
     each quantises: {block index: (min, max)} (`prepare_qat`'s calibration on `calib`, float32
     Tensor[N, 3, H, W] in [0, 1], without training; then `learned_ranges`). The ONNX and
-    OpenVINO int8 recipe's ranges, which TFLite's PT2E file takes over (`export_tflite`)."""
-    return learned_ranges(prepare_qat(model, calib, batch).eval(), calib[:1])
+    OpenVINO int8 recipe's ranges, which TFLite's PT2E file takes over (`export_tflite`; its
+    weights are 8-bit, so are these: the weights' bits do not move the activations' ranges)."""
+    return learned_ranges(prepare_qat(model, calib, batch, weight_bits=8).eval(), calib[:1])
 
 
 def float_network(model: Darknet) -> Darknet:
@@ -236,6 +310,23 @@ def float_network(model: Darknet) -> Darknet:
         raise ExportError(f"the QAT model has no tensor {missing[0]} (and {len(missing) - 1} more)")
     plain.load_state_dict({k: state[k] for k in own})
     return plain.eval()
+
+
+def quantised_weights_network(model: Darknet) -> Darknet:
+    """`float_network(model)` with every convolution's weights as QAT `model` computes with them
+    (through their quantisers: on its int8 grid, in float32), in eval mode. What another int8
+    quantiser (TFLite's PT2E) should start from: it rounds them again to its own 8-bit grid, which
+    holds an 8-bit QAT grid exactly and a 7-bit one nearly (kangaroo yolo-fastest-1.1, 7-bit QAT,
+    TFLite heads' SQNR 21.7 dB from these weights, 20.4 dB from the float ones; 8-bit QAT 21.7 both)."""
+    plain = float_network(model)
+    h, w = model.input_hw
+    quantisers = _weight_quantisers(model, torch.zeros(1, 3, h, w))
+    name_of = {id(m): n for n, m in model.named_modules()}
+    convs = dict(plain.named_modules())
+    with torch.no_grad():
+        for q, conv in quantisers.items():
+            convs[name_of[id(conv)]].weight.copy_(q(conv.weight))
+    return plain
 
 
 def _has_bn(model: Darknet) -> bool:

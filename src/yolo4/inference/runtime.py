@@ -171,10 +171,12 @@ class ExportedModel(nn.Module):
         if int8_saturates(self.quantization, self.runtime):
             safe = self.runtime == "openvino" and not int8_saturates(self.quantization, "onnxruntime")
             advice = ", or run it with --runtime onnxruntime" if safe else ""
+            qat = "quantisation-aware" in str(self.quantization.get("tool", ""))
+            again = "Train it again with --qat" if qat else "Export it again"
             warnings.warn(
                 f"{self.path}: int8 weights with the whole 8-bit range, and this CPU has no VNNI: {self.runtime}'s "
                 "int8 convolutions saturate here and lose accuracy (yolo-fastest-1.1: heads' SQNR 17-18 dB where "
-                f"exact int8 gives 21-26 dB). Export it again (int8 weights take 7 bits by default now){advice}",
+                f"exact int8 gives 21-26 dB). {again} (int8 weights take 7 bits by default now){advice}",
                 stacklevel=3,
             )
 
@@ -519,7 +521,7 @@ def runtime_preference(path: str | os.PathLike) -> tuple[tuple[str, ...], str]:
 def int8_saturates(quantization: Any, runtime: str) -> bool:
     """Whether `runtime`'s int8 kernels lose accuracy on this CPU for a file with the int8 recipe
     `quantization` (its `yolo4.quantization` metadata): weights that use the whole 8-bit range (files
-    written before 7 bits became the default, QAT files, `--int8-weight-bits 8`) on a CPU without
+    written before 7 bits became the default, `--int8-weight-bits 8`, `--qat --set qat_weight_bits=8`) on a CPU without
     VNNI (`int8_dot_product`). Measured on yolo-fastest-1.1 on an AVX2 AMD EPYC, heads' SQNR against
     float32, the runtime's against the exact int8 arithmetic: OpenVINO with any such file (NNCF's:
     18.1 against 26.3 dB); onnxruntime with its own quantiser's files (signed int8 activations:

@@ -54,6 +54,7 @@ class TrainConfig:
     qat_train_ranges: bool = (
         True  # train the quantisers' ranges with the weights (NNCF's QAT); off: they stay calibrated
     )
+    qat_weight_bits: int = 7  # 7: conv weights (not depthwise) in -64..63, as `yolo4 export --int8`; 8: whole range
     freeze: int = 0  # layers 0..freeze-1 are not trained (BN frozen too)
     anchors: str = "auto"  # auto (k-means when the cfg's fit the training boxes badly) | cfg | kmeans
     max_train_images: int | None = None  # use only the first N training images

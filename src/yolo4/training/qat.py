@@ -17,7 +17,8 @@ checkpoints, is the same):
     detect` prepares them); a resumed run rebuilds the same structure from its checkpoint;
   * the weights and the quantisers' ranges train together (NNCF's QAT; `qat_train_ranges=false`
     keeps the calibrated ranges: on kangaroo yolov4-tiny the two were within the validation's
-    noise of each other);
+    noise of each other), the weights of every convolution but depthwise ones in 7 bits
+    (`qat_weight_bits`, as `yolo4 export --int8` writes them: CPUs without VNNI saturate on 8);
   * mixed precision is off (the simulated int8 must be the deployed int8);
   * each epoch's validation evaluates the fake-quantised model (its EMA), so val/mAP50 is the
     int8 model's accuracy, and so does one before the first step (epoch 0: the calibrated model,
@@ -71,6 +72,11 @@ def check_qat_config(cfg: TrainConfig) -> None:
         raise Yolo4Error("--qat folds BatchNorm into the convolutions (as deployed): cmbn cannot be used with it")
     if cfg.qat_calib_images < 1:
         raise Yolo4Error(f"qat_calib_images={cfg.qat_calib_images}: at least one image calibrates the int8 ranges")
+    if cfg.qat_weight_bits not in (7, 8):
+        raise Yolo4Error(
+            f"qat_weight_bits={cfg.qat_weight_bits}: int8 weights train in 7 bits (the default: CPUs without "
+            "VNNI run them without saturating) or 8"
+        )
     qat_formats(cfg)
 
 
@@ -114,7 +120,7 @@ def qat_model(model: torch.nn.Module, cfg: TrainConfig, resumed: dict[str, Any] 
             "fine-tunes a model trained on the same classes; train one first"
         )
     else:
-        qmodel = prepare_qat(model, _calibration(cfg, model))  # type: ignore[arg-type]
+        qmodel = prepare_qat(model, _calibration(cfg, model), weight_bits=cfg.qat_weight_bits)  # type: ignore[arg-type]
     if not cfg.qat_train_ranges:
         freeze_ranges(qmodel)
     return qmodel
@@ -147,7 +153,8 @@ class QatExportHook(Hook):
     """At the end (main process): best.pt's QAT model exported as int8 files (`cfg.qat_export`:
     `best-int8.onnx`, `best-int8.xml`, `best-int8.tflite`), and its float weights (BN folded) as
     darknet best.cfg + best.weights (state.best_files). TFLite's file is litert-torch's PT2E
-    int8 of the QAT-trained weights with the activation ranges QAT learned (`learned_ranges`:
+    int8 of the QAT-trained weights as QAT quantised them (`quantised_weights_network`: PT2E
+    rounds them to its 8-bit grid) with the activation ranges QAT learned (`learned_ranges`:
     each layer output NNCF quantised keeps its trained range; the tensors only TFLite quantises,
     a convolution's output before its leaky ReLU and the heads, are calibrated) and their biases
     as trained (no second bias correction)."""
@@ -158,7 +165,7 @@ class QatExportHook(Hook):
             return
         from yolo4.export import ExportOptions, export_model
         from yolo4.export.darknet import export_darknet
-        from yolo4.export.qat import float_network, learned_ranges
+        from yolo4.export.qat import float_network, learned_ranges, quantised_weights_network
 
         qmodel = load_qat_checkpoint(best, float_network(state.net))
         size = val_size(state.cfg)
@@ -177,7 +184,7 @@ class QatExportHook(Hook):
                         int8_ranges=tuple((i, lo, hi) for i, (lo, hi) in ranges.items()),
                         int8_bias_correction=False,  # NNCF corrected them; training kept them right for int8
                     )  # fmt: skip
-                    result = export_model(plain, options, out, names=state.names)
+                    result = export_model(quantised_weights_network(qmodel), options, out, names=state.names)
                 else:
                     options = ExportOptions(format=fmt, img_size=(size, size))
                     result = export_model(qmodel, options, out, names=state.names)
