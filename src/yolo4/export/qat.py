@@ -181,6 +181,13 @@ def _weight_quantisers(model: nn.Module, x: torch.Tensor) -> dict[Any, nn.Conv2d
             found[module] = conv
 
     handles = [m.register_forward_pre_hook(note) for m in model.modules() if isinstance(m, SymmetricQuantizer)]
+    _run_with_hooks(model, x, handles)
+    return found
+
+
+def _run_with_hooks(model: nn.Module, x: torch.Tensor, handles: list) -> None:
+    """`model` run once on `x` in eval mode without gradients, then its hooks (`handles`) removed
+    and its train/eval mode restored, also when the forward fails."""
     was_training = model.training
     try:
         with torch.no_grad():
@@ -189,7 +196,6 @@ def _weight_quantisers(model: nn.Module, x: torch.Tensor) -> dict[Any, nn.Conv2d
         model.train(was_training)
         for h in handles:
             h.remove()
-    return found
 
 
 def weight_bits(model: nn.Module) -> int:
@@ -279,14 +285,7 @@ def learned_ranges(model: nn.Module, x: torch.Tensor) -> dict[int, tuple[float, 
     blocks = cast(Darknet, model).blocks
     handles = [b.register_forward_pre_hook(enter(i)) for i, b in enumerate(blocks)]
     handles += [m.register_forward_hook(record) for m in model.modules() if isinstance(m, AsymmetricQuantizer)]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    _run_with_hooks(model, x, handles)
     return dict(sorted(found.items()))
 
 
