@@ -313,3 +313,40 @@ def test_learned_ranges_name_the_block_each_quantiser_serves(trained):
         codes = (outputs[i] - lo) / step
         assert float(codes.min()) > -0.01 and float(codes.max()) < 255.01, i
         assert float((codes - codes.round()).abs().max()) < 0.02, i  # on the grid: this quantiser made it
+
+
+def test_an_interrupted_qat_run_resumes_as_the_uninterrupted_one(qat_cfg, tiny_data, trained, tmp_path):
+    """`--resume` of a QAT run stopped by SIGTERM rebuilds its quantisers from the checkpoint (the
+    7-bit weight quantisers stay 7-bit) and ends with the weights, ranges and losses of the run
+    that was not interrupted."""
+    pytest.importorskip("nncf")
+    import os
+    import signal
+
+    from yolo4.training.checkpoint import load_checkpoint
+    from yolo4.training.hooks import Hook
+
+    class _TermAt(Hook):
+        def on_step_end(self, state) -> None:
+            if state.step == 5:  # in epoch 2 (4 steps an epoch): the run stops after step 6
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg_path, weights = trained
+    kw = dict(model=str(cfg_path), weights=str(weights), epochs=2, batch=4, lr=0.0001, qat_export="onnx")
+    straight = train(qat_cfg(tiny_data, tmp_path / "straight", **kw))
+    cut = train(qat_cfg(tiny_data, tmp_path / "cut", **kw), hooks=[_TermAt()])
+    assert straight.signal is None and cut.signal == signal.SIGTERM
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 6
+    resumed = train(TrainConfig(resume=str(tmp_path / "cut"), device="cpu", workers=0, progress=False))
+    assert resumed.signal is None and resumed.epochs == 2
+
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert '"half_range": true' in json.dumps(b["qat"]) and a["qat"] == b["qat"]
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 8)
+    assert [r["train/loss"] for r in a["history"][1:]] == pytest.approx([r["train/loss"] for r in b["history"][1:]])
+    for part in ("model", "ema"):
+        sa, sb = (a[part], b[part]) if part == "model" else (a[part]["module"], b[part]["module"])
+        assert any("quantizer" in k or "hooks" in k for k in sa)  # the quantisers' ranges are compared too
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6, msg=f"{part}: {k}")
+    assert (tmp_path / "cut" / "best-int8.onnx").is_file()
