@@ -36,6 +36,9 @@ CALIB_METHODS = ("minmax", "percentile", "entropy")
 INT8_TOOLS = ("auto", "nncf", "onnxruntime")
 
 
+INT8_WEIGHT_BITS = (7, 8)  # int8 weights in 7 bits (CPUs without VNNI do not saturate) or all 8
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """How to export (one object, validated by `validate`).
@@ -136,7 +139,7 @@ class ExportOptions:
             )
         if self.int8_tool not in INT8_TOOLS:
             raise ExportError(f"unknown int8 tool '{self.int8_tool}' (choose from {', '.join(INT8_TOOLS)})")
-        if self.int8_weight_bits not in (7, 8):
+        if self.int8_weight_bits not in INT8_WEIGHT_BITS:
             raise ExportError(f"--int8-weight-bits must be 7 or 8, got {self.int8_weight_bits}")
         if self.int8_min_agreement is not None and not 0.0 < self.int8_min_agreement <= 1.0:
             raise ExportError(f"--int8-min-agreement must be in (0, 1], got {self.int8_min_agreement}")

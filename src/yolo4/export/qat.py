@@ -46,6 +46,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from yolo4.darknet import Darknet
 from yolo4.darknet.layers import Conv, Convolutional
 from yolo4.errors import ExportError
+from yolo4.export.common import INT8_WEIGHT_BITS
 from yolo4.export.quantize import nncf_ptq_options, quiet_nncf
 
 QAT_RECIPE = {
@@ -123,7 +124,7 @@ def prepare_qat(model: Darknet, calib: torch.Tensor, batch: int = 8, weight_bits
     nncf = require_nncf_torch()
     if len(calib) == 0:
         raise ExportError("quantisation-aware training needs calibration images (got none)")
-    if weight_bits not in (7, 8):
+    if weight_bits not in INT8_WEIGHT_BITS:
         raise ExportError(f"weight_bits={weight_bits}: QAT trains int8 weights in 7 or 8 bits")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
 
